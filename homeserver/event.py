@@ -1,0 +1,83 @@
+"""The in-memory form of a room event: the signed PDU as on the wire, plus its id."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from homeserver.room_versions import RoomVersion
+
+StateKey = tuple[str, str]  # (event type, state_key)
+
+
+@dataclass(slots=True, eq=False)
+class Event:
+    event_id: str
+    room_version: RoomVersion
+    pdu: dict[str, Any]  # hashed and signed PDU; v3+ formats carry no event_id key
+    # Set by the persist path, not part of the PDU:
+    stream_ordering: int | None = None
+    rejected: bool = False
+    internal: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def type(self) -> str:
+        return self.pdu["type"]
+
+    @property
+    def state_key(self) -> str | None:
+        return self.pdu.get("state_key")
+
+    def is_state(self) -> bool:
+        return "state_key" in self.pdu
+
+    @property
+    def key(self) -> StateKey:
+        return (self.pdu["type"], self.pdu["state_key"])
+
+    @property
+    def sender(self) -> str:
+        return self.pdu["sender"]
+
+    @property
+    def content(self) -> dict[str, Any]:
+        return self.pdu.get("content", {})
+
+    @property
+    def room_id(self) -> str:
+        # Room version 12's create event has no room_id: the room id is derived from it.
+        if self.room_version.room_id_from_create and self.pdu["type"] == "m.room.create":
+            return "!" + self.event_id[1:]
+        return self.pdu["room_id"]
+
+    @property
+    def prev_event_ids(self) -> list[str]:
+        return self.pdu.get("prev_events", [])
+
+    @property
+    def auth_event_ids(self) -> list[str]:
+        return self.pdu.get("auth_events", [])
+
+    @property
+    def depth(self) -> int:
+        return self.pdu.get("depth", 0)
+
+    @property
+    def origin_server_ts(self) -> int:
+        return self.pdu.get("origin_server_ts", 0)
+
+    @property
+    def redacts(self) -> str | None:
+        if self.pdu["type"] != "m.room.redaction":
+            return None
+        if self.room_version.redacts_in_content:
+            r = self.content.get("redacts")
+        else:
+            r = self.pdu.get("redacts")
+        return r if isinstance(r, str) else None
+
+    @property
+    def membership(self) -> str | None:
+        if self.pdu["type"] != "m.room.member":
+            return None
+        m = self.content.get("membership")
+        return m if isinstance(m, str) else None
