@@ -1,0 +1,19 @@
+"""Every client-server endpoint, grouped by area; each module has `register(router)`."""
+from client_api.http import Router
+from client_api.routes import (
+    account,
+    account_data,
+    devices,
+    directory,
+    profile,
+    room_events,
+    rooms,
+    user_directory,
+    versions,
+)
+
+
+def register_all_routes(router: Router) -> None:
+    for module in (versions, account, devices, profile, rooms, room_events, directory,
+                   account_data, user_directory):
+        module.register(router)

@@ -1,0 +1,145 @@
+"""Registration, login, logout, whoami, password change and deactivation."""
+from __future__ import annotations
+
+from client_api import uia
+from client_api.http import Req, Router
+from homeserver.errors import MatrixError, forbidden, missing_param
+from storage import accounts as accounts_store
+
+
+def _opt_str(body: dict, key: str) -> str | None:
+    value = body.get(key)
+    if value is not None and not isinstance(value, str):
+        raise MatrixError(400, "M_BAD_JSON", f"{key} must be a string")
+    return value
+
+
+async def register_account(req: Req):
+    body = req.json(allow_empty=True)
+    if req.query("kind", "user") == "guest":
+        raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "guest access is disabled")
+    if not req.hs.config.registration.enabled:
+        raise forbidden("registration is disabled")
+    username = _opt_str(body, "username")
+    password = _opt_str(body, "password")
+    device_id = _opt_str(body, "device_id")
+    display_name = _opt_str(body, "initial_device_display_name")
+    accounts = req.hs.accounts
+    if username is not None:
+        username = username.lower()
+        accounts.check_localpart(username)
+        if await req.hs.db.run(accounts_store.user_exists, accounts.user_id_for(username)):
+            raise MatrixError(400, "M_USER_IN_USE", "that user id is taken")
+    await uia.require_dummy(req)
+    if username is None:
+        username = await _generate_localpart(req)
+    user_id = await accounts.register(username, password)
+    result = {"user_id": user_id, "home_server": req.hs.server_name}
+    if body.get("inhibit_login") is True:
+        return result
+    token, device_id = await accounts.new_session(user_id, device_id, display_name)
+    result.update(access_token=token, device_id=device_id)
+    return result
+
+
+async def _generate_localpart(req: Req) -> str:
+    import secrets
+    for _ in range(10):
+        candidate = str(secrets.randbelow(10**9))
+        if not await req.hs.db.run(accounts_store.user_exists, req.hs.accounts.user_id_for(candidate)):
+            return candidate
+    raise MatrixError(500, "M_UNKNOWN", "could not generate a user id")
+
+
+async def register_available(req: Req):
+    username = req.query("username")
+    if not username:
+        raise missing_param("username is required")
+    req.hs.accounts.check_localpart(username)
+    if await req.hs.db.run(accounts_store.user_exists, req.hs.accounts.user_id_for(username)):
+        raise MatrixError(400, "M_USER_IN_USE", "that user id is taken")
+    return {"available": True}
+
+
+async def login_flows(req: Req):
+    return {"flows": [{"type": "m.login.password"}]}
+
+
+async def login(req: Req):
+    body = req.json()
+    if body.get("type") != "m.login.password":
+        raise MatrixError(400, "M_UNKNOWN", f"login type {body.get('type')!r} is not supported")
+    identifier = body.get("identifier")
+    user = None
+    if isinstance(identifier, dict):
+        if identifier.get("type") != "m.id.user":
+            raise MatrixError(400, "M_UNKNOWN", "only m.id.user identifiers are supported")
+        user = identifier.get("user")
+    else:
+        user = body.get("user")  # the deprecated top-level form older clients send
+    password = body.get("password")
+    if not isinstance(user, str) or not user:
+        raise missing_param("identifier.user is required")
+    if not isinstance(password, str):
+        raise missing_param("password is required")
+    user_id = req.hs.accounts.user_id_for(user)
+    if not await req.hs.accounts.check_password(user_id, password):
+        raise forbidden("invalid username or password")
+    token, device_id = await req.hs.accounts.new_session(
+        user_id, _opt_str(body, "device_id"), _opt_str(body, "initial_device_display_name"))
+    return {"user_id": user_id, "access_token": token, "device_id": device_id,
+            "home_server": req.hs.server_name,
+            "well_known": {"m.homeserver": {"base_url": req.hs.config.public_baseurl.rstrip("/")}}}
+
+
+async def logout(req: Req):
+    await req.hs.accounts.logout(req.requester.access_token)
+    return {}
+
+
+async def logout_all(req: Req):
+    await req.hs.accounts.logout_all(req.user_id)
+    return {}
+
+
+async def whoami(req: Req):
+    return {"user_id": req.user_id, "device_id": req.requester.device_id, "is_guest": False}
+
+
+async def change_password(req: Req):
+    body = req.json()
+    await uia.require_password(req, req.user_id)
+    new_password = body.get("new_password")
+    if not isinstance(new_password, str) or not new_password:
+        raise missing_param("new_password is required")
+    pw_hash = await req.hs.accounts.hash_password(new_password)
+    await req.hs.db.run(accounts_store.set_password_hash, req.user_id, pw_hash)
+    if body.get("logout_devices", True) is not False:
+        await req.hs.accounts.logout_all(req.user_id, except_device=req.requester.device_id)
+    return {}
+
+
+async def deactivate(req: Req):
+    await uia.require_password(req, req.user_id)
+    user_id = req.user_id
+    # Leave every room first, while the account can still send.
+    from storage import state as state_store
+    for room_id in await req.hs.db.run(state_store.rooms_for_user, user_id, ("join", "invite", "knock")):
+        try:
+            await req.hs.membership.set_membership(user_id, room_id, user_id, "leave")
+        except MatrixError:
+            pass
+    await req.hs.accounts.deactivate(user_id)
+    return {"id_server_unbind_result": "no-support"}
+
+
+def register(router: Router) -> None:
+    router.client("POST", "/register", register_account, auth=False)
+    router.client("GET", "/register/available", register_available, auth=False)
+    router.client("GET", "/login", login_flows, auth=False)
+    router.client("POST", "/login", login, auth=False)
+    router.client("POST", "/logout", logout)
+    router.client("POST", "/logout/all", logout_all)
+    router.client("GET", "/account/whoami", whoami)
+    router.client("POST", "/account/password", change_password)
+    router.client("POST", "/account/deactivate", deactivate)

@@ -1,0 +1,135 @@
+"""Room aliases and the public room directory."""
+from __future__ import annotations
+
+from client_api.http import Req, Router
+from homeserver import auth_rules
+from homeserver.errors import MatrixError, forbidden, not_found
+from homeserver.ids import is_valid_room_alias, split_id
+from storage import directory as directory_store
+
+MAX_DIRECTORY_LIMIT = 500
+
+
+def _check_alias(req: Req, alias: str) -> None:
+    if not is_valid_room_alias(alias):
+        raise MatrixError(400, "M_INVALID_PARAM", "malformed room alias")
+
+
+async def put_alias(req: Req, alias: str):
+    _check_alias(req, alias)
+    if split_id(alias, "#")[1] != req.hs.server_name:
+        raise MatrixError(400, "M_INVALID_PARAM", "alias must be on this server")
+    room_id = req.json().get("room_id")
+    if not isinstance(room_id, str):
+        raise MatrixError(400, "M_BAD_JSON", "room_id is required")
+    head = await req.hs.room_heads.get(room_id)
+    if head is None:
+        raise not_found("unknown room")
+    if head.membership_of(req.user_id) != "join" and not req.requester.is_admin:
+        raise forbidden("you must be in the room to give it an alias")
+    if not await req.hs.db.run(directory_store.create_alias, alias, room_id, req.user_id):
+        raise MatrixError(409, "M_UNKNOWN", f"alias {alias} already exists")
+    return {}
+
+
+async def get_alias(req: Req, alias: str):
+    _check_alias(req, alias)
+    found = await req.hs.db.run(directory_store.get_alias, alias)
+    if not found:
+        raise not_found(f"room alias {alias} not found")
+    return {"room_id": found[0], "servers": [req.hs.server_name]}
+
+
+async def delete_alias(req: Req, alias: str):
+    _check_alias(req, alias)
+    found = await req.hs.db.run(directory_store.get_alias, alias)
+    if not found:
+        raise not_found(f"room alias {alias} not found")
+    room_id, creator = found
+    if creator != req.user_id and not req.requester.is_admin:
+        head = await req.hs.room_heads.get(room_id)
+        # Room moderators who may change the canonical alias may also remove aliases.
+        needed = auth_rules.get_required_level("m.room.canonical_alias", True, head.state) if head else 0
+        if head is None or auth_rules.get_user_power_level(req.user_id, head.state) < needed \
+                or head.membership_of(req.user_id) != "join":
+            raise forbidden("you may not delete this alias")
+    await req.hs.db.run(directory_store.delete_alias, alias)
+    return {}
+
+
+async def room_aliases(req: Req, room_id: str):
+    head = await req.hs.room_heads.get(room_id)
+    if head is None:
+        raise not_found("unknown room")
+    hv = head.state.get(("m.room.history_visibility", ""))
+    world = hv is not None and hv.content.get("history_visibility") == "world_readable"
+    if head.membership_of(req.user_id) != "join" and not world:
+        raise forbidden("you are not in this room")
+    return {"aliases": await req.hs.db.run(directory_store.aliases_for_room, room_id)}
+
+
+async def get_visibility(req: Req, room_id: str):
+    public = await req.hs.db.run(directory_store.get_room_public, room_id)
+    if public is None:
+        raise not_found("unknown room")
+    return {"visibility": "public" if public else "private"}
+
+
+async def set_visibility(req: Req, room_id: str):
+    visibility = req.json().get("visibility", "public")
+    if visibility not in ("public", "private"):
+        raise MatrixError(400, "M_INVALID_PARAM", "visibility must be public or private")
+    head = await req.hs.room_heads.get(room_id)
+    if head is None:
+        raise not_found("unknown room")
+    needed = auth_rules.get_required_level("m.room.canonical_alias", True, head.state)
+    if not req.requester.is_admin and (head.membership_of(req.user_id) != "join"
+                                       or auth_rules.get_user_power_level(req.user_id, head.state) < needed):
+        raise forbidden("you may not change this room's directory visibility")
+    await req.hs.db.run(directory_store.set_room_public, room_id, visibility == "public")
+    head.is_public = visibility == "public"
+    return {}
+
+
+async def _public_rooms(req: Req, limit, since, term):
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
+        raise MatrixError(400, "M_INVALID_PARAM", "limit must be a non-negative integer")
+    limit = min(limit if limit is not None else 100, MAX_DIRECTORY_LIMIT)
+    offset = 0
+    if since:
+        if not (isinstance(since, str) and since.startswith("o") and since[1:].isdigit()):
+            raise MatrixError(400, "M_INVALID_PARAM", "invalid since token")
+        offset = int(since[1:])
+    chunk, total = await req.hs.db.run(directory_store.public_rooms, term, offset, limit)
+    result = {"chunk": chunk, "total_room_count_estimate": total}
+    if offset + len(chunk) < total:
+        result["next_batch"] = f"o{offset + len(chunk)}"
+    if offset > 0:
+        result["prev_batch"] = f"o{max(0, offset - limit)}"
+    return result
+
+
+async def public_rooms_get(req: Req):
+    return await _public_rooms(req, req.query_int("limit"), req.query("since"), None)
+
+
+async def public_rooms_post(req: Req):
+    body = req.json(allow_empty=True)
+    f = body.get("filter") or {}
+    if not isinstance(f, dict):
+        raise MatrixError(400, "M_BAD_JSON", "filter must be an object")
+    term = f.get("generic_search_term")
+    if term is not None and not isinstance(term, str):
+        raise MatrixError(400, "M_BAD_JSON", "generic_search_term must be a string")
+    return await _public_rooms(req, body.get("limit"), body.get("since"), term)
+
+
+def register(router: Router) -> None:
+    router.client("PUT", "/directory/room/{alias}", put_alias)
+    router.client("GET", "/directory/room/{alias}", get_alias, auth=False)
+    router.client("DELETE", "/directory/room/{alias}", delete_alias)
+    router.client("GET", "/rooms/{room_id}/aliases", room_aliases)
+    router.client("GET", "/directory/list/room/{room_id}", get_visibility, auth=False)
+    router.client("PUT", "/directory/list/room/{room_id}", set_visibility)
+    router.client("GET", "/publicRooms", public_rooms_get, auth=False)
+    router.client("POST", "/publicRooms", public_rooms_post)

@@ -1,0 +1,244 @@
+"""Sending and reading room events: send, state, event, messages, context, redact."""
+from __future__ import annotations
+
+from typing import Any
+
+from client_api.http import Req, Router
+from homeserver import auth_rules, visibility
+from homeserver.errors import MatrixError, forbidden, not_found
+from homeserver.event import Event
+from homeserver.pagination import END, START, Position, parse_token, topo_token
+from homeserver.room_heads import RoomHead
+from homeserver.serialize import serialize_event
+from storage import events as events_store
+from storage import state as state_store
+
+MAX_LIMIT = 1000
+
+
+async def serialize_for(req: Req, events: list[Event]) -> list[dict[str, Any]]:
+    """Client format, with the redacted form (and redacted_because) where redacted."""
+    redaction_ids = [e.internal["redacted_by"] for e in events if e.internal.get("redacted_by")]
+    redactions = await req.hs.event_cache.get_many(redaction_ids) if redaction_ids else {}
+    device = req.requester.device_key if req.requester else None
+    return [serialize_event(e, device, redactions.get(e.internal.get("redacted_by") or "")) for e in events]
+
+
+def _txn(req: Req, txn_id: str) -> tuple[str, str, str]:
+    return (req.user_id, req.requester.device_id, txn_id)
+
+
+async def send_event(req: Req, room_id: str, event_type: str, txn_id: str):
+    content = req.json()
+    ev = await req.hs.event_creator.send(room_id, req.user_id, event_type, content, None,
+                                         txn=_txn(req, txn_id))
+    return {"event_id": ev.event_id}
+
+
+async def put_state(req: Req, room_id: str, event_type: str, state_key: str = ""):
+    content = req.json()
+    head = await req.hs.room_heads.get(room_id)
+    if head is None:
+        raise not_found("unknown room")
+    current = head.state.get((event_type, state_key))
+    if current is not None and current.sender == req.user_id and current.content == content:
+        return {"event_id": current.event_id}  # same state again: nothing to send
+    ev = await req.hs.event_creator.send(room_id, req.user_id, event_type, content, state_key)
+    return {"event_id": ev.event_id}
+
+
+async def _state_for_reader(req: Req, room_id: str) -> dict[tuple[str, str], Event]:
+    """Current state for members; for past members, the state when they left."""
+    hist = await visibility.require_can_read(req.hs, room_id, req.user_id)
+    head = await req.hs.room_heads.get(room_id)
+    assert head is not None
+    if head.membership_of(req.user_id) == "join" or not hist.memberships:
+        return head.state
+    last_event = await req.hs.db.run(_last_membership_event, room_id, req.user_id)
+    return await state_at_event(req, last_event)
+
+
+def _last_membership_event(cur, room_id: str, user_id: str) -> str:
+    cur.execute("SELECT event_id FROM room_memberships WHERE room_id = %s AND user_id = %s"
+                " ORDER BY stream_ordering DESC LIMIT 1", (room_id, user_id))
+    return cur.fetchone()[0]
+
+
+async def state_at_event(req: Req, event_id: str) -> dict[tuple[str, str], Event]:
+    def txn(cur):
+        group = state_store.get_state_group_of_event(cur, event_id)
+        return state_store.get_state_group_map(cur, group) if group is not None else {}
+
+    ids = await req.hs.db.run(txn)
+    found = await req.hs.event_cache.get_many(list(ids.values()))
+    return {k: found[eid] for k, eid in ids.items() if eid in found}
+
+
+async def get_state(req: Req, room_id: str):
+    state = await _state_for_reader(req, room_id)
+    return await serialize_for(req, list(state.values()))
+
+
+async def get_state_event(req: Req, room_id: str, event_type: str, state_key: str = ""):
+    state = await _state_for_reader(req, room_id)
+    ev = state.get((event_type, state_key))
+    if ev is None:
+        raise not_found("state event not found")
+    if req.query("format") == "event":
+        return (await serialize_for(req, [ev]))[0]
+    return (await serialize_for(req, [ev]))[0]["content"]
+
+
+async def get_event(req: Req, room_id: str, event_id: str):
+    ev = await req.hs.event_cache.get(event_id)
+    if ev is None or ev.room_id != room_id:
+        raise not_found("event not found")
+    hist = await visibility.require_can_read(req.hs, room_id, req.user_id)
+    if not hist.may_see(ev):
+        raise not_found("event not found")
+    return (await serialize_for(req, [ev]))[0]
+
+
+def _parse_filter(req: Req) -> dict[str, Any]:
+    raw = req.query("filter")
+    if not raw:
+        return {}
+    from client_api.http import parse_json_body
+    try:
+        return parse_json_body(raw.encode("utf-8"))
+    except MatrixError:
+        raise MatrixError(400, "M_INVALID_PARAM", "filter must be a JSON object") from None
+
+
+def _str_list(f: dict, key: str) -> list[str] | None:
+    value = f.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise MatrixError(400, "M_INVALID_PARAM", f"filter.{key} must be a list of strings")
+    return value
+
+
+async def _position(req: Req, room_id: str, token: str) -> Position:
+    depth, stream = parse_token(token)
+    if depth is None:
+        depth = await req.hs.db.run(events_store.depth_at_stream, room_id, stream)
+        return (depth, stream + 1)  # a stream token includes the event at its position
+    return (depth, stream)
+
+
+async def messages(req: Req, room_id: str):
+    direction = req.query("dir", "b")
+    if direction not in ("b", "f"):
+        raise MatrixError(400, "M_INVALID_PARAM", "dir must be 'b' or 'f'")
+    limit = min(max(req.query_int("limit", 10) or 0, 0), MAX_LIMIT)
+    hist = await visibility.require_can_read(req.hs, room_id, req.user_id)
+    from_token = req.query("from")
+    if from_token:
+        start = await _position(req, room_id, from_token)
+    else:
+        start = END if direction == "b" else START
+    to_token = req.query("to")
+    to_pos = await _position(req, room_id, to_token) if to_token else None
+    f = _parse_filter(req)
+    stored = await req.hs.db.run(
+        events_store.paginate_room, room_id, start, direction, limit, to_pos,
+        _str_list(f, "types"), _str_list(f, "not_types"), _str_list(f, "senders"),
+        _str_list(f, "not_senders"))
+    head = await req.hs.room_heads.get(room_id)
+    events = req.hs.event_cache.from_stored_list(stored, head.room_version.identifier)
+    # `depth` of each row is in the pdu; the last row's position is the next token.
+    visible = [e for e in events if hist.may_see(e)]
+    result: dict[str, Any] = {
+        "chunk": await serialize_for(req, visible),
+        "start": from_token or topo_token(start),
+    }
+    if len(events) == limit and events:
+        last = events[-1]
+        result["end"] = topo_token((last.depth, last.stream_ordering))
+    if f.get("lazy_load_members") and visible:
+        senders = {e.sender for e in visible}
+        members = [head.state[("m.room.member", s)] for s in senders if ("m.room.member", s) in head.state]
+        result["state"] = await serialize_for(req, members)
+    return result
+
+
+async def context(req: Req, room_id: str, event_id: str):
+    ev = await req.hs.event_cache.get(event_id)
+    if ev is None or ev.room_id != room_id:
+        raise not_found("event not found")
+    hist = await visibility.require_can_read(req.hs, room_id, req.user_id)
+    if not hist.may_see(ev):
+        raise not_found("event not found")
+    limit = min(max(req.query_int("limit", 10) or 0, 0), MAX_LIMIT)
+    f = _parse_filter(req)
+    pos = (ev.depth, ev.stream_ordering)
+    filters = (_str_list(f, "types"), _str_list(f, "not_types"), _str_list(f, "senders"),
+               _str_list(f, "not_senders"))
+    before_n = limit // 2
+    after_n = limit - before_n
+
+    def txn(cur):
+        return (events_store.paginate_room(cur, room_id, pos, "b", before_n, None, *filters),
+                events_store.paginate_room(cur, room_id, pos, "f", after_n, None, *filters))
+
+    before_rows, after_rows = await req.hs.db.run(txn)
+    head = await req.hs.room_heads.get(room_id)
+    version = head.room_version.identifier
+    before = req.hs.event_cache.from_stored_list(before_rows, version)
+    after = req.hs.event_cache.from_stored_list(after_rows, version)
+    first = before[-1] if before else ev
+    last = after[-1] if after else ev
+    state = await state_at_event(req, event_id)
+    state_events = list(state.values())
+    if f.get("lazy_load_members"):
+        senders = {e.sender for e in before + [ev] + after}
+        state_events = [e for k, e in state.items() if k[0] != "m.room.member" or k[1] in senders]
+    return {
+        "event": (await serialize_for(req, [ev]))[0],
+        "events_before": await serialize_for(req, [e for e in before if hist.may_see(e)]),
+        "events_after": await serialize_for(req, [e for e in after if hist.may_see(e)]),
+        "start": topo_token((first.depth, first.stream_ordering)),
+        "end": topo_token((last.depth, last.stream_ordering)),
+        "state": await serialize_for(req, state_events),
+    }
+
+
+async def redact(req: Req, room_id: str, event_id: str, txn_id: str):
+    body = req.json(allow_empty=True)
+    content: dict[str, Any] = {}
+    if isinstance(body.get("reason"), str):
+        content["reason"] = body["reason"]
+    head = await req.hs.room_heads.get(room_id)
+    if head is None:
+        raise not_found("unknown room")
+    target = await req.hs.event_cache.get(event_id)
+    if target is not None and target.room_id != room_id:
+        raise not_found("event not found in this room")
+    content["redacts"] = event_id
+
+    def may_redact(h: RoomHead, redaction: Event) -> None:
+        # The auth rules only check the send level; whether the redaction applies is
+        # decided here: your own events, or anyone's with the redact power level.
+        if target is not None and target.sender == redaction.sender:
+            return
+        level = auth_rules.get_user_power_level(redaction.sender, h.state)
+        if level < auth_rules.get_named_level("redact", h.state):
+            raise forbidden("you may not redact other users' events")
+
+    ev = await req.hs.event_creator.send(room_id, req.user_id, "m.room.redaction", content,
+                                         None, txn=_txn(req, txn_id), extra_check=may_redact)
+    return {"event_id": ev.event_id}
+
+
+def register(router: Router) -> None:
+    router.client("PUT", "/rooms/{room_id}/send/{event_type}/{txn_id}", send_event)
+    router.client("GET", "/rooms/{room_id}/state", get_state)
+    router.client("GET", "/rooms/{room_id}/state/{event_type}/?", get_state_event)
+    router.client("GET", "/rooms/{room_id}/state/{event_type}/{state_key}", get_state_event)
+    router.client("PUT", "/rooms/{room_id}/state/{event_type}/?", put_state)
+    router.client("PUT", "/rooms/{room_id}/state/{event_type}/{state_key}", put_state)
+    router.client("GET", "/rooms/{room_id}/event/{event_id}", get_event)
+    router.client("GET", "/rooms/{room_id}/messages", messages)
+    router.client("GET", "/rooms/{room_id}/context/{event_id}", context)
+    router.client("PUT", "/rooms/{room_id}/redact/{event_id}/{txn_id}", redact)

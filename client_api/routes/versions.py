@@ -1,0 +1,35 @@
+"""Discovery: /versions, .well-known and /capabilities."""
+from __future__ import annotations
+
+from client_api.http import Req, Router
+from homeserver.room_versions import KNOWN_ROOM_VERSIONS
+
+SPEC_VERSIONS = ["r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6"]
+
+
+async def versions(req: Req):
+    return {"versions": SPEC_VERSIONS, "unstable_features": {}}
+
+
+async def well_known(req: Req):
+    return {"m.homeserver": {"base_url": req.hs.config.public_baseurl.rstrip("/")}}
+
+
+async def capabilities(req: Req):
+    return {"capabilities": {
+        "m.change_password": {"enabled": True},
+        "m.room_versions": {
+            "default": req.hs.config.rooms.default_room_version,
+            "available": {v: "stable" for v in KNOWN_ROOM_VERSIONS},
+        },
+        "m.set_displayname": {"enabled": True},
+        "m.set_avatar_url": {"enabled": True},
+        "m.3pid_changes": {"enabled": False},
+        "m.get_login_token": {"enabled": False},
+    }}
+
+
+def register(router: Router) -> None:
+    router.add("GET", "/_matrix/client/versions", versions, auth=False)
+    router.add("GET", "/.well-known/matrix/client", well_known, auth=False)
+    router.client("GET", "/capabilities", capabilities)

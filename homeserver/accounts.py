@@ -1,0 +1,142 @@
+"""Accounts: registration, passwords (bcrypt, off the reactor), devices and access tokens
+(random, stored as SHA-256 hashes, cached in memory by hash)."""
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+import bcrypt
+from twisted.internet import threads
+
+from homeserver.errors import MatrixError, forbidden
+from homeserver.ids import LOCALPART_RE, new_device_id, split_id
+from storage import accounts as accounts_store
+from storage.accounts import TokenOwner
+
+if TYPE_CHECKING:
+    from homeserver.server import HomeServer
+
+
+def hash_token(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+class Accounts:
+    def __init__(self, hs: "HomeServer") -> None:
+        self.hs = hs
+        self._token_cache: OrderedDict[bytes, TokenOwner] = OrderedDict()
+
+    # ---- identifiers ---------------------------------------------------------------
+
+    def user_id_for(self, localpart_or_id: str) -> str:
+        if localpart_or_id.startswith("@"):
+            return localpart_or_id
+        return f"@{localpart_or_id.lower()}:{self.hs.server_name}"
+
+    def is_mine(self, user_id: str) -> bool:
+        parts = split_id(user_id, "@")
+        return parts is not None and parts[1] == self.hs.server_name
+
+    def check_localpart(self, localpart: str) -> None:
+        if not LOCALPART_RE.match(localpart):
+            raise MatrixError(400, "M_INVALID_USERNAME",
+                              "user names may only contain a-z, 0-9, and . _ = - / +")
+        if len(f"@{localpart}:{self.hs.server_name}".encode()) > 255:
+            raise MatrixError(400, "M_INVALID_USERNAME", "user id is longer than 255 bytes")
+
+    # ---- passwords -----------------------------------------------------------------
+
+    async def hash_password(self, password: str) -> str:
+        rounds = self.hs.config.registration.bcrypt_rounds
+        hashed = await threads.deferToThread(
+            bcrypt.hashpw, password.encode("utf-8")[:72], bcrypt.gensalt(rounds))
+        return hashed.decode("ascii")
+
+    async def check_password(self, user_id: str, password: str) -> bool:
+        user = await self.hs.db.run(accounts_store.get_user, user_id)
+        if not user or user["deactivated"] or not user["password_hash"]:
+            return False
+        return await threads.deferToThread(
+            bcrypt.checkpw, password.encode("utf-8")[:72], user["password_hash"].encode("ascii"))
+
+    # ---- registration and login ----------------------------------------------------
+
+    async def register(self, localpart: str, password: str | None, *, admin: bool = False,
+                       displayname: str | None = None) -> str:
+        self.check_localpart(localpart)
+        user_id = f"@{localpart}:{self.hs.server_name}"
+        pw_hash = await self.hash_password(password) if password else None
+        created = await self.hs.db.run(accounts_store.create_user, user_id, pw_hash, admin,
+                                       _now(), displayname if displayname is not None else localpart)
+        if not created:
+            raise MatrixError(400, "M_USER_IN_USE", "that user id is taken")
+        return user_id
+
+    async def new_session(self, user_id: str, device_id: str | None,
+                          display_name: str | None) -> tuple[str, str]:
+        """Create (or reuse) a device and a fresh access token for it."""
+        device_id = device_id or new_device_id()
+        token = "mxt_" + secrets.token_urlsafe(32)
+
+        def txn(cur):
+            accounts_store.upsert_device(cur, user_id, device_id, display_name)
+            accounts_store.add_access_token(cur, hash_token(token), user_id, device_id, _now())
+
+        await self.hs.db.run(txn)
+        return token, device_id
+
+    # ---- tokens --------------------------------------------------------------------
+
+    async def owner_of_token(self, token: str) -> TokenOwner | None:
+        h = hash_token(token)
+        owner = self._token_cache.get(h)
+        if owner is None:
+            owner = await self.hs.db.run(accounts_store.get_token_owner, h)
+            if owner is None:
+                return None
+            self._token_cache[h] = owner
+            if len(self._token_cache) > 100_000:
+                self._token_cache.popitem(last=False)
+        return owner
+
+    def forget_tokens(self, hashes: list[bytes]) -> None:
+        for h in hashes:
+            self._token_cache.pop(h, None)
+
+    async def logout(self, token: str) -> None:
+        owner = await self.owner_of_token(token)
+        if owner is None:
+            return
+        await self.delete_devices(owner.user_id, [owner.device_id])
+
+    async def delete_devices(self, user_id: str, device_ids: list[str]) -> None:
+        hashes = await self.hs.db.run(accounts_store.delete_devices, user_id, device_ids)
+        self.forget_tokens(hashes)
+
+    async def logout_all(self, user_id: str, except_device: str | None = None) -> None:
+        hashes = await self.hs.db.run(accounts_store.delete_all_devices, user_id, except_device)
+        self.forget_tokens(hashes)
+
+    async def deactivate(self, user_id: str) -> None:
+        def txn(cur):
+            cur.execute("SELECT token_hash FROM access_tokens WHERE user_id = %s", (user_id,))
+            hashes = [bytes(r[0]) for r in cur.fetchall()]
+            accounts_store.deactivate_user(cur, user_id)
+            return hashes
+
+        self.forget_tokens(await self.hs.db.run(txn))
+
+    async def require_active_user(self, user_id: str) -> dict:
+        user = await self.hs.db.run(accounts_store.get_user, user_id)
+        if user is None:
+            raise MatrixError(404, "M_NOT_FOUND", "no such user")
+        if user["deactivated"]:
+            raise forbidden("this account has been deactivated")
+        return user
+
+
+def _now() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,117 @@
+"""The `homeserver` command: run, generate-config, register-user."""
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import sys
+from pathlib import Path
+
+from homeserver.config import SAMPLE_CONFIG, Config, ConfigError, generate_config_text, load_config
+
+logger = logging.getLogger("homeserver")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("pgserver").setLevel(logging.WARNING)  # it narrates every pg_ctl call
+
+
+def _load(path: str) -> Config:
+    try:
+        return load_config(Path(path))
+    except ConfigError as e:
+        print(f"homeserver: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    _setup_logging(config.log_level)
+    from twisted.internet import defer, reactor
+
+    from client_api.http import build_site  # the composition root is the only place wiring both
+    from homeserver.server import HomeServer
+
+    hs = HomeServer(config)
+    try:
+        hs.open_database()
+    except Exception as e:
+        logger.error("cannot open the database: %s", e)
+        hs.shutdown()
+        return 1
+
+    async def start() -> None:
+        await hs.start()
+        site = build_site(hs)
+        for listener in config.listeners:
+            port = reactor.listenTCP(listener.port, site, interface=listener.bind_address)
+            host = port.getHost()
+            logger.info("listening for %s on http://%s:%d (server_name %s)",
+                        ",".join(listener.resources), host.host, host.port, config.server_name)
+
+    def failed(f):
+        logger.error("start-up failed: %s", f.getErrorMessage())
+        reactor.stop()
+
+    reactor.callWhenRunning(lambda: defer.ensureDeferred(start()).addErrback(failed))
+    reactor.addSystemEventTrigger("after", "shutdown", hs.shutdown)
+    reactor.run()
+    return 0
+
+
+def cmd_generate_config(args: argparse.Namespace) -> int:
+    out = Path(args.output)
+    if out.exists() and not args.force:
+        print(f"homeserver: {out} exists; use --force to overwrite", file=sys.stderr)
+        return 1
+    out.write_text(generate_config_text(args.server_name, args.data_dir))
+    print(f"wrote {out} for server {args.server_name} (data in {args.data_dir})")
+    return 0
+
+
+def cmd_register_user(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    _setup_logging("WARNING")
+    password = args.password
+    if password is None:
+        password = getpass.getpass("Password: ")
+        if password != getpass.getpass("Confirm password: "):
+            print("homeserver: passwords do not match", file=sys.stderr)
+            return 1
+    from homeserver.register_user import register_user_offline
+
+    try:
+        user_id = register_user_offline(config, args.user, password, args.admin)
+    except Exception as e:
+        print(f"homeserver: {e}", file=sys.stderr)
+        return 1
+    print(f"registered {user_id}{' (admin)' if args.admin else ''}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="homeserver", description="Matrix homeserver for ERP chat")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="start the server")
+    run.add_argument("--config", default=str(SAMPLE_CONFIG), help="config file (default: the sample)")
+    run.set_defaults(fn=cmd_run)
+    gen = sub.add_parser("generate-config", help="write a fresh config with new secrets")
+    gen.add_argument("--server-name", required=True)
+    gen.add_argument("--data-dir", default="data")
+    gen.add_argument("--output", "-o", default="homeserver.yaml")
+    gen.add_argument("--force", action="store_true")
+    gen.set_defaults(fn=cmd_generate_config)
+    reg = sub.add_parser("register-user", help="create a user from the command line")
+    reg.add_argument("user", help="localpart or full user id")
+    reg.add_argument("--password", help="asked for when omitted")
+    reg.add_argument("--admin", action="store_true")
+    reg.add_argument("--config", default=str(SAMPLE_CONFIG))
+    reg.set_defaults(fn=cmd_register_user)
+    args = parser.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

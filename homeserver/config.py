@@ -1,0 +1,120 @@
+"""The server's configuration: a pydantic model read from YAML. Unknown keys and bad values
+stop start-up with a message that names the key."""
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ListenerConfig(_Strict):
+    port: int = Field(8008, ge=0, le=65535)
+    bind_address: str = "127.0.0.1"
+    resources: list[Literal["client"]] = ["client"]
+
+
+class DatabaseConfig(_Strict):
+    dsn: str | None = None  # None: embedded PostgreSQL in <data_dir>/postgres
+    max_connections: int = Field(10, ge=1, le=200)
+
+
+class RegistrationConfig(_Strict):
+    enabled: bool = True
+    shared_secret: str | None = None
+    bcrypt_rounds: int = Field(12, ge=4, le=31)
+
+
+class LimitsConfig(_Strict):
+    max_request_body_bytes: int = Field(1_048_576, ge=1024)
+
+
+class RoomsConfig(_Strict):
+    default_room_version: Literal["10", "11", "12"] = "12"
+    # Full state snapshot every N state changes; in between only deltas are stored.
+    max_state_delta_chain: int = Field(64, ge=1, le=10_000)
+
+
+class UserDirectoryConfig(_Strict):
+    # True: every local user is searchable; False: only users who share a room with the asker.
+    search_all_users: bool = True
+
+
+class Config(_Strict):
+    server_name: str = "localhost"
+    public_baseurl: str = "http://127.0.0.1:8008/"
+    data_dir: Path = Path("data")
+    signing_key_path: Path | None = None  # default <data_dir>/signing.key
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    listeners: list[ListenerConfig] = [ListenerConfig()]
+    database: DatabaseConfig = DatabaseConfig()
+    registration: RegistrationConfig = RegistrationConfig()
+    limits: LimitsConfig = LimitsConfig()
+    rooms: RoomsConfig = RoomsConfig()
+    user_directory: UserDirectoryConfig = UserDirectoryConfig()
+
+    @field_validator("server_name")
+    @classmethod
+    def _server_name(cls, v: str) -> str:
+        if not v or any(c in v for c in "/@!#$ ") or len(v) > 230:
+            raise ValueError("must be a hostname with an optional :port")
+        return v
+
+    @property
+    def signing_key_file(self) -> Path:
+        return self.signing_key_path or self.data_dir / "signing.key"
+
+
+SAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "config.sample.yaml"
+
+
+class ConfigError(Exception):
+    pass
+
+
+def _describe(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)
+
+
+def load_config(path: Path) -> Config:
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys")
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(f"config file {path} has errors:\n{_describe(e)}") from None
+    # Relative paths are relative to the config file, so `--config` works from anywhere.
+    base = path.resolve().parent
+    if not config.data_dir.is_absolute():
+        config.data_dir = base / config.data_dir
+    if config.signing_key_path and not config.signing_key_path.is_absolute():
+        config.signing_key_path = base / config.signing_key_path
+    return config
+
+
+def generate_config_text(server_name: str, data_dir: str) -> str:
+    """A fresh config: the sample's documented text with new secrets and paths filled in."""
+    sample = SAMPLE_CONFIG.read_text()
+    return (
+        sample.replace("server_name: localhost", f"server_name: {server_name}")
+        .replace("data_dir: data", f"data_dir: {data_dir}")
+        .replace("signing_key_path: null", f"signing_key_path: {data_dir}/signing.key")
+        .replace("shared_secret: null", f"shared_secret: {secrets.token_urlsafe(32)}")
+    )

@@ -1,0 +1,180 @@
+"""Building local events: prev_events from the forward extremities, auth events, depth,
+content hash, signature and event id; then the auth rules against current state, and
+hand-off to the persister. Everything between reading the room head and queueing the
+event is synchronous, so events of one room are built strictly one after another."""
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+from twisted.internet import defer
+
+from homeserver import auth_rules
+from homeserver.async_utils import Coalescer
+from homeserver.canonical_json import CanonicalJsonError
+from homeserver.errors import MatrixError, forbidden, not_found
+from homeserver.event import Event
+from homeserver.event_hashing import add_content_hash, compute_event_id, sign_event
+from homeserver.room_heads import RoomHead
+from homeserver.room_versions import RoomVersion
+from storage import events as events_store
+from storage.events import EventRow, NewStateGroup
+
+if TYPE_CHECKING:
+    from homeserver.server import HomeServer
+
+MAX_PREV_EVENTS = 10
+ExtraCheck = Callable[[RoomHead, Event], None]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class EventCreator:
+    def __init__(self, hs: "HomeServer") -> None:
+        self.hs = hs
+        self._txns = Coalescer()
+
+    # ---- public entry points ------------------------------------------------------
+
+    async def send(self, room_id: str, sender: str, event_type: str, content: dict,
+                   state_key: str | None = None, *, txn: tuple[str, str, str] | None = None,
+                   extra_check: ExtraCheck | None = None, ts: int | None = None) -> Event:
+        """Build, authorise and persist one event; returns once it is durably stored."""
+        if txn is not None:
+            return await self._txns.run(txn, lambda: self._send_once(
+                room_id, sender, event_type, content, state_key, txn, extra_check, ts))
+        return await self._send_now(room_id, sender, event_type, content, state_key, None,
+                                    extra_check, ts)
+
+    async def _send_once(self, room_id, sender, event_type, content, state_key, txn,
+                         extra_check, ts) -> Event:
+        existing = await self.hs.db.run(events_store.get_txn_event, *txn)
+        if existing is not None:
+            ev = await self.hs.event_cache.get(existing)
+            assert ev is not None
+            return ev
+        return await self._send_now(room_id, sender, event_type, content, state_key, txn,
+                                    extra_check, ts)
+
+    async def _send_now(self, room_id, sender, event_type, content, state_key, txn,
+                        extra_check, ts) -> Event:
+        head = await self.hs.room_heads.get(room_id)
+        if head is None:
+            raise not_found(f"unknown room {room_id}")
+        d = self.queue_event(head, sender, event_type, content, state_key, txn=txn,
+                             extra_check=extra_check, ts=ts)
+        return await d
+
+    def queue_event(self, head: RoomHead, sender: str, event_type: str, content: dict,
+                    state_key: str | None = None, *, txn: tuple[str, str, str] | None = None,
+                    extra_check: ExtraCheck | None = None, ts: int | None = None) -> defer.Deferred:
+        """Synchronously build, authorise and apply the event to the head; the Deferred
+        fires when it is persisted. Callers may queue several and await them together."""
+        pdu: dict[str, Any] = {
+            "room_id": head.room_id, "sender": sender, "type": event_type,
+            "content": content, "origin_server_ts": ts or now_ms(),
+            "depth": head.depth + 1, "prev_events": head.extremities[:MAX_PREV_EVENTS],
+        }
+        if state_key is not None:
+            pdu["state_key"] = state_key
+        if event_type == "m.room.redaction" and not head.room_version.redacts_in_content:
+            pdu["redacts"] = content.get("redacts")
+        rv = head.room_version
+        auth_keys = auth_rules.auth_types_for_event(event_type, sender, state_key, content, rv)
+        pdu["auth_events"] = [head.state[k].event_id for k in auth_keys if k in head.state]
+        event = self._finish(pdu, rv)
+        try:
+            auth_rules.check_auth(event, head.state)
+        except auth_rules.AuthError as e:
+            raise forbidden(str(e)) from None
+        if extra_check is not None:
+            extra_check(head, event)
+        row = self._apply(head, event, txn)
+        return self.hs.persister.enqueue(row, event)
+
+    def queue_create_event(self, sender: str, rv: RoomVersion, content: dict,
+                           room_id: str | None) -> tuple[RoomHead, defer.Deferred]:
+        """The first event of a new room; in v12 the room id is derived from it."""
+        pdu: dict[str, Any] = {
+            "sender": sender, "type": "m.room.create", "state_key": "", "content": content,
+            "origin_server_ts": now_ms(), "depth": 1, "prev_events": [], "auth_events": [],
+        }
+        if not rv.room_id_from_create:
+            assert room_id is not None
+            pdu["room_id"] = room_id
+        event = self._finish(pdu, rv)
+        head = RoomHead(room_id=event.room_id, room_version=rv, state={}, extremities=[],
+                        depth=0, state_group=0, chain_length=0)
+        try:
+            auth_rules.check_auth(event, {event.key: event})
+        except auth_rules.AuthError as e:
+            raise forbidden(str(e)) from None
+        if self.hs.room_heads.peek(head.room_id) is not None:
+            raise MatrixError(400, "M_ROOM_IN_USE", "room id already exists")
+        self.hs.room_heads.add(head)
+        row = self._apply(head, event, None)
+        row.new_room = (rv.identifier, sender, "")
+        return head, self.hs.persister.enqueue(row, event)
+
+    # ---- internals ----------------------------------------------------------------
+
+    def _finish(self, pdu: dict[str, Any], rv: RoomVersion) -> Event:
+        try:
+            add_content_hash(pdu)
+            sign_event(pdu, rv, self.hs.server_name, self.hs.signing_key)
+            event_id = compute_event_id(pdu, rv)
+            auth_rules.check_pdu_limits(pdu, rv)
+        except (CanonicalJsonError, UnicodeEncodeError) as e:
+            raise MatrixError(400, "M_BAD_JSON", f"event content is not canonical JSON: {e}") from None
+        except auth_rules.AuthError as e:
+            raise MatrixError(413, "M_TOO_LARGE", str(e)) from None
+        return Event(event_id, rv, pdu)
+
+    def _apply(self, head: RoomHead, event: Event, txn) -> EventRow:
+        """Advance the in-memory head past `event` and describe the rows to write."""
+        new_group = None
+        unsigned = None
+        if event.is_state():
+            previous = head.state.get(event.key)
+            if previous is not None:
+                unsigned = {"replaces_state": previous.event_id, "prev_content": previous.content,
+                            "prev_sender": previous.sender}
+            group_id = self.hs.persister.allocate_state_group()
+            if head.state_group == 0 or head.chain_length + 1 >= self.hs.config.rooms.max_state_delta_chain:
+                entries = {k: e.event_id for k, e in head.state.items()}
+                entries[event.key] = event.event_id
+                new_group = NewStateGroup(group_id, None, 0, entries)
+            else:
+                new_group = NewStateGroup(group_id, head.state_group, head.chain_length + 1,
+                                          {event.key: event.event_id})
+            head.apply_state(event)
+            head.state_group = group_id
+            head.chain_length = new_group.chain_length
+        head.extremities = [event.event_id]
+        head.depth = event.depth
+        head.version += 1
+        if unsigned:
+            event.internal["unsigned"] = unsigned
+        if txn:
+            event.internal["txn_device"] = f"{txn[0]}|{txn[1]}"
+            event.internal["txn_id"] = txn[2]
+        event.internal["redacted_by"] = None
+        self.hs.event_cache.put(event)
+        content = event.content
+        return EventRow(
+            event_id=event.event_id, room_id=head.room_id, type=event.type,
+            state_key=event.state_key, sender=event.sender, depth=event.depth,
+            origin_server_ts=event.origin_server_ts, received_ts=now_ms(),
+            json=json.dumps(event.pdu, ensure_ascii=False), prev_events=event.prev_event_ids,
+            auth_events=event.auth_event_ids, state_group=head.state_group,
+            new_state_group=new_group, redacts=event.redacts,
+            apply_redaction=event.redacts is not None,
+            unsigned_json=json.dumps(unsigned) if unsigned else None,
+            membership=event.membership,
+            member_displayname=content.get("displayname") if event.membership and isinstance(content.get("displayname"), str) else None,
+            member_avatar_url=content.get("avatar_url") if event.membership and isinstance(content.get("avatar_url"), str) else None,
+            txn=txn,
+        )

@@ -1,0 +1,120 @@
+"""Membership changes of local users: join (by id or alias, incl. restricted rooms),
+invite, leave, kick, ban, unban, and profile propagation to member events."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from homeserver import auth_rules
+from homeserver.errors import MatrixError, forbidden, not_found
+from homeserver.event import Event
+from homeserver.ids import is_valid_room_alias, is_valid_user_id
+from homeserver.room_heads import RoomHead
+from storage import directory as directory_store
+from storage import state as state_store
+
+if TYPE_CHECKING:
+    from homeserver.server import HomeServer
+
+
+class Membership:
+    def __init__(self, hs: "HomeServer") -> None:
+        self.hs = hs
+
+    async def resolve_room(self, room_id_or_alias: str) -> str:
+        if room_id_or_alias.startswith("#"):
+            if not is_valid_room_alias(room_id_or_alias):
+                raise MatrixError(400, "M_INVALID_PARAM", "malformed room alias")
+            found = await self.hs.db.run(directory_store.get_alias, room_id_or_alias)
+            if not found:
+                raise not_found(f"room alias {room_id_or_alias} not found")
+            return found[0]
+        if not room_id_or_alias.startswith("!"):
+            raise MatrixError(400, "M_INVALID_PARAM", "expected a room id or alias")
+        return room_id_or_alias
+
+    async def head(self, room_id: str) -> RoomHead:
+        head = await self.hs.room_heads.get(room_id)
+        if head is None:
+            raise not_found(f"unknown room {room_id}")
+        return head
+
+    async def join(self, user_id: str, room_id_or_alias: str, reason: str | None = None,
+                   txn: tuple[str, str, str] | None = None) -> str:
+        room_id = await self.resolve_room(room_id_or_alias)
+        head = await self.head(room_id)
+        if head.membership_of(user_id) == "join":
+            return room_id  # already in: joining again changes nothing
+        content: dict[str, Any] = {"membership": "join", **await self.hs.profiles.member_profile(user_id)}
+        if reason:
+            content["reason"] = reason
+        authoriser = self._restricted_join_authoriser(head, user_id)
+        if authoriser:
+            content["join_authorised_via_users_server"] = authoriser
+        await self.hs.event_creator.send(room_id, user_id, "m.room.member", content, user_id, txn=txn)
+        await self.hs.db.run(state_store.unforget_room, user_id, room_id)
+        return room_id
+
+    def _restricted_join_authoriser(self, head: RoomHead, user_id: str) -> str | None:
+        """For restricted rooms: if the user is joined to a room the allow list names, pick
+        a local member who may invite to vouch for the join."""
+        jr = head.state.get(("m.room.join_rules", ""))
+        if jr is None or jr.content.get("join_rule") not in ("restricted", "knock_restricted"):
+            return None
+        if head.membership_of(user_id) in ("invite", "join"):
+            return None
+        allowed = False
+        for rule in jr.content.get("allow", []) or []:
+            if isinstance(rule, dict) and rule.get("type") == "m.room_membership":
+                other = self.hs.room_heads.peek(str(rule.get("room_id")))
+                if other is not None and other.membership_of(user_id) == "join":
+                    allowed = True
+        if not allowed:
+            return None
+        invite_level = auth_rules.get_named_level("invite", head.state)
+        for member in head.joined_members():
+            if self.hs.accounts.is_mine(member) and \
+                    auth_rules.get_user_power_level(member, head.state) >= invite_level:
+                return member
+        return None
+
+    async def set_membership(self, sender: str, room_id: str, target: str, membership: str,
+                             reason: str | None = None, extra: dict | None = None,
+                             txn: tuple[str, str, str] | None = None) -> Event:
+        """invite / leave / kick (leave of another) / ban / unban (leave of a banned user)."""
+        if not is_valid_user_id(target):
+            raise MatrixError(400, "M_INVALID_PARAM", "invalid user id")
+        head = await self.head(room_id)
+        if membership == "invite" and self.hs.accounts.is_mine(target):
+            await self.hs.accounts.require_active_user(target)
+        content: dict[str, Any] = {"membership": membership}
+        if reason:
+            content["reason"] = reason
+        if extra:
+            content.update(extra)
+        if membership == "leave" and sender == target and head.membership_of(target) in (None, "leave"):
+            raise forbidden("you are not in this room")
+        if membership == "invite" and target != sender:
+            # the invitee's profile shows in the invite as clients expect
+            content.update({k: v for k, v in (await self.hs.profiles.member_profile(target)).items()
+                            if k not in content})
+        return await self.hs.event_creator.send(room_id, sender, "m.room.member", content, target, txn=txn)
+
+    async def propagate_profile(self, user_id: str) -> None:
+        """After a displayname/avatar change, refresh the user's member event in each room."""
+        profile = await self.hs.profiles.member_profile(user_id)
+        rooms = await self.hs.db.run(state_store.rooms_for_user, user_id)
+        for room_id in rooms:
+            head = await self.hs.room_heads.get(room_id)
+            if head is None:
+                continue
+            current = head.state.get(("m.room.member", user_id))
+            if current is None or current.membership != "join":
+                continue
+            content = {k: v for k, v in current.content.items() if k not in ("displayname", "avatar_url")}
+            content.update(profile)
+            if content == current.content:
+                continue
+            try:
+                await self.hs.event_creator.send(room_id, user_id, "m.room.member", content, user_id)
+            except MatrixError:
+                pass  # e.g. no longer allowed to change state there: the profile still changed

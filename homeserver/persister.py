@@ -1,0 +1,110 @@
+"""Group commit: events accepted by the rooms queue here and are written in batches, one
+transaction per batch. A single writer assigns stream orderings, so the stream commits
+in order and readers never see a gap fill in later."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+from twisted.internet import defer, reactor
+
+from homeserver.event import Event
+from storage import events as events_store
+from storage.events import EventRow
+
+if TYPE_CHECKING:
+    from storage.database import Database
+
+logger = logging.getLogger(__name__)
+MAX_BATCH = 200
+
+
+@dataclass
+class _Pending:
+    row: EventRow
+    event: Event
+    done: defer.Deferred
+
+
+class Persister:
+    def __init__(self, db: "Database", on_failure: Callable[[set[str]], None]) -> None:
+        self._db = db
+        self._queue: list[_Pending] = []
+        self._running = False
+        self._on_failure = on_failure  # told which rooms' in-memory heads are now stale
+        self._listeners: list[Callable[[list[Event]], None]] = []
+        self.max_stream_ordering = 0
+        self._next_state_group = 0
+        self.batches = 0
+
+    async def start(self) -> None:
+        self.max_stream_ordering = await self._db.run(events_store.max_stream_ordering)
+        self._next_state_group = await self._db.run(events_store.max_state_group) + 1
+
+    def add_listener(self, fn: Callable[[list[Event]], None]) -> None:
+        """Called on the reactor with each committed batch, in stream order."""
+        self._listeners.append(fn)
+
+    def allocate_state_group(self) -> int:
+        sg = self._next_state_group
+        self._next_state_group += 1
+        return sg
+
+    def enqueue(self, row: EventRow, event: Event) -> defer.Deferred:
+        d: defer.Deferred = defer.Deferred()
+        self._queue.append(_Pending(row, event, d))
+        if not self._running:
+            # Start on the next reactor turn: everything queued by the current
+            # synchronous block (a whole createRoom) lands in one batch, and can still
+            # be discarded as a unit.
+            self._running = True
+            reactor.callLater(0, lambda: defer.ensureDeferred(self._drain()))
+        return d
+
+    def discard_room(self, room_id: str) -> None:
+        """Fail and drop the not-yet-written events of a room."""
+        dropped = [p for p in self._queue if p.row.room_id == room_id]
+        self._queue = [p for p in self._queue if p.row.room_id != room_id]
+        for p in dropped:
+            p.done.errback(RuntimeError(f"events of {room_id} discarded"))
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                await self._write(batch)
+        finally:
+            self._running = False
+
+    async def _write(self, batch: list[_Pending]) -> None:
+        first = self.max_stream_ordering + 1
+        for i, p in enumerate(batch):
+            p.row.stream_ordering = first + i
+        try:
+            await self._db.run(events_store.persist_batch, [p.row for p in batch],
+                               int(time.time() * 1000))
+        except Exception as e:
+            logger.exception("persisting a batch of %d events failed", len(batch))
+            failed_rooms = {p.row.room_id for p in batch}
+            # Events queued behind the failed ones were built on them: fail those too.
+            doomed = [p for p in self._queue if p.row.room_id in failed_rooms]
+            self._queue = [p for p in self._queue if p.row.room_id not in failed_rooms]
+            self._on_failure(failed_rooms)
+            for p in batch + doomed:
+                p.done.errback(e)
+            return
+        self.max_stream_ordering = first + len(batch) - 1
+        self.batches += 1
+        events = []
+        for p in batch:
+            p.event.stream_ordering = p.row.stream_ordering
+            events.append(p.event)
+        for fn in self._listeners:
+            try:
+                fn(events)
+            except Exception:
+                logger.exception("persist listener failed")
+        for p in batch:
+            p.done.callback(p.event)

@@ -1,0 +1,86 @@
+"""The hot in-memory state of each room, written through on every persisted event:
+current state, forward extremities, depth and state group. Sending to a room touches
+Postgres only to write."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from homeserver.async_utils import Coalescer
+from homeserver.event import Event, StateKey
+from homeserver.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
+from storage import state as state_store
+
+if TYPE_CHECKING:
+    from storage.database import Database
+
+
+@dataclass
+class RoomHead:
+    room_id: str
+    room_version: RoomVersion
+    state: dict[StateKey, Event]
+    extremities: list[str]
+    depth: int
+    state_group: int
+    chain_length: int
+    is_public: bool = False
+    # Bumped on every accepted event; lets readers notice change cheaply.
+    version: int = 0
+    members: dict[str, str] = field(default_factory=dict)  # user_id -> membership
+
+    def membership_of(self, user_id: str) -> str | None:
+        return self.members.get(user_id)
+
+    def joined_members(self) -> list[str]:
+        return [u for u, m in self.members.items() if m == "join"]
+
+    def apply_state(self, event: Event) -> None:
+        self.state[event.key] = event
+        if event.type == "m.room.member" and event.membership:
+            self.members[event.state_key] = event.membership
+
+
+class RoomHeads:
+    def __init__(self, db: "Database") -> None:
+        self._db = db
+        self._heads: dict[str, RoomHead] = {}
+        self._loading = Coalescer()
+
+    def peek(self, room_id: str) -> RoomHead | None:
+        return self._heads.get(room_id)
+
+    def add(self, head: RoomHead) -> None:
+        self._heads[head.room_id] = head
+
+    def invalidate(self, room_id: str) -> None:
+        self._heads.pop(room_id, None)
+
+    async def get(self, room_id: str) -> RoomHead | None:
+        head = self._heads.get(room_id)
+        if head is not None:
+            return head
+        # One load per room however many requests ask at once.
+        return await self._loading.run(room_id, lambda: self._load(room_id))
+
+    async def _load(self, room_id: str) -> RoomHead | None:
+        data = await self._db.run(state_store.load_room_head, room_id)
+        if data is None:
+            return None
+        rv = KNOWN_ROOM_VERSIONS[data["room_version"]]
+        state: dict[StateKey, Event] = {}
+        for event_id, js in data["state"]:
+            ev = Event(event_id, rv, json.loads(js))
+            state[ev.key] = ev
+        extremities = data["extremities"]
+        head = RoomHead(
+            room_id=room_id, room_version=rv, state={}, extremities=[e[0] for e in extremities],
+            depth=max(e[1] for e in extremities), state_group=extremities[0][2],
+            chain_length=extremities[0][3], is_public=data["is_public"],
+        )
+        for ev in state.values():
+            head.apply_state(ev)
+        if room_id not in self._heads:
+            self._heads[room_id] = head
+        return self._heads[room_id]

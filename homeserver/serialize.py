@@ -1,0 +1,41 @@
+"""Events in the client-server format: no DAG fields, `unsigned` with age, prev_content,
+transaction_id for the sender's own device, and the redacted form where redacted."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from homeserver.event import Event
+from homeserver.redaction import prune_event_dict
+
+_CLIENT_KEYS = ("type", "content", "sender", "origin_server_ts", "state_key", "redacts")
+
+
+def serialize_event(event: Event, requester_device: str | None = None,
+                    redaction: Event | None = None, now: int | None = None,
+                    include_room_id: bool = True) -> dict[str, Any]:
+    """`requester_device` is "user_id|device_id" of the asker; `redaction` the event that
+    redacted this one, if any (its presence means: serve the redacted form)."""
+    pdu = prune_event_dict(event.pdu, event.room_version) if redaction else event.pdu
+    out: dict[str, Any] = {k: pdu[k] for k in _CLIENT_KEYS if k in pdu}
+    out["content"] = pdu.get("content", {})
+    out["event_id"] = event.event_id
+    if include_room_id:
+        out["room_id"] = event.room_id
+    if event.type == "m.room.redaction" and "redacts" not in out:
+        # v11+ moved `redacts` into content; clients still read the top-level key.
+        r = event.redacts
+        if r:
+            out["redacts"] = r
+    unsigned: dict[str, Any] = {}
+    now = now or int(time.time() * 1000)
+    unsigned["age"] = max(0, now - event.origin_server_ts)
+    stored_unsigned = event.internal.get("unsigned")
+    if stored_unsigned:
+        unsigned.update(stored_unsigned)
+    if requester_device and event.internal.get("txn_device") == requester_device:
+        unsigned["transaction_id"] = event.internal.get("txn_id")
+    if redaction is not None:
+        unsigned["redacted_because"] = serialize_event(redaction, None, None, now, include_room_id)
+    out["unsigned"] = unsigned
+    return out

@@ -1,0 +1,73 @@
+"""Process wiring: config -> database (embedded or DSN) -> migrations -> signing key ->
+the room core -> HTTP listeners."""
+from __future__ import annotations
+
+import logging
+from homeserver.accounts import Accounts
+from homeserver.config import Config
+from homeserver.event_cache import EventCache
+from homeserver.event_creation import EventCreator
+from homeserver.membership import Membership
+from homeserver.persister import Persister
+from homeserver.profiles import Profiles
+from homeserver.room_heads import RoomHeads
+from homeserver.signing_key import load_or_create_signing_key
+from storage.database import Database
+from storage.embedded import EmbeddedPostgres
+from storage.migrate import apply_migrations
+
+logger = logging.getLogger(__name__)
+
+
+class HomeServer:
+    """Holds the long-lived parts of one server process."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.server_name = config.server_name
+        self.embedded: EmbeddedPostgres | None = None
+        self.db: Database = None  # type: ignore[assignment]  # set in start()
+        self.signing_key = load_or_create_signing_key(config.signing_key_file)
+        self.room_heads: RoomHeads = None  # type: ignore[assignment]
+
+    def open_database(self) -> None:
+        """Blocking: start the embedded Postgres if needed, connect, migrate."""
+        dsn = self.config.database.dsn
+        if dsn is None:
+            self.embedded = EmbeddedPostgres(self.config.data_dir)
+            dsn = self.embedded.start()
+        self.db = Database(dsn, self.config.database.max_connections)
+        version = self.db.run_sync(apply_migrations)
+        logger.info("database schema at version %d", version)
+
+    async def start(self) -> None:
+        self.db.start()
+        self.room_heads = RoomHeads(self.db)
+        self.event_cache = EventCache(self.db, self._room_version_of)
+        self.persister = Persister(self.db, self._on_persist_failure)
+        await self.persister.start()
+        self.persister.add_listener(self._after_persist)
+        self.accounts = Accounts(self)
+        self.profiles = Profiles(self)
+        self.event_creator = EventCreator(self)
+        self.membership = Membership(self)
+
+    async def _room_version_of(self, room_id: str) -> str | None:
+        head = await self.room_heads.get(room_id)
+        return head.room_version.identifier if head else None
+
+    def _on_persist_failure(self, room_ids: set[str]) -> None:
+        for room_id in room_ids:
+            self.room_heads.invalidate(room_id)
+
+    def _after_persist(self, events) -> None:
+        for ev in events:
+            target = ev.redacts
+            if target:
+                self.event_cache.mark_redacted(target, ev.event_id)
+
+    def shutdown(self) -> None:
+        if self.db is not None:
+            self.db.stop()
+        if self.embedded is not None:
+            self.embedded.stop()

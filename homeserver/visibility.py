@@ -1,0 +1,81 @@
+"""History visibility: which events of a room a user may read.
+
+State at an event is taken from the room's stream order (the last membership / history
+visibility change at or before the event), which is exact for rooms whose DAG is linear,
+as every room created on this server is until federation forks one."""
+from __future__ import annotations
+
+import bisect
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from homeserver.errors import forbidden
+from homeserver.event import Event
+from storage import state as state_store
+
+if TYPE_CHECKING:
+    from homeserver.server import HomeServer
+
+
+@dataclass
+class UserRoomHistory:
+    memberships: list[tuple[int, str]]   # (stream, membership) of the user, ascending
+    visibilities: list[tuple[int, str]]  # (stream, history_visibility), ascending
+
+    def membership_at(self, stream: int) -> str | None:
+        i = bisect.bisect_right(self.memberships, (stream, "\uffff"))
+        return self.memberships[i - 1][1] if i else None
+
+    def visibility_before(self, stream: int) -> str:
+        i = bisect.bisect_left(self.visibilities, (stream, ""))
+        return self.visibilities[i - 1][1] if i else "shared"
+
+    def joined_at_or_after(self, stream: int) -> bool:
+        return any(so >= stream and m == "join" for so, m in self.memberships)
+
+    def may_see(self, event: Event) -> bool:
+        so = event.stream_ordering or 0
+        vis = self.visibility_before(so)
+        if vis == "world_readable":
+            return True
+        membership = self.membership_at(so)
+        if membership == "join":
+            return True
+        if vis == "invited":
+            return membership == "invite"
+        if vis == "shared":
+            return self.joined_at_or_after(so)
+        return False
+
+    def ever_member(self) -> bool:
+        return any(m in ("join", "invite") for _, m in self.memberships)
+
+
+async def load_history(hs: "HomeServer", room_id: str, user_id: str) -> UserRoomHistory:
+    def txn(cur):
+        memberships = state_store.membership_history(cur, room_id, user_id)
+        vis = [(so, json.loads(js).get("content", {}).get("history_visibility", "shared"))
+               for so, js in state_store.state_history(cur, room_id, "m.room.history_visibility")]
+        return UserRoomHistory(memberships, vis)
+
+    return await hs.db.run(txn)
+
+
+async def filter_visible(hs: "HomeServer", room_id: str, user_id: str,
+                         events: list[Event]) -> list[Event]:
+    hist = await load_history(hs, room_id, user_id)
+    return [e for e in events if hist.may_see(e)]
+
+
+async def require_can_read(hs: "HomeServer", room_id: str, user_id: str) -> UserRoomHistory:
+    """The user must be or have been in the room, or the room must be world-readable."""
+    head = await hs.room_heads.get(room_id)
+    hist = await load_history(hs, room_id, user_id)
+    if head is not None and head.membership_of(user_id) == "join":
+        return hist
+    world = head is not None and head.state.get(("m.room.history_visibility", "")) is not None \
+        and head.state[("m.room.history_visibility", "")].content.get("history_visibility") == "world_readable"
+    if head is None or not (hist.ever_member() or world):
+        raise forbidden("you are not allowed to see this room")
+    return hist

@@ -1,0 +1,42 @@
+"""Per-user account data (global and per room, room tags among it) and stored filters."""
+from __future__ import annotations
+
+import json
+
+from storage.database import Cursor
+
+
+def put_account_data(cur: Cursor, user_id: str, room_id: str, data_type: str, content: dict) -> int:
+    cur.execute(
+        "INSERT INTO account_data (user_id, room_id, type, content, stream_id)"
+        " VALUES (%s, %s, %s, %s, nextval('account_data_stream'))"
+        " ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = EXCLUDED.content,"
+        " stream_id = EXCLUDED.stream_id RETURNING stream_id",
+        (user_id, room_id, data_type, json.dumps(content)),
+    )
+    return cur.fetchone()[0]
+
+
+def get_account_data(cur: Cursor, user_id: str, room_id: str, data_type: str) -> dict | None:
+    cur.execute("SELECT content FROM account_data WHERE user_id = %s AND room_id = %s AND type = %s",
+                (user_id, room_id, data_type))
+    row = cur.fetchone()
+    return json.loads(row[0]) if row else None
+
+
+def create_filter(cur: Cursor, user_id: str, filter_json: dict) -> int:
+    # Per-user numbering; a lock on the user keeps two concurrent creations apart.
+    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (user_id,))
+    cur.execute("SELECT COALESCE(max(filter_id), -1) + 1 FROM user_filters WHERE user_id = %s",
+                (user_id,))
+    filter_id = cur.fetchone()[0]
+    cur.execute("INSERT INTO user_filters (user_id, filter_id, filter_json) VALUES (%s, %s, %s)",
+                (user_id, filter_id, json.dumps(filter_json)))
+    return filter_id
+
+
+def get_filter(cur: Cursor, user_id: str, filter_id: int) -> dict | None:
+    cur.execute("SELECT filter_json FROM user_filters WHERE user_id = %s AND filter_id = %s",
+                (user_id, filter_id))
+    row = cur.fetchone()
+    return json.loads(row[0]) if row else None

@@ -1,0 +1,35 @@
+"""The embedded default database: a real PostgreSQL from the `pgserver` package, kept in
+the data directory, used when no DSN is configured."""
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+class EmbeddedPostgres:
+    def __init__(self, data_dir: Path) -> None:
+        self.pgdata = (data_dir / "postgres").resolve()
+        self._server = None
+
+    def start(self) -> str:
+        """Start (or attach to an already running) cluster; return a libpq DSN."""
+        self.pgdata.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs complains about XDG_RUNTIME_DIR
+            import pgserver  # imported lazily: only the embedded mode needs it
+
+            self._server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
+        uri = self._server.get_uri()
+        logger.info("embedded PostgreSQL running in %s", self.pgdata)
+        return uri
+
+    def stop(self) -> None:
+        if self._server is not None:
+            try:
+                self._server.cleanup()
+            except Exception as e:  # a stop failure must not hide the real shutdown reason
+                logger.warning("stopping embedded PostgreSQL failed: %s", e)
+            self._server = None

@@ -1,0 +1,236 @@
+"""Writing batches of room events in one transaction, and reading events back."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from storage.database import Cursor, execute_values
+
+
+@dataclass
+class NewStateGroup:
+    id: int
+    prev_group: int | None      # None: `entries` is a full snapshot
+    chain_length: int
+    entries: dict[tuple[str, str], str]  # (type, state_key) -> event_id
+
+
+@dataclass
+class EventRow:
+    """Everything the persist transaction writes for one event; plain data only."""
+    event_id: str
+    room_id: str
+    type: str
+    state_key: str | None
+    sender: str
+    depth: int
+    origin_server_ts: int
+    received_ts: int
+    json: str
+    prev_events: list[str]
+    auth_events: list[str]
+    state_group: int                     # state after the event
+    new_state_group: NewStateGroup | None
+    redacts: str | None = None
+    apply_redaction: bool = False        # the redaction passed checks: mark the target
+    unsigned_json: str | None = None
+    membership: str | None = None
+    member_displayname: str | None = None
+    member_avatar_url: str | None = None
+    txn: tuple[str, str, str] | None = None  # (user_id, device_id, txn_id)
+    new_room: tuple[str, str, str] | None = None  # (room_version, creator, ...) for create
+    stream_ordering: int = 0             # assigned by the persister
+    extra: dict = field(default_factory=dict)
+
+
+def max_stream_ordering(cur: Cursor) -> int:
+    cur.execute("SELECT COALESCE(max(stream_ordering), 0) FROM events")
+    return cur.fetchone()[0]
+
+
+def max_state_group(cur: Cursor) -> int:
+    cur.execute("SELECT COALESCE(max(id), 0) FROM state_groups")
+    return cur.fetchone()[0]
+
+
+def persist_batch(cur: Cursor, rows: list[EventRow], now_ms: int) -> None:
+    """One transaction for a whole batch: a handful of statements whatever its size."""
+    execute_values(
+        cur,
+        "INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES %s"
+        " ON CONFLICT (room_id) DO NOTHING",
+        [(r.room_id, r.new_room[0], r.new_room[1], now_ms) for r in rows if r.new_room],
+    )
+    execute_values(
+        cur,
+        "INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender, depth,"
+        " origin_server_ts, received_ts, state_group, redacts, unsigned_json, txn_device, txn_id,"
+        " json) VALUES %s",
+        [
+            (r.stream_ordering, r.event_id, r.room_id, r.type, r.state_key, r.sender, r.depth,
+             r.origin_server_ts, r.received_ts, r.state_group, r.redacts, r.unsigned_json,
+             f"{r.txn[0]}|{r.txn[1]}" if r.txn else None, r.txn[2] if r.txn else None, r.json)
+            for r in rows
+        ],
+    )
+    execute_values(
+        cur, "INSERT INTO event_edges (event_id, prev_event_id) VALUES %s ON CONFLICT DO NOTHING",
+        [(r.event_id, p) for r in rows for p in r.prev_events],
+    )
+    execute_values(
+        cur, "INSERT INTO event_auth (event_id, auth_id) VALUES %s ON CONFLICT DO NOTHING",
+        [(r.event_id, a) for r in rows for a in r.auth_events],
+    )
+    groups = [r.new_state_group for r in rows if r.new_state_group]
+    execute_values(
+        cur, "INSERT INTO state_groups (id, room_id, prev_group, chain_length) VALUES %s",
+        [(g.id, r.room_id, g.prev_group, g.chain_length)
+         for r in rows if (g := r.new_state_group)],
+    )
+    execute_values(
+        cur,
+        "INSERT INTO state_group_entries (state_group, type, state_key, event_id) VALUES %s",
+        [(g.id, t, sk, eid) for g in groups for (t, sk), eid in g.entries.items()],
+    )
+    # Current state: the last write per key in the batch wins (rows are in order).
+    current: dict[tuple[str, str, str], tuple] = {}
+    for r in rows:
+        if r.state_key is not None:
+            current[(r.room_id, r.type, r.state_key)] = (
+                r.room_id, r.type, r.state_key, r.event_id, r.membership)
+    execute_values(
+        cur,
+        "INSERT INTO current_state (room_id, type, state_key, event_id, membership) VALUES %s"
+        " ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = EXCLUDED.event_id,"
+        " membership = EXCLUDED.membership",
+        list(current.values()),
+    )
+    execute_values(
+        cur,
+        "INSERT INTO room_memberships (event_id, room_id, user_id, sender, membership,"
+        " stream_ordering, displayname, avatar_url) VALUES %s",
+        [(r.event_id, r.room_id, r.state_key, r.sender, r.membership, r.stream_ordering,
+          r.member_displayname, r.member_avatar_url) for r in rows if r.membership],
+    )
+    # Forward extremities: each new event replaces its prev events.
+    execute_values(
+        cur, "DELETE FROM forward_extremities WHERE (room_id, event_id) IN (VALUES %s)",
+        [(r.room_id, p) for r in rows for p in r.prev_events],
+    )
+    execute_values(
+        cur, "INSERT INTO forward_extremities (room_id, event_id) VALUES %s ON CONFLICT DO NOTHING",
+        [(r.room_id, r.event_id) for r in rows],
+    )
+    execute_values(
+        cur, "UPDATE events SET redacted_by = v.by FROM (VALUES %s) AS v(target, by)"
+        " WHERE events.event_id = v.target AND events.redacted_by IS NULL",
+        [(r.redacts, r.event_id) for r in rows if r.apply_redaction and r.redacts],
+    )
+    execute_values(
+        cur,
+        "INSERT INTO event_txn_ids (user_id, device_id, txn_id, event_id, created_ts) VALUES %s",
+        [(r.txn[0], r.txn[1], r.txn[2], r.event_id, now_ms) for r in rows if r.txn],
+    )
+
+
+# ---- reads -------------------------------------------------------------------------
+
+EVENT_COLUMNS = "e.event_id, e.json, e.stream_ordering, e.redacted_by, e.unsigned_json, e.txn_device, e.txn_id"
+
+
+@dataclass
+class StoredEvent:
+    event_id: str
+    pdu: dict
+    stream_ordering: int
+    redacted_by: str | None
+    unsigned: dict | None
+    txn_device: str | None
+    txn_id: str | None
+
+
+def _to_stored(row: tuple) -> StoredEvent:
+    event_id, js, so, redacted_by, unsigned_json, txn_device, txn_id = row
+    return StoredEvent(event_id, json.loads(js), so, redacted_by,
+                       json.loads(unsigned_json) if unsigned_json else None, txn_device, txn_id)
+
+
+def get_events(cur: Cursor, event_ids: list[str]) -> dict[str, StoredEvent]:
+    if not event_ids:
+        return {}
+    cur.execute(f"SELECT {EVENT_COLUMNS} FROM events e WHERE e.event_id = ANY(%s)", (list(event_ids),))
+    return {r[0]: _to_stored(r) for r in cur.fetchall()}
+
+
+def get_txn_event(cur: Cursor, user_id: str, device_id: str, txn_id: str) -> str | None:
+    cur.execute(
+        "SELECT event_id FROM event_txn_ids WHERE user_id = %s AND device_id = %s AND txn_id = %s",
+        (user_id, device_id, txn_id),
+    )
+    row = cur.fetchone()
+    return row[0] if row else None
+
+
+def paginate_room(cur: Cursor, room_id: str, from_pos: tuple[int, int], direction: str,
+                  limit: int, to_pos: tuple[int, int] | None, types: list[str] | None = None,
+                  not_types: list[str] | None = None, senders: list[str] | None = None,
+                  not_senders: list[str] | None = None) -> list[StoredEvent]:
+    """Events strictly after (f) or before (b) a (depth, stream) position, in that direction."""
+    cmp, order = (">", "ASC") if direction == "f" else ("<", "DESC")
+    clauses = [f"(e.depth, e.stream_ordering) {cmp} (%s, %s)"]
+    params: list = [room_id, from_pos[0], from_pos[1]]
+    if to_pos is not None:
+        back = "<=" if direction == "f" else ">"
+        clauses.append(f"(e.depth, e.stream_ordering) {back} (%s, %s)")
+        params += [to_pos[0], to_pos[1]]
+    for column, values, negate in (("type", types, False), ("type", not_types, True),
+                                   ("sender", senders, False), ("sender", not_senders, True)):
+        if values is not None:
+            clauses.append(f"{'NOT ' if negate else ''}e.{column} = ANY(%s)")
+            params.append(list(values))
+    params.append(limit)
+    cur.execute(
+        f"SELECT {EVENT_COLUMNS}, e.depth FROM events e WHERE e.room_id = %s AND "
+        + " AND ".join(clauses)
+        + f" ORDER BY e.depth {order}, e.stream_ordering {order} LIMIT %s",
+        params,
+    )
+    return [_to_stored(r[:7]) for r in cur.fetchall()]
+
+
+def get_event_position(cur: Cursor, event_id: str) -> tuple[str, int, int] | None:
+    cur.execute("SELECT room_id, depth, stream_ordering FROM events WHERE event_id = %s", (event_id,))
+    row = cur.fetchone()
+    return tuple(row) if row else None
+
+
+def room_end_position(cur: Cursor, room_id: str) -> tuple[int, int]:
+    cur.execute(
+        "SELECT depth, stream_ordering FROM events WHERE room_id = %s"
+        " ORDER BY depth DESC, stream_ordering DESC LIMIT 1",
+        (room_id,),
+    )
+    row = cur.fetchone()
+    return (row[0], row[1]) if row else (0, 0)
+
+
+def get_redaction_events(cur: Cursor, redaction_ids: list[str]) -> dict[str, StoredEvent]:
+    return get_events(cur, redaction_ids)
+
+
+def all_event_ids(cur: Cursor, room_id: str | None = None) -> list[str]:
+    if room_id:
+        cur.execute("SELECT event_id FROM events WHERE room_id = %s ORDER BY stream_ordering", (room_id,))
+    else:
+        cur.execute("SELECT event_id FROM events ORDER BY stream_ordering")
+    return [r[0] for r in cur.fetchall()]
+
+
+def depth_at_stream(cur: Cursor, room_id: str, stream: int) -> int:
+    cur.execute(
+        "SELECT depth FROM events WHERE room_id = %s AND stream_ordering <= %s"
+        " ORDER BY stream_ordering DESC LIMIT 1",
+        (room_id, stream),
+    )
+    row = cur.fetchone()
+    return row[0] if row else 0

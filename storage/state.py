@@ -1,0 +1,96 @@
+"""Reading room state: state groups (delta chains), current state and membership history."""
+from __future__ import annotations
+
+from storage.database import Cursor
+
+StateMap = dict[tuple[str, str], str]  # (type, state_key) -> event_id
+
+
+def get_state_group_map(cur: Cursor, group: int) -> StateMap:
+    """Resolve a group by walking its (bounded) delta chain; nearer deltas win."""
+    cur.execute(
+        "WITH RECURSIVE chain(id, prev_group, n) AS ("
+        "  SELECT id, prev_group, 0 FROM state_groups WHERE id = %s"
+        "  UNION ALL SELECT g.id, g.prev_group, c.n + 1 FROM state_groups g"
+        "  JOIN chain c ON g.id = c.prev_group)"
+        " SELECT DISTINCT ON (e.type, e.state_key) e.type, e.state_key, e.event_id"
+        " FROM chain c JOIN state_group_entries e ON e.state_group = c.id"
+        " ORDER BY e.type, e.state_key, c.n",
+        (group,),
+    )
+    return {(t, sk): eid for t, sk, eid in cur.fetchall()}
+
+
+def get_state_group_of_event(cur: Cursor, event_id: str) -> int | None:
+    cur.execute("SELECT state_group FROM events WHERE event_id = %s", (event_id,))
+    row = cur.fetchone()
+    return row[0] if row else None
+
+
+def get_state_group_info(cur: Cursor, group: int) -> tuple[int | None, int] | None:
+    cur.execute("SELECT prev_group, chain_length FROM state_groups WHERE id = %s", (group,))
+    row = cur.fetchone()
+    return (row[0], row[1]) if row else None
+
+
+def load_room_head(cur: Cursor, room_id: str) -> dict | None:
+    """What the in-memory room cache needs: version, current state (with event JSON),
+    forward extremities with their depth and state group."""
+    cur.execute("SELECT room_version, is_public FROM rooms WHERE room_id = %s", (room_id,))
+    row = cur.fetchone()
+    if row is None:
+        return None
+    room_version, is_public = row
+    cur.execute(
+        "SELECT e.event_id, e.json FROM current_state c JOIN events e USING (event_id)"
+        " WHERE c.room_id = %s",
+        (room_id,),
+    )
+    state = cur.fetchall()
+    cur.execute(
+        "SELECT f.event_id, e.depth, e.state_group, g.chain_length FROM forward_extremities f"
+        " JOIN events e USING (event_id) JOIN state_groups g ON g.id = e.state_group"
+        " WHERE f.room_id = %s ORDER BY e.depth DESC, e.stream_ordering DESC",
+        (room_id,),
+    )
+    extremities = cur.fetchall()
+    return {"room_version": room_version, "is_public": is_public, "state": state,
+            "extremities": extremities}
+
+
+def rooms_for_user(cur: Cursor, user_id: str, memberships: tuple[str, ...] = ("join",)) -> list[str]:
+    cur.execute(
+        "SELECT room_id FROM current_state WHERE type = 'm.room.member' AND state_key = %s"
+        " AND membership = ANY(%s)",
+        (user_id, list(memberships)),
+    )
+    return [r[0] for r in cur.fetchall()]
+
+
+def membership_history(cur: Cursor, room_id: str, user_id: str) -> list[tuple[int, str]]:
+    """(stream_ordering, membership) of every membership event of the user in the room."""
+    cur.execute(
+        "SELECT stream_ordering, membership FROM room_memberships WHERE room_id = %s"
+        " AND user_id = %s ORDER BY stream_ordering",
+        (room_id, user_id),
+    )
+    return [(so, m) for so, m in cur.fetchall()]
+
+
+def state_history(cur: Cursor, room_id: str, event_type: str) -> list[tuple[int, str]]:
+    """(stream_ordering, json) of every state event of one type (with state_key '')."""
+    cur.execute(
+        "SELECT stream_ordering, json FROM events WHERE room_id = %s AND type = %s"
+        " AND state_key = '' ORDER BY stream_ordering",
+        (room_id, event_type),
+    )
+    return cur.fetchall()
+
+
+def forget_room(cur: Cursor, user_id: str, room_id: str) -> None:
+    cur.execute("INSERT INTO forgotten_rooms (user_id, room_id) VALUES (%s, %s)"
+                " ON CONFLICT DO NOTHING", (user_id, room_id))
+
+
+def unforget_room(cur: Cursor, user_id: str, room_id: str) -> None:
+    cur.execute("DELETE FROM forgotten_rooms WHERE user_id = %s AND room_id = %s", (user_id, room_id))
