@@ -1,0 +1,141 @@
+"""Start a real homeserver process on a fresh embedded PostgreSQL for tests, and talk to
+it over real HTTP."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class ServerProcess:
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    server_name: str = "test.local"
+    proc: subprocess.Popen | None = None
+    extra_config: str = ""
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / "homeserver.yaml"
+
+    def write_config(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(
+            f"server_name: {self.server_name}\n"
+            f"public_baseurl: {self.base_url}/\n"
+            f"data_dir: {self.data_dir}\n"
+            "log_level: INFO\n"
+            f"listeners:\n  - port: {self.port}\n    bind_address: 127.0.0.1\n"
+            "registration:\n  bcrypt_rounds: 4\n" + self.extra_config
+        )
+
+    def start(self, timeout: float = 60) -> None:
+        if not self.config_path.exists():
+            self.write_config()
+        log = open(self.data_dir / "server.log", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "homeserver.cli", "run", "--config", str(self.config_path)],
+            cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log_text()}")
+            try:
+                urllib.request.urlopen(self.base_url + "/_matrix/client/versions", timeout=1)
+                return
+            except (urllib.error.URLError, ConnectionError, OSError):
+                time.sleep(0.1)
+        raise RuntimeError(f"server did not come up:\n{self.log_text()}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hooks run (the embedded Postgres stays up)."""
+        if self.proc:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+        self.proc = None
+
+    def stop_postgres(self) -> None:
+        pgdata = self.data_dir / "postgres"
+        if (pgdata / "postmaster.pid").exists():
+            subprocess.run(
+                [sys.executable, "-c",
+                 "import sys, pgserver; s = pgserver.get_server(sys.argv[1], cleanup_mode='stop')",
+                 str(pgdata)],
+                capture_output=True, timeout=60)
+
+    def log_text(self) -> str:
+        try:
+            return (self.data_dir / "server.log").read_text()[-5000:]
+        except OSError:
+            return ""
+
+    def dsn(self) -> str:
+        return f"postgresql://postgres:@/postgres?host={self.data_dir / 'postgres'}"
+
+
+class Http:
+    """Tiny blocking JSON client for raw protocol checks."""
+
+    def __init__(self, base_url: str, token: str | None = None) -> None:
+        self.base_url = base_url
+        self.token = token
+
+    def request(self, method: str, path: str, body: Any = None, raw: bytes | None = None,
+                token: str | None = None, headers: dict | None = None) -> tuple[int, Any]:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        req = urllib.request.Request(self.base_url + path, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        tok = token or self.token
+        if tok:
+            req.add_header("Authorization", f"Bearer {tok}")
+        for k, v in (headers or {}).items():
+            req.add_header(k, v)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                payload = resp.read()
+                return resp.status, json.loads(payload) if payload else None
+        except urllib.error.HTTPError as e:
+            payload = e.read()
+            try:
+                return e.code, json.loads(payload)
+            except ValueError:
+                return e.code, payload
+
+    def register(self, username: str, password: str = "secret-pw") -> dict:
+        status, body = self.request("POST", "/_matrix/client/v3/register", {
+            "username": username, "password": password, "auth": {"type": "m.login.dummy"}})
+        assert status == 200, body
+        return body
