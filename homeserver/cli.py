@@ -42,8 +42,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         hs.shutdown()
         return 1
 
+    from sync.engine import SyncEngine
+
     async def start() -> None:
         await hs.start()
+        hs.sync = SyncEngine(hs)
+        await hs.sync.start()
         site = build_site(hs)
         for listener in config.listeners:
             port = reactor.listenTCP(listener.port, site, interface=listener.bind_address)

@@ -46,6 +46,14 @@ class UserDirectoryConfig(_Strict):
     search_all_users: bool = True
 
 
+class PresenceConfig(_Strict):
+    enabled: bool = True
+    # online -> unavailable after this long without activity
+    idle_after_ms: int = Field(300_000, ge=1000)
+    # -> offline this long after the user's last /sync ended
+    offline_after_ms: int = Field(30_000, ge=500)
+
+
 class Config(_Strict):
     server_name: str = "localhost"
     public_baseurl: str = "http://127.0.0.1:8008/"
@@ -58,6 +66,7 @@ class Config(_Strict):
     limits: LimitsConfig = LimitsConfig()
     rooms: RoomsConfig = RoomsConfig()
     user_directory: UserDirectoryConfig = UserDirectoryConfig()
+    presence: PresenceConfig = PresenceConfig()
 
     @field_validator("server_name")
     @classmethod

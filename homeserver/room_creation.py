@@ -48,7 +48,7 @@ async def create_room(hs: "HomeServer", creator: str, body: dict[str, Any]) -> t
     if visibility not in ("public", "private"):
         raise invalid_param("visibility must be 'public' or 'private'")
     preset_name = body.get("preset") or ("public_chat" if visibility == "public" else "private_chat")
-    if preset_name not in PRESETS:
+    if not isinstance(preset_name, str) or preset_name not in PRESETS:
         raise invalid_param(f"unknown preset {preset_name!r}")
     preset = PRESETS[preset_name]
     invites = body.get("invite", [])

@@ -54,6 +54,9 @@ class RoomHeads:
     def add(self, head: RoomHead) -> None:
         self._heads[head.room_id] = head
 
+    def all(self) -> list[RoomHead]:
+        return list(self._heads.values())
+
     def invalidate(self, room_id: str) -> None:
         self._heads.pop(room_id, None)
 

@@ -3,6 +3,7 @@ the room core -> HTTP listeners."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 from homeserver.accounts import Accounts
 from homeserver.config import Config
 from homeserver.event_cache import EventCache
@@ -29,6 +30,9 @@ class HomeServer:
         self.db: Database = None  # type: ignore[assignment]  # set in start()
         self.signing_key = load_or_create_signing_key(config.signing_key_file)
         self.room_heads: RoomHeads = None  # type: ignore[assignment]
+        # The sync engine (sync.engine.SyncEngine), attached by the composition root;
+        # typed loosely because the core does not import the packages built on it.
+        self.sync: Any = None
 
     def open_database(self) -> None:
         """Blocking: start the embedded Postgres if needed, connect, migrate."""
@@ -67,6 +71,8 @@ class HomeServer:
                 self.event_cache.mark_redacted(target, ev.event_id)
 
     def shutdown(self) -> None:
+        if self.sync is not None:
+            self.sync.stop()
         if self.db is not None:
             self.db.stop()
         if self.embedded is not None:

@@ -6,15 +6,31 @@ import json
 from storage.database import Cursor
 
 
-def put_account_data(cur: Cursor, user_id: str, room_id: str, data_type: str, content: dict) -> int:
+def put_account_data(cur: Cursor, user_id: str, room_id: str, data_type: str, content: dict,
+                     stream_id: int) -> None:
     cur.execute(
         "INSERT INTO account_data (user_id, room_id, type, content, stream_id)"
-        " VALUES (%s, %s, %s, %s, nextval('account_data_stream'))"
+        " VALUES (%s, %s, %s, %s, %s)"
         " ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = EXCLUDED.content,"
-        " stream_id = EXCLUDED.stream_id RETURNING stream_id",
-        (user_id, room_id, data_type, json.dumps(content)),
+        " stream_id = EXCLUDED.stream_id",
+        (user_id, room_id, data_type, json.dumps(content), stream_id),
     )
+
+
+def max_stream(cur: Cursor) -> int:
+    cur.execute("SELECT COALESCE(max(stream_id), 0) FROM account_data")
     return cur.fetchone()[0]
+
+
+def max_stream_for_user(cur: Cursor, user_id: str) -> int:
+    cur.execute("SELECT COALESCE(max(stream_id), 0) FROM account_data WHERE user_id = %s", (user_id,))
+    return cur.fetchone()[0]
+
+
+def changed_since(cur: Cursor, user_id: str, since: int, upto: int) -> list[tuple[str, str, str]]:
+    cur.execute("SELECT room_id, type, content FROM account_data WHERE user_id = %s"
+                " AND stream_id > %s AND stream_id <= %s", (user_id, since, upto))
+    return cur.fetchall()
 
 
 def get_account_data(cur: Cursor, user_id: str, room_id: str, data_type: str) -> dict | None:

@@ -13,7 +13,7 @@ def _own(req: Req, user_id: str) -> None:
 
 async def put_global(req: Req, user_id: str, data_type: str):
     _own(req, user_id)
-    await req.hs.db.run(store.put_account_data, user_id, "", data_type, req.json())
+    await req.hs.sync.account_data.put(user_id, "", data_type, req.json())
     return {}
 
 
@@ -29,7 +29,7 @@ async def put_room(req: Req, user_id: str, room_id: str, data_type: str):
     _own(req, user_id)
     if not room_id.startswith("!"):
         raise MatrixError(400, "M_INVALID_PARAM", "invalid room id")
-    await req.hs.db.run(store.put_account_data, user_id, room_id, data_type, req.json())
+    await req.hs.sync.account_data.put(user_id, room_id, data_type, req.json())
     return {}
 
 
@@ -50,17 +50,15 @@ async def get_tags(req: Req, user_id: str, room_id: str):
 async def _change_tags(req: Req, user_id: str, room_id: str, tag: str, value: dict | None):
     _own(req, user_id)
 
-    def txn(cur):
-        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (user_id + room_id,))
-        content = store.get_account_data(cur, user_id, room_id, "m.tag") or {}
-        tags = dict(content.get("tags", {}))
+    def change(content: dict | None) -> dict:
+        tags = dict((content or {}).get("tags", {}))
         if value is None:
             tags.pop(tag, None)
         else:
             tags[tag] = value
-        store.put_account_data(cur, user_id, room_id, "m.tag", {"tags": tags})
+        return {"tags": tags}
 
-    await req.hs.db.run(txn)
+    await req.hs.sync.account_data.put(user_id, room_id, "m.tag", {}, update=change)
     return {}
 
 

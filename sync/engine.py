@@ -1,0 +1,92 @@
+"""The sync engine: streams (typing, receipts, presence, account data, to-device, device
+lists), the notifier that wakes long-polls, and the /sync builder, attached to the
+HomeServer as `hs.sync`."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable
+
+from homeserver.event import Event
+from sync.account_data import AccountData
+from sync.device_lists import DeviceLists
+from sync.notifier import Notifier
+from sync.presence import Presence
+from sync.receipts import Receipts
+from sync.tokens import StreamToken
+from sync.to_device import ToDevice
+from sync.typing import Typing
+from sync.user_rooms import UserRooms
+
+if TYPE_CHECKING:
+    from homeserver.server import HomeServer
+
+
+class SyncEngine:
+    def __init__(self, hs: "HomeServer") -> None:
+        self.hs = hs
+        self.notifier = Notifier()
+        self.user_rooms = UserRooms(hs)
+        self.typing = Typing(self._wake_room)
+        self.receipts = Receipts(hs, self._wake_room)
+        self.account_data = AccountData(hs, self._wake_user)
+        self.to_device = ToDevice(hs, self._wake_user)
+        self.presence = Presence(hs, self._wake_sharing)
+        self.device_lists = DeviceLists(hs, self._wake_sharing)
+        from sync.sync_handler import SyncHandler
+        self.handler = SyncHandler(hs, self)
+
+    async def start(self) -> None:
+        for part in (self.receipts, self.account_data, self.to_device, self.device_lists):
+            await part.start()
+        if self.hs.config.presence.enabled:
+            await self.presence.start()
+        self.hs.persister.add_listener(self._on_events)
+
+    def stop(self) -> None:
+        self.presence.stop()
+
+    def current_token(self) -> StreamToken:
+        return StreamToken(
+            events=self.hs.persister.max_stream_ordering,
+            typing=self.typing.stream.current,
+            receipts=self.receipts.stream.current,
+            presence=self.presence.stream.current,
+            account_data=self.account_data.stream.current,
+            to_device=self.to_device.stream.current,
+            device_lists=self.device_lists.stream.current,
+        )
+
+    # ---- who to wake --------------------------------------------------------------
+
+    def _room_members(self, room_id: str) -> list[str]:
+        head = self.hs.room_heads.peek(room_id)
+        return head.joined_members() if head else []
+
+    def _wake_room(self, room_id: str) -> None:
+        self.notifier.notify_users(self._room_members(room_id))
+
+    def _wake_user(self, user_id: str) -> None:
+        self.notifier.notify_users([user_id])
+
+    def sharing_users(self, user_id: str) -> set[str]:
+        """Users who share a joined room with `user_id` (from the in-memory heads)."""
+        users = {user_id}
+        rooms = self.user_rooms._users.get(user_id)
+        room_ids: Iterable[str] = (r for r, (m, _) in rooms.items() if m == "join") if rooms is not None else \
+            (h.room_id for h in self.hs.room_heads.all() if h.membership_of(user_id) == "join")
+        for room_id in room_ids:
+            users.update(self._room_members(room_id))
+        return users
+
+    def _wake_sharing(self, user_id: str) -> None:
+        self.notifier.notify_users(self.sharing_users(user_id))
+
+    def _on_events(self, events: list[Event]) -> None:
+        self.user_rooms.on_events(events)
+        wake: set[str] = set()
+        for ev in events:
+            wake.update(self._room_members(ev.room_id))
+            if ev.type == "m.room.member" and ev.state_key:
+                wake.add(ev.state_key)  # the invited, kicked or banned user too
+            if self.hs.config.presence.enabled and self.hs.accounts.is_mine(ev.sender):
+                self.presence.user_active(ev.sender)
+        self.notifier.notify_users(wake)

@@ -1,0 +1,148 @@
+"""Presence: online while a user syncs or acts, unavailable after `idle_after_ms` without
+activity, offline `offline_after_ms` after their last sync ends. Kept in memory with one
+sweep timer; written to Postgres lazily so a restart remembers last activity."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+from twisted.internet import task
+
+from storage import presence as presence_store
+from sync.stream_ids import MemoryStream
+
+if TYPE_CHECKING:
+    from homeserver.server import HomeServer
+
+STATES = ("online", "unavailable", "offline")
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class UserPresence:
+    state: str = "offline"
+    status_msg: str | None = None
+    last_active_ts: int = 0
+    last_sync_ts: int = 0
+    syncing: int = 0          # long-polls in progress right now
+    stream: int = 0
+    explicit: str | None = None  # a state set with PUT presence, honoured while syncing
+
+
+class Presence:
+    def __init__(self, hs: "HomeServer", on_change: Callable[[str], None]) -> None:
+        self.hs = hs
+        self.stream = MemoryStream()
+        self._users: dict[str, UserPresence] = {}
+        self._dirty: set[str] = set()
+        self._on_change = on_change  # told the user id; wakes those who share a room
+        cfg = hs.config.presence
+        self.idle_after_ms = cfg.idle_after_ms
+        self.offline_after_ms = cfg.offline_after_ms
+        self._sweeper = task.LoopingCall(self._sweep)
+        self._flusher = task.LoopingCall(self.flush)
+
+    async def start(self) -> None:
+        for user_id, state, status_msg, last_active in await self.hs.db.run(presence_store.load_all):
+            # After a restart nobody is syncing yet: everyone starts offline.
+            self._users[user_id] = UserPresence("offline", status_msg, last_active)
+        self._sweeper.start(min(5.0, self.offline_after_ms / 4000.0), now=False)
+        self._flusher.start(10.0, now=False)
+
+    def stop(self) -> None:
+        for loop in (self._sweeper, self._flusher):
+            if loop.running:
+                loop.stop()
+        rows = self._dirty_rows()
+        if rows:
+            self.hs.db.run_sync(presence_store.save, rows)  # shutting down: block is fine
+
+    def get(self, user_id: str) -> UserPresence:
+        return self._users.get(user_id) or UserPresence()
+
+    def _set(self, user_id: str, p: UserPresence, state: str, status_msg: str | None | object = ...) -> None:
+        changed = p.state != state
+        p.state = state
+        if status_msg is not ...:
+            changed = changed or p.status_msg != status_msg
+            p.status_msg = status_msg  # type: ignore[assignment]
+        if changed:
+            p.stream = self.stream.advance()
+            self._dirty.add(user_id)
+            self._on_change(user_id)
+
+    def set_status(self, user_id: str, state: str, status_msg: str | None) -> None:
+        p = self._users.setdefault(user_id, UserPresence())
+        p.explicit = state
+        if state == "online":
+            p.last_active_ts = _now()
+        self._set(user_id, p, state, status_msg)
+
+    def user_active(self, user_id: str) -> None:
+        """An action (sending a message...) marks the user online and active."""
+        p = self._users.setdefault(user_id, UserPresence())
+        was_stale = _now() - p.last_active_ts > 60_000
+        p.last_active_ts = _now()
+        if p.explicit in (None, "online"):
+            self._set(user_id, p, "online")
+        elif was_stale:
+            p.stream = self.stream.advance()
+            self._on_change(user_id)
+
+    def sync_started(self, user_id: str, set_presence: str | None) -> None:
+        p = self._users.setdefault(user_id, UserPresence())
+        p.syncing += 1
+        p.last_sync_ts = _now()
+        wanted = set_presence or p.explicit or "online"
+        if wanted == "offline":
+            return  # syncing with set_presence=offline leaves presence alone
+        if wanted == "online" and p.state != "online":
+            p.last_active_ts = _now()
+        if wanted != p.state and not (wanted == "online" and p.explicit == "unavailable"):
+            self._set(user_id, p, wanted)
+
+    def sync_finished(self, user_id: str) -> None:
+        p = self._users.get(user_id)
+        if p is not None:
+            p.syncing = max(0, p.syncing - 1)
+            p.last_sync_ts = _now()
+
+    def _sweep(self) -> None:
+        now = _now()
+        for user_id, p in self._users.items():
+            if p.state == "offline":
+                continue
+            if p.syncing == 0 and now - p.last_sync_ts > self.offline_after_ms:
+                self._set(user_id, p, "offline")
+            elif p.state == "online" and now - p.last_active_ts > self.idle_after_ms:
+                self._set(user_id, p, "unavailable")
+
+    def _dirty_rows(self) -> list[tuple]:
+        rows = [(u, self._users[u].state, self._users[u].status_msg, self._users[u].last_active_ts)
+                for u in self._dirty]
+        self._dirty = set()
+        return rows
+
+    def flush(self):
+        rows = self._dirty_rows()
+        return self.hs.db.run(presence_store.save, rows) if rows else None
+
+    def event_for(self, user_id: str) -> dict:
+        p = self.get(user_id)
+        content: dict = {"presence": p.state}
+        if p.last_active_ts:
+            content["last_active_ago"] = max(0, _now() - p.last_active_ts)
+        if p.state == "online":
+            content["currently_active"] = _now() - p.last_active_ts < 60_000 or p.syncing > 0
+        if p.status_msg:
+            content["status_msg"] = p.status_msg
+        return {"type": "m.presence", "sender": user_id, "content": content}
+
+    def changed_since(self, user_ids, since: int) -> list[str]:
+        if since > self.stream.current:
+            since = 0  # token from a previous process: send everything we know
+        return [u for u in user_ids if u in self._users and self._users[u].stream > since]

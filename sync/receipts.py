@@ -1,0 +1,57 @@
+"""Read receipts (m.read, m.read.private, threaded) and their stream."""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Callable
+
+from storage import receipts as receipts_store
+from sync.stream_ids import StreamIdGen
+
+if TYPE_CHECKING:
+    from homeserver.server import HomeServer
+
+RECEIPT_TYPES = ("m.read", "m.read.private")
+
+
+class Receipts:
+    def __init__(self, hs: "HomeServer", on_change: Callable[[str], None]) -> None:
+        self.hs = hs
+        self._on_change = on_change
+        self.stream: StreamIdGen = None  # type: ignore[assignment]
+        self._room_stream: dict[str, int] = {}
+
+    async def start(self) -> None:
+        self.stream = StreamIdGen(await self.hs.db.run(receipts_store.max_stream))
+
+    async def put(self, room_id: str, receipt_type: str, user_id: str, event_id: str,
+                  thread_id: str | None) -> None:
+        stream_id = self.stream.allocate()
+        try:
+            await self.hs.db.run(receipts_store.put_receipt, room_id, receipt_type, user_id,
+                                 thread_id or "", event_id, int(time.time() * 1000), stream_id)
+        finally:
+            self.stream.finish(stream_id)
+        self._room_stream[room_id] = stream_id
+        self._on_change(room_id)
+
+    def known_room_stream(self, room_id: str) -> int | None:
+        return self._room_stream.get(room_id)
+
+    def remember_room_streams(self, streams: dict[str, int]) -> None:
+        for room_id, s in streams.items():
+            self._room_stream.setdefault(room_id, s)
+
+    async def receipt_events(self, room_ids: list[str], since: int, upto: int,
+                             viewer: str) -> dict[str, dict]:
+        """room_id -> the m.receipt ephemeral event for receipts in (since, upto]."""
+        rows = await self.hs.db.run(receipts_store.receipts_since, room_ids, since, upto)
+        out: dict[str, dict] = {}
+        for room_id, rtype, user_id, thread_id, event_id, ts in rows:
+            if rtype == "m.read.private" and user_id != viewer:
+                continue  # private receipts are for their owner only
+            receipt: dict = {"ts": ts}
+            if thread_id:
+                receipt["thread_id"] = thread_id
+            content = out.setdefault(room_id, {"type": "m.receipt", "content": {}})["content"]
+            content.setdefault(event_id, {}).setdefault(rtype, {})[user_id] = receipt
+        return out

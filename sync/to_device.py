@@ -1,0 +1,77 @@
+"""To-device messages: stored per target device, delivered by /sync exactly once, and
+deleted when the device syncs with a token past them (its acknowledgement)."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+from homeserver.errors import MatrixError
+from storage import to_device as store
+from sync.stream_ids import StreamIdGen
+
+if TYPE_CHECKING:
+    from homeserver.server import HomeServer
+
+MAX_PER_SYNC = 100
+
+
+class ToDevice:
+    def __init__(self, hs: "HomeServer", on_change: Callable[[str], None]) -> None:
+        self.hs = hs
+        self._on_change = on_change
+        self.stream: StreamIdGen = None  # type: ignore[assignment]
+
+    async def start(self) -> None:
+        self.stream = StreamIdGen(await self.hs.db.run(store.max_stream))
+
+    async def send(self, sender: str, sender_device: str, event_type: str, txn_id: str,
+                   messages: dict) -> None:
+        if not isinstance(messages, dict):
+            raise MatrixError(400, "M_BAD_JSON", "messages must be an object")
+        targets: list[tuple[str, str, dict]] = []
+        for user_id, by_device in messages.items():
+            if not isinstance(by_device, dict):
+                raise MatrixError(400, "M_BAD_JSON", "messages.<user> must be an object")
+            if not self.hs.accounts.is_mine(user_id):
+                continue  # federation will carry these; dropped until then
+            for device_id, content in by_device.items():
+                if not isinstance(content, dict):
+                    raise MatrixError(400, "M_BAD_JSON", "message content must be an object")
+                targets.append((user_id, device_id, content))
+        recipients = {u for u, _, _ in targets}
+
+        # Expand "*" first, then take stream ids on the reactor thread (the generator is
+        # not thread-safe), then write everything in one transaction.
+        wildcard_users = sorted({u for u, d, _ in targets if d == "*"})
+        devices_of = {}
+        if wildcard_users:
+            devices_of = await self.hs.db.run(
+                lambda cur: {u: store.devices_of(cur, u) for u in wildcard_users})
+        rows = []
+        for user_id, device_id, content in targets:
+            for dev in (devices_of.get(user_id, []) if device_id == "*" else [device_id]):
+                rows.append((self.stream.allocate(), user_id, dev,
+                             {"type": event_type, "sender": sender, "content": content}))
+
+        def txn(cur) -> bool:
+            if not store.claim_txn(cur, sender, sender_device, txn_id):
+                return False  # a retry of a delivered transaction: send nothing again
+            store.enqueue(cur, rows)
+            return True
+
+        try:
+            sent = await self.hs.db.run(txn)
+        finally:
+            for row in rows:
+                self.stream.finish(row[0])
+        if sent:
+            for user_id in recipients:
+                self._on_change(user_id)
+
+    async def fetch(self, user_id: str, device_id: str, since: int) -> tuple[list[dict], int]:
+        """Messages after `since` (deleting those up to it); returns them and the position
+        the next token should carry."""
+        upto = self.stream.current
+        rows = await self.hs.db.run(store.fetch_and_ack, user_id, device_id, since, upto, MAX_PER_SYNC)
+        if len(rows) == MAX_PER_SYNC:
+            return [m for _, m in rows], rows[-1][0]
+        return [m for _, m in rows], upto

@@ -1,0 +1,41 @@
+"""Sync tokens: one position per stream, encoded `s<events>_<typing>_<receipts>_<presence>
+_<account_data>_<to_device>_<device_lists>`. The leading `s<events>` part is also a valid
+room pagination token. Garbage is refused with M_INVALID_PARAM."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+from homeserver.errors import MatrixError
+
+
+@dataclass(frozen=True)
+class StreamToken:
+    events: int = 0
+    typing: int = 0
+    receipts: int = 0
+    presence: int = 0
+    account_data: int = 0
+    to_device: int = 0
+    device_lists: int = 0
+
+    def encode(self) -> str:
+        return "s" + "_".join(str(getattr(self, f.name)) for f in fields(self))
+
+    @classmethod
+    def parse(cls, token: str) -> "StreamToken":
+        try:
+            if not token.startswith("s"):
+                raise ValueError
+            parts = [int(p) for p in token[1:].split("_")]
+            if not 1 <= len(parts) <= len(fields(cls)) or any(p < 0 for p in parts):
+                raise ValueError
+        except ValueError:
+            raise MatrixError(400, "M_INVALID_PARAM", f"invalid sync token {token[:40]!r}") from None
+        return cls(*parts)
+
+    def copy_with(self, **changes: int) -> "StreamToken":
+        return replace(self, **changes)
+
+    def is_after(self, other: "StreamToken") -> bool:
+        """True when any stream moved past `other`."""
+        return any(getattr(self, f.name) > getattr(other, f.name) for f in fields(self))

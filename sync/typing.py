@@ -1,0 +1,49 @@
+"""Typing notifications: in memory only, each with its own expiry timer."""
+from __future__ import annotations
+
+from typing import Callable
+
+from twisted.internet import reactor
+from twisted.internet.base import DelayedCall
+
+from sync.stream_ids import MemoryStream
+
+MAX_TIMEOUT_MS = 120_000
+
+
+class Typing:
+    def __init__(self, on_change: Callable[[str], None]) -> None:
+        self.stream = MemoryStream()
+        self._typing: dict[str, dict[str, DelayedCall]] = {}   # room -> user -> expiry timer
+        self._room_stream: dict[str, int] = {}
+        self._on_change = on_change  # told the room id; wakes its members
+
+    def set_typing(self, room_id: str, user_id: str, typing: bool, timeout_ms: int) -> None:
+        users = self._typing.setdefault(room_id, {})
+        timer = users.pop(user_id, None)
+        was_typing = timer is not None
+        if timer is not None and timer.active():
+            timer.cancel()
+        if typing:
+            delay = min(max(timeout_ms, 0), MAX_TIMEOUT_MS) / 1000.0
+            users[user_id] = reactor.callLater(delay, self._expire, room_id, user_id)
+        if typing != was_typing or typing:
+            self._changed(room_id)
+
+    def _expire(self, room_id: str, user_id: str) -> None:
+        users = self._typing.get(room_id, {})
+        if users.pop(user_id, None) is not None:
+            self._changed(room_id)
+
+    def _changed(self, room_id: str) -> None:
+        self._room_stream[room_id] = self.stream.advance()
+        self._on_change(room_id)
+
+    def typing_users(self, room_id: str) -> list[str]:
+        return sorted(self._typing.get(room_id, {}))
+
+    def changed_since(self, room_id: str, since: int) -> bool:
+        # A token from a previous process (position beyond ours) means: send everything.
+        if since > self.stream.current:
+            return room_id in self._typing
+        return self._room_stream.get(room_id, 0) > since

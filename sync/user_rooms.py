@@ -1,0 +1,63 @@
+"""In memory, written through: each syncing user's rooms with their membership and the
+stream position of that membership, and each room's latest stream position. An idle
+incremental sync reads only these."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from homeserver.event import Event
+
+if TYPE_CHECKING:
+    from homeserver.server import HomeServer
+
+
+def _load_user(cur, user_id: str):
+    cur.execute(
+        "SELECT c.room_id, c.membership, e.stream_ordering FROM current_state c"
+        " JOIN events e USING (event_id) WHERE c.type = 'm.room.member' AND c.state_key = %s",
+        (user_id,))
+    rows = cur.fetchall()
+    cur.execute("SELECT room_id FROM forgotten_rooms WHERE user_id = %s", (user_id,))
+    forgotten = {r[0] for r in cur.fetchall()}
+    return rows, forgotten
+
+
+def _load_room_streams(cur, room_ids: list[str]) -> dict[str, int]:
+    cur.execute("SELECT room_id, max(stream_ordering) FROM events WHERE room_id = ANY(%s)"
+                " GROUP BY room_id", (room_ids,))
+    return dict(cur.fetchall())
+
+
+class UserRooms:
+    def __init__(self, hs: "HomeServer") -> None:
+        self.hs = hs
+        self._users: dict[str, dict[str, tuple[str, int]]] = {}  # user -> room -> (membership, stream)
+        self._forgotten: dict[str, set[str]] = {}
+        self.room_stream: dict[str, int] = {}
+
+    async def rooms_of(self, user_id: str) -> dict[str, tuple[str, int]]:
+        rooms = self._users.get(user_id)
+        if rooms is None:
+            rows, forgotten = await self.hs.db.run(_load_user, user_id)
+            rooms = self._users.setdefault(user_id, {r: (m, s) for r, m, s in rows})
+            self._forgotten[user_id] = forgotten
+            missing = [r for r in rooms if r not in self.room_stream]
+            if missing:
+                for room_id, s in (await self.hs.db.run(_load_room_streams, missing)).items():
+                    self.room_stream.setdefault(room_id, s)
+        return rooms
+
+    def forgotten(self, user_id: str) -> set[str]:
+        return self._forgotten.get(user_id, set())
+
+    def forget(self, user_id: str, room_id: str) -> None:
+        self._forgotten.setdefault(user_id, set()).add(room_id)
+
+    def on_events(self, events: list[Event]) -> None:
+        for ev in events:
+            room_id = ev.room_id
+            self.room_stream[room_id] = max(self.room_stream.get(room_id, 0), ev.stream_ordering or 0)
+            if ev.type == "m.room.member" and ev.membership and ev.state_key in self._users:
+                self._users[ev.state_key][room_id] = (ev.membership, ev.stream_ordering or 0)
+                if ev.membership in ("join", "invite"):
+                    self._forgotten.get(ev.state_key, set()).discard(room_id)
