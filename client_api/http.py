@@ -16,6 +16,7 @@ from twisted.web.resource import Resource
 
 from homeserver.errors import MatrixError
 from storage.accounts import TokenOwner
+from storage.database import NulCharacterError
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
@@ -176,6 +177,9 @@ class ApiResource(Resource):
             status, body = await self._dispatch(request, method)
         except MatrixError as e:
             status, body = e.status, e.to_json()
+        except NulCharacterError:  # PostgreSQL text cannot hold NUL: a client error
+            status, body = 400, {"errcode": "M_INVALID_PARAM",
+                                 "error": "strings may not contain NUL characters"}
         except Exception:
             logger.exception("unhandled error in %s %s", method, request.path)
             status, body = 500, {"errcode": "M_UNKNOWN", "error": "internal server error"}

@@ -32,6 +32,11 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _text_column(value: Any) -> str | None:
+    """A content string copied into a text column; PostgreSQL text cannot hold NUL."""
+    return value if isinstance(value, str) and "\x00" not in value else None
+
+
 class EventCreator:
     def __init__(self, hs: "HomeServer") -> None:
         self.hs = hs
@@ -73,6 +78,9 @@ class EventCreator:
                     extra_check: ExtraCheck | None = None, ts: int | None = None) -> defer.Deferred:
         """Synchronously build, authorise and apply the event to the head; the Deferred
         fires when it is persisted. Callers may queue several and await them together."""
+        if "\x00" in event_type or "\x00" in (state_key or ""):
+            # They are text columns too: refuse here, not fail the whole persist batch.
+            raise MatrixError(400, "M_INVALID_PARAM", "event type and state_key may not contain NUL")
         pdu: dict[str, Any] = {
             "room_id": head.room_id, "sender": sender, "type": event_type,
             "content": content, "origin_server_ts": ts or now_ms(),
@@ -174,7 +182,7 @@ class EventCreator:
             apply_redaction=event.redacts is not None,
             unsigned_json=json.dumps(unsigned) if unsigned else None,
             membership=event.membership,
-            member_displayname=content.get("displayname") if event.membership and isinstance(content.get("displayname"), str) else None,
-            member_avatar_url=content.get("avatar_url") if event.membership and isinstance(content.get("avatar_url"), str) else None,
+            member_displayname=_text_column(content.get("displayname")) if event.membership else None,
+            member_avatar_url=_text_column(content.get("avatar_url")) if event.membership else None,
             txn=txn,
         )

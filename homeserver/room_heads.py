@@ -3,12 +3,12 @@ current state, forward extremities, depth and state group. Sending to a room tou
 Postgres only to write."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from homeserver.async_utils import Coalescer
 from homeserver.event import Event, StateKey
+from homeserver.event_cache import event_from_stored
 from homeserver.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
 from storage import state as state_store
 
@@ -73,8 +73,8 @@ class RoomHeads:
             return None
         rv = KNOWN_ROOM_VERSIONS[data["room_version"]]
         state: dict[StateKey, Event] = {}
-        for event_id, js in data["state"]:
-            ev = Event(event_id, rv, json.loads(js))
+        for stored in data["state"]:
+            ev = event_from_stored(stored, rv.identifier)
             state[ev.key] = ev
         extremities = data["extremities"]
         head = RoomHead(

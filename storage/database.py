@@ -20,6 +20,10 @@ Cursor = psycopg2.extensions.cursor
 _RETRYABLE = (psycopg2.errors.SerializationFailure, psycopg2.errors.DeadlockDetected)
 
 
+class NulCharacterError(ValueError):
+    """A query argument held a NUL character, which PostgreSQL text cannot store."""
+
+
 class Database:
     def __init__(self, dsn: str, max_connections: int = 10) -> None:
         self.dsn = dsn
@@ -73,9 +77,11 @@ class Database:
                 if committing or attempt == 4:
                     raise
                 logger.warning("database connection lost; reconnecting")
-            except BaseException:
+            except BaseException as e:
                 if not conn.closed:
                     conn.rollback()
+                if isinstance(e, ValueError) and "NUL (0x00)" in str(e):
+                    raise NulCharacterError(str(e)) from e
                 raise
         raise AssertionError("unreachable")
 

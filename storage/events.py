@@ -149,7 +149,7 @@ class StoredEvent:
     txn_id: str | None
 
 
-def _to_stored(row: tuple) -> StoredEvent:
+def to_stored(row: tuple) -> StoredEvent:
     event_id, js, so, redacted_by, unsigned_json, txn_device, txn_id = row
     return StoredEvent(event_id, json.loads(js), so, redacted_by,
                        json.loads(unsigned_json) if unsigned_json else None, txn_device, txn_id)
@@ -159,7 +159,7 @@ def get_events(cur: Cursor, event_ids: list[str]) -> dict[str, StoredEvent]:
     if not event_ids:
         return {}
     cur.execute(f"SELECT {EVENT_COLUMNS} FROM events e WHERE e.event_id = ANY(%s)", (list(event_ids),))
-    return {r[0]: _to_stored(r) for r in cur.fetchall()}
+    return {r[0]: to_stored(r) for r in cur.fetchall()}
 
 
 def get_txn_event(cur: Cursor, user_id: str, device_id: str, txn_id: str) -> str | None:
@@ -195,7 +195,7 @@ def paginate_room(cur: Cursor, room_id: str, from_pos: tuple[int, int], directio
         + f" ORDER BY e.depth {order}, e.stream_ordering {order} LIMIT %s",
         params,
     )
-    return [_to_stored(r[:7]) for r in cur.fetchall()]
+    return [to_stored(r[:7]) for r in cur.fetchall()]
 
 
 def get_event_position(cur: Cursor, event_id: str) -> tuple[str, int, int] | None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from storage.database import Cursor
+from storage.events import EVENT_COLUMNS, to_stored
 
 StateMap = dict[tuple[str, str], str]  # (type, state_key) -> event_id
 
@@ -42,11 +43,11 @@ def load_room_head(cur: Cursor, room_id: str) -> dict | None:
         return None
     room_version, is_public = row
     cur.execute(
-        "SELECT e.event_id, e.json FROM current_state c JOIN events e USING (event_id)"
+        f"SELECT {EVENT_COLUMNS} FROM current_state c JOIN events e USING (event_id)"
         " WHERE c.room_id = %s",
         (room_id,),
     )
-    state = cur.fetchall()
+    state = [to_stored(r) for r in cur.fetchall()]
     cur.execute(
         "SELECT f.event_id, e.depth, e.state_group, g.chain_length FROM forward_extremities f"
         " JOIN events e USING (event_id) JOIN state_groups g ON g.id = e.state_group"

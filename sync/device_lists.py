@@ -16,10 +16,12 @@ class DeviceLists:
         self.hs = hs
         self._on_change = on_change  # told the user id; wakes those who share a room
         self.stream: StreamIdGen = None  # type: ignore[assignment]
-        self._user_stream: dict[str, int] = {}
+        self._log: list[tuple[int, str]] = []  # (stream, user) recorded by this process
+        self._start = 0
 
     async def start(self) -> None:
-        self.stream = StreamIdGen(await self.hs.db.run(store.max_stream))
+        self._start = await self.hs.db.run(store.max_stream)
+        self.stream = StreamIdGen(self._start)
 
     async def record_change(self, user_id: str) -> None:
         stream_id = self.stream.allocate()
@@ -27,11 +29,21 @@ class DeviceLists:
             await self.hs.db.run(store.record_change, stream_id, user_id)
         finally:
             self.stream.finish(stream_id)
-        self._user_stream[user_id] = stream_id
+        self._log.append((stream_id, user_id))
+        if len(self._log) > 10_000:  # older positions fall back to the database
+            self._start = self._log[5_000][0]
+            del self._log[:5_000]
         self._on_change(user_id)
+
+    def changed_in_memory(self, since: int) -> set[str]:
+        """Users changed after `since` as far as this process knows (tokens from before
+        it started are answered by `changed_since`)."""
+        return {u for s, u in self._log if s > since}
 
     async def changed_since(self, since: int, upto: int | None = None) -> set[str]:
         upto = self.stream.current if upto is None else upto
         if since >= upto:
             return set()
+        if since >= self._start:
+            return {u for s, u in self._log if since < s <= upto}
         return set(await self.hs.db.run(store.changed_since, since, upto))

@@ -12,6 +12,7 @@ from sync.notifier import Notifier
 from sync.presence import Presence
 from sync.receipts import Receipts
 from sync.tokens import StreamToken
+from sync.timeline_cache import TimelineCache
 from sync.to_device import ToDevice
 from sync.typing import Typing
 from sync.user_rooms import UserRooms
@@ -31,6 +32,7 @@ class SyncEngine:
         self.to_device = ToDevice(hs, self._wake_user)
         self.presence = Presence(hs, self._wake_sharing)
         self.device_lists = DeviceLists(hs, self._wake_sharing)
+        self.timeline_cache = TimelineCache()
         from sync.sync_handler import SyncHandler
         self.handler = SyncHandler(hs, self)
 
@@ -82,6 +84,7 @@ class SyncEngine:
 
     def _on_events(self, events: list[Event]) -> None:
         self.user_rooms.on_events(events)
+        self.timeline_cache.on_events(events)
         wake: set[str] = set()
         for ev in events:
             wake.update(self._room_members(ev.room_id))

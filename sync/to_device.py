@@ -19,6 +19,9 @@ class ToDevice:
         self.hs = hs
         self._on_change = on_change
         self.stream: StreamIdGen = None  # type: ignore[assignment]
+        # Highest stream id queued for each device, known once looked up or written.
+        self._pending: dict[tuple[str, str], int] = {}
+        self._acked: dict[tuple[str, str], int] = {}  # deleted up to here
 
     async def start(self) -> None:
         self.stream = StreamIdGen(await self.hs.db.run(store.max_stream))
@@ -64,14 +67,30 @@ class ToDevice:
             for row in rows:
                 self.stream.finish(row[0])
         if sent:
+            for stream_id, user_id, dev, _msg in rows:
+                key = (user_id, dev)
+                if key in self._pending:  # unknown devices are looked up when they sync
+                    self._pending[key] = max(self._pending[key], stream_id)
             for user_id in recipients:
                 self._on_change(user_id)
+
+    async def pending_stream(self, user_id: str, device_id: str) -> int:
+        key = (user_id, device_id)
+        if key not in self._pending:
+            self._pending[key] = await self.hs.db.run(store.pending_max, user_id, device_id)
+        return self._pending[key]
 
     async def fetch(self, user_id: str, device_id: str, since: int) -> tuple[list[dict], int]:
         """Messages after `since` (deleting those up to it); returns them and the position
         the next token should carry."""
         upto = self.stream.current
+        key = (user_id, device_id)
+        pending = await self.pending_stream(user_id, device_id)
+        acked = self._acked.get(key, 0)
+        if pending <= since and pending <= acked:
+            return [], upto  # nothing to deliver and nothing left to delete: no query
         rows = await self.hs.db.run(store.fetch_and_ack, user_id, device_id, since, upto, MAX_PER_SYNC)
+        self._acked[key] = max(acked, since)
         if len(rows) == MAX_PER_SYNC:
             return [m for _, m in rows], rows[-1][0]
         return [m for _, m in rows], upto

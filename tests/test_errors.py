@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg2
 import pytest
@@ -237,6 +239,80 @@ def test_invalid_param(a, room_id):
     assert_error(a.request("GET", base + "?dir=b&filter=" + _q('{"types": "x"}')), 400, "M_INVALID_PARAM")
     # A well-formed request still works.
     assert a.request("GET", base + "?dir=f&limit=3")[0] == 200
+
+
+# ---------------------------------------------------------------------------------
+# NUL characters (PostgreSQL text cannot hold them)
+# ---------------------------------------------------------------------------------
+
+def test_nul_characters_are_client_errors(server, a, alice, room_id):
+    rid = _q(room_id)
+    me = _q(alice["user_id"])
+    cases = [
+        ("PUT", f"{V3}/rooms/{rid}/send/m.room.message/t%00x", {"msgtype": "m.text", "body": "x"}),
+        ("PUT", f"{V3}/rooms/{rid}/send/a%00b/{fresh('t')}", {"body": "x"}),
+        ("PUT", f"{V3}/rooms/{rid}/state/a%00b/k", {"x": 1}),
+        ("PUT", f"{V3}/rooms/{rid}/state/com.example.x/k%00", {"x": 1}),
+        ("PUT", f"{V3}/rooms/{rid}/redact/%24a%00/{fresh('t')}", {}),
+        ("GET", f"{V3}/rooms/{rid}/event/%24a%00", None),
+        ("GET", f"{V3}/rooms/!a%00:test.local/messages", None),
+        ("GET", f"{V3}/rooms/{rid}/messages?filter=" + _q('{"types": ["\\u0000"]}'), None),
+        ("POST", f"{V3}/join/%23a:b%00", {}),
+        ("POST", f"{V3}/rooms/{rid}/invite", {"user_id": "@a:b\u0000"}),
+        ("POST", f"{V3}/createRoom", {"initial_state": [{"type": "a\u0000b", "content": {}}]}),
+        ("POST", f"{V3}/createRoom", {"initial_state": [{"type": "ab", "state_key": "\u0000",
+                                                         "content": {}}]}),
+        ("POST", f"{V3}/user_directory/search", {"search_term": "a\u0000"}),
+        ("PUT", f"{V3}/profile/{me}/displayname", {"displayname": "x\u0000y"}),
+        ("GET", f"{V3}/profile/%40a%00:test.local", None),
+        ("POST", f"{V3}/login", {"type": "m.login.password", "password": "x",
+                                 "identifier": {"type": "m.id.user", "user": "a\u0000"}}),
+    ]
+    before = a.request("GET", f"{V3}/joined_rooms")[1]["joined_rooms"]
+    for method, path, body in cases:
+        status, resp = a.request(method, path, body)
+        assert 400 <= status < 500, (method, path, body, resp)
+        assert isinstance(resp, dict) and resp.get("errcode"), resp
+    assert a.request("GET", f"{V3}/joined_rooms")[1]["joined_rooms"] == before
+    # NUL inside content is fine: JSON escapes it, and it reads back unchanged.
+    status, sent = a.request("PUT", f"{V3}/rooms/{rid}/send/m.room.message/{fresh('t')}",
+                             {"msgtype": "m.text", "body": "a\u0000b"})
+    assert status == 200, sent
+    ev = a.request("GET", f"{V3}/rooms/{rid}/event/{_q(sent['event_id'])}")[1]
+    assert ev["content"]["body"] == "a\x00b"
+    status, sent = a.request("PUT", f"{V3}/rooms/{rid}/state/m.room.member/{me}",
+                             {"membership": "join", "displayname": "nul\u0000name"})
+    assert status == 200, sent
+
+
+def test_bad_event_does_not_fail_other_rooms_events(server):
+    """Events are committed in groups: a refused event must not take others down with it."""
+    users = []
+    for _ in range(4):
+        h = Http(server.base_url)
+        h.token = h.register(fresh("grp"))["access_token"]
+        status, room = h.request("POST", f"{V3}/createRoom", {})
+        assert status == 200, room
+        users.append((h, room["room_id"]))
+    barrier = threading.Barrier(len(users) * 2)
+
+    def good(i):
+        h, rid = users[i]
+        barrier.wait()
+        return [h.request("PUT", f"{V3}/rooms/{_q(rid)}/send/m.room.message/{fresh('g')}",
+                          {"msgtype": "m.text", "body": str(n)})[0] for n in range(15)]
+
+    def bad(i):
+        h, rid = users[i]
+        barrier.wait()
+        return [h.request("PUT", f"{V3}/rooms/{_q(rid)}/state/com.example.bad/k%00{n}",
+                          {"n": n})[0] for n in range(15)]
+
+    with ThreadPoolExecutor(len(users) * 2) as pool:
+        goods = [pool.submit(good, i) for i in range(len(users))]
+        bads = [pool.submit(bad, i) for i in range(len(users))]
+        assert all(s == 200 for f in goods for s in f.result()), [f.result() for f in goods]
+        assert all(400 <= s < 500 for f in bads for s in f.result()), [f.result() for f in bads]
 
 
 # ---------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from client_api.routes import (
     profile,
     room_events,
     rooms,
+    sync,
     user_directory,
     versions,
 )
@@ -15,5 +16,5 @@ from client_api.routes import (
 
 def register_all_routes(router: Router) -> None:
     for module in (versions, account, devices, profile, rooms, room_events, directory,
-                   account_data, user_directory):
+                   account_data, user_directory, sync):
         module.register(router)

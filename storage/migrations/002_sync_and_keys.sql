@@ -10,7 +10,7 @@ CREATE TABLE receipts (
     stream_id       BIGINT NOT NULL,
     PRIMARY KEY (room_id, receipt_type, user_id, thread_id)
 );
-CREATE INDEX receipts_stream ON receipts (room_id, stream_id);
+CREATE INDEX receipts_room_stream ON receipts (room_id, stream_id);
 CREATE SEQUENCE receipts_stream;
 
 CREATE TABLE to_device_messages (
