@@ -1,7 +1,8 @@
 """Room pagination tokens. `t<depth>_<stream>` is a topological position (used by
 /messages and /context); `s<stream>` is a stream position (sync's next_batch), accepted
-as a starting point too. A position lies just after the event at it: paging backwards
-from an event's own position excludes that event, and so does paging forwards."""
+as a starting point too. A token names an event's position and is exclusive both ways:
+paging backwards from it starts with the event before, paging forwards with the event
+after (so forward paging from a backward page's `end` does not repeat its oldest event)."""
 from __future__ import annotations
 
 from homeserver.errors import MatrixError

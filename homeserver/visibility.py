@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 class UserRoomHistory:
     memberships: list[tuple[int, str]]   # (stream, membership) of the user, ascending
     visibilities: list[tuple[int, str]]  # (stream, history_visibility), ascending
+    user_id: str = ""
 
     def membership_at(self, stream: int) -> str | None:
         i = bisect.bisect_right(self.memberships, (stream, "\uffff"))
@@ -35,6 +36,8 @@ class UserRoomHistory:
         return any(so >= stream and m == "join" for so, m in self.memberships)
 
     def may_see(self, event: Event) -> bool:
+        if event.type == "m.room.member" and event.state_key == self.user_id:
+            return True  # your own invites, kicks and bans: or the room never leaves your list
         so = event.stream_ordering or 0
         vis = self.visibility_before(so)
         if vis == "world_readable":
@@ -57,7 +60,7 @@ async def load_history(hs: "HomeServer", room_id: str, user_id: str) -> UserRoom
         memberships = state_store.membership_history(cur, room_id, user_id)
         vis = [(so, json.loads(js).get("content", {}).get("history_visibility", "shared"))
                for so, js in state_store.state_history(cur, room_id, "m.room.history_visibility")]
-        return UserRoomHistory(memberships, vis)
+        return UserRoomHistory(memberships, vis, user_id)
 
     return await hs.db.run(txn)
 

@@ -3,10 +3,21 @@ the data directory, used when no DSN is configured."""
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import warnings
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
+
+
+def _let_postgres_user_traverse(path: Path) -> None:
+    """Run as root, pgserver starts PostgreSQL as an unprivileged user, which must be able
+    to reach the data directory: give every parent directory the search bit for others."""
+    for parent in path.parents:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            parent.chmod(mode | stat.S_IXOTH)
 
 
 class EmbeddedPostgres:
@@ -17,6 +28,8 @@ class EmbeddedPostgres:
     def start(self) -> str:
         """Start (or attach to an already running) cluster; return a libpq DSN."""
         self.pgdata.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            _let_postgres_user_traverse(self.pgdata)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # platformdirs complains about XDG_RUNTIME_DIR
             import pgserver  # imported lazily: only the embedded mode needs it

@@ -116,7 +116,8 @@ class Presence:
         for user_id, p in self._users.items():
             if p.state == "offline":
                 continue
-            if p.syncing == 0 and now - p.last_sync_ts > self.offline_after_ms:
+            # Offline once neither syncing nor acting (a bot that only sends still counts).
+            if p.syncing == 0 and now - max(p.last_sync_ts, p.last_active_ts) > self.offline_after_ms:
                 self._set(user_id, p, "offline")
             elif p.state == "online" and now - p.last_active_ts > self.idle_after_ms:
                 self._set(user_id, p, "unavailable")

@@ -55,11 +55,12 @@ class SyncHandler:
             self.engine.presence.sync_started(user_id, set_presence)
         try:
             deadline = time.monotonic() + timeout_ms / 1000.0
+            check_from = since
             while True:
-                if since is not None and not full_state:
+                if check_from is not None and not full_state:
                     # Wait in memory until something concerns this user: an idle
                     # long-poll never touches Postgres.
-                    while not await self._has_news(user_id, device_id, since):
+                    while not await self._has_news(user_id, device_id, check_from):
                         remaining_ms = int((deadline - time.monotonic()) * 1000)
                         if remaining_ms <= 0:
                             break
@@ -67,6 +68,8 @@ class SyncHandler:
                 result, has_news = await self._build(user_id, device_id, since, full_state, filt)
                 if has_news or since is None or full_state or time.monotonic() >= deadline:
                     return result
+                # What woke us was filtered out: wait for anything newer than this.
+                check_from = StreamToken.parse(result["next_batch"])
         finally:
             if presence_on:
                 self.engine.presence.sync_finished(user_id)
@@ -210,7 +213,7 @@ class SyncHandler:
             memberships, visibilities = await self.hs.db.run(txn)
             for plan in checked:
                 hist = visibility.UserRoomHistory(memberships.get(plan.room_id, []),
-                                                  visibilities.get(plan.room_id, []))
+                                                  visibilities.get(plan.room_id, []), user_id)
                 plan.events = [e for e in plan.events if hist.may_see(e)]
 
     async def _serialize(self, events: list[Event], device_key: str, filt: Filter) -> list[dict]:

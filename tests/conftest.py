@@ -13,7 +13,9 @@ _counter = itertools.count()
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
-    srv = ServerProcess(tmp_path_factory.mktemp("hs"))
+    # Short presence timers so "goes offline when the user stops syncing" is quick to see.
+    srv = ServerProcess(tmp_path_factory.mktemp("hs"),
+                        extra_config="presence:\n  offline_after_ms: 1500\n")
     srv.start()
     yield srv
     srv.stop()

@@ -449,7 +449,38 @@ json_values = st.recursive(
     | st.dictionaries(st.sampled_from(FIELD_NAMES) | st.text(max_size=8), children, max_size=5),
     max_leaves=20,
 )
-json_bodies = st.dictionaries(st.sampled_from(FIELD_NAMES), json_values, max_size=6) | json_values
+# Bodies shaped like real createRoom/state requests, so the fuzz gets past the first checks.
+state_types = st.sampled_from(["m.room.name", "m.room.topic", "m.room.power_levels",
+                               "m.room.join_rules", "m.room.member", "m.room.create",
+                               "m.room.history_visibility", "m.room.guest_access",
+                               "m.room.canonical_alias", "m.room.redaction", "com.example.x"])
+pl_content = st.dictionaries(
+    st.sampled_from(["users", "users_default", "events", "events_default", "state_default",
+                     "ban", "kick", "redact", "invite", "notifications"]),
+    json_values | st.integers(-200, 200)
+    | st.dictionaries(st.sampled_from(["@someone:test.local", "m.room.name", "room", "x"]),
+                      json_values | st.integers(-200, 200), max_size=3),
+    max_size=5)
+state_entry = st.fixed_dictionaries(
+    {"type": state_types | st.text(max_size=10)},
+    optional={"state_key": st.text(max_size=10) | st.sampled_from(["@someone:test.local"]) | json_values,
+              "content": pl_content | st.dictionaries(st.sampled_from(FIELD_NAMES), json_values,
+                                                      max_size=4) | json_values})
+structured = st.fixed_dictionaries({}, optional={
+    "initial_state": st.lists(state_entry, max_size=3) | json_values,
+    "power_level_content_override": pl_content | json_values,
+    "room_version": st.sampled_from(["10", "11", "12"]) | json_values,
+    "preset": st.sampled_from(["public_chat", "private_chat", "trusted_private_chat"]) | json_values,
+    "creation_content": st.dictionaries(st.sampled_from(["m.federate", "type", "room_version",
+                                                         "creator", "additional_creators",
+                                                         "predecessor"]), json_values, max_size=3),
+    "invite": st.lists(st.sampled_from(["@someone:test.local", "@x:elsewhere.test"]) | json_values,
+                       max_size=2),
+    "name": json_values, "topic": json_values, "is_direct": json_values,
+    "room_alias_name": st.text(max_size=10) | json_values, "visibility": json_values,
+})
+json_bodies = (st.dictionaries(st.sampled_from(FIELD_NAMES), json_values, max_size=6) | json_values
+               | structured)
 
 ENDPOINTS = ["register", "createRoom", "send", "state", "login", "user_directory", "publicRooms",
              "redact", "invite", "join"]

@@ -3,9 +3,13 @@ from client_api.http import Router
 from client_api.routes import (
     account,
     account_data,
+    client_misc,
     devices,
     directory,
+    key_backup,
+    keys,
     profile,
+    push_rules,
     room_events,
     rooms,
     sync,
@@ -16,5 +20,6 @@ from client_api.routes import (
 
 def register_all_routes(router: Router) -> None:
     for module in (versions, account, devices, profile, rooms, room_events, directory,
-                   account_data, user_directory, sync):
+                   account_data, user_directory, sync,
+                   push_rules, client_misc, keys, key_backup):
         module.register(router)
