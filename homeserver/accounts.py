@@ -114,11 +114,17 @@ class Accounts:
 
     async def delete_devices(self, user_id: str, device_ids: list[str]) -> None:
         hashes = await self.hs.db.run(accounts_store.delete_devices, user_id, device_ids)
-        self.forget_tokens(hashes)
+        await self._devices_gone(user_id, hashes)
 
     async def logout_all(self, user_id: str, except_device: str | None = None) -> None:
         hashes = await self.hs.db.run(accounts_store.delete_all_devices, user_id, except_device)
-        self.forget_tokens(hashes)
+        await self._devices_gone(user_id, hashes)
+
+    async def _devices_gone(self, user_id: str, token_hashes: list[bytes]) -> None:
+        self.forget_tokens(token_hashes)
+        # Removed devices change the user's device list for everyone who shares a room.
+        if self.hs.sync is not None:
+            await self.hs.sync.device_lists.record_change(user_id)
 
     async def deactivate(self, user_id: str) -> None:
         def txn(cur):
@@ -127,7 +133,7 @@ class Accounts:
             accounts_store.deactivate_user(cur, user_id)
             return hashes
 
-        self.forget_tokens(await self.hs.db.run(txn))
+        await self._devices_gone(user_id, await self.hs.db.run(txn))
 
     async def require_active_user(self, user_id: str) -> dict:
         user = await self.hs.db.run(accounts_store.get_user, user_id)

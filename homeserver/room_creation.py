@@ -105,7 +105,8 @@ async def create_room(hs: "HomeServer", creator: str, body: dict[str, Any]) -> t
         pl.update(copy.deepcopy(override))
         if rv.privileged_creators:
             creators = auth_rules.room_creators(head.state[("m.room.create", "")])
-            pl["users"] = {u: v for u, v in (pl.get("users") or {}).items() if u not in creators}
+            if isinstance(pl.get("users"), dict):  # anything else the auth rules refuse
+                pl["users"] = {u: v for u, v in pl["users"].items() if u not in creators}
         queue("m.room.power_levels", pl)
         if alias:
             queue("m.room.canonical_alias", {"alias": alias})

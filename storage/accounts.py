@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from storage import e2e_keys
 from storage.database import Cursor
 
 
@@ -57,8 +58,7 @@ def deactivate_user(cur: Cursor, user_id: str) -> None:
         " avatar_url = NULL WHERE user_id = %s",
         (user_id,),
     )
-    cur.execute("DELETE FROM access_tokens WHERE user_id = %s", (user_id,))
-    cur.execute("DELETE FROM devices WHERE user_id = %s", (user_id,))
+    delete_all_devices(cur, user_id)
 
 
 def set_profile_field(cur: Cursor, user_id: str, field: str, value: str | None) -> None:
@@ -103,6 +103,7 @@ def delete_devices(cur: Cursor, user_id: str, device_ids: list[str]) -> list[byt
     hashes = [bytes(r[0]) for r in cur.fetchall()]
     cur.execute("DELETE FROM devices WHERE user_id = %s AND device_id = ANY(%s)",
                 (user_id, device_ids))
+    e2e_keys.delete_device_keys(cur, user_id, device_ids)
     return hashes
 
 

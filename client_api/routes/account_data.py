@@ -11,8 +11,15 @@ def _own(req: Req, user_id: str) -> None:
         raise forbidden("you may only access your own account data")
 
 
+def _settable(data_type: str) -> None:
+    # These have their own endpoints (read markers, push rules); the spec forbids them here.
+    if data_type in ("m.fully_read", "m.push_rules"):
+        raise MatrixError(405, "M_BAD_JSON", f"{data_type} cannot be set through this API")
+
+
 async def put_global(req: Req, user_id: str, data_type: str):
     _own(req, user_id)
+    _settable(data_type)
     await req.hs.sync.account_data.put(user_id, "", data_type, req.json())
     return {}
 
@@ -27,6 +34,7 @@ async def get_global(req: Req, user_id: str, data_type: str):
 
 async def put_room(req: Req, user_id: str, room_id: str, data_type: str):
     _own(req, user_id)
+    _settable(data_type)
     if not room_id.startswith("!"):
         raise MatrixError(400, "M_INVALID_PARAM", "invalid room id")
     await req.hs.sync.account_data.put(user_id, room_id, data_type, req.json())
