@@ -466,21 +466,38 @@ state_entry = st.fixed_dictionaries(
     optional={"state_key": st.text(max_size=10) | st.sampled_from(["@someone:test.local"]) | json_values,
               "content": pl_content | st.dictionaries(st.sampled_from(FIELD_NAMES), json_values,
                                                       max_size=4) | json_values})
-structured = st.fixed_dictionaries({}, optional={
-    "initial_state": st.lists(state_entry, max_size=3) | json_values,
-    "power_level_content_override": pl_content | json_values,
-    "room_version": st.sampled_from(["10", "11", "12"]) | json_values,
-    "preset": st.sampled_from(["public_chat", "private_chat", "trusted_private_chat"]) | json_values,
+structured = st.fixed_dictionaries({}, optional={  # mostly valid, odd in the details
+    "initial_state": st.lists(state_entry, max_size=3),
+    "power_level_content_override": pl_content,
+    "room_version": st.sampled_from(["10", "11", "12"]),
+    "preset": st.sampled_from(["public_chat", "private_chat", "trusted_private_chat"]),
     "creation_content": st.dictionaries(st.sampled_from(["m.federate", "type", "room_version",
                                                          "creator", "additional_creators",
                                                          "predecessor"]), json_values, max_size=3),
-    "invite": st.lists(st.sampled_from(["@someone:test.local", "@x:elsewhere.test"]) | json_values,
-                       max_size=2),
-    "name": json_values, "topic": json_values, "is_direct": json_values,
-    "room_alias_name": st.text(max_size=10) | json_values, "visibility": json_values,
+    "name": st.text(max_size=10), "topic": st.text(max_size=10), "is_direct": json_values,
+    "room_alias_name": st.text(max_size=10), "visibility": st.sampled_from(["public", "private"]),
 })
+odd_text = st.text(max_size=12) | st.sampled_from(["@someone:test.local", "@x:elsewhere.test",
+                                                    "#a:test.local", "!r:test.local", "%", "_"])
+other_structured = (
+    st.fixed_dictionaries({"auth": st.just({"type": "m.login.dummy"})}, optional={  # register
+        "username": odd_text | json_values, "password": odd_text | json_values,
+        "device_id": odd_text | json_values, "initial_device_display_name": odd_text | json_values,
+        "inhibit_login": json_values})
+    | st.fixed_dictionaries({"type": st.just("m.login.password")}, optional={  # login
+        "identifier": st.fixed_dictionaries({"type": st.just("m.id.user"), "user": odd_text})
+        | json_values,
+        "user": odd_text | json_values, "password": odd_text | json_values,
+        "device_id": odd_text | json_values})
+    | st.fixed_dictionaries({"search_term": odd_text}, optional={"limit": json_values})
+    | st.fixed_dictionaries({"user_id": odd_text}, optional={"reason": odd_text | json_values})
+    | st.fixed_dictionaries({}, optional={  # publicRooms
+        "limit": json_values | st.integers(-5, 1000), "since": odd_text | json_values,
+        "filter": st.fixed_dictionaries({}, optional={"generic_search_term": odd_text})
+        | json_values})
+)
 json_bodies = (st.dictionaries(st.sampled_from(FIELD_NAMES), json_values, max_size=6) | json_values
-               | structured)
+               | structured | other_structured)
 
 ENDPOINTS = ["register", "createRoom", "send", "state", "login", "user_directory", "publicRooms",
              "redact", "invite", "join"]
