@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from urllib.parse import unquote
 
+import orjson
 from twisted.internet import defer
 from twisted.web import server
 from twisted.web.resource import Resource
@@ -136,9 +137,10 @@ def parse_json_body(body: bytes) -> dict[str, Any]:
 
 
 def encode_json(value: Any) -> bytes:
+    # orjson: measured several times faster than the stdlib on sync responses.
     try:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates stored by an earlier client: escape them
+        return orjson.dumps(value)
+    except TypeError:  # lone surrogates stored by an earlier client, or big ints: escape them
         return json.dumps(value, separators=(",", ":")).encode("ascii")
 
 

@@ -12,9 +12,10 @@ if TYPE_CHECKING:
     from storage.database import Database
 
 
-def event_from_stored(stored: events_store.StoredEvent, room_version: str) -> Event:
-    ev = Event(stored.event_id, KNOWN_ROOM_VERSIONS[room_version], stored.pdu,
-               stream_ordering=stored.stream_ordering)
+def event_from_stored(stored: events_store.StoredEvent, room_version: str,
+                      pdu: dict | None = None) -> Event:
+    ev = Event(stored.event_id, KNOWN_ROOM_VERSIONS[room_version],
+               pdu if pdu is not None else stored.pdu, stream_ordering=stored.stream_ordering)
     ev.internal.update(redacted_by=stored.redacted_by, unsigned=stored.unsigned,
                        txn_device=stored.txn_device, txn_id=stored.txn_id)
     return ev
@@ -48,9 +49,10 @@ class EventCache:
         if missing:
             stored = await self._db.run(events_store.get_events, missing)
             for eid, st in stored.items():
-                room_id = st.pdu.get("room_id") or "!" + eid[1:]
+                pdu = st.pdu
+                room_id = pdu.get("room_id") or "!" + eid[1:]
                 version = await self._room_versions(room_id)
-                ev = event_from_stored(st, version or "10")
+                ev = event_from_stored(st, version or "10", pdu)
                 self.put(ev)
                 found[eid] = ev
         return found

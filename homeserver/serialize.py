@@ -1,5 +1,6 @@
 """Events in the client-server format: no DAG fields, `unsigned` with age, prev_content,
-transaction_id for the sender's own device, and the redacted form where redacted."""
+transaction_id for the sender's own device, and the redacted form where redacted.
+The fixed part of each event's client form is built once and kept on the event."""
 from __future__ import annotations
 
 import time
@@ -11,25 +12,35 @@ from homeserver.redaction import prune_event_dict
 _CLIENT_KEYS = ("type", "content", "sender", "origin_server_ts", "state_key", "redacts")
 
 
-def serialize_event(event: Event, requester_device: str | None = None,
-                    redaction: Event | None = None, now: int | None = None,
-                    include_room_id: bool = True) -> dict[str, Any]:
-    """`requester_device` is "user_id|device_id" of the asker; `redaction` the event that
-    redacted this one, if any (its presence means: serve the redacted form)."""
-    pdu = prune_event_dict(event.pdu, event.room_version) if redaction else event.pdu
+def _client_fields(event: Event, pdu: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {k: pdu[k] for k in _CLIENT_KEYS if k in pdu}
     out["content"] = pdu.get("content", {})
     out["event_id"] = event.event_id
-    if include_room_id:
-        out["room_id"] = event.room_id
     if event.type == "m.room.redaction" and "redacts" not in out:
         # v11+ moved `redacts` into content; clients still read the top-level key.
         r = event.redacts
         if r:
             out["redacts"] = r
-    unsigned: dict[str, Any] = {}
+    return out
+
+
+def serialize_event(event: Event, requester_device: str | None = None,
+                    redaction: Event | None = None, now: int | None = None,
+                    include_room_id: bool = True) -> dict[str, Any]:
+    """`requester_device` is "user_id|device_id" of the asker; `redaction` the event that
+    redacted this one, if any (its presence means: serve the redacted form). The result
+    shares nested values with the cache: callers must not mutate it in place."""
+    if redaction is None:
+        base = event.internal.get("client")
+        if base is None:
+            base = event.internal["client"] = _client_fields(event, event.pdu)
+    else:
+        base = _client_fields(event, prune_event_dict(event.pdu, event.room_version))
+    out = dict(base)
+    if include_room_id:
+        out["room_id"] = event.room_id
     now = now or int(time.time() * 1000)
-    unsigned["age"] = max(0, now - event.origin_server_ts)
+    unsigned: dict[str, Any] = {"age": max(0, now - event.origin_server_ts)}
     stored_unsigned = event.internal.get("unsigned")
     if stored_unsigned:
         unsigned.update(stored_unsigned)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+import orjson
+
 from storage.database import Cursor, execute_values
 
 
@@ -140,19 +142,27 @@ EVENT_COLUMNS = "e.event_id, e.json, e.stream_ordering, e.redacted_by, e.unsigne
 
 @dataclass
 class StoredEvent:
+    """A row of the events table. The JSON is parsed on first use: callers that already
+    hold the event in memory never pay for it."""
     event_id: str
-    pdu: dict
+    json_text: str
     stream_ordering: int
     redacted_by: str | None
-    unsigned: dict | None
+    unsigned_json: str | None
     txn_device: str | None
     txn_id: str | None
 
+    @property
+    def pdu(self) -> dict:
+        return orjson.loads(self.json_text)
+
+    @property
+    def unsigned(self) -> dict | None:
+        return orjson.loads(self.unsigned_json) if self.unsigned_json else None
+
 
 def to_stored(row: tuple) -> StoredEvent:
-    event_id, js, so, redacted_by, unsigned_json, txn_device, txn_id = row
-    return StoredEvent(event_id, json.loads(js), so, redacted_by,
-                       json.loads(unsigned_json) if unsigned_json else None, txn_device, txn_id)
+    return StoredEvent(*row)
 
 
 def get_events(cur: Cursor, event_ids: list[str]) -> dict[str, StoredEvent]:

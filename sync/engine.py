@@ -85,6 +85,7 @@ class SyncEngine:
     def _on_events(self, events: list[Event]) -> None:
         self.user_rooms.on_events(events)
         self.timeline_cache.on_events(events)
+        self.handler.on_events(events)
         wake: set[str] = set()
         for ev in events:
             wake.update(self._room_members(ev.room_id))

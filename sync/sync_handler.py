@@ -46,6 +46,8 @@ class SyncHandler:
         self.hs = hs
         self.engine = engine
         self._receipts_loaded: set[str] = set()
+        # room -> [(stream, history_visibility)], loaded on first use, then written through
+        self._visibility: dict[str, list[tuple[int, str]]] = {}
 
     async def sync(self, user_id: str, device_id: str, since_token: str | None, timeout_ms: int,
                    full_state: bool, filt: Filter, set_presence: str | None) -> dict[str, Any]:
@@ -203,18 +205,29 @@ class SyncHandler:
                 plan.limited = len(stored) > limit
                 plan.events = events[-limit:] if limit else []
         checked = [p for p in plans if p.check_visibility and p.events]
+        unknown = [p.room_id for p in checked if p.room_id not in self._visibility]
+        if unknown:
+            found = await self.hs.db.run(sync_store.visibility_histories, unknown)
+            for room_id in unknown:
+                self._visibility.setdefault(room_id, found.get(room_id, []))
+        # A joined member of a room that was never more private than "shared" may see
+        # all of its history: only the other rooms need the membership history.
+        checked = [p for p in checked if not (
+            p.kind == "join" and all(v in ("shared", "world_readable") for _, v in self._visibility[p.room_id]))]
         if checked:
             ids = [p.room_id for p in checked]
-
-            def txn(cur):
-                return (sync_store.membership_histories(cur, user_id, ids),
-                        sync_store.visibility_histories(cur, ids))
-
-            memberships, visibilities = await self.hs.db.run(txn)
+            memberships = await self.hs.db.run(sync_store.membership_histories, user_id, ids)
             for plan in checked:
                 hist = visibility.UserRoomHistory(memberships.get(plan.room_id, []),
-                                                  visibilities.get(plan.room_id, []), user_id)
+                                                  self._visibility[plan.room_id], user_id)
                 plan.events = [e for e in plan.events if hist.may_see(e)]
+
+    def on_events(self, events: list[Event]) -> None:
+        """Keep the cached history-visibility changes of known rooms current."""
+        for ev in events:
+            if ev.type == "m.room.history_visibility" and ev.state_key == "" and ev.room_id in self._visibility:
+                vis = ev.content.get("history_visibility")
+                self._visibility[ev.room_id].append((ev.stream_ordering or 0, vis if isinstance(vis, str) else "shared"))
 
     async def _serialize(self, events: list[Event], device_key: str, filt: Filter) -> list[dict]:
         redaction_ids = [e.internal["redacted_by"] for e in events if e.internal.get("redacted_by")]

@@ -27,8 +27,10 @@ class TimelineCache:
             tl = self._rooms.get(ev.room_id)
             if tl is None:
                 # Every later event of the room is appended here, so from now on the
-                # cache holds everything after the one before this.
-                tl = self._rooms[ev.room_id] = _RoomTimeline(complete_after=so - 1)
+                # cache holds everything after the one before this (and, for a room
+                # born in this process, everything).
+                start = 0 if ev.type == "m.room.create" else so - 1
+                tl = self._rooms[ev.room_id] = _RoomTimeline(complete_after=start)
             if len(tl.events) == PER_ROOM:
                 tl.complete_after = tl.events[0].stream_ordering
             tl.events.append(ev)
