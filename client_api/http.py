@@ -16,6 +16,7 @@ from twisted.web import server
 from twisted.web.resource import Resource
 
 from homeserver.errors import MatrixError
+from storage import accounts as accounts_store
 from storage.accounts import TokenOwner
 from storage.database import NulCharacterError
 
@@ -73,6 +74,7 @@ class Requester:
     device_id: str
     is_admin: bool
     access_token: str
+    app_service: Any = None  # the Registration when an application service is asking
 
     @property
     def device_key(self) -> str:
@@ -239,10 +241,29 @@ async def authenticate(req: Req) -> Requester:
     token = access_token_of(req)
     if not token:
         raise MatrixError(401, "M_MISSING_TOKEN", "missing access token")
+    appservices = getattr(req.hs, "appservices", None)
+    reg = appservices.by_token(token) if appservices is not None else None
+    if reg is not None:
+        return await _appservice_requester(req, reg, token)
     owner: TokenOwner | None = await req.hs.accounts.owner_of_token(token)
     if owner is None or owner.deactivated:
         raise MatrixError(401, "M_UNKNOWN_TOKEN", "unknown access token", soft_logout=False)
     return Requester(owner.user_id, owner.device_id, owner.is_admin, token)
+
+
+async def _appservice_requester(req: Req, reg: Any, token: str) -> Requester:
+    """An application service acts as its sender, or as `user_id` in its namespace, and
+    optionally as one of that user's devices (`device_id`)."""
+    user_id = req.query("user_id") or reg.sender(req.hs.server_name)
+    if not req.hs.appservices.may_act_as(reg, user_id):
+        raise MatrixError(403, "M_EXCLUSIVE", "the application service cannot act as this user")
+    user = await req.hs.db.run(accounts_store.get_user, user_id)
+    if user is None or user["deactivated"]:
+        raise MatrixError(403, "M_FORBIDDEN", "the application service has not registered this user")
+    device_id = req.query("device_id") or ""
+    if device_id and not await req.hs.db.run(accounts_store.device_exists, user_id, device_id):
+        raise MatrixError(400, "M_UNKNOWN_DEVICE", "no such device for this user")
+    return Requester(user_id, device_id, bool(user["is_admin"]), token, app_service=reg)
 
 
 def build_site(hs: "HomeServer") -> server.Site:

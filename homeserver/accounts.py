@@ -14,6 +14,7 @@ from twisted.internet import threads
 from homeserver.errors import MatrixError, forbidden
 from homeserver.ids import LOCALPART_RE, new_device_id, split_id
 from storage import accounts as accounts_store
+from storage import appservice as as_store
 from storage.accounts import TokenOwner
 
 if TYPE_CHECKING:
@@ -65,15 +66,36 @@ class Accounts:
     # ---- registration and login ----------------------------------------------------
 
     async def register(self, localpart: str, password: str | None, *, admin: bool = False,
-                       displayname: str | None = None) -> str:
+                       displayname: str | None = None, appservice_id: str | None = None) -> str:
         self.check_localpart(localpart)
         user_id = f"@{localpart}:{self.hs.server_name}"
         pw_hash = await self.hash_password(password) if password else None
-        created = await self.hs.db.run(accounts_store.create_user, user_id, pw_hash, admin,
-                                       _now(), displayname if displayname is not None else localpart)
-        if not created:
+
+        def txn(cur) -> bool:
+            created = accounts_store.create_user(cur, user_id, pw_hash, admin, _now(),
+                                                 displayname if displayname is not None else localpart)
+            if created and appservice_id:
+                as_store.set_user_appservice(cur, user_id, appservice_id)
+            return created
+
+        if not await self.hs.db.run(txn):
             raise MatrixError(400, "M_USER_IN_USE", "that user id is taken")
         return user_id
+
+    # ---- one-time login tokens (m.login.token) -------------------------------------
+
+    async def create_login_token(self, user_id: str) -> tuple[str, int]:
+        ttl = self.hs.config.registration.login_token_ttl_ms
+        token = "mlt_" + secrets.token_urlsafe(32)
+        await self.hs.db.run(as_store.add_login_token, hash_token(token), user_id, _now() + ttl)
+        return token, ttl
+
+    async def use_login_token(self, token: str) -> str | None:
+        user_id = await self.hs.db.run(as_store.use_login_token, hash_token(token), _now())
+        if user_id is None:
+            return None
+        user = await self.hs.db.run(accounts_store.get_user, user_id)
+        return user_id if user and not user["deactivated"] else None
 
     async def new_session(self, user_id: str, device_id: str | None,
                           display_name: str | None) -> tuple[str, str]:

@@ -42,12 +42,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         hs.shutdown()
         return 1
 
+    from appservice.registration import RegistrationError
+    from appservice.registry import AppServices
     from sync.engine import SyncEngine
 
     async def start() -> None:
         await hs.start()
         hs.sync = SyncEngine(hs)
         await hs.sync.start()
+        hs.appservices = AppServices(hs)
+        await hs.appservices.start()
+        hs.persister.add_listener(hs.appservices.on_events)
+        hs.sync.ephemeral_listeners.append(hs.appservices.on_ephemeral)
         site = build_site(hs)
         for listener in config.listeners:
             port = reactor.listenTCP(listener.port, site, interface=listener.bind_address)
@@ -56,7 +62,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                         ",".join(listener.resources), host.host, host.port, config.server_name)
 
     def failed(f):
-        logger.error("start-up failed: %s", f.getErrorMessage())
+        if f.check(RegistrationError):
+            logger.error("%s", f.getErrorMessage())
+        else:
+            logger.error("start-up failed: %s", f.getTraceback())
         reactor.stop()
 
     reactor.callWhenRunning(lambda: defer.ensureDeferred(start()).addErrback(failed))

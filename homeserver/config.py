@@ -29,6 +29,8 @@ class RegistrationConfig(_Strict):
     enabled: bool = True
     shared_secret: str | None = None
     bcrypt_rounds: int = Field(12, ge=4, le=31)
+    # Lifetime of one-time m.login.token tokens (login/get_token, the ERP bridge's links).
+    login_token_ttl_ms: int = Field(120_000, ge=1000)
 
 
 class LimitsConfig(_Strict):
@@ -67,6 +69,8 @@ class Config(_Strict):
     rooms: RoomsConfig = RoomsConfig()
     user_directory: UserDirectoryConfig = UserDirectoryConfig()
     presence: PresenceConfig = PresenceConfig()
+    # Application-service registration files (YAML), relative to this config file.
+    app_service_config_files: list[Path] = []
 
     @field_validator("server_name")
     @classmethod
@@ -115,6 +119,8 @@ def load_config(path: Path) -> Config:
         config.data_dir = base / config.data_dir
     if config.signing_key_path and not config.signing_key_path.is_absolute():
         config.signing_key_path = base / config.signing_key_path
+    config.app_service_config_files = [p if p.is_absolute() else base / p
+                                       for p in config.app_service_config_files]
     return config
 
 

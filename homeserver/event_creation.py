@@ -17,6 +17,7 @@ from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.event import Event
 from homeserver.event_hashing import add_content_hash, compute_event_id, sign_event
 from homeserver.room_heads import RoomHead
+from homeserver.tenancy import TENANT_KEY
 from homeserver.room_versions import RoomVersion
 from storage import events as events_store
 from storage.events import EventRow, NewStateGroup
@@ -69,6 +70,8 @@ class EventCreator:
         head = await self.hs.room_heads.get(room_id)
         if head is None:
             raise not_found(f"unknown room {room_id}")
+        if event_type == "m.room.member" and isinstance(state_key, str):
+            await self.hs.tenancy.check_membership(head, state_key, content.get("membership"))
         d = self.queue_event(head, sender, event_type, content, state_key, txn=txn,
                              extra_check=extra_check, ts=ts)
         return await d
@@ -124,7 +127,8 @@ class EventCreator:
             raise MatrixError(400, "M_ROOM_IN_USE", "room id already exists")
         self.hs.room_heads.add(head)
         row = self._apply(head, event, None)
-        row.new_room = (rv.identifier, sender, "")
+        tenant = content.get(TENANT_KEY)
+        row.new_room = (rv.identifier, sender, tenant if isinstance(tenant, str) else None)
         return head, self.hs.persister.enqueue(row, event)
 
     # ---- internals ----------------------------------------------------------------

@@ -9,6 +9,7 @@ from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.event import Event
 from homeserver.ids import is_valid_room_alias, is_valid_user_id
 from homeserver.room_heads import RoomHead
+from storage import accounts as accounts_store
 from storage import directory as directory_store
 from storage import state as state_store
 
@@ -24,13 +25,29 @@ class Membership:
         if room_id_or_alias.startswith("#"):
             if not is_valid_room_alias(room_id_or_alias):
                 raise MatrixError(400, "M_INVALID_PARAM", "malformed room alias")
-            found = await self.hs.db.run(directory_store.get_alias, room_id_or_alias)
+            found = await self.lookup_alias(room_id_or_alias)
             if not found:
                 raise not_found(f"room alias {room_id_or_alias} not found")
             return found[0]
         if not room_id_or_alias.startswith("!"):
             raise MatrixError(400, "M_INVALID_PARAM", "expected a room id or alias")
         return room_id_or_alias
+
+    async def lookup_alias(self, alias: str) -> tuple[str, str] | None:
+        """(room_id, creator); an application service owning the namespace is asked to
+        create an unknown alias first."""
+        found = await self.hs.db.run(directory_store.get_alias, alias)
+        appservices = getattr(self.hs, "appservices", None)
+        if found is None and appservices is not None and await appservices.queries.query_alias(alias):
+            found = await self.hs.db.run(directory_store.get_alias, alias)
+        return found
+
+    async def require_local_user(self, user_id: str) -> None:
+        """The user must exist (an application service may create it on demand) and be active."""
+        appservices = getattr(self.hs, "appservices", None)
+        if appservices is not None and not await self.hs.db.run(accounts_store.user_exists, user_id):
+            await appservices.queries.query_user(user_id)
+        await self.hs.accounts.require_active_user(user_id)
 
     async def head(self, room_id: str) -> RoomHead:
         head = await self.hs.room_heads.get(room_id)
@@ -85,7 +102,7 @@ class Membership:
             raise MatrixError(400, "M_INVALID_PARAM", "invalid user id")
         head = await self.head(room_id)
         if membership == "invite" and self.hs.accounts.is_mine(target):
-            await self.hs.accounts.require_active_user(target)
+            await self.require_local_user(target)
         content: dict[str, Any] = {"membership": membership}
         if reason:
             content["reason"] = reason

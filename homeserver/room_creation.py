@@ -7,9 +7,10 @@ import copy
 from typing import TYPE_CHECKING, Any
 
 from homeserver import auth_rules
-from homeserver.errors import MatrixError, bad_json, invalid_param
+from homeserver.errors import MatrixError, bad_json, forbidden, invalid_param
 from homeserver.ids import is_valid_user_id, random_string
 from homeserver.room_versions import KNOWN_ROOM_VERSIONS
+from homeserver.tenancy import TENANT_KEY
 from storage import directory as directory_store
 
 if TYPE_CHECKING:
@@ -20,6 +21,14 @@ PRESETS = {
     "trusted_private_chat": {"join_rule": "invite", "history_visibility": "shared", "guest": "can_join", "trusted": True},
     "public_chat": {"join_rule": "public", "history_visibility": "shared", "guest": None, "trusted": False},
 }
+
+
+def check_alias_namespace(hs: "HomeServer", alias: str, appservice: Any) -> None:
+    """Aliases in an application service's exclusive namespace are its own."""
+    appservices = getattr(hs, "appservices", None)
+    owner = appservices.exclusive_alias_owner(alias) if appservices is not None else None
+    if owner is not None and owner is not appservice:
+        raise MatrixError(400, "M_EXCLUSIVE", f"alias {alias} is reserved by an application service")
 
 
 def default_power_levels(creator: str, privileged_creators: bool, trusted: list[str]) -> dict[str, Any]:
@@ -38,7 +47,8 @@ def default_power_levels(creator: str, privileged_creators: bool, trusted: list[
     }
 
 
-async def create_room(hs: "HomeServer", creator: str, body: dict[str, Any]) -> tuple[str, str | None]:
+async def create_room(hs: "HomeServer", creator: str, body: dict[str, Any],
+                      appservice: Any = None) -> tuple[str, str | None]:
     """Returns (room_id, alias). Validates everything before writing anything."""
     version_id = body.get("room_version", hs.config.rooms.default_room_version)
     if not isinstance(version_id, str) or version_id not in KNOWN_ROOM_VERSIONS:
@@ -74,16 +84,24 @@ async def create_room(hs: "HomeServer", creator: str, body: dict[str, Any]) -> t
         if not isinstance(name, str) or not name or any(c in name for c in ": \x00#"):
             raise invalid_param("room_alias_name is not a valid alias localpart")
         alias = f"#{name}:{hs.server_name}"
+        check_alias_namespace(hs, alias, appservice)
         if await hs.db.run(directory_store.get_alias, alias):
             raise MatrixError(400, "M_ROOM_IN_USE", f"alias {alias} is already in use")
 
+    # The room belongs to the creator's tenant, whatever the client sends.
+    tenant = await hs.tenancy.tenant_of(creator)
     for invitee in invites:
         if hs.accounts.is_mine(invitee):
-            await hs.accounts.require_active_user(invitee)
+            await hs.membership.require_local_user(invitee)
+        if await hs.tenancy.tenant_of(invitee) != tenant:
+            raise forbidden(f"{invitee} belongs to another organization")
     profile = await hs.profiles.member_profile(creator)
 
     trusted = invites if preset["trusted"] else []
     create_content = copy.deepcopy(body.get("creation_content", {}))
+    create_content.pop(TENANT_KEY, None)
+    if tenant is not None:
+        create_content[TENANT_KEY] = tenant
     create_content["room_version"] = rv.identifier
     if not rv.create_sender_is_creator:
         create_content["creator"] = creator

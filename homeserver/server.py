@@ -12,6 +12,7 @@ from homeserver.membership import Membership
 from homeserver.persister import Persister
 from homeserver.profiles import Profiles
 from homeserver.room_heads import RoomHeads
+from homeserver.tenancy import Tenancy
 from homeserver.signing_key import load_or_create_signing_key
 from storage.database import Database
 from storage.embedded import EmbeddedPostgres
@@ -33,6 +34,7 @@ class HomeServer:
         # The sync engine (sync.engine.SyncEngine), attached by the composition root;
         # typed loosely because the core does not import the packages built on it.
         self.sync: Any = None
+        self.appservices: Any = None  # appservice.registry.AppServices, likewise
 
     def open_database(self) -> None:
         """Blocking: start the embedded Postgres if needed, connect, migrate."""
@@ -55,6 +57,7 @@ class HomeServer:
         self.profiles = Profiles(self)
         self.event_creator = EventCreator(self)
         self.membership = Membership(self)
+        self.tenancy = Tenancy(self)
 
     async def _room_version_of(self, room_id: str) -> str | None:
         head = await self.room_heads.get(room_id)
@@ -73,6 +76,8 @@ class HomeServer:
     def shutdown(self) -> None:
         if self.sync is not None:
             self.sync.stop()
+        if self.appservices is not None:
+            self.appservices.stop()
         if self.db is not None:
             self.db.stop()
         if self.embedded is not None:

@@ -75,6 +75,11 @@ def upsert_device(cur: Cursor, user_id: str, device_id: str, display_name: str |
     )
 
 
+def device_exists(cur: Cursor, user_id: str, device_id: str) -> bool:
+    cur.execute("SELECT 1 FROM devices WHERE user_id = %s AND device_id = %s", (user_id, device_id))
+    return cur.fetchone() is not None
+
+
 def add_access_token(cur: Cursor, token_hash: bytes, user_id: str, device_id: str,
                      now_ms: int) -> None:
     cur.execute(
@@ -132,7 +137,8 @@ def rename_device(cur: Cursor, user_id: str, device_id: str, display_name: str) 
 
 
 def search_users(cur: Cursor, term: str, limit: int, searcher: str, all_users: bool) -> list[dict]:
-    """Prefix/substring search over user ids and display names of active users."""
+    """Substring search over user ids and display names of active users of the searcher's
+    tenant (or, for a searcher without one, of users without one)."""
     pattern = "%" + term.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
     shared_clause = "" if all_users else (
         " AND (u.user_id = %(me)s OR EXISTS (SELECT 1 FROM current_state a"
@@ -143,6 +149,7 @@ def search_users(cur: Cursor, term: str, limit: int, searcher: str, all_users: b
     cur.execute(
         "SELECT u.user_id, u.displayname, u.avatar_url FROM users u"
         " WHERE NOT u.deactivated AND (lower(u.user_id) LIKE %(p)s OR lower(u.displayname) LIKE %(p)s)"
+        " AND u.tenant_id IS NOT DISTINCT FROM (SELECT tenant_id FROM users WHERE user_id = %(me)s)"
         + shared_clause + " ORDER BY u.user_id LIMIT %(limit)s",
         {"p": pattern, "limit": limit, "me": searcher},
     )

@@ -42,12 +42,15 @@ _DIRECTORY_STATE = ("m.room.name", "m.room.topic", "m.room.canonical_alias", "m.
                     "m.room.create")
 
 
-def public_rooms(cur: Cursor, search: str | None, offset: int, limit: int) -> tuple[list[dict], int]:
-    """Published rooms with the directory fields taken from current state, biggest first."""
+def public_rooms(cur: Cursor, search: str | None, offset: int, limit: int,
+                 tenant: str | None) -> tuple[list[dict], int]:
+    """Published rooms of one tenant (or tenant-less ones) with the directory fields taken
+    from current state, biggest first."""
     cur.execute(
         "SELECT r.room_id, (SELECT count(*) FROM current_state m WHERE m.room_id = r.room_id"
         "  AND m.type = 'm.room.member' AND m.membership = 'join') AS joined"
-        " FROM rooms r WHERE r.is_public ORDER BY joined DESC, r.room_id"
+        " FROM rooms r WHERE r.is_public AND r.tenant_id IS NOT DISTINCT FROM %s"
+        " ORDER BY joined DESC, r.room_id", (tenant,)
     )
     rooms = cur.fetchall()
     if not rooms:

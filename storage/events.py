@@ -40,7 +40,7 @@ class EventRow:
     member_displayname: str | None = None
     member_avatar_url: str | None = None
     txn: tuple[str, str, str] | None = None  # (user_id, device_id, txn_id)
-    new_room: tuple[str, str, str] | None = None  # (room_version, creator, ...) for create
+    new_room: tuple[str, str, str | None] | None = None  # (room_version, creator, tenant) for create
     stream_ordering: int = 0             # assigned by the persister
     extra: dict = field(default_factory=dict)
 
@@ -59,9 +59,9 @@ def persist_batch(cur: Cursor, rows: list[EventRow], now_ms: int) -> None:
     """One transaction for a whole batch: a handful of statements whatever its size."""
     execute_values(
         cur,
-        "INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES %s"
+        "INSERT INTO rooms (room_id, room_version, creator, tenant_id, created_ts) VALUES %s"
         " ON CONFLICT (room_id) DO NOTHING",
-        [(r.room_id, r.new_room[0], r.new_room[1], now_ms) for r in rows if r.new_room],
+        [(r.room_id, r.new_room[0], r.new_room[1], r.new_room[2], now_ms) for r in rows if r.new_room],
     )
     execute_values(
         cur,

@@ -26,11 +26,13 @@ class SyncEngine:
         self.hs = hs
         self.notifier = Notifier()
         self.user_rooms = UserRooms(hs)
-        self.typing = Typing(self._wake_room)
-        self.receipts = Receipts(hs, self._wake_room)
+        # Ephemeral updates as events, for listeners such as application services.
+        self.ephemeral_listeners: list = []
+        self.typing = Typing(self._typing_changed)
+        self.receipts = Receipts(hs, self._receipt_changed)
         self.account_data = AccountData(hs, self._wake_user)
         self.to_device = ToDevice(hs, self._wake_user)
-        self.presence = Presence(hs, self._wake_sharing)
+        self.presence = Presence(hs, self._presence_changed)
         self.device_lists = DeviceLists(hs, self._wake_sharing)
         self.timeline_cache = TimelineCache()
         from sync.sync_handler import SyncHandler
@@ -65,6 +67,23 @@ class SyncEngine:
 
     def _wake_room(self, room_id: str) -> None:
         self.notifier.notify_users(self._room_members(room_id))
+
+    def _emit(self, event: dict) -> None:
+        for fn in self.ephemeral_listeners:
+            fn(event)
+
+    def _typing_changed(self, room_id: str) -> None:
+        self._wake_room(room_id)
+        self._emit({"type": "m.typing", "room_id": room_id,
+                    "content": {"user_ids": self.typing.typing_users(room_id)}})
+
+    def _receipt_changed(self, room_id: str, event: dict) -> None:
+        self._wake_room(room_id)
+        self._emit(dict(event, room_id=room_id))
+
+    def _presence_changed(self, user_id: str) -> None:
+        self._wake_sharing(user_id)
+        self._emit(self.presence.event_for(user_id))
 
     def _wake_user(self, user_id: str) -> None:
         self.notifier.notify_users([user_id])

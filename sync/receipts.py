@@ -14,7 +14,7 @@ RECEIPT_TYPES = ("m.read", "m.read.private")
 
 
 class Receipts:
-    def __init__(self, hs: "HomeServer", on_change: Callable[[str], None]) -> None:
+    def __init__(self, hs: "HomeServer", on_change: Callable[[str, dict], None]) -> None:
         self.hs = hs
         self._on_change = on_change
         self.stream: StreamIdGen = None  # type: ignore[assignment]
@@ -32,7 +32,11 @@ class Receipts:
         finally:
             self.stream.finish(stream_id)
         self._room_stream[room_id] = stream_id
-        self._on_change(room_id)
+        receipt: dict = {"ts": int(time.time() * 1000)}
+        if thread_id:
+            receipt["thread_id"] = thread_id
+        self._on_change(room_id, {"type": "m.receipt",
+                                  "content": {event_id: {receipt_type: {user_id: receipt}}}})
 
     def known_room_stream(self, room_id: str) -> int | None:
         return self._room_stream.get(room_id)

@@ -3,6 +3,8 @@ from client_api.http import Router
 from client_api.routes import (
     account,
     account_data,
+    admin,
+    appservice,
     client_misc,
     devices,
     directory,
@@ -21,5 +23,5 @@ from client_api.routes import (
 def register_all_routes(router: Router) -> None:
     for module in (versions, account, devices, profile, rooms, room_events, directory,
                    account_data, user_directory, sync,
-                   push_rules, client_misc, keys, key_backup):
+                   push_rules, client_misc, keys, key_backup, admin, appservice):
         module.register(router)

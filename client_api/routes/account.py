@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from client_api import uia
-from client_api.http import Req, Router
+from client_api.http import Req, Router, access_token_of
 from homeserver.errors import MatrixError, forbidden, missing_param
 from storage import accounts as accounts_store
 
@@ -18,28 +18,64 @@ async def register_account(req: Req):
     body = req.json(allow_empty=True)
     if req.query("kind", "user") == "guest":
         raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "guest access is disabled")
-    if not req.hs.config.registration.enabled:
-        raise forbidden("registration is disabled")
     username = _opt_str(body, "username")
     password = _opt_str(body, "password")
     device_id = _opt_str(body, "device_id")
     display_name = _opt_str(body, "initial_device_display_name")
+    for value in (username, password, device_id, display_name):
+        if value is not None and "\x00" in value:
+            raise MatrixError(400, "M_INVALID_PARAM", "NUL characters are not allowed")
     accounts = req.hs.accounts
+    auth = body.get("auth")
+    as_login = body.get("type") == "m.login.application_service" or (
+        isinstance(auth, dict) and auth.get("type") == "m.login.application_service")
+    reg = await _appservice_of_request(req) if as_login else None
+    if reg is None and not req.hs.config.registration.enabled:
+        raise forbidden("registration is disabled")
     if username is not None:
         username = username.lower()
         accounts.check_localpart(username)
-        if await req.hs.db.run(accounts_store.user_exists, accounts.user_id_for(username)):
+        user_id = accounts.user_id_for(username)
+        _check_namespace(req, user_id, reg)
+        if await req.hs.db.run(accounts_store.user_exists, user_id):
             raise MatrixError(400, "M_USER_IN_USE", "that user id is taken")
-    await uia.require_dummy(req)
+    elif reg is not None:
+        raise MatrixError(400, "M_MISSING_PARAM", "application services must choose a username")
+    if reg is None:
+        await uia.require_dummy(req)
     if username is None:
         username = await _generate_localpart(req)
-    user_id = await accounts.register(username, password)
+    user_id = await accounts.register(username, None if reg else password, appservice_id=reg.id if reg else None)
     result = {"user_id": user_id, "home_server": req.hs.server_name}
     if body.get("inhibit_login") is True:
         return result
     token, device_id = await accounts.new_session(user_id, device_id, display_name)
     result.update(access_token=token, device_id=device_id)
     return result
+
+
+async def _appservice_of_request(req: Req):
+    """The registration whose as_token the request carries, else 401."""
+    token = access_token_of(req)
+    appservices = getattr(req.hs, "appservices", None)
+    reg = appservices.by_token(token) if (token and appservices is not None) else None
+    if reg is None:
+        raise MatrixError(401, "M_UNKNOWN_TOKEN", "m.login.application_service needs an application service token")
+    return reg
+
+
+def _check_namespace(req: Req, user_id: str, reg) -> None:
+    """Exclusive namespaces belong to their service: nobody else may take those ids, and a
+    service may only take ids in its own namespace."""
+    appservices = getattr(req.hs, "appservices", None)
+    if appservices is None:
+        return
+    if reg is not None:
+        if not appservices.may_act_as(reg, user_id):
+            raise MatrixError(400, "M_EXCLUSIVE", "that user id is not in the application service's namespace")
+        return
+    if appservices.exclusive_user_owner(user_id) is not None:
+        raise MatrixError(400, "M_EXCLUSIVE", "that user id is reserved by an application service")
 
 
 async def _generate_localpart(req: Req) -> str:
@@ -62,34 +98,68 @@ async def register_available(req: Req):
 
 
 async def login_flows(req: Req):
-    return {"flows": [{"type": "m.login.password"}]}
+    return {"flows": [{"type": "m.login.password"}, {"type": "m.login.token"},
+                      {"type": "m.login.application_service"}]}
 
 
 async def login(req: Req):
     body = req.json()
-    if body.get("type") != "m.login.password":
-        raise MatrixError(400, "M_UNKNOWN", f"login type {body.get('type')!r} is not supported")
+    login_type = body.get("type")
+    if login_type == "m.login.password":
+        user_id = await _password_login(req, body)
+    elif login_type == "m.login.token":
+        token = body.get("token")
+        if not isinstance(token, str) or not token:
+            raise missing_param("token is required")
+        user_id = await req.hs.accounts.use_login_token(token)
+        if user_id is None:
+            raise forbidden("invalid or expired login token")
+    elif login_type == "m.login.application_service":
+        reg = await _appservice_of_request(req)
+        user_id = req.hs.accounts.user_id_for(_identifier_user(body))
+        if not req.hs.appservices.may_act_as(reg, user_id):
+            raise MatrixError(400, "M_EXCLUSIVE", "that user is not in the application service's namespace")
+        await req.hs.accounts.require_active_user(user_id)
+    else:
+        raise MatrixError(400, "M_UNKNOWN", f"login type {login_type!r} is not supported")
+    token, device_id = await req.hs.accounts.new_session(
+        user_id, _opt_str(body, "device_id"), _opt_str(body, "initial_device_display_name"))
+    return {"user_id": user_id, "access_token": token, "device_id": device_id,
+            "home_server": req.hs.server_name,
+            "well_known": {"m.homeserver": {"base_url": req.hs.config.public_baseurl.rstrip("/")}}}
+
+
+def _identifier_user(body: dict) -> str:
     identifier = body.get("identifier")
-    user = None
     if isinstance(identifier, dict):
         if identifier.get("type") != "m.id.user":
             raise MatrixError(400, "M_UNKNOWN", "only m.id.user identifiers are supported")
         user = identifier.get("user")
     else:
         user = body.get("user")  # the deprecated top-level form older clients send
-    password = body.get("password")
     if not isinstance(user, str) or not user:
         raise missing_param("identifier.user is required")
+    return user
+
+
+async def _password_login(req: Req, body: dict) -> str:
+    user = _identifier_user(body)
+    password = body.get("password")
     if not isinstance(password, str):
         raise missing_param("password is required")
     user_id = req.hs.accounts.user_id_for(user)
     if not await req.hs.accounts.check_password(user_id, password):
         raise forbidden("invalid username or password")
-    token, device_id = await req.hs.accounts.new_session(
-        user_id, _opt_str(body, "device_id"), _opt_str(body, "initial_device_display_name"))
-    return {"user_id": user_id, "access_token": token, "device_id": device_id,
-            "home_server": req.hs.server_name,
-            "well_known": {"m.homeserver": {"base_url": req.hs.config.public_baseurl.rstrip("/")}}}
+    return user_id
+
+
+async def get_login_token(req: Req):
+    """A one-time m.login.token for the requester (MSC3882, v1.7). Users re-enter their
+    password; an application service acting for one of its users does not."""
+    if req.requester.app_service is None:
+        await uia.require_password(req, req.user_id)
+    token, ttl = await req.hs.accounts.create_login_token(req.user_id)
+    return {"login_token": token, "expires_in_ms": ttl}
 
 
 async def logout(req: Req):
@@ -143,3 +213,4 @@ def register(router: Router) -> None:
     router.client("GET", "/account/whoami", whoami)
     router.client("POST", "/account/password", change_password)
     router.client("POST", "/account/deactivate", deactivate)
+    router.add("POST", "/_matrix/client/v1/login/get_token", get_login_token)

@@ -1,11 +1,13 @@
 """Room aliases and the public room directory."""
 from __future__ import annotations
 
-from client_api.http import Req, Router
+from client_api.http import Req, Router, access_token_of, authenticate
 from homeserver import auth_rules
 from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.ids import is_valid_room_alias, split_id
+from homeserver.room_creation import check_alias_namespace
 from storage import directory as directory_store
+from storage import tenancy as tenancy_store
 
 MAX_DIRECTORY_LIMIT = 500
 
@@ -22,6 +24,7 @@ async def put_alias(req: Req, alias: str):
     room_id = req.json().get("room_id")
     if not isinstance(room_id, str):
         raise MatrixError(400, "M_BAD_JSON", "room_id is required")
+    check_alias_namespace(req.hs, alias, req.requester.app_service)
     head = await req.hs.room_heads.get(room_id)
     if head is None:
         raise not_found("unknown room")
@@ -34,8 +37,9 @@ async def put_alias(req: Req, alias: str):
 
 async def get_alias(req: Req, alias: str):
     _check_alias(req, alias)
-    found = await req.hs.db.run(directory_store.get_alias, alias)
-    if not found:
+    found = await req.hs.membership.lookup_alias(alias)
+    # Another organization's aliases do not exist, as far as the asker can tell.
+    if not found or await req.hs.db.run(tenancy_store.room_tenant, found[0]) != await req.hs.tenancy.tenant_of(req.user_id):
         raise not_found(f"room alias {alias} not found")
     return {"room_id": found[0], "servers": [req.hs.server_name]}
 
@@ -100,7 +104,8 @@ async def _public_rooms(req: Req, limit, since, term):
         if not (isinstance(since, str) and since.startswith("o") and since[1:].isdigit()):
             raise MatrixError(400, "M_INVALID_PARAM", "invalid since token")
         offset = int(since[1:])
-    chunk, total = await req.hs.db.run(directory_store.public_rooms, term, offset, limit)
+    tenant = await req.hs.tenancy.tenant_of(req.user_id) if req.requester else None
+    chunk, total = await req.hs.db.run(directory_store.public_rooms, term, offset, limit, tenant)
     result = {"chunk": chunk, "total_room_count_estimate": total}
     if offset + len(chunk) < total:
         result["next_batch"] = f"o{offset + len(chunk)}"
@@ -110,6 +115,7 @@ async def _public_rooms(req: Req, limit, since, term):
 
 
 async def public_rooms_get(req: Req):
+    await _optional_auth(req)
     return await _public_rooms(req, req.query_int("limit"), req.query("since"), None)
 
 
@@ -124,12 +130,18 @@ async def public_rooms_post(req: Req):
     return await _public_rooms(req, body.get("limit"), body.get("since"), term)
 
 
+async def _optional_auth(req: Req) -> None:
+    """publicRooms may be asked anonymously; a token, when sent, scopes it to a tenant."""
+    if access_token_of(req):
+        req.requester = await authenticate(req)
+
+
 def register(router: Router) -> None:
     router.client("PUT", "/directory/room/{alias}", put_alias)
-    router.client("GET", "/directory/room/{alias}", get_alias, auth=False)
+    router.client("GET", "/directory/room/{alias}", get_alias)
     router.client("DELETE", "/directory/room/{alias}", delete_alias)
     router.client("GET", "/rooms/{room_id}/aliases", room_aliases)
     router.client("GET", "/directory/list/room/{room_id}", get_visibility, auth=False)
     router.client("PUT", "/directory/list/room/{room_id}", set_visibility)
-    router.client("GET", "/publicRooms", public_rooms_get, auth=False)
+    router.client("GET", "/publicRooms", public_rooms_get, auth=False)  # tenant-less rooms only
     router.client("POST", "/publicRooms", public_rooms_post)

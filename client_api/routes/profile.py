@@ -9,8 +9,13 @@ _FIELDS = ("displayname", "avatar_url")
 
 async def _profile_or_404(req: Req, user_id: str) -> dict:
     profile = await req.hs.profiles.get(user_id)
+    appservices = getattr(req.hs, "appservices", None)
+    if profile is None and appservices is not None and await appservices.queries.query_user(user_id):
+        profile = await req.hs.profiles.get(user_id)
     if profile is None:
         raise not_found("profile not found")
+    if not await req.hs.tenancy.same_tenant(req.user_id, user_id):
+        raise forbidden("this user belongs to another organization")
     return profile
 
 
@@ -43,6 +48,7 @@ async def set_field(req: Req, user_id: str, field: str):
 
 
 def register(router: Router) -> None:
-    router.client("GET", "/profile/{user_id}", get_profile, auth=False)
-    router.client("GET", "/profile/{user_id}/{field}", get_field, auth=False)
+    # Profiles need a token: look-ups are scoped to the asker's organization.
+    router.client("GET", "/profile/{user_id}", get_profile)
+    router.client("GET", "/profile/{user_id}/{field}", get_field)
     router.client("PUT", "/profile/{user_id}/{field}", set_field)

@@ -28,10 +28,21 @@ def _txn(req: Req, txn_id: str) -> tuple[str, str, str]:
     return (req.user_id, req.requester.device_id, txn_id)
 
 
+def _appservice_ts(req: Req) -> int | None:
+    """Application services may set origin_server_ts with `ts` (bridged history)."""
+    ts = req.query("ts")
+    if ts is None or req.requester.app_service is None:
+        return None
+    value = req.query_int("ts")
+    if value is None or not 0 <= value < 2**53:
+        raise MatrixError(400, "M_INVALID_PARAM", "ts must be a timestamp in milliseconds")
+    return value
+
+
 async def send_event(req: Req, room_id: str, event_type: str, txn_id: str):
     content = req.json()
     ev = await req.hs.event_creator.send(room_id, req.user_id, event_type, content, None,
-                                         txn=_txn(req, txn_id))
+                                         txn=_txn(req, txn_id), ts=_appservice_ts(req))
     return {"event_id": ev.event_id}
 
 
@@ -43,7 +54,8 @@ async def put_state(req: Req, room_id: str, event_type: str, state_key: str = ""
     current = head.state.get((event_type, state_key))
     if current is not None and current.sender == req.user_id and current.content == content:
         return {"event_id": current.event_id}  # same state again: nothing to send
-    ev = await req.hs.event_creator.send(room_id, req.user_id, event_type, content, state_key)
+    ev = await req.hs.event_creator.send(room_id, req.user_id, event_type, content, state_key,
+                                         ts=_appservice_ts(req))
     return {"event_id": ev.event_id}
 
 

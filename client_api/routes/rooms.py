@@ -10,7 +10,8 @@ from storage import state as state_store
 
 
 async def create_room_handler(req: Req):
-    room_id, alias = await create_room(req.hs, req.user_id, req.json(allow_empty=True))
+    room_id, alias = await create_room(req.hs, req.user_id, req.json(allow_empty=True),
+                                       req.requester.app_service)
     result = {"room_id": room_id}
     if alias:
         result["room_alias"] = alias

@@ -25,7 +25,7 @@ async def capabilities(req: Req):
         "m.set_displayname": {"enabled": True},
         "m.set_avatar_url": {"enabled": True},
         "m.3pid_changes": {"enabled": False},
-        "m.get_login_token": {"enabled": False},
+        "m.get_login_token": {"enabled": True},
     }}
 
 

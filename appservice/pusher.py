@@ -1,0 +1,188 @@
+"""Pushes events to one application service as transactions, strictly in stream order.
+
+The events table is the queue: the service's delivered position is persisted, a
+transaction's content (its event ids) is persisted before the first attempt, and a
+failed transaction is retried with the same id and the same events, with backoff, until
+the service answers 200. A restart or a long outage loses nothing. Woken by the persist
+path; it reads Postgres only when there is something newer than its position."""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from twisted.internet import defer, reactor, task
+
+from appservice.queries import call
+from appservice.registration import Registration
+from homeserver.serialize import serialize_event
+from storage import appservice as as_store
+
+if TYPE_CHECKING:
+    from homeserver.server import HomeServer
+
+logger = logging.getLogger(__name__)
+BATCH = 100
+MAX_BACKOFF_S = 10.0
+MAX_EPHEMERAL = 500
+
+
+class Pusher:
+    def __init__(self, hs: "HomeServer", reg: Registration) -> None:
+        self.hs = hs
+        self.reg = reg
+        self.last_stream = 0
+        self._pending: tuple[str, int, list[str]] | None = None
+        self._ephemeral: list[dict] = []
+        self._running = False
+        self._nudged = False
+        self._stopped = False
+        self.delivered_txns = 0
+
+    async def start(self) -> None:
+        last, txn, upto, ids = await self.hs.db.run(
+            as_store.load_state, self.reg.id, self.hs.persister.max_stream_ordering)
+        self.last_stream = last
+        if txn is not None and upto is not None and ids is not None:
+            self._pending = (txn, upto, ids)
+        self.nudge()
+
+    def stop(self) -> None:
+        self._stopped = True
+
+    def nudge(self) -> None:
+        if not self.reg.url or self._stopped:
+            return
+        if self._running:
+            self._nudged = True  # looked at again before the loop may finish
+            return
+        self._running = True
+        defer.ensureDeferred(self._run()).addErrback(self._crashed)
+
+    def _crashed(self, failure) -> None:
+        logger.error("pusher for %s stopped: %s", self.reg.id, failure.getTraceback())
+        self._running = False
+
+    def add_ephemeral(self, event: dict) -> None:
+        if not self.reg.receive_ephemeral or not self._ephemeral_interesting(event):
+            return
+        self._ephemeral.append(event)
+        del self._ephemeral[:-MAX_EPHEMERAL]  # ephemeral data may be dropped, never events
+        self.nudge()
+
+    async def _run(self) -> None:
+        try:
+            backoff = 0.5
+            while not self._stopped:
+                self._nudged = False
+                if self._pending is None:
+                    if not await self._next_transaction():
+                        if not self._ephemeral:
+                            if self._nudged:
+                                continue
+                            return
+                        await self._send_ephemeral_only()
+                        continue
+                txn_id, upto, ids = self._pending
+                if await self._send(txn_id, ids):
+                    await self.hs.db.run(as_store.delivered, self.reg.id, upto)
+                    self.last_stream, self._pending = upto, None
+                    self.delivered_txns += 1
+                    backoff = 0.5
+                else:
+                    await self._wait(backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF_S)
+        finally:
+            self._running = False
+
+    async def _wait(self, seconds: float) -> None:
+        await task.deferLater(reactor, seconds, lambda: None)
+
+    async def _next_transaction(self) -> bool:
+        """Take the next interesting events after our position into a persisted pending
+        transaction. False when there is nothing new."""
+        head = self.hs.persister.max_stream_ordering
+        while self.last_stream < head:
+            rows = await self.hs.db.run(as_store.events_after, self.last_stream, head, BATCH)
+            if not rows:
+                break
+            upto = rows[-1][0]
+            ids = await self._interesting([r[1] for r in rows], list({r[2] for r in rows}))
+            if ids:
+                txn_id = f"{self.reg.id}-{upto}"
+                await self.hs.db.run(as_store.set_pending, self.reg.id, txn_id, upto, ids)
+                self._pending = (txn_id, upto, ids)
+                return True
+            await self.hs.db.run(as_store.delivered, self.reg.id, upto)
+            self.last_stream = upto
+        return False
+
+    async def _interesting(self, event_ids: list[str], room_ids: list[str]) -> list[str]:
+        reg = self.reg
+        aliases = await self.hs.db.run(as_store.aliases_of_rooms, room_ids) if reg.namespaces.aliases else {}
+        rooms_of_interest = set()
+        for room_id in room_ids:
+            head = await self.hs.room_heads.get(room_id)
+            members = head.members.items() if head else ()
+            if reg.is_room_in_namespace(room_id) or any(reg.is_alias_in_namespace(a) for a in aliases.get(room_id, [])) \
+                    or any(m in ("join", "invite") and reg.is_user_in_namespace(u) for u, m in members):
+                rooms_of_interest.add(room_id)
+        events = await self.hs.event_cache.get_many(event_ids)
+        out = []
+        for eid in event_ids:
+            ev = events.get(eid)
+            if ev is None:
+                continue
+            if ev.room_id in rooms_of_interest or reg.is_user_in_namespace(ev.sender) or (
+                    ev.type == "m.room.member" and reg.is_user_in_namespace(ev.state_key or "")):
+                out.append(eid)
+        return out
+
+    def _ephemeral_interesting(self, event: dict) -> bool:
+        reg = self.reg
+        if event["type"] == "m.presence":
+            return reg.is_user_in_namespace(event.get("sender", ""))
+        head = self.hs.room_heads.peek(event.get("room_id", ""))
+        if head is None:
+            return False
+        if event["type"] == "m.receipt":
+            private_users = [u for receipts in event["content"].values()
+                             for u in receipts.get("m.read.private", {})]
+            if private_users and not all(reg.is_user_in_namespace(u) for u in private_users):
+                return False  # private receipts only for the service's own users
+        return reg.is_room_in_namespace(head.room_id) or any(
+            m == "join" and reg.is_user_in_namespace(u) for u, m in head.members.items())
+
+    async def _send(self, txn_id: str, event_ids: list[str]) -> bool:
+        found = await self.hs.event_cache.get_many(event_ids)
+        events = [found[e] for e in event_ids if e in found]
+        redactions = await self.hs.event_cache.get_many(
+            [e.internal["redacted_by"] for e in events if e.internal.get("redacted_by")])
+        body: dict = {"events": [serialize_event(e, None, redactions.get(e.internal.get("redacted_by") or ""))
+                                 for e in events]}
+        ephemeral, self._ephemeral = self._ephemeral, []
+        if ephemeral:
+            body["ephemeral"] = ephemeral
+            body["de.sorunome.msc2409.ephemeral"] = ephemeral  # the unstable name older services read
+        ok = await self._put(txn_id, body)
+        if not ok and ephemeral:
+            self._ephemeral[:0] = ephemeral
+        return ok
+
+    async def _send_ephemeral_only(self) -> None:
+        ephemeral, self._ephemeral = self._ephemeral, []
+        txn_id = f"{self.reg.id}-e{self.last_stream}-{id(ephemeral)}"
+        body = {"events": [], "ephemeral": ephemeral, "de.sorunome.msc2409.ephemeral": ephemeral}
+        if not await self._put(txn_id, body):
+            logger.info("dropping %d ephemeral events for %s (service unreachable)", len(ephemeral), self.reg.id)
+
+    async def _put(self, txn_id: str, body: dict) -> bool:
+        try:
+            code, content = await call(self.reg, "PUT", f"/_matrix/app/v1/transactions/{txn_id}", body, timeout=30)
+        except Exception as e:
+            logger.warning("transaction %s to %s failed: %s", txn_id, self.reg.id, e)
+            return False
+        if code != 200:
+            logger.warning("transaction %s to %s answered %d: %s", txn_id, self.reg.id, code, content[:200])
+            return False
+        return True
+
