@@ -64,6 +64,12 @@ class EventFilter:
             return False
         return self.rooms is None or room_id in self.rooms
 
+    @property
+    def passes_all(self) -> bool:
+        """No type, sender or url condition: every event passes (callers skip the checks)."""
+        return (self.types is None and not self.not_types and self.senders is None
+                and not self.not_senders and self.contains_url is None)
+
     def allows(self, event_type: str, sender: str, content: dict | None = None) -> bool:
         if _type_matches(self.not_types, event_type) or sender in self.not_senders:
             return False

@@ -16,6 +16,7 @@ def _client_fields(event: Event, pdu: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {k: pdu[k] for k in _CLIENT_KEYS if k in pdu}
     out["content"] = pdu.get("content", {})
     out["event_id"] = event.event_id
+    out.setdefault("origin_server_ts", 0)
     if event.type == "m.room.redaction" and "redacts" not in out:
         # v11+ moved `redacts` into content; clients still read the top-level key.
         r = event.redacts
@@ -40,7 +41,7 @@ def serialize_event(event: Event, requester_device: str | None = None,
     if include_room_id:
         out["room_id"] = event.room_id
     now = now or int(time.time() * 1000)
-    unsigned: dict[str, Any] = {"age": max(0, now - event.origin_server_ts)}
+    unsigned: dict[str, Any] = {"age": max(0, now - base["origin_server_ts"])}
     stored_unsigned = event.internal.get("unsigned")
     if stored_unsigned:
         unsigned.update(stored_unsigned)

@@ -21,3 +21,23 @@ async def one_time_key_counts(hs: "HomeServer", user_id: str, device_id: str) ->
 
 async def unused_fallback_key_types(hs: "HomeServer", user_id: str, device_id: str) -> list[str]:
     return await hs.db.run(store.unused_fallback_key_types, user_id, device_id)
+
+
+class E2ECounts:
+    """Both figures per device, cached in memory so an idle /sync reads no table; the key
+    endpoints call `invalidate` when they change a device's keys."""
+
+    def __init__(self, hs: "HomeServer") -> None:
+        self.hs = hs
+        self._cache: dict[tuple[str, str], tuple[dict[str, int], list[str]]] = {}
+
+    def invalidate(self, user_id: str, device_id: str) -> None:
+        self._cache.pop((user_id, device_id), None)
+
+    async def get(self, user_id: str, device_id: str) -> tuple[dict[str, int], list[str]]:
+        key = (user_id, device_id)
+        if key not in self._cache:
+            counts = await one_time_key_counts(self.hs, user_id, device_id)
+            fallback = await unused_fallback_key_types(self.hs, user_id, device_id)
+            self._cache[key] = (counts, fallback)
+        return self._cache[key]

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Iterable
 from homeserver.event import Event
 from sync.account_data import AccountData
 from sync.device_lists import DeviceLists
+from sync.e2e_counts import E2ECounts
 from sync.notifier import Notifier
 from sync.presence import Presence
 from sync.receipts import Receipts
@@ -35,6 +36,7 @@ class SyncEngine:
         self.presence = Presence(hs, self._presence_changed)
         self.device_lists = DeviceLists(hs, self._wake_sharing)
         self.timeline_cache = TimelineCache()
+        self.e2e_counts = E2ECounts(hs)
         from sync.sync_handler import SyncHandler
         self.handler = SyncHandler(hs, self)
 

@@ -136,9 +136,11 @@ class SyncHandler:
             "presence": {"events": presence_events},
             "to_device": {"events": to_device},
             "device_lists": {"changed": sorted(changed), "left": []},
-            "device_one_time_keys_count": await self._otk_counts(user_id, device_id),
-            "device_unused_fallback_key_types": await self._fallback_types(user_id, device_id),
         }
+        if device_id:
+            otk_counts, fallback_types = await engine.e2e_counts.get(user_id, device_id)
+            result["device_one_time_keys_count"] = otk_counts
+            result["device_unused_fallback_key_types"] = fallback_types
         has_news = bool(join or invite or leave or global_ad or presence_events or to_device or changed)
         return result, has_news
 
@@ -186,11 +188,10 @@ class SyncHandler:
         for plan in plans:
             if plan.kind == "invite":
                 continue
-            cached = cache.range(plan.room_id, plan.after, plan.upto)
+            cached = cache.tail(plan.room_id, plan.after, plan.upto, limit,
+                                None if tf.passes_all else lambda e: tf.allows(e.type, e.sender, e.content))
             if cached is not None:
-                events = [e for e in cached if tf.allows(e.type, e.sender, e.content)]
-                plan.limited = len(events) > limit
-                plan.events = events[-limit:] if limit else []
+                plan.events, plan.limited = cached
             else:
                 need_db.append(plan)
         if need_db:
@@ -232,14 +233,13 @@ class SyncHandler:
     async def _serialize(self, events: list[Event], device_key: str, filt: Filter) -> list[dict]:
         redaction_ids = [e.internal["redacted_by"] for e in events if e.internal.get("redacted_by")]
         redactions = await self.hs.event_cache.get_many(redaction_ids) if redaction_ids else {}
-        out = []
-        for e in events:
-            if filt.event_format == "federation":
-                out.append(dict(e.pdu, event_id=e.event_id))
-                continue
-            ev = serialize_event(e, device_key, redactions.get(e.internal.get("redacted_by") or ""),
-                                 include_room_id=False)
-            out.append(apply_event_fields(ev, filt.event_fields))
+        if filt.event_format == "federation":
+            return [dict(e.pdu, event_id=e.event_id) for e in events]
+        now = int(time.time() * 1000)
+        out = [serialize_event(e, device_key, redactions.get(e.internal.get("redacted_by") or ""),
+                               now, include_room_id=False) for e in events]
+        if filt.event_fields:
+            out = [apply_event_fields(ev, filt.event_fields) for ev in out]
         return out
 
     async def _room_entry(self, plan: RoomPlan, user_id: str, since: StreamToken | None,
@@ -265,7 +265,8 @@ class SyncHandler:
                      if e.stream_ordering is not None and lower < e.stream_ordering < first]
         else:
             state = []
-        state = [e for e in state if state_filter.allows(e.type, e.sender, e.content)]
+        if not state_filter.passes_all:
+            state = [e for e in state if state_filter.allows(e.type, e.sender, e.content)]
         if state_filter.lazy_load_members:
             needed = {e.sender for e in plan.events} | {user_id}
             state = [e for e in state if e.type != "m.room.member" or e.state_key in needed]
@@ -378,11 +379,3 @@ class SyncHandler:
         if not changed:
             return set()
         return changed & self.engine.sharing_users(user_id)
-
-    async def _otk_counts(self, user_id: str, device_id: str) -> dict[str, int]:
-        counts = getattr(self.engine, "e2e_counts", None)
-        return await counts.one_time_key_counts(self.hs, user_id, device_id) if counts else {}
-
-    async def _fallback_types(self, user_id: str, device_id: str) -> list[str]:
-        counts = getattr(self.engine, "e2e_counts", None)
-        return await counts.unused_fallback_key_types(self.hs, user_id, device_id) if counts else []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Callable
 
 from homeserver.event import Event
 
@@ -35,9 +36,20 @@ class TimelineCache:
                 tl.complete_after = tl.events[0].stream_ordering
             tl.events.append(ev)
 
-    def range(self, room_id: str, after: int, upto: int) -> list[Event] | None:
-        """Events with after < stream <= upto, oldest first; None if not all are cached."""
+    def tail(self, room_id: str, after: int, upto: int, limit: int,
+             keep: Callable[[Event], bool] | None) -> tuple[list[Event], bool] | None:
+        """The newest `limit` kept events with after < stream <= upto, oldest first, and
+        whether more kept events precede them; None if the range is not all cached."""
         tl = self._rooms.get(room_id)
         if tl is None or after < tl.complete_after:
             return None
-        return [e for e in tl.events if after < (e.stream_ordering or 0) <= upto]
+        out: list[Event] = []
+        for e in reversed(tl.events):  # newest first: stop as soon as we have enough
+            so = e.stream_ordering or 0
+            if so <= after:
+                break
+            if so <= upto and (keep is None or keep(e)):
+                if len(out) == limit:
+                    return out[::-1], True
+                out.append(e)
+        return out[::-1], False

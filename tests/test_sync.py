@@ -215,3 +215,21 @@ def test_restart_mid_session_keeps_token(tmp_path):
     finally:
         srv.stop()
         srv.stop_postgres()
+
+
+def test_sync_reports_one_time_key_counts(server, http, unique):
+    alice = http.register(unique("a"))
+    bob = http.register(unique("b"))
+    a = type(http)(server.base_url, alice["access_token"])
+    b = type(http)(server.base_url, bob["access_token"])
+    _, first = a.request("GET", "/_matrix/client/v3/sync?timeout=0")
+    assert first["device_one_time_keys_count"].get("signed_curve25519", 0) == 0
+    keys = {f"signed_curve25519:k{i}": {"key": f"key{i}", "signatures": {}} for i in range(3)}
+    assert a.request("POST", "/_matrix/client/v3/keys/upload", {"one_time_keys": keys})[0] == 200
+    _, after_upload = a.request("GET", f"/_matrix/client/v3/sync?timeout=0&since={first['next_batch']}")
+    assert after_upload["device_one_time_keys_count"]["signed_curve25519"] == 3
+    status, _ = b.request("POST", "/_matrix/client/v3/keys/claim", {
+        "one_time_keys": {alice["user_id"]: {alice["device_id"]: "signed_curve25519"}}})
+    assert status == 200
+    _, after_claim = a.request("GET", f"/_matrix/client/v3/sync?timeout=0&since={after_upload['next_batch']}")
+    assert after_claim["device_one_time_keys_count"]["signed_curve25519"] == 2

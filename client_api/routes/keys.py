@@ -120,6 +120,7 @@ async def upload_keys(req: Req):
     except store.OneTimeKeyConflict as e:
         raise invalid_param(f"one-time key {e.algorithm}:{e.key_id} already exists with"
                             " different contents") from None
+    req.hs.sync.e2e_counts.invalidate(user_id, device_id)
     if changed:
         await _record_changes(req, [user_id])
     counts.setdefault("signed_curve25519", 0)
@@ -205,6 +206,7 @@ async def claim_keys(req: Req):
     claimed = await req.hs.db.run(store.claim_keys, requests)
     result: dict[str, Any] = {}
     for user_id, device_id, algorithm, key_id, key_json in claimed:
+        req.hs.sync.e2e_counts.invalidate(user_id, device_id)
         result.setdefault(user_id, {}).setdefault(device_id, {})[f"{algorithm}:{key_id}"] = \
             json.loads(key_json)
     return {"one_time_keys": result, "failures": failures}
