@@ -143,7 +143,13 @@ def encode_json(value: Any) -> bytes:
     try:
         return orjson.dumps(value)
     except TypeError:  # lone surrogates stored by an earlier client, or big ints: escape them
-        return json.dumps(value, separators=(",", ":")).encode("ascii")
+        return json.dumps(value, separators=(",", ":"), default=_unfragment).encode("ascii")
+
+
+def _unfragment(value: Any) -> Any:
+    if isinstance(value, orjson.Fragment):
+        return json.loads(value.contents)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 class LimitedRequest(server.Request):

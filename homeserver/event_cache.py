@@ -75,3 +75,4 @@ class EventCache:
         ev = self._cache.get(target_id)
         if ev is not None and not ev.internal.get("redacted_by"):
             ev.internal["redacted_by"] = redaction_id
+            ev.internal.pop("fragment", None)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import orjson
+
 from homeserver.event import Event
 from homeserver.redaction import prune_event_dict
 
@@ -51,3 +53,25 @@ def serialize_event(event: Event, requester_device: str | None = None,
         unsigned["redacted_because"] = serialize_event(redaction, None, None, now, include_room_id)
     out["unsigned"] = unsigned
     return out
+
+
+def client_fragment(event: Event, now: int) -> orjson.Fragment | None:
+    """The event's client form (without room_id, as /sync sends it) as ready-made JSON
+    bytes: built once per event, then reused for every recipient with only `age` filled
+    in. None when the cached form does not apply (the caller serializes normally)."""
+    parts = event.internal.get("fragment")
+    if parts is None:
+        base = event.internal.get("client") or _client_fields(event, event.pdu)
+        event.internal["client"] = base
+        try:
+            body = orjson.dumps(base)
+            rest = orjson.dumps(event.internal.get("unsigned") or {})
+        except TypeError:  # not representable by orjson (lone surrogates): no fast path
+            event.internal["fragment"] = False
+            return None
+        parts = (body[:-1] + b',"unsigned":{"age":', (b"," + rest[1:-1] if len(rest) > 2 else b"") + b"}}")
+        event.internal["fragment"] = parts
+    elif parts is False:
+        return None
+    age = max(0, now - event.pdu.get("origin_server_ts", 0))
+    return orjson.Fragment(parts[0] + str(age).encode() + parts[1])

@@ -14,7 +14,7 @@ from homeserver import visibility
 from homeserver.event import Event
 from homeserver.filtering import EventFilter, Filter, apply_event_fields
 from homeserver.pagination import topo_token
-from homeserver.serialize import serialize_event
+from homeserver.serialize import client_fragment, serialize_event
 from storage import sync as sync_store
 from sync.tokens import StreamToken
 
@@ -236,10 +236,19 @@ class SyncHandler:
         if filt.event_format == "federation":
             return [dict(e.pdu, event_id=e.event_id) for e in events]
         now = int(time.time() * 1000)
-        out = [serialize_event(e, device_key, redactions.get(e.internal.get("redacted_by") or ""),
-                               now, include_room_id=False) for e in events]
         if filt.event_fields:
-            out = [apply_event_fields(ev, filt.event_fields) for ev in out]
+            return [apply_event_fields(serialize_event(
+                e, device_key, redactions.get(e.internal.get("redacted_by") or ""), now,
+                include_room_id=False), filt.event_fields) for e in events]
+        out: list = []
+        for e in events:
+            # Shared bytes unless this event needs a per-recipient form.
+            fragment = None
+            if not e.internal.get("redacted_by") and e.internal.get("txn_device") != device_key:
+                fragment = client_fragment(e, now)
+            out.append(fragment if fragment is not None else serialize_event(
+                e, device_key, redactions.get(e.internal.get("redacted_by") or ""), now,
+                include_room_id=False))
         return out
 
     async def _room_entry(self, plan: RoomPlan, user_id: str, since: StreamToken | None,
