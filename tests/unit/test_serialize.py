@@ -1,0 +1,34 @@
+"""The cached JSON fragment /sync sends must be exactly the event's client form."""
+import json
+
+from hypothesis import given, settings, strategies as st
+
+from homeserver.event import Event
+from homeserver.room_versions import V12
+from homeserver.serialize import client_fragment, serialize_event
+
+text = st.text(max_size=20)
+content = st.dictionaries(st.text(min_size=1, max_size=8), st.one_of(text, st.integers(-1000, 1000)), max_size=4)
+
+
+@settings(max_examples=200, deadline=None)
+@given(content, st.one_of(st.none(), text), st.one_of(st.none(), content))
+def test_fragment_equals_client_form(body, state_key, prev_content):
+    pdu = {"type": "m.room.message", "room_id": "!r:x", "sender": "@a:x", "content": body,
+           "origin_server_ts": 1_000, "depth": 3, "prev_events": [], "auth_events": [], "hashes": {}}
+    if state_key is not None:
+        pdu["state_key"] = state_key
+    ev = Event("$e", V12, pdu)
+    if prev_content is not None:
+        ev.internal["unsigned"] = {"prev_content": prev_content, "replaces_state": "$p"}
+    fragment = client_fragment(ev, now=5_000)
+    expected = serialize_event(ev, None, None, now=5_000, include_room_id=False)
+    assert json.loads(fragment.contents) == expected
+    # reused bytes, fresh age
+    assert json.loads(client_fragment(ev, now=9_000).contents)["unsigned"]["age"] == 8_000
+
+
+def test_no_fragment_for_unencodable_text():
+    ev = Event("$e", V12, {"type": "t", "room_id": "!r:x", "sender": "@a:x", "content": {"b": "\ud800"},
+                           "origin_server_ts": 1})
+    assert client_fragment(ev, now=2) is None
