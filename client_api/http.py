@@ -148,7 +148,7 @@ def encode_json(value: Any) -> bytes:
 
 def _unfragment(value: Any) -> Any:
     if isinstance(value, orjson.Fragment):
-        return json.loads(value.contents)
+        return json.loads(orjson.dumps(value))
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
