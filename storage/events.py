@@ -181,31 +181,41 @@ def get_txn_event(cur: Cursor, user_id: str, device_id: str, txn_id: str) -> str
     return row[0] if row else None
 
 
+# (types, not_types, senders, not_senders): exact-match lists, None for "no condition".
+FilterLists = tuple[list[str] | None, list[str] | None, list[str] | None, list[str] | None]
+NO_FILTER: FilterLists = (None, None, None, None)
+
+
+def filter_sql(filters: FilterLists, params: list) -> str:
+    """` AND ...` clauses on events `e` for a filter's lists, appending their parameters."""
+    clauses = []
+    for (column, negate), values in zip((("type", False), ("type", True), ("sender", False),
+                                         ("sender", True)), filters):
+        if values is not None:
+            clauses.append(f" AND {'NOT ' if negate else ''}e.{column} = ANY(%s)")
+            params.append(list(values))
+    return "".join(clauses)
+
+
 def paginate_room(cur: Cursor, room_id: str, from_pos: tuple[int, int], direction: str,
-                  limit: int, to_pos: tuple[int, int] | None, types: list[str] | None = None,
-                  not_types: list[str] | None = None, senders: list[str] | None = None,
-                  not_senders: list[str] | None = None) -> list[StoredEvent]:
+                  limit: int, to_pos: tuple[int, int] | None,
+                  filters: FilterLists = NO_FILTER) -> list[StoredEvent]:
     """Events strictly after (f) or before (b) a (depth, stream) position, in that direction."""
     cmp, order = (">", "ASC") if direction == "f" else ("<", "DESC")
-    clauses = [f"(e.depth, e.stream_ordering) {cmp} (%s, %s)"]
+    sql = f"(e.depth, e.stream_ordering) {cmp} (%s, %s)"
     params: list = [room_id, from_pos[0], from_pos[1]]
     if to_pos is not None:
         back = "<=" if direction == "f" else ">"
-        clauses.append(f"(e.depth, e.stream_ordering) {back} (%s, %s)")
+        sql += f" AND (e.depth, e.stream_ordering) {back} (%s, %s)"
         params += [to_pos[0], to_pos[1]]
-    for column, values, negate in (("type", types, False), ("type", not_types, True),
-                                   ("sender", senders, False), ("sender", not_senders, True)):
-        if values is not None:
-            clauses.append(f"{'NOT ' if negate else ''}e.{column} = ANY(%s)")
-            params.append(list(values))
+    sql += filter_sql(filters, params)
     params.append(limit)
     cur.execute(
-        f"SELECT {EVENT_COLUMNS}, e.depth FROM events e WHERE e.room_id = %s AND "
-        + " AND ".join(clauses)
-        + f" ORDER BY e.depth {order}, e.stream_ordering {order} LIMIT %s",
+        f"SELECT {EVENT_COLUMNS} FROM events e WHERE e.room_id = %s AND {sql}"
+        f" ORDER BY e.depth {order}, e.stream_ordering {order} LIMIT %s",
         params,
     )
-    return [to_stored(r[:7]) for r in cur.fetchall()]
+    return [to_stored(r) for r in cur.fetchall()]
 
 
 def get_event_position(cur: Cursor, event_id: str) -> tuple[str, int, int] | None:

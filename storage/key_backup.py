@@ -82,15 +82,8 @@ def get_keys(cur: Cursor, user_id: str, version: int, room_id: str | None = None
                 " AND NOT deleted", (user_id, version))
     if cur.fetchone() is None:
         return None
-    sql = ("SELECT room_id, session_id, key_json FROM room_key_backup_keys"
-           " WHERE user_id = %s AND version = %s")
-    args: list[Any] = [user_id, version]
-    if room_id is not None:
-        sql += " AND room_id = %s"
-        args.append(room_id)
-    if session_id is not None:
-        sql += " AND session_id = %s"
-        args.append(session_id)
+    sql, args = _keys_scope("SELECT room_id, session_id, key_json FROM room_key_backup_keys",
+                            user_id, version, room_id, session_id)
     cur.execute(sql, args)
     return [(r, s, json.loads(j)) for r, s, j in cur.fetchall()]
 
@@ -135,14 +128,7 @@ def delete_keys(cur: Cursor, user_id: str, version: int, room_id: str | None = N
                 " AND NOT deleted", (user_id, version))
     if cur.fetchone() is None:
         return None
-    sql = "DELETE FROM room_key_backup_keys WHERE user_id = %s AND version = %s"
-    args: list[Any] = [user_id, version]
-    if room_id is not None:
-        sql += " AND room_id = %s"
-        args.append(room_id)
-    if session_id is not None:
-        sql += " AND session_id = %s"
-        args.append(session_id)
+    sql, args = _keys_scope("DELETE FROM room_key_backup_keys", user_id, version, room_id, session_id)
     cur.execute(sql, args)
     return _bump_etag(cur, user_id, version, cur.rowcount > 0), _count(cur, user_id, version)
 
@@ -155,3 +141,17 @@ def _bump_etag(cur: Cursor, user_id: str, version: int, changed: bool) -> int:
         cur.execute("SELECT etag FROM room_key_backup_versions WHERE user_id = %s AND version = %s",
                     (user_id, version))
     return cur.fetchone()[0]
+
+
+def _keys_scope(statement: str, user_id: str, version: int, room_id: str | None,
+                session_id: str | None) -> tuple[str, list[Any]]:
+    """`statement` narrowed to one backup version, and optionally a room and a session."""
+    sql = statement + " WHERE user_id = %s AND version = %s"
+    args: list[Any] = [user_id, version]
+    if room_id is not None:
+        sql += " AND room_id = %s"
+        args.append(room_id)
+    if session_id is not None:
+        sql += " AND session_id = %s"
+        args.append(session_id)
+    return sql, args

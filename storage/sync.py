@@ -3,21 +3,11 @@ state for rooms being sent in full."""
 from __future__ import annotations
 
 from storage.database import Cursor
-from storage.events import EVENT_COLUMNS, StoredEvent, to_stored
-
-
-def _filter_sql(types, not_types, senders, not_senders, params: list) -> str:
-    clauses = []
-    for column, values, negate in (("type", types, False), ("type", not_types, True),
-                                   ("sender", senders, False), ("sender", not_senders, True)):
-        if values is not None:
-            clauses.append(f" AND {'NOT ' if negate else ''}e.{column} = ANY(%s)")
-            params.append(list(values))
-    return "".join(clauses)
+from storage.events import EVENT_COLUMNS, NO_FILTER, FilterLists, StoredEvent, filter_sql, to_stored
 
 
 def timelines(cur: Cursor, ranges: list[tuple[str, int, int]], limit: int,
-              filters: tuple = (None, None, None, None)) -> dict[str, list[StoredEvent]]:
+              filters: FilterLists = NO_FILTER) -> dict[str, list[StoredEvent]]:
     """For each (room_id, after, upto): the newest `limit` events with after < stream <= upto,
     oldest first. One statement for every room."""
     if not ranges:
@@ -27,7 +17,7 @@ def timelines(cur: Cursor, ranges: list[tuple[str, int, int]], limit: int,
     for r in ranges:
         params.extend(r)
     filter_params: list = []
-    fsql = _filter_sql(*filters, filter_params)
+    fsql = filter_sql(filters, filter_params)
     cur.execute(
         f"SELECT r.room_id, {EVENT_COLUMNS} FROM (VALUES {values}) AS r(room_id, lo, hi)"
         f" CROSS JOIN LATERAL (SELECT * FROM events e WHERE e.room_id = r.room_id"

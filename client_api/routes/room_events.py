@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from client_api.http import Req, Router
+from client_api.http import Req, Router, parse_json_body
+from homeserver.filtering import EventFilter
 from homeserver import auth_rules, visibility
 from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.event import Event
@@ -101,34 +102,31 @@ async def get_state_event(req: Req, room_id: str, event_type: str, state_key: st
     return (await serialize_for(req, [ev]))[0]["content"]
 
 
-async def get_event(req: Req, room_id: str, event_id: str):
+async def _visible_event(req: Req, room_id: str, event_id: str):
+    """The event and the asker's history in its room; 404 alike for missing and hidden."""
     ev = await req.hs.event_cache.get(event_id)
     if ev is None or ev.room_id != room_id:
         raise not_found("event not found")
     hist = await visibility.require_can_read(req.hs, room_id, req.user_id)
     if not hist.may_see(ev):
         raise not_found("event not found")
+    return ev, hist
+
+
+async def get_event(req: Req, room_id: str, event_id: str):
+    ev, _ = await _visible_event(req, room_id, event_id)
     return (await serialize_for(req, [ev]))[0]
 
 
-def _parse_filter(req: Req) -> dict[str, Any]:
+def _parse_filter(req: Req) -> EventFilter:
     raw = req.query("filter")
     if not raw:
-        return {}
-    from client_api.http import parse_json_body
+        return EventFilter()
     try:
-        return parse_json_body(raw.encode("utf-8"))
+        obj = parse_json_body(raw.encode("utf-8"))
     except MatrixError:
         raise MatrixError(400, "M_INVALID_PARAM", "filter must be a JSON object") from None
-
-
-def _str_list(f: dict, key: str) -> list[str] | None:
-    value = f.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise MatrixError(400, "M_INVALID_PARAM", f"filter.{key} must be a list of strings")
-    return value
+    return EventFilter.parse(obj)
 
 
 async def _position(req: Req, room_id: str, token: str) -> Position:
@@ -154,13 +152,11 @@ async def messages(req: Req, room_id: str):
     to_pos = await _position(req, room_id, to_token) if to_token else None
     f = _parse_filter(req)
     stored = await req.hs.db.run(
-        events_store.paginate_room, room_id, start, direction, limit, to_pos,
-        _str_list(f, "types"), _str_list(f, "not_types"), _str_list(f, "senders"),
-        _str_list(f, "not_senders"))
+        events_store.paginate_room, room_id, start, direction, limit, to_pos, f.sql_lists())
     head = await req.hs.room_heads.get(room_id)
     events = req.hs.event_cache.from_stored_list(stored, head.room_version.identifier)
-    # `depth` of each row is in the pdu; the last row's position is the next token.
-    visible = [e for e in events if hist.may_see(e)]
+    # The last row's position is the next token; wildcard types are matched here.
+    visible = [e for e in events if hist.may_see(e) and (f.passes_all or f.allows(e.type, e.sender, e.content))]
     result: dict[str, Any] = {
         "chunk": await serialize_for(req, visible),
         "start": from_token or topo_token(start),
@@ -168,7 +164,7 @@ async def messages(req: Req, room_id: str):
     if len(events) == limit and events:
         last = events[-1]
         result["end"] = topo_token((last.depth, last.stream_ordering))
-    if f.get("lazy_load_members") and visible:
+    if f.lazy_load_members and visible:
         senders = {e.sender for e in visible}
         members = [head.state[("m.room.member", s)] for s in senders if ("m.room.member", s) in head.state]
         result["state"] = await serialize_for(req, members)
@@ -176,23 +172,17 @@ async def messages(req: Req, room_id: str):
 
 
 async def context(req: Req, room_id: str, event_id: str):
-    ev = await req.hs.event_cache.get(event_id)
-    if ev is None or ev.room_id != room_id:
-        raise not_found("event not found")
-    hist = await visibility.require_can_read(req.hs, room_id, req.user_id)
-    if not hist.may_see(ev):
-        raise not_found("event not found")
+    ev, hist = await _visible_event(req, room_id, event_id)
     limit = min(max(req.query_int("limit", 10) or 0, 0), MAX_LIMIT)
     f = _parse_filter(req)
     pos = (ev.depth, ev.stream_ordering)
-    filters = (_str_list(f, "types"), _str_list(f, "not_types"), _str_list(f, "senders"),
-               _str_list(f, "not_senders"))
+    filters = f.sql_lists()
     before_n = limit // 2
     after_n = limit - before_n
 
     def txn(cur):
-        return (events_store.paginate_room(cur, room_id, pos, "b", before_n, None, *filters),
-                events_store.paginate_room(cur, room_id, pos, "f", after_n, None, *filters))
+        return (events_store.paginate_room(cur, room_id, pos, "b", before_n, None, filters),
+                events_store.paginate_room(cur, room_id, pos, "f", after_n, None, filters))
 
     before_rows, after_rows = await req.hs.db.run(txn)
     head = await req.hs.room_heads.get(room_id)
@@ -203,7 +193,7 @@ async def context(req: Req, room_id: str, event_id: str):
     last = after[-1] if after else ev
     state = await state_at_event(req, event_id)
     state_events = list(state.values())
-    if f.get("lazy_load_members"):
+    if f.lazy_load_members:
         senders = {e.sender for e in before + [ev] + after}
         state_events = [e for k, e in state.items() if k[0] != "m.room.member" or k[1] in senders]
     return {
