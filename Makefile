@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/homeserver run --config $(CONFIG)
+	$(BIN)/homeserver run-all --config $(CONFIG)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

@@ -73,7 +73,8 @@ def load_registration(path: Path) -> Registration:
     try:
         raw = yaml.safe_load(path.read_text())
     except OSError as e:
-        raise RegistrationError(f"cannot read application service registration {path}: {e.strerror}") from None
+        raise RegistrationError(f"cannot read application service registration {path}: {e.strerror}"
+                                " (`make run`, i.e. `homeserver run-all`, generates the ERP bridge's)") from None
     except yaml.YAMLError as e:
         raise RegistrationError(f"registration {path} is not valid YAML: {e}") from None
     try:

@@ -74,6 +74,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run_all(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    _setup_logging(config.log_level)
+    from homeserver.launcher import run_all
+
+    return run_all(Path(args.config), config)
+
+
 def cmd_generate_config(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.exists() and not args.force:
@@ -110,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="start the server")
     run.add_argument("--config", default=str(SAMPLE_CONFIG), help="config file (default: the sample)")
     run.set_defaults(fn=cmd_run)
+    run_all = sub.add_parser("run-all", help="start the server and the ERP bridge (what `make run` does)")
+    run_all.add_argument("--config", default=str(SAMPLE_CONFIG), help="config file (default: the sample)")
+    run_all.set_defaults(fn=cmd_run_all)
     gen = sub.add_parser("generate-config", help="write a fresh config with new secrets")
     gen.add_argument("--server-name", required=True)
     gen.add_argument("--data-dir", default="data")
