@@ -46,9 +46,9 @@ def prepare_bridge(config: Config) -> Path | None:
         else:
             cmd += ["--embedded-pgdata", str((config.data_dir / "postgres").resolve())]
         subprocess.run(cmd, check=True)
-    if not registration.exists():
-        subprocess.run([_bin("erp-bridge"), "generate-registration", "--config", str(bridge_config),
-                        "--output", str(registration)], check=True)
+    # Every start: idempotent, and keeps the registration in step with the bridge config.
+    subprocess.run([_bin("erp-bridge"), "generate-registration", "--config", str(bridge_config),
+                    "--output", str(registration)], check=True, stdout=subprocess.DEVNULL)
     return bridge_config
 
 
