@@ -73,6 +73,14 @@ async def register(session: aiohttp.ClientSession, base: str, name: str) -> Clie
     return c
 
 
+def _non_empty(section: Any) -> bool:
+    if isinstance(section, dict):
+        return any(_non_empty(v) for v in section.values())
+    if isinstance(section, list):
+        return bool(section)
+    return False
+
+
 def pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -212,21 +220,33 @@ async def typing_fanout(sender: Client, syncers: Syncers, rounds: int) -> dict:
             "p99_ms": 1000 * pct(per_round, 99)}
 
 
+async def timed_sync(user: Client, params: dict) -> tuple[float, dict, int]:
+    """Seconds until the last byte of the response arrived (the server's part; decoding
+    the JSON in this client is not counted), the decoded body, and its size."""
+    t0 = time.perf_counter()
+    async with user.session.get(user.base + "/_matrix/client/v3/sync", params=params,
+                                headers={"Authorization": f"Bearer {user.token}"}) as resp:
+        raw = await resp.read()
+    elapsed = time.perf_counter() - t0
+    if resp.status != 200:
+        raise RuntimeError(f"sync -> {resp.status} {raw[:200]!r}")
+    return elapsed, json.loads(raw), len(raw)
+
+
 async def idle_and_initial_sync(user: Client, repeats: int) -> dict:
     initial = []
     for _ in range(5):
-        t0 = time.perf_counter()
-        data = await user.ok("GET", "/sync", params={"timeout": "0"})
-        initial.append(time.perf_counter() - t0)
+        elapsed, data, size = await timed_sync(user, {"timeout": "0"})
+        initial.append(elapsed)
     rooms = len(data.get("rooms", {}).get("join", {}))
     since = data["next_batch"]
     idle = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        data = await user.ok("GET", "/sync", params={"since": since, "timeout": "0"})
-        idle.append(time.perf_counter() - t0)
+        elapsed, data, _ = await timed_sync(user, {"since": since, "timeout": "0"})
+        idle.append(elapsed)
         since = data["next_batch"]
-    return {"rooms": rooms, "initial_sync_median_ms": 1000 * statistics.median(initial),
+    return {"rooms": rooms, "initial_sync_bytes": size,
+            "initial_sync_median_ms": 1000 * statistics.median(initial),
             "idle_sync_median_ms": 1000 * statistics.median(idle),
             "idle_sync_p99_ms": 1000 * pct(idle, 99)}
 
@@ -245,14 +265,22 @@ async def many_long_polls(target: Target, users: list[Client], total: int) -> di
                                  params={"since": tokens[u.user_id], "timeout": "60000", "filter": NO_PRESENCE},
                                  headers={"Authorization": f"Bearer {u.token}"},
                                  timeout=aiohttp.ClientTimeout(total=120)) as r:
-                    await r.read()
+                    body = await r.read()
+                    if r.status == 200:
+                        # Why did an idle long-poll come back early? Note what it carried.
+                        data = json.loads(body)
+                        reasons.update(k for k in ("rooms", "presence", "account_data", "to_device", "device_lists")
+                                       if _non_empty(data.get(k)))
                     return r.status
             except (aiohttp.ClientError, asyncio.TimeoutError):
                 return -1
 
+        reasons: set[str] = set()
+
         tasks = [asyncio.ensure_future(poll(users[i % len(users)])) for i in range(total)]
         await asyncio.sleep(min(30, 5 + total / 500))
         early = sum(1 for t in tasks if t.done())
+        statuses = sorted({t.result() for t in tasks if t.done() and not t.cancelled()})
         probes = []
         probe = users[0]
         for _ in range(20):
@@ -264,6 +292,7 @@ async def many_long_polls(target: Target, users: list[Client], total: int) -> di
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     return {"long_polls": total, "finished_early": early, "held": total - early,
+            "early_statuses": statuses, "early_because_of": sorted(reasons),
             "probe_median_ms": 1000 * statistics.median(probes),
             "rss_before_mib": rss_before, "rss_during_mib": rss_during}
 
