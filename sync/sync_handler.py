@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet import defer
+
 from homeserver import visibility
 from homeserver.event import Event
 from homeserver.filtering import EventFilter, Filter, apply_event_fields

@@ -39,17 +39,18 @@ class TimelineCache:
     def tail(self, room_id: str, after: int, upto: int, limit: int,
              keep: Callable[[Event], bool] | None) -> tuple[list[Event], bool] | None:
         """The newest `limit` kept events with after < stream <= upto, oldest first, and
-        whether more kept events precede them; None if the range is not all cached."""
+        whether more kept events precede them; None if the cache cannot tell."""
         tl = self._rooms.get(room_id)
-        if tl is None or after < tl.complete_after:
+        if tl is None:
             return None
         out: list[Event] = []
         for e in reversed(tl.events):  # newest first: stop as soon as we have enough
             so = e.stream_ordering or 0
             if so <= after:
-                break
+                return out[::-1], False
             if so <= upto and (keep is None or keep(e)):
                 if len(out) == limit:
-                    return out[::-1], True
+                    return out[::-1], True  # a full page and one more: the answer is known
                 out.append(e)
-        return out[::-1], False
+        # Ran out of cached events: only a complete cache knows nothing precedes them.
+        return (out[::-1], False) if after >= tl.complete_after else None

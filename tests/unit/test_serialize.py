@@ -43,3 +43,29 @@ def test_response_encoder_falls_back_with_fragments_inside():
     body = {"events": [client_fragment(ev, now=2)], "other": "\ud800"}  # forces the stdlib path
     decoded = json.loads(encode_json(body))
     assert decoded["events"][0]["content"] == {"b": "ok"} and decoded["other"] == "\ud800"
+
+
+def test_timeline_cache_tail_answers_only_what_it_knows():
+    from homeserver.room_versions import V11
+    from sync.timeline_cache import PER_ROOM, TimelineCache
+
+    def ev(i, etype="m.room.message"):
+        e = Event(f"$e{i}", V11, {"type": etype, "room_id": "!r:x", "sender": "@a:x", "content": {}})
+        e.stream_ordering = i
+        return e
+
+    cache = TimelineCache()
+    cache.on_events([ev(1, "m.room.create")] + [ev(i) for i in range(2, 11)])
+    page, limited = cache.tail("!r:x", 0, 10, 3, None)
+    assert [e.stream_ordering for e in page] == [8, 9, 10] and limited
+    page, limited = cache.tail("!r:x", 0, 10, 50, None)
+    assert len(page) == 10 and not limited  # a room born here: the cache has it all
+    # A room first seen mid-life: the newest page is known, the whole history is not.
+    late = TimelineCache()
+    late.on_events([ev(i) for i in range(500, 500 + PER_ROOM + 20)])
+    page, limited = late.tail("!r:x", 0, 10**6, 10, None)
+    assert limited and page[-1].stream_ordering == 500 + PER_ROOM + 19
+    assert late.tail("!r:x", 0, 10**6, PER_ROOM + 5, None) is None
+    page, limited = late.tail("!r:x", 600, 10**6, 1000, None)
+    assert not limited and page[0].stream_ordering == 601
+    assert late.tail("!r:x", 0, 10**6, 5, lambda e: e.type == "m.room.name") is None
