@@ -81,3 +81,10 @@ class Event:
             return None
         m = self.content.get("membership")
         return m if isinstance(m, str) else None
+
+    def mark_redacted(self, redaction_id: str) -> None:
+        """Serve the redacted form from now on (and drop the cached client forms)."""
+        if not self.internal.get("redacted_by"):
+            self.internal["redacted_by"] = redaction_id
+            self.internal.pop("client", None)
+            self.internal.pop("fragment", None)

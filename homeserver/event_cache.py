@@ -45,6 +45,7 @@ class EventCache:
             if ev is None:
                 missing.append(eid)
             else:
+                self._cache.move_to_end(eid)  # least recently used goes first
                 found[eid] = ev
         if missing:
             stored = await self._db.run(events_store.get_events, missing)
@@ -71,8 +72,11 @@ class EventCache:
             out.append(ev)
         return out
 
-    def mark_redacted(self, target_id: str, redaction_id: str) -> None:
+    def mark_redacted(self, room_id: str, target_id: str, redaction_id: str) -> None:
         ev = self._cache.get(target_id)
-        if ev is not None and not ev.internal.get("redacted_by"):
-            ev.internal["redacted_by"] = redaction_id
-            ev.internal.pop("fragment", None)
+        if ev is not None and ev.room_id == room_id:
+            ev.mark_redacted(redaction_id)
+
+    def forget(self, event_ids: list[str]) -> None:
+        for eid in event_ids:
+            self._cache.pop(eid, None)

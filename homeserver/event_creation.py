@@ -17,8 +17,8 @@ from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.event import Event
 from homeserver.event_hashing import add_content_hash, compute_event_id, sign_event
 from homeserver.room_heads import RoomHead
-from homeserver.tenancy import TENANT_KEY
 from homeserver.room_versions import RoomVersion
+from homeserver.tenancy import TENANT_KEY
 from storage import events as events_store
 from storage.events import EventRow, NewStateGroup
 
@@ -67,14 +67,44 @@ class EventCreator:
 
     async def _send_now(self, room_id, sender, event_type, content, state_key, txn,
                         extra_check, ts) -> Event:
+        await self._head(room_id)
+        # Everything that needs Postgres happens first; the rest is synchronous.
+        if event_type == "m.room.member" and isinstance(state_key, str):
+            await self.hs.tenancy.tenant_of(state_key)  # for the tenant check in queue_event
+        checks = [extra_check] if extra_check else []
+        if event_type == "m.room.redaction":
+            checks.append(await self._redaction_check(room_id, content))
+        # Read the head again: a failed batch may have replaced it while we awaited.
+        head = await self._head(room_id)
+        d = self.queue_event(head, sender, event_type, content, state_key, txn=txn,
+                             extra_check=_all_of(checks), ts=ts)
+        return await d
+
+    async def _head(self, room_id: str) -> RoomHead:
         head = await self.hs.room_heads.get(room_id)
         if head is None:
             raise not_found(f"unknown room {room_id}")
-        if event_type == "m.room.member" and isinstance(state_key, str):
-            await self.hs.tenancy.check_membership(head, state_key, content.get("membership"))
-        d = self.queue_event(head, sender, event_type, content, state_key, txn=txn,
-                             extra_check=extra_check, ts=ts)
-        return await d
+        return head
+
+    async def _redaction_check(self, room_id: str, content: dict) -> ExtraCheck:
+        """Whoever may send m.room.redaction (the auth rules' only test) may redact their
+        own events; other people's need the redact power level, and only in this room."""
+        redacts = content.get("redacts")
+        if not isinstance(redacts, str) or not redacts.startswith("$") or "\x00" in redacts \
+                or len(redacts.encode("utf-8")) > 255:
+            raise MatrixError(400, "M_INVALID_PARAM", "redacts must be an event id")
+        target = await self.hs.event_cache.get(redacts)
+        if target is not None and target.room_id != room_id:
+            raise not_found("event not found in this room")
+
+        def may_redact(head: RoomHead, redaction: Event) -> None:
+            if target is not None and target.sender == redaction.sender:
+                return
+            level = auth_rules.get_user_power_level(redaction.sender, head.state)
+            if level < auth_rules.get_named_level("redact", head.state):
+                raise forbidden("you may not redact other users' events")
+
+        return may_redact
 
     def queue_event(self, head: RoomHead, sender: str, event_type: str, content: dict,
                     state_key: str | None = None, *, txn: tuple[str, str, str] | None = None,
@@ -84,6 +114,8 @@ class EventCreator:
         if "\x00" in event_type or "\x00" in (state_key or ""):
             # They are text columns too: refuse here, not fail the whole persist batch.
             raise MatrixError(400, "M_INVALID_PARAM", "event type and state_key may not contain NUL")
+        if event_type == "m.room.member" and isinstance(state_key, str):
+            self.hs.tenancy.check_membership(head, state_key, content.get("membership"))
         pdu: dict[str, Any] = {
             "room_id": head.room_id, "sender": sender, "type": event_type,
             "content": content, "origin_server_ts": ts or now_ms(),
@@ -190,3 +222,13 @@ class EventCreator:
             member_avatar_url=_text_column(content.get("avatar_url")) if event.membership else None,
             txn=txn,
         )
+
+
+def _all_of(checks: list[ExtraCheck]) -> ExtraCheck | None:
+    if not checks:
+        return None
+
+    def run(head: RoomHead, event: Event) -> None:
+        for check in checks:
+            check(head, event)
+    return run

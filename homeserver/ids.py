@@ -5,9 +5,9 @@ import re
 import secrets
 import string
 
-LOCALPART_RE = re.compile(r"^[a-z0-9._=\-/+]+$")
+LOCALPART_RE = re.compile(r"\A[a-z0-9._=\-/+]+\Z")  # \Z: "$" would let a trailing newline in
 # Historical user ids may use any printable ASCII but ':'; we accept them from others.
-HISTORICAL_LOCALPART_RE = re.compile(r"^[\x21-\x39\x3b-\x7e]+$")
+HISTORICAL_LOCALPART_RE = re.compile(r"\A[\x21-\x39\x3b-\x7e]+\Z")
 
 
 def split_id(identifier: str, sigil: str) -> tuple[str, str] | None:

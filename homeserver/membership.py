@@ -9,6 +9,7 @@ from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.event import Event
 from homeserver.ids import is_valid_room_alias, is_valid_user_id
 from homeserver.room_heads import RoomHead
+from homeserver.tenancy import room_tenant
 from storage import accounts as accounts_store
 from storage import directory as directory_store
 from storage import state as state_store
@@ -59,19 +60,21 @@ class Membership:
                    txn: tuple[str, str, str] | None = None) -> str:
         room_id = await self.resolve_room(room_id_or_alias)
         head = await self.head(room_id)
+        if room_id_or_alias.startswith("#") and room_tenant(head) != await self.hs.tenancy.tenant_of(user_id):
+            raise not_found(f"room alias {room_id_or_alias} not found")
         if head.membership_of(user_id) == "join":
             return room_id  # already in: joining again changes nothing
         content: dict[str, Any] = {"membership": "join", **await self.hs.profiles.member_profile(user_id)}
         if reason:
             content["reason"] = reason
-        authoriser = self._restricted_join_authoriser(head, user_id)
+        authoriser = await self._restricted_join_authoriser(head, user_id)
         if authoriser:
             content["join_authorised_via_users_server"] = authoriser
         await self.hs.event_creator.send(room_id, user_id, "m.room.member", content, user_id, txn=txn)
         await self.hs.db.run(state_store.unforget_room, user_id, room_id)
         return room_id
 
-    def _restricted_join_authoriser(self, head: RoomHead, user_id: str) -> str | None:
+    async def _restricted_join_authoriser(self, head: RoomHead, user_id: str) -> str | None:
         """For restricted rooms: if the user is joined to a room the allow list names, pick
         a local member who may invite to vouch for the join."""
         jr = head.state.get(("m.room.join_rules", ""))
@@ -80,9 +83,11 @@ class Membership:
         if head.membership_of(user_id) in ("invite", "join"):
             return None
         allowed = False
-        for rule in jr.content.get("allow", []) or []:
-            if isinstance(rule, dict) and rule.get("type") == "m.room_membership":
-                other = self.hs.room_heads.peek(str(rule.get("room_id")))
+        rules = jr.content.get("allow")
+        for rule in rules if isinstance(rules, list) else []:
+            if isinstance(rule, dict) and rule.get("type") == "m.room_membership" \
+                    and isinstance(rule.get("room_id"), str):
+                other = await self.hs.room_heads.get(rule["room_id"])
                 if other is not None and other.membership_of(user_id) == "join":
                     allowed = True
         if not allowed:

@@ -29,11 +29,11 @@ class _Pending:
 
 
 class Persister:
-    def __init__(self, db: "Database", on_failure: Callable[[set[str]], None]) -> None:
+    def __init__(self, db: "Database", on_failure: Callable[[set[str], list[str]], None]) -> None:
         self._db = db
         self._queue: list[_Pending] = []
         self._running = False
-        self._on_failure = on_failure  # told which rooms' in-memory heads are now stale
+        self._on_failure = on_failure  # told which rooms' heads are stale and which events died
         self._listeners: list[Callable[[list[Event]], None]] = []
         self.max_stream_ordering = 0
         self._next_state_group = 0
@@ -79,6 +79,37 @@ class Persister:
             self._running = False
 
     async def _write(self, batch: list[_Pending]) -> None:
+        error = await self._commit(batch)
+        if error is None:
+            return
+        if len(batch) > 1:
+            # One bad event must not fail its neighbours: write them one by one. An event
+            # of a room that already failed fails too (it was built on the failed one).
+            logger.warning("a batch of %d events failed (%s); writing them one by one", len(batch), error)
+            failed_rooms: set[str] = set()
+            for p in batch:
+                if p.row.room_id not in failed_rooms:
+                    single_error = await self._commit([p])
+                    if single_error is None:
+                        continue
+                    error = single_error
+                failed_rooms.add(p.row.room_id)
+                self._fail([p], error)
+            return
+        self._fail(batch, error)
+
+    def _fail(self, batch: list[_Pending], error: Exception) -> None:
+        failed_rooms = {p.row.room_id for p in batch}
+        # Events queued behind the failed ones were built on them: fail those too.
+        doomed = [p for p in self._queue if p.row.room_id in failed_rooms]
+        self._queue = [p for p in self._queue if p.row.room_id not in failed_rooms]
+        self._on_failure(failed_rooms, [p.event.event_id for p in batch + doomed])
+        for p in batch + doomed:
+            p.done.errback(error)
+
+    async def _commit(self, batch: list[_Pending]) -> Exception | None:
+        """Write `batch` in one transaction; on success tell the listeners and the senders.
+        Returns the error instead when nothing was written."""
         first = self.max_stream_ordering + 1
         for i, p in enumerate(batch):
             p.row.stream_ordering = first + i
@@ -86,16 +117,16 @@ class Persister:
             await self._db.run(events_store.persist_batch, [p.row for p in batch],
                                int(time.time() * 1000))
         except Exception as e:
-            logger.exception("persisting a batch of %d events failed", len(batch))
-            failed_rooms = {p.row.room_id for p in batch}
-            # Events queued behind the failed ones were built on them: fail those too.
-            doomed = [p for p in self._queue if p.row.room_id in failed_rooms]
-            self._queue = [p for p in self._queue if p.row.room_id not in failed_rooms]
-            self._on_failure(failed_rooms)
-            for p in batch + doomed:
-                p.done.errback(e)
-            return
-        self.max_stream_ordering = first + len(batch) - 1
+            logger.exception("persisting %d event(s) failed", len(batch))
+            # A lost connection during COMMIT leaves the outcome unknown: ask the database.
+            try:
+                self.max_stream_ordering = await self._db.run(events_store.max_stream_ordering)
+                landed = await self._db.run(events_store.get_event_position, batch[0].row.event_id)
+            except Exception:
+                return e
+            if landed is None:
+                return e
+        self.max_stream_ordering = max(self.max_stream_ordering, first + len(batch) - 1)
         self.batches += 1
         events = []
         for p in batch:
@@ -108,3 +139,4 @@ class Persister:
                 logger.exception("persist listener failed")
         for p in batch:
             p.done.callback(p.event)
+        return None

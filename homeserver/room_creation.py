@@ -95,6 +95,9 @@ async def create_room(hs: "HomeServer", creator: str, body: dict[str, Any],
             await hs.membership.require_local_user(invitee)
         if await hs.tenancy.tenant_of(invitee) != tenant:
             raise forbidden(f"{invitee} belongs to another organization")
+    for st in initial_state:  # member events there face the same tenant wall
+        if st["type"] == "m.room.member":
+            await hs.tenancy.tenant_of(st.get("state_key", ""))
     profile = await hs.profiles.member_profile(creator)
 
     trusted = invites if preset["trusted"] else []
@@ -106,7 +109,8 @@ async def create_room(hs: "HomeServer", creator: str, body: dict[str, Any],
     if not rv.create_sender_is_creator:
         create_content["creator"] = creator
     if rv.privileged_creators and trusted:
-        extra = [u for u in create_content.get("additional_creators", []) if isinstance(u, str)]
+        given = create_content.get("additional_creators")
+        extra = [u for u in given if isinstance(u, str)] if isinstance(given, list) else []
         create_content["additional_creators"] = sorted(set(extra) | set(trusted))
     room_id = None if rv.room_id_from_create else f"!{random_string(18)}:{hs.server_name}"
 

@@ -63,15 +63,21 @@ class HomeServer:
         head = await self.room_heads.get(room_id)
         return head.room_version.identifier if head else None
 
-    def _on_persist_failure(self, room_ids: set[str]) -> None:
+    def _on_persist_failure(self, room_ids: set[str], event_ids: list[str]) -> None:
         for room_id in room_ids:
             self.room_heads.invalidate(room_id)
+        self.event_cache.forget(event_ids)  # never written: must not be served
 
     def _after_persist(self, events) -> None:
         for ev in events:
             target = ev.redacts
-            if target:
-                self.event_cache.mark_redacted(target, ev.event_id)
+            if not target:
+                continue
+            self.event_cache.mark_redacted(ev.room_id, target, ev.event_id)
+            head = self.room_heads.peek(ev.room_id)
+            for state_event in head.state.values() if head else ():
+                if state_event.event_id == target:  # the head may hold its own copy
+                    state_event.mark_redacted(ev.event_id)
 
     def shutdown(self) -> None:
         if self.sync is not None:

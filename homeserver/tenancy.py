@@ -48,9 +48,12 @@ class Tenancy:
     async def same_tenant(self, a: str, b: str) -> bool:
         return await self.tenant_of(a) == await self.tenant_of(b)
 
-    async def check_membership(self, head: RoomHead, target: str, membership: str | None) -> None:
-        """Refuse a join, invite or knock across the tenant wall."""
+    def check_membership(self, head: RoomHead, target: str, membership: str | None) -> None:
+        """Refuse a join, invite or knock across the tenant wall. Synchronous, for the
+        event builder: the target's tenant must have been looked up (`tenant_of`) first."""
         if membership not in ENTERING:
             return
-        if await self.tenant_of(target) != room_tenant(head):
+        if self.hs.accounts.is_mine(target) and target not in self._users:
+            raise forbidden("the user's organization is not known yet; try again")
+        if self._users.get(target) != room_tenant(head):
             raise forbidden("this room belongs to another organization")

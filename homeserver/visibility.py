@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from homeserver.errors import forbidden
 from homeserver.event import Event
+from homeserver.tenancy import room_tenant
 from storage import state as state_store
 
 if TYPE_CHECKING:
@@ -74,6 +75,8 @@ async def filter_visible(hs: "HomeServer", room_id: str, user_id: str,
 async def require_can_read(hs: "HomeServer", room_id: str, user_id: str) -> UserRoomHistory:
     """The user must be or have been in the room, or the room must be world-readable."""
     head = await hs.room_heads.get(room_id)
+    if head is not None and room_tenant(head) != await hs.tenancy.tenant_of(user_id):
+        raise forbidden("you are not allowed to see this room")
     hist = await load_history(hs, room_id, user_id)
     if head is not None and head.membership_of(user_id) == "join":
         return hist

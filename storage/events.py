@@ -124,9 +124,9 @@ def persist_batch(cur: Cursor, rows: list[EventRow], now_ms: int) -> None:
         [(r.room_id, r.event_id) for r in rows],
     )
     execute_values(
-        cur, "UPDATE events SET redacted_by = v.by FROM (VALUES %s) AS v(target, by)"
-        " WHERE events.event_id = v.target AND events.redacted_by IS NULL",
-        [(r.redacts, r.event_id) for r in rows if r.apply_redaction and r.redacts],
+        cur, "UPDATE events SET redacted_by = v.by FROM (VALUES %s) AS v(target, by, room)"
+        " WHERE events.event_id = v.target AND events.room_id = v.room AND events.redacted_by IS NULL",
+        [(r.redacts, r.event_id, r.room_id) for r in rows if r.apply_redaction and r.redacts],
     )
     execute_values(
         cur,

@@ -38,12 +38,14 @@ class AccountData:
             await self.hs.db.run(txn)
         finally:
             self.stream.finish(stream_id)
-        self._user_stream[user_id] = stream_id
+        self._user_stream[user_id] = max(self._user_stream.get(user_id, 0), stream_id)
         self._on_change(user_id)
 
     async def user_stream(self, user_id: str) -> int:
         if user_id not in self._user_stream:
-            self._user_stream[user_id] = await self.hs.db.run(store.max_stream_for_user, user_id)
+            loaded = await self.hs.db.run(store.max_stream_for_user, user_id)
+            # A write that finished while we read has set a newer position: keep it.
+            self._user_stream[user_id] = max(self._user_stream.get(user_id, 0), loaded)
         return self._user_stream[user_id]
 
     async def changed_since(self, user_id: str, since: int) -> tuple[list[dict], dict[str, list[dict]]]:

@@ -38,7 +38,8 @@ class DeviceLists:
     def changed_in_memory(self, since: int) -> set[str]:
         """Users changed after `since` as far as this process knows (tokens from before
         it started are answered by `changed_since`)."""
-        return {u for s, u in self._log if s > since}
+        upto = self.stream.current  # ids above it may still be committing
+        return {u for s, u in self._log if since < s <= upto}
 
     async def changed_since(self, since: int, upto: int | None = None) -> set[str]:
         upto = self.stream.current if upto is None else upto

@@ -30,14 +30,21 @@ class E2ECounts:
     def __init__(self, hs: "HomeServer") -> None:
         self.hs = hs
         self._cache: dict[tuple[str, str], tuple[dict[str, int], list[str]]] = {}
+        self._generation: dict[tuple[str, str], int] = {}
 
     def invalidate(self, user_id: str, device_id: str) -> None:
-        self._cache.pop((user_id, device_id), None)
+        key = (user_id, device_id)
+        self._cache.pop(key, None)
+        self._generation[key] = self._generation.get(key, 0) + 1
 
     async def get(self, user_id: str, device_id: str) -> tuple[dict[str, int], list[str]]:
         key = (user_id, device_id)
-        if key not in self._cache:
-            counts = await one_time_key_counts(self.hs, user_id, device_id)
-            fallback = await unused_fallback_key_types(self.hs, user_id, device_id)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        generation = self._generation.get(key, 0)
+        counts = await one_time_key_counts(self.hs, user_id, device_id)
+        fallback = await unused_fallback_key_types(self.hs, user_id, device_id)
+        if self._generation.get(key, 0) == generation:  # nothing changed while we read
             self._cache[key] = (counts, fallback)
-        return self._cache[key]
+        return counts, fallback

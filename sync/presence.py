@@ -3,6 +3,7 @@ activity, offline `offline_after_ms` after their last sync ends. Kept in memory 
 sweep timer; written to Postgres lazily so a restart remembers last activity."""
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
@@ -16,6 +17,9 @@ if TYPE_CHECKING:
     from homeserver.server import HomeServer
 
 STATES = ("online", "unavailable", "offline")
+
+
+logger = logging.getLogger(__name__)
 
 
 def _now() -> int:
@@ -130,7 +134,14 @@ class Presence:
 
     def flush(self):
         rows = self._dirty_rows()
-        return self.hs.db.run(presence_store.save, rows) if rows else None
+        if not rows:
+            return None
+        d = self.hs.db.run(presence_store.save, rows)
+
+        def failed(f):  # keep the loop alive and the rows for the next try
+            logger.warning("saving presence failed: %s", f.getErrorMessage())
+            self._dirty.update(r[0] for r in rows)
+        return d.addErrback(failed)
 
     def event_for(self, user_id: str) -> dict:
         p = self.get(user_id)

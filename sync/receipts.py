@@ -31,7 +31,7 @@ class Receipts:
                                  thread_id or "", event_id, int(time.time() * 1000), stream_id)
         finally:
             self.stream.finish(stream_id)
-        self._room_stream[room_id] = stream_id
+        self._room_stream[room_id] = max(self._room_stream.get(room_id, 0), stream_id)
         receipt: dict = {"ts": int(time.time() * 1000)}
         if thread_id:
             receipt["thread_id"] = thread_id

@@ -16,6 +16,7 @@ from homeserver import visibility
 from homeserver.event import Event
 from homeserver.filtering import EventFilter, Filter, apply_event_fields
 from homeserver.pagination import topo_token
+from homeserver.redaction import prune_event_dict
 from homeserver.serialize import client_fragment, serialize_event
 from storage import sync as sync_store
 from sync.tokens import StreamToken
@@ -60,20 +61,24 @@ class SyncHandler:
         try:
             deadline = time.monotonic() + timeout_ms / 1000.0
             check_from = since
+            must_wait = False
             while True:
                 if check_from is not None and not full_state:
                     # Wait in memory until something concerns this user: an idle
                     # long-poll never touches Postgres.
-                    while not await self._has_news(user_id, device_id, check_from):
+                    while must_wait or not await self._has_news(user_id, device_id, check_from):
                         remaining_ms = int((deadline - time.monotonic()) * 1000)
                         if remaining_ms <= 0:
                             break
+                        must_wait = False
                         await self.engine.notifier.wait(user_id, remaining_ms)
                 result, has_news = await self._build(user_id, device_id, since, full_state, filt)
                 if has_news or since is None or full_state or time.monotonic() >= deadline:
                     return result
-                # What woke us was filtered out: wait for anything newer than this.
+                # What woke us was filtered out: wait for the next wake-up (never spin)
+                # and then for anything newer than this.
                 check_from = StreamToken.parse(result["next_batch"])
+                must_wait = True
         finally:
             if presence_on:
                 self.engine.presence.sync_finished(user_id)
@@ -119,7 +124,7 @@ class SyncHandler:
         global_ad, room_ad = await self._account_data(user_id, since, now)
         for plan in plans:
             if plan.kind == "invite":
-                invite[plan.room_id] = self._invite_entry(plan.room_id, user_id)
+                invite[plan.room_id] = await self._invite_entry(plan.room_id, user_id)
                 continue
             entry = await self._room_entry(plan, user_id, since, now, filt, device_key,
                                            receipts.get(plan.room_id), room_ad.get(plan.room_id, []))
@@ -155,8 +160,10 @@ class SyncHandler:
             if not filt.room.allows_room(room_id) or m_stream > now.events:
                 continue
             if membership == "join":
-                if since is None or full_state or m_stream > since.events:
+                if since is None or m_stream > since.events:
                     plans.append(RoomPlan(room_id, "join", True, 0, now.events, True, m_stream))
+                elif full_state:  # every room with its full state, the timeline still from `since`
+                    plans.append(RoomPlan(room_id, "join", True, since.events, now.events, False, m_stream))
                 elif room_stream.get(room_id, 0) > since.events or self._ephemeral_changed(room_id, since):
                     plans.append(RoomPlan(room_id, "join", False, since.events, now.events, False, m_stream))
             elif membership == "invite":
@@ -209,20 +216,25 @@ class SyncHandler:
                 plan.events = events[-limit:] if limit else []
         checked = [p for p in plans if p.check_visibility and p.events]
         unknown = [p.room_id for p in checked if p.room_id not in self._visibility]
+        visibility_of = self._visibility
         if unknown:
+            before = self.hs.persister.max_stream_ordering
             found = await self.hs.db.run(sync_store.visibility_histories, unknown)
+            visibility_of = dict(self._visibility)
             for room_id in unknown:
-                self._visibility.setdefault(room_id, found.get(room_id, []))
+                visibility_of[room_id] = found.get(room_id, [])
+                if self.hs.persister.max_stream_ordering == before:  # else a change may be missing
+                    self._visibility.setdefault(room_id, visibility_of[room_id])
         # A joined member of a room that was never more private than "shared" may see
         # all of its history: only the other rooms need the membership history.
         checked = [p for p in checked if not (
-            p.kind == "join" and all(v in ("shared", "world_readable") for _, v in self._visibility[p.room_id]))]
+            p.kind == "join" and all(v in ("shared", "world_readable") for _, v in visibility_of[p.room_id]))]
         if checked:
             ids = [p.room_id for p in checked]
             memberships = await self.hs.db.run(sync_store.membership_histories, user_id, ids)
             for plan in checked:
                 hist = visibility.UserRoomHistory(memberships.get(plan.room_id, []),
-                                                  self._visibility[plan.room_id], user_id)
+                                                  visibility_of[plan.room_id], user_id)
                 plan.events = [e for e in plan.events if hist.may_see(e)]
 
     def on_events(self, events: list[Event]) -> None:
@@ -236,7 +248,8 @@ class SyncHandler:
         redaction_ids = [e.internal["redacted_by"] for e in events if e.internal.get("redacted_by")]
         redactions = await self.hs.event_cache.get_many(redaction_ids) if redaction_ids else {}
         if filt.event_format == "federation":
-            return [dict(e.pdu, event_id=e.event_id) for e in events]
+            return [dict(prune_event_dict(e.pdu, e.room_version) if e.internal.get("redacted_by") else e.pdu,
+                         event_id=e.event_id) for e in events]
         now = int(time.time() * 1000)
         if filt.event_fields:
             return [apply_event_fields(serialize_event(
@@ -325,8 +338,8 @@ class SyncHandler:
             summary["m.heroes"] = sorted(u for u in joined + invited if u != user_id)[:5]
         return summary
 
-    def _invite_entry(self, room_id: str, user_id: str) -> dict[str, Any]:
-        head = self.hs.room_heads.peek(room_id)
+    async def _invite_entry(self, room_id: str, user_id: str) -> dict[str, Any]:
+        head = await self.hs.room_heads.get(room_id)
         events = []
         if head is not None:
             keys = [(t, "") for t in STRIPPED_STATE_TYPES] + [("m.room.member", user_id)]

@@ -24,6 +24,8 @@ class TimelineCache:
 
     def on_events(self, events: list[Event]) -> None:
         for ev in events:
+            if ev.redacts:
+                self.mark_redacted(ev.room_id, ev.redacts, ev.event_id)
             so = ev.stream_ordering or 0
             tl = self._rooms.get(ev.room_id)
             if tl is None:
@@ -54,3 +56,9 @@ class TimelineCache:
                 out.append(e)
         # Ran out of cached events: only a complete cache knows nothing precedes them.
         return (out[::-1], False) if after >= tl.complete_after else None
+
+    def mark_redacted(self, room_id: str, target_id: str, redaction_id: str) -> None:
+        tl = self._rooms.get(room_id)
+        for e in tl.events if tl else ():
+            if e.event_id == target_id:
+                e.mark_redacted(redaction_id)

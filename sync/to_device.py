@@ -40,6 +40,9 @@ class ToDevice:
                 if not isinstance(content, dict):
                     raise MatrixError(400, "M_BAD_JSON", "message content must be an object")
                 targets.append((user_id, device_id, content))
+        # Messages to another organization's users are dropped, as for unknown devices.
+        sender_tenant = await self.hs.tenancy.tenant_of(sender)
+        targets = [t for t in targets if await self.hs.tenancy.tenant_of(t[0]) == sender_tenant]
         recipients = {u for u, _, _ in targets}
 
         # Expand "*" first, then take stream ids on the reactor thread (the generator is
@@ -68,16 +71,18 @@ class ToDevice:
                 self.stream.finish(row[0])
         if sent:
             for stream_id, user_id, dev, _msg in rows:
+                # Only the highest pending id matters, so this is right even before the
+                # device's older messages were looked up.
                 key = (user_id, dev)
-                if key in self._pending:  # unknown devices are looked up when they sync
-                    self._pending[key] = max(self._pending[key], stream_id)
+                self._pending[key] = max(self._pending.get(key, 0), stream_id)
             for user_id in recipients:
                 self._on_change(user_id)
 
     async def pending_stream(self, user_id: str, device_id: str) -> int:
         key = (user_id, device_id)
         if key not in self._pending:
-            self._pending[key] = await self.hs.db.run(store.pending_max, user_id, device_id)
+            loaded = await self.hs.db.run(store.pending_max, user_id, device_id)
+            self._pending[key] = max(self._pending.get(key, 0), loaded)
         return self._pending[key]
 
     async def fetch(self, user_id: str, device_id: str, since: int) -> tuple[list[dict], int]:

@@ -38,13 +38,19 @@ class UserRooms:
     async def rooms_of(self, user_id: str) -> dict[str, tuple[str, int]]:
         rooms = self._users.get(user_id)
         if rooms is None:
-            rows, forgotten = await self.hs.db.run(_load_user, user_id)
+            # A membership committed while we read would be missed by the write-through
+            # (the user is not cached yet): read until the stream stood still meanwhile.
+            while True:
+                before = self.hs.persister.max_stream_ordering
+                rows, forgotten = await self.hs.db.run(_load_user, user_id)
+                if self.hs.persister.max_stream_ordering == before or user_id in self._users:
+                    break
             rooms = self._users.setdefault(user_id, {r: (m, s) for r, m, s in rows})
             self._forgotten[user_id] = forgotten
             missing = [r for r in rooms if r not in self.room_stream]
             if missing:
                 for room_id, s in (await self.hs.db.run(_load_room_streams, missing)).items():
-                    self.room_stream.setdefault(room_id, s)
+                    self.room_stream[room_id] = max(self.room_stream.get(room_id, 0), s)
         return rooms
 
     def forgotten(self, user_id: str) -> set[str]:

@@ -95,8 +95,9 @@ def test_directories_profiles_and_presence_are_scoped(world):
     assert found["results"] == []
     _, found = u["carol"].request("POST", f"{V3}/user_directory/search", {"search_term": "alice"})
     assert [r["user_id"] for r in found["results"]] == [u["alice"].user_id]
-    status, _ = u["bob"].request("GET", f"{V3}/profile/{u['alice'].user_id}")
-    assert status == 403
+    # Another organization's users look like users that do not exist.
+    status, body = u["bob"].request("GET", f"{V3}/profile/{u['alice'].user_id}")
+    assert status == 404 and body["errcode"] == "M_NOT_FOUND"
     assert u["carol"].request("GET", f"{V3}/profile/{u['alice'].user_id}")[0] == 200
     u["alice"].request("GET", f"{V3}/sync?timeout=0")  # alice comes online
     status, _ = u["bob"].request("GET", f"{V3}/presence/{u['alice'].user_id}/status")

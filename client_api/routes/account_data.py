@@ -91,7 +91,7 @@ async def create_filter(req: Req, user_id: str):
 
 async def get_filter(req: Req, user_id: str, filter_id: str):
     _own(req, user_id)
-    if not filter_id.isdigit():
+    if not (filter_id.isascii() and filter_id.isdigit()):
         raise not_found("no such filter")
     found = await req.hs.db.run(store.get_filter, user_id, int(filter_id))
     if found is None:

@@ -101,7 +101,7 @@ async def _public_rooms(req: Req, limit, since, term):
     limit = min(limit if limit is not None else 100, MAX_DIRECTORY_LIMIT)
     offset = 0
     if since:
-        if not (isinstance(since, str) and since.startswith("o") and since[1:].isdigit()):
+        if not (isinstance(since, str) and since.startswith("o") and since[1:].isascii() and since[1:].isdigit()):
             raise MatrixError(400, "M_INVALID_PARAM", "invalid since token")
         offset = int(since[1:])
     tenant = await req.hs.tenancy.tenant_of(req.user_id) if req.requester else None

@@ -12,10 +12,9 @@ async def _profile_or_404(req: Req, user_id: str) -> dict:
     appservices = getattr(req.hs, "appservices", None)
     if profile is None and appservices is not None and await appservices.queries.query_user(user_id):
         profile = await req.hs.profiles.get(user_id)
-    if profile is None:
+    # Another organization's users look exactly like users that do not exist.
+    if profile is None or not await req.hs.tenancy.same_tenant(req.user_id, user_id):
         raise not_found("profile not found")
-    if not await req.hs.tenancy.same_tenant(req.user_id, user_id):
-        raise forbidden("this user belongs to another organization")
     return profile
 
 

@@ -79,6 +79,8 @@ async def forget(req: Req, room_id: str):
     if head is not None and head.membership_of(req.user_id) in ("join", "invite", "knock"):
         raise MatrixError(400, "M_UNKNOWN", "leave the room before forgetting it")
     await req.hs.db.run(state_store.forget_room, req.user_id, room_id)
+    if req.hs.sync is not None:
+        req.hs.sync.user_rooms.forget(req.user_id, room_id)
     return {}
 
 
@@ -111,11 +113,14 @@ async def members(req: Req, room_id: str):
 async def _members_at(req: Req, room_id: str, at: str | None, hist) -> list:
     from homeserver.pagination import parse_token  # local import keeps module load light
 
-    if at is not None:
-        position = parse_token(at)[1]
-    else:
+    position = req.hs.persister.max_stream_ordering
+    head = await req.hs.room_heads.get(room_id)
+    if head is None or head.membership_of(req.user_id) != "join":
         leave_points = [so for so, m in hist.memberships if m not in ("join", "invite")]
-        position = leave_points[-1] if leave_points else req.hs.persister.max_stream_ordering
+        if leave_points:
+            position = leave_points[-1]
+    if at is not None:
+        position = min(position, parse_token(at)[1])
 
     def txn(cur):
         cur.execute(

@@ -3,6 +3,7 @@ to-device."""
 from __future__ import annotations
 
 from client_api.http import Req, Router, parse_json_body
+from client_api.routes.room_events import check_txn_id
 from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.filtering import Filter
 from storage import account_data as account_data_store
@@ -18,7 +19,7 @@ async def _load_filter(req: Req, raw: str | None) -> Filter:
             return Filter.parse(parse_json_body(raw.encode("utf-8")))
         except MatrixError:
             raise MatrixError(400, "M_INVALID_PARAM", "filter is not valid JSON") from None
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise MatrixError(400, "M_INVALID_PARAM", "filter must be a filter id or JSON")
     stored = await req.hs.db.run(account_data_store.get_filter, req.user_id, int(raw))
     if stored is None:
@@ -124,14 +125,15 @@ async def set_presence(req: Req, user_id: str):
     if state not in ("online", "offline", "unavailable"):
         raise MatrixError(400, "M_INVALID_PARAM", "presence must be online, offline or unavailable")
     status_msg = body.get("status_msg")
-    if status_msg is not None and not isinstance(status_msg, str):
-        raise MatrixError(400, "M_BAD_JSON", "status_msg must be a string")
+    if status_msg is not None and (not isinstance(status_msg, str) or "\x00" in status_msg):
+        raise MatrixError(400, "M_BAD_JSON", "status_msg must be a string without NUL")
     if req.hs.config.presence.enabled:
         req.hs.sync.presence.set_status(user_id, state, status_msg)
     return {}
 
 
 async def send_to_device(req: Req, event_type: str, txn_id: str):
+    check_txn_id(txn_id)
     body = req.json()
     await req.hs.sync.to_device.send(req.user_id, req.requester.device_id, event_type, txn_id,
                                      body.get("messages"))
