@@ -123,3 +123,27 @@ def test_only_admins_set_tenants(world):
     status, body = admin.request("PUT", f"/_homeserver/admin/v1/users/{u['bob'].user_id}/tenant",
                                  {"tenant_id": "bad tenant!"})
     assert status == 400
+
+
+def test_world_readable_room_of_another_tenant_stays_closed(world):
+    _, _, u = world
+    _, room = u["alice"].request("POST", f"{V3}/createRoom", {"preset": "public_chat", "initial_state": [
+        {"type": "m.room.history_visibility", "state_key": "", "content": {"history_visibility": "world_readable"}}]})
+    room_id = room["room_id"]
+    u["alice"].request("PUT", f"{V3}/rooms/{room_id}/send/m.room.message/w1", {"msgtype": "m.text", "body": "internal"})
+    assert u["bob"].request("GET", f"{V3}/rooms/{room_id}/messages?dir=b")[0] == 403
+    assert u["bob"].request("GET", f"{V3}/rooms/{room_id}/state")[0] == 403
+    assert u["carol"].request("GET", f"{V3}/rooms/{room_id}/messages?dir=b")[0] == 200
+
+
+def test_initial_state_membership_faces_the_wall_and_to_device_stays_inside(world):
+    _, _, u = world
+    status, _ = u["alice"].request("POST", f"{V3}/createRoom", {"initial_state": [
+        {"type": "m.room.member", "state_key": u["bob"].user_id, "content": {"membership": "invite"}}]})
+    assert status == 403
+    _, bob_sync = u["bob"].request("GET", f"{V3}/sync?timeout=0")
+    _, me = u["bob"].request("GET", f"{V3}/account/whoami")
+    msg = {"messages": {u["bob"].user_id: {me["device_id"]: {"hello": "from acme"}}}}
+    assert u["alice"].request("PUT", f"{V3}/sendToDevice/m.test/x1", msg)[0] == 200
+    _, after = u["bob"].request("GET", f"{V3}/sync?timeout=0&since={bob_sync['next_batch']}")
+    assert after["to_device"]["events"] == []
