@@ -142,7 +142,8 @@ class SyncHandler:
             "account_data": {"events": [e for e in global_ad if filt.account_data.allows(e["type"], user_id)]},
             "presence": {"events": presence_events},
             "to_device": {"events": to_device},
-            "device_lists": {"changed": sorted(changed), "left": []},
+            "device_lists": {"changed": sorted(changed),
+                             "left": sorted(self._no_longer_sharing(user_id, plans) if since else ())},
         }
         if device_id:
             otk_counts, fallback_types = await engine.e2e_counts.get(user_id, device_id)
@@ -355,6 +356,22 @@ class SyncHandler:
                     events.append({"type": "m.room.member", "state_key": inviter.state_key,
                                    "content": inviter.content, "sender": inviter.sender})
         return {"invite_state": {"events": events}}
+
+    def _no_longer_sharing(self, user_id: str, plans: list[RoomPlan]) -> set[str]:
+        """Users who left (or were removed from, or saw us leave) a room in this sync's
+        timelines and now share no room with us: E2EE clients stop tracking their keys."""
+        candidates: set[str] = set()
+        for plan in plans:
+            for e in plan.events:
+                if e.type == "m.room.member" and e.membership in ("leave", "ban"):
+                    if e.state_key == user_id:
+                        head = self.hs.room_heads.peek(plan.room_id)
+                        candidates.update(head.joined_members() if head else ())
+                    elif e.state_key:
+                        candidates.add(e.state_key)
+        if not candidates:
+            return set()
+        return candidates - self.engine.sharing_users(user_id)
 
     async def _receipts(self, plans: list[RoomPlan], since: StreamToken | None, now: StreamToken,
                         user_id: str) -> dict[str, dict]:

@@ -233,3 +233,16 @@ def test_sync_reports_one_time_key_counts(server, http, unique):
     assert status == 200
     _, after_claim = a.request("GET", f"/_matrix/client/v3/sync?timeout=0&since={after_upload['next_batch']}")
     assert after_claim["device_one_time_keys_count"]["signed_curve25519"] == 2
+
+
+def test_device_lists_left_when_no_room_is_shared_any_more(server, http, unique):
+    alice = http.register(unique("a"))
+    bob = http.register(unique("b"))
+    a = type(http)(server.base_url, alice["access_token"])
+    b = type(http)(server.base_url, bob["access_token"])
+    _, room = a.request("POST", "/_matrix/client/v3/createRoom", {"preset": "public_chat"})
+    assert b.request("POST", f"/_matrix/client/v3/rooms/{room['room_id']}/join", {})[0] == 200
+    _, first = a.request("GET", "/_matrix/client/v3/sync?timeout=0")
+    assert b.request("POST", f"/_matrix/client/v3/rooms/{room['room_id']}/leave", {})[0] == 200
+    _, after = a.request("GET", f"/_matrix/client/v3/sync?timeout=0&since={first['next_batch']}")
+    assert after["device_lists"]["left"] == [bob["user_id"]]
