@@ -24,6 +24,47 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def launch(module: str, config: Path, log_path: Path, env: dict | None = None) -> subprocess.Popen:
+    """`python -m <module> run --config <config>`, output appended to `log_path`."""
+    log = open(log_path, "ab")
+    return subprocess.Popen([sys.executable, "-m", module, "run", "--config", str(config)],
+                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, **(env or {})})
+
+
+def wait_until_up(proc: subprocess.Popen, url: str, timeout: float, name: str, log_text) -> None:
+    """Poll `url` until it answers (any HTTP status counts as up) or the process dies."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited early:\n{log_text()}")
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except urllib.error.HTTPError:
+            return
+        except (urllib.error.URLError, ConnectionError, OSError):
+            time.sleep(0.1)
+    raise RuntimeError(f"{name} did not come up:\n{log_text()}")
+
+
+def terminate(proc: subprocess.Popen | None, timeout: float = 30) -> None:
+    if proc and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def sigkill(proc: subprocess.Popen | None) -> None:
+    """SIGKILL: no shutdown hooks run."""
+    if proc:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
 @dataclass
 class ServerProcess:
     data_dir: Path
@@ -54,37 +95,17 @@ class ServerProcess:
     def start(self, timeout: float = 60) -> None:
         if not self.config_path.exists():
             self.write_config()
-        log = open(self.data_dir / "server.log", "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "homeserver.cli", "run", "--config", str(self.config_path)],
-            cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-        )
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.log_text()}")
-            try:
-                urllib.request.urlopen(self.base_url + "/_matrix/client/versions", timeout=1)
-                return
-            except (urllib.error.URLError, ConnectionError, OSError):
-                time.sleep(0.1)
-        raise RuntimeError(f"server did not come up:\n{self.log_text()}")
+        self.proc = launch("homeserver.cli", self.config_path, self.data_dir / "server.log")
+        wait_until_up(self.proc, self.base_url + "/_matrix/client/versions", timeout, "server",
+                      self.log_text)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self.proc = None
 
     def kill(self) -> None:
         """SIGKILL: no shutdown hooks run (the embedded Postgres stays up)."""
-        if self.proc:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
+        sigkill(self.proc)
         self.proc = None
 
     def stop_postgres(self) -> None:

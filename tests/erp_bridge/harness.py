@@ -4,14 +4,10 @@ for the ERP."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,7 +18,7 @@ import yaml
 
 from appservice.erp_bridge.config import generate_config_text
 from appservice.erp_bridge.webhook import verify
-from tests.server_harness import REPO, Http, ServerProcess, free_port
+from tests.server_harness import REPO, Http, ServerProcess, free_port, launch, sigkill, terminate, wait_until_up
 
 
 @dataclass
@@ -158,36 +154,17 @@ class BridgeProcess:
         return self.config["erp"]["webhook_secret"]
 
     def start(self, timeout: float = 60, extra_env: dict[str, str] | None = None) -> None:
-        log = open(self.work_dir / "bridge.log", "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "appservice.erp_bridge.cli", "run", "--config", str(self.config_path)],
-            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(extra_env or {})})
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"bridge exited early:\n{self.log_text()}")
-            try:
-                urllib.request.urlopen(self.base_url + "/_matrix/app/v1/ping", timeout=1)
-            except urllib.error.HTTPError:
-                return  # answering (401 without a token): up
-            except (urllib.error.URLError, ConnectionError, OSError):
-                time.sleep(0.1)
-        raise RuntimeError(f"bridge did not come up:\n{self.log_text()}")
+        self.proc = launch("appservice.erp_bridge.cli", self.config_path, self.work_dir / "bridge.log",
+                           extra_env)
+        # The ping endpoint answers 401 without a token: any answer means it is up.
+        wait_until_up(self.proc, self.base_url + "/_matrix/app/v1/ping", timeout, "bridge", self.log_text)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, 20)
         self.proc = None
 
     def kill(self) -> None:
-        if self.proc:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
+        sigkill(self.proc)
         self.proc = None
 
     def log_text(self) -> str:
