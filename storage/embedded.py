@@ -2,6 +2,7 @@
 the data directory, used when no DSN is configured."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import stat
@@ -20,6 +21,30 @@ def _let_postgres_user_traverse(path: Path) -> None:
             parent.chmod(mode | stat.S_IXOTH)
 
 
+def _forget_dead_handles(pgdata: Path) -> None:
+    """pgserver stops PostgreSQL when its last user process lets go, counting users in a
+    pid file. A server that was killed (SIGKILL, power loss) never let go, so without
+    this its stale pid would keep PostgreSQL running after every later clean stop."""
+    handles = pgdata / ".handle_pids.json"
+    try:
+        pids = json.loads(handles.read_text())
+    except (OSError, ValueError):
+        return
+    alive = [p for p in pids if isinstance(p, int) and _alive(p)]
+    if alive != pids:
+        handles.write_text(json.dumps(alive))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class EmbeddedPostgres:
     def __init__(self, data_dir: Path) -> None:
         self.pgdata = (data_dir / "postgres").resolve()
@@ -30,6 +55,7 @@ class EmbeddedPostgres:
         self.pgdata.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             _let_postgres_user_traverse(self.pgdata)
+        _forget_dead_handles(self.pgdata)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # platformdirs complains about XDG_RUNTIME_DIR
             import pgserver  # imported lazily: only the embedded mode needs it

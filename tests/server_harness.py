@@ -111,11 +111,14 @@ class ServerProcess:
     def stop_postgres(self) -> None:
         pgdata = self.data_dir / "postgres"
         if (pgdata / "postmaster.pid").exists():
+            # Through our wrapper: it also forgets the pids of killed servers, which
+            # would otherwise keep this cluster alive.
             subprocess.run(
                 [sys.executable, "-c",
-                 "import sys, pgserver; s = pgserver.get_server(sys.argv[1], cleanup_mode='stop')",
-                 str(pgdata)],
-                capture_output=True, timeout=60)
+                 "import sys; from pathlib import Path; from storage.embedded import EmbeddedPostgres;"
+                 " e = EmbeddedPostgres(Path(sys.argv[1])); e.start(); e.stop()",
+                 str(self.data_dir)],
+                cwd=REPO, capture_output=True, timeout=60)
 
     def log_text(self) -> str:
         try:

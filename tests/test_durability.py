@@ -125,6 +125,8 @@ def own_server(tmp_path):
     finally:
         srv.kill()
         srv.stop_postgres()
+    # A killed server's stale handle must not keep its embedded PostgreSQL alive.
+    assert not (srv.data_dir / "postgres" / "postmaster.pid").exists()
 
 
 def test_acknowledged_events_survive_sigkill_and_restart(own_server, unique):
