@@ -579,26 +579,25 @@ def _check_scalar_changes(
     old: Mapping[str, Any], new: Mapping[str, Any], sender_level: PowerLevel,
 ) -> None:
     for key in _PL_SCALAR_KEYS:
-        old_value, new_value = _opt_int(old.get(key)), _opt_int(new.get(key))
-        if old_value == new_value:
-            continue
-        if old_value is not None and old_value > sender_level:
-            raise AuthError(f"cannot change {key}: its current value is above the sender's level")
-        if new_value is not None and new_value > sender_level:
-            raise AuthError(f"cannot set {key} above the sender's level")
+        _check_level_change(key, old.get(key), new.get(key), sender_level)
 
 
 def _check_map_changes(
     name: str, old: Mapping[str, Any], new: Mapping[str, Any], sender_level: PowerLevel,
 ) -> None:
     for key in sorted(old.keys() | new.keys()):
-        old_value, new_value = _opt_int(old.get(key)), _opt_int(new.get(key))
-        if old_value == new_value:
-            continue
-        if old_value is not None and old_value > sender_level:
-            raise AuthError(f"cannot change {name}[{key}]: it is above the sender's level")
-        if new_value is not None and new_value > sender_level:
-            raise AuthError(f"cannot set {name}[{key}] above the sender's level")
+        _check_level_change(f"{name}[{key}]", old.get(key), new.get(key), sender_level)
+
+
+def _check_level_change(label: str, old: Any, new: Any, sender_level: PowerLevel) -> None:
+    """A changed level may be neither above the sender's level before nor after."""
+    old_value, new_value = _opt_int(old), _opt_int(new)
+    if old_value == new_value:
+        return
+    if old_value is not None and old_value > sender_level:
+        raise AuthError(f"cannot change {label}: its current value is above the sender's level")
+    if new_value is not None and new_value > sender_level:
+        raise AuthError(f"cannot set {label} above the sender's level")
 
 
 def _check_user_changes(

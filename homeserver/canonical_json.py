@@ -44,14 +44,6 @@ def encode_canonical_json(value: Any) -> bytes:
     ).encode("utf-8")
 
 
-def is_canonical_compatible(value: Any) -> bool:
-    try:
-        _check(value)
-    except CanonicalJsonError:
-        return False
-    return True
-
-
 def unpadded_b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii").rstrip("=")
 

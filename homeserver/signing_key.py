@@ -9,7 +9,6 @@ from signedjson.key import (
     decode_signing_key_base64,
     encode_signing_key_base64,
     generate_signing_key,
-    get_verify_key,
 )
 
 
@@ -32,7 +31,3 @@ def load_or_create_signing_key(path: Path) -> SigningKey:
 
 def key_id(key: SigningKey) -> str:
     return f"ed25519:{key.version}"
-
-
-def verify_key_of(key: SigningKey):
-    return get_verify_key(key)

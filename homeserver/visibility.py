@@ -66,12 +66,6 @@ async def load_history(hs: "HomeServer", room_id: str, user_id: str) -> UserRoom
     return await hs.db.run(txn)
 
 
-async def filter_visible(hs: "HomeServer", room_id: str, user_id: str,
-                         events: list[Event]) -> list[Event]:
-    hist = await load_history(hs, room_id, user_id)
-    return [e for e in events if hist.may_see(e)]
-
-
 async def require_can_read(hs: "HomeServer", room_id: str, user_id: str) -> UserRoomHistory:
     """The user must be or have been in the room, or the room must be world-readable."""
     head = await hs.room_heads.get(room_id)

@@ -48,10 +48,6 @@ def set_password_hash(cur: Cursor, user_id: str, password_hash: str | None) -> N
     cur.execute("UPDATE users SET password_hash = %s WHERE user_id = %s", (password_hash, user_id))
 
 
-def set_admin(cur: Cursor, user_id: str, is_admin: bool) -> None:
-    cur.execute("UPDATE users SET is_admin = %s WHERE user_id = %s", (is_admin, user_id))
-
-
 def deactivate_user(cur: Cursor, user_id: str) -> None:
     cur.execute(
         "UPDATE users SET deactivated = TRUE, password_hash = NULL, displayname = NULL,"

@@ -1,7 +1,6 @@
 """Writing batches of room events in one transaction, and reading events back."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 import orjson
@@ -222,28 +221,6 @@ def get_event_position(cur: Cursor, event_id: str) -> tuple[str, int, int] | Non
     cur.execute("SELECT room_id, depth, stream_ordering FROM events WHERE event_id = %s", (event_id,))
     row = cur.fetchone()
     return tuple(row) if row else None
-
-
-def room_end_position(cur: Cursor, room_id: str) -> tuple[int, int]:
-    cur.execute(
-        "SELECT depth, stream_ordering FROM events WHERE room_id = %s"
-        " ORDER BY depth DESC, stream_ordering DESC LIMIT 1",
-        (room_id,),
-    )
-    row = cur.fetchone()
-    return (row[0], row[1]) if row else (0, 0)
-
-
-def get_redaction_events(cur: Cursor, redaction_ids: list[str]) -> dict[str, StoredEvent]:
-    return get_events(cur, redaction_ids)
-
-
-def all_event_ids(cur: Cursor, room_id: str | None = None) -> list[str]:
-    if room_id:
-        cur.execute("SELECT event_id FROM events WHERE room_id = %s ORDER BY stream_ordering", (room_id,))
-    else:
-        cur.execute("SELECT event_id FROM events ORDER BY stream_ordering")
-    return [r[0] for r in cur.fetchall()]
 
 
 def depth_at_stream(cur: Cursor, room_id: str, stream: int) -> int:

@@ -28,12 +28,6 @@ def get_state_group_of_event(cur: Cursor, event_id: str) -> int | None:
     return row[0] if row else None
 
 
-def get_state_group_info(cur: Cursor, group: int) -> tuple[int | None, int] | None:
-    cur.execute("SELECT prev_group, chain_length FROM state_groups WHERE id = %s", (group,))
-    row = cur.fetchone()
-    return (row[0], row[1]) if row else None
-
-
 def load_room_head(cur: Cursor, room_id: str) -> dict | None:
     """What the in-memory room cache needs: version, current state (with event JSON),
     forward extremities with their depth and state group."""

@@ -14,9 +14,6 @@ class Notifier:
     def __init__(self) -> None:
         self._waiters: dict[str, set[defer.Deferred]] = {}
 
-    def waiting_count(self) -> int:
-        return sum(len(s) for s in self._waiters.values())
-
     def notify_users(self, user_ids: Iterable[str]) -> None:
         for user_id in user_ids:
             waiters = self._waiters.pop(user_id, None)

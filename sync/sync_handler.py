@@ -10,7 +10,6 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet import defer
 
 from homeserver import visibility
 from homeserver.event import Event
@@ -97,10 +96,13 @@ class SyncHandler:
                 return True
         if ad_stream > since.account_data or td_stream > since.to_device:
             return True
-        if self.hs.config.presence.enabled and engine.presence.changed_since(
-                engine.sharing_users(user_id), since.presence):
+        device_changes = engine.device_lists.changed_in_memory(since.device_lists)
+        if not self.hs.config.presence.enabled and not device_changes:
+            return False
+        sharing = engine.sharing_users(user_id)  # walked once, only when it can matter
+        if self.hs.config.presence.enabled and engine.presence.changed_since(sharing, since.presence):
             return True
-        return bool(engine.device_lists.changed_in_memory(since.device_lists) & engine.sharing_users(user_id))
+        return bool(device_changes & sharing)
 
     # ---- building one response ----------------------------------------------------
 
@@ -132,9 +134,12 @@ class SyncHandler:
                 continue
             (join if plan.kind == "join" else leave)[plan.room_id] = entry
 
-        to_device, to_device_pos = await self._to_device(user_id, device_id, since, now)
-        presence_events = self._presence(user_id, since, filt)
-        changed = await self._device_list_changes(user_id, since, now)
+        to_device, to_device_pos = await engine.to_device.fetch(
+            user_id, device_id, since.to_device if since else 0)
+        changed = await self._device_list_changes(since, now)
+        sharing = engine.sharing_users(user_id)  # once per response: it walks every room
+        presence_events = self._presence(sharing, since, filt)
+        changed &= sharing
         next_token = now.copy_with(to_device=to_device_pos)
         result: dict[str, Any] = {
             "next_batch": next_token.encode(),
@@ -143,7 +148,7 @@ class SyncHandler:
             "presence": {"events": presence_events},
             "to_device": {"events": to_device},
             "device_lists": {"changed": sorted(changed),
-                             "left": sorted(self._no_longer_sharing(user_id, plans) if since else ())},
+                             "left": sorted(self._no_longer_sharing(user_id, plans, sharing) if since else ())},
         }
         if device_id:
             otk_counts, fallback_types = await engine.e2e_counts.get(user_id, device_id)
@@ -357,7 +362,7 @@ class SyncHandler:
                                    "content": inviter.content, "sender": inviter.sender})
         return {"invite_state": {"events": events}}
 
-    def _no_longer_sharing(self, user_id: str, plans: list[RoomPlan]) -> set[str]:
+    def _no_longer_sharing(self, user_id: str, plans: list[RoomPlan], sharing: set[str]) -> set[str]:
         """Users who left (or were removed from, or saw us leave) a room in this sync's
         timelines and now share no room with us: E2EE clients stop tracking their keys."""
         candidates: set[str] = set()
@@ -369,9 +374,7 @@ class SyncHandler:
                         candidates.update(head.joined_members() if head else ())
                     elif e.state_key:
                         candidates.add(e.state_key)
-        if not candidates:
-            return set()
-        return candidates - self.engine.sharing_users(user_id)
+        return candidates - sharing
 
     async def _receipts(self, plans: list[RoomPlan], since: StreamToken | None, now: StreamToken,
                         user_id: str) -> dict[str, dict]:
@@ -400,23 +403,16 @@ class SyncHandler:
             return [], {}
         return await ad.changed_since(user_id, lower)
 
-    async def _to_device(self, user_id: str, device_id: str, since: StreamToken | None,
-                         now: StreamToken) -> tuple[list[dict], int]:
-        return await self.engine.to_device.fetch(user_id, device_id, since.to_device if since else 0)
-
-    def _presence(self, user_id: str, since: StreamToken | None, filt: Filter) -> list[dict]:
+    def _presence(self, sharing: set[str], since: StreamToken | None, filt: Filter) -> list[dict]:
         if not self.hs.config.presence.enabled:
             return []
         presence = self.engine.presence
-        users = self.engine.sharing_users(user_id)
-        changed = presence.changed_since(users, since.presence if since else 0)
+        changed = presence.changed_since(sharing, since.presence if since else 0)
         return [presence.event_for(u) for u in sorted(changed) if filt.presence.allows("m.presence", u)]
 
-    async def _device_list_changes(self, user_id: str, since: StreamToken | None,
-                                   now: StreamToken) -> set[str]:
+    async def _device_list_changes(self, since: StreamToken | None, now: StreamToken) -> set[str]:
+        """Every user whose devices changed since `since` (the caller keeps those it shares
+        a room with)."""
         if since is None:
             return set()
-        changed = await self.engine.device_lists.changed_since(since.device_lists, now.device_lists)
-        if not changed:
-            return set()
-        return changed & self.engine.sharing_users(user_id)
+        return await self.engine.device_lists.changed_since(since.device_lists, now.device_lists)

@@ -35,7 +35,3 @@ class StreamToken:
 
     def copy_with(self, **changes: int) -> "StreamToken":
         return replace(self, **changes)
-
-    def is_after(self, other: "StreamToken") -> bool:
-        """True when any stream moved past `other`."""
-        return any(getattr(self, f.name) > getattr(other, f.name) for f in fields(self))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from appservice.erp_bridge.db import Cursor
 
@@ -280,9 +279,3 @@ def outbox_delivered(cur: Cursor, seq: int) -> None:
 def outbox_failed(cur: Cursor, seq: int, error: str) -> None:
     cur.execute("UPDATE erp_bridge.outbox SET attempts = attempts + 1, last_error = %s "
                 "WHERE seq = %s", (error[:1000], seq))
-
-
-def outbox_stats(cur: Cursor) -> dict[str, Any]:
-    cur.execute("SELECT count(*), min(created_ts) FROM erp_bridge.outbox")
-    count, oldest = cur.fetchone()
-    return {"pending": count, "oldest_ts": oldest}
