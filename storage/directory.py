@@ -66,14 +66,14 @@ def public_rooms(cur: Cursor, search: str | None, offset: int, limit: int,
         state.setdefault(room_id, {})[etype] = json.loads(js).get("content", {})
     chunks = []
     for room_id, joined in rooms:
-        chunk = _directory_chunk(room_id, joined, state.get(room_id, {}))
+        chunk = directory_chunk(room_id, joined, state.get(room_id, {}))
         if search and not _matches(chunk, search):
             continue
         chunks.append(chunk)
     return chunks[offset:offset + limit], len(chunks)
 
 
-def _directory_chunk(room_id: str, joined: int, st: dict[str, dict]) -> dict:
+def directory_chunk(room_id: str, joined: int, st: dict[str, dict]) -> dict:
     # Exactly the fields of the spec's PublishedRoomsChunk: strict clients validate them.
     chunk: dict = {
         "room_id": room_id,
@@ -97,3 +97,8 @@ def _directory_chunk(room_id: str, joined: int, st: dict[str, dict]) -> dict:
 def _matches(chunk: dict, term: str) -> bool:
     term = term.lower()
     return any(term in str(chunk.get(k, "")).lower() for k in ("name", "topic", "canonical_alias", "room_id"))
+
+
+def move_aliases(cur: Cursor, old_room_id: str, new_room_id: str) -> None:
+    """A room upgrade hands every local alias of the old room to its replacement."""
+    cur.execute("UPDATE room_aliases SET room_id = %s WHERE room_id = %s", (new_room_id, old_room_id))

@@ -12,8 +12,10 @@ from client_api.routes import (
     keys,
     profile,
     push_rules,
+    reports,
     room_events,
     rooms,
+    spaces,
     sync,
     user_directory,
     versions,
@@ -23,5 +25,5 @@ from client_api.routes import (
 def register_all_routes(router: Router) -> None:
     for module in (versions, account, devices, profile, rooms, room_events, directory,
                    account_data, user_directory, sync,
-                   push_rules, client_misc, keys, key_backup, admin, appservice):
+                   push_rules, client_misc, keys, key_backup, admin, appservice, spaces, reports):
         module.register(router)
