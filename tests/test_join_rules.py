@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from nio import AsyncClient, RoomKnockResponse
+from nio import AsyncClient, RoomKnockResponse, SyncResponse
 
 from tests.tenant_world import V3, create_room, put_state, running_world, sync
 
@@ -126,12 +126,14 @@ def test_matrix_nio_knocks(world):
         client = AsyncClient(w.srv.base_url, u["frank"].user_id)
         client.access_token, client.user_id = u["frank"].token, u["frank"].user_id
         try:
-            return await client.room_knock(room, reason="hello")
+            knocked = await client.room_knock(room, reason="hello")
+            return knocked, await client.sync(timeout=0)
         finally:
             await client.close()
 
-    response = asyncio.run(go())
+    response, synced = asyncio.run(go())
     assert isinstance(response, RoomKnockResponse) and response.room_id == room
+    assert isinstance(synced, SyncResponse), synced  # nio takes a sync with rooms.knock
     member = _member(u["alice"], room, u["frank"].user_id)
     assert (member["membership"], member["reason"]) == ("knock", "hello")
 
