@@ -16,6 +16,7 @@ from client_api.routes import (
     room_events,
     rooms,
     sync,
+    thirdparty,
     user_directory,
     versions,
 )
@@ -24,5 +25,6 @@ from client_api.routes import (
 def register_all_routes(router: Router) -> None:
     for module in (versions, account, devices, profile, rooms, room_events, directory,
                    account_data, user_directory, sync,
-                   push_rules, client_misc, keys, key_backup, admin, appservice, openid):
+                   push_rules, client_misc, keys, key_backup, admin, appservice, openid,
+                   thirdparty):
         module.register(router)
