@@ -10,6 +10,7 @@ from client_api.routes import (
     directory,
     key_backup,
     keys,
+    legacy_events,
     openid,
     profile,
     push_rules,
@@ -26,5 +27,5 @@ def register_all_routes(router: Router) -> None:
     for module in (versions, account, devices, profile, rooms, room_events, directory,
                    account_data, user_directory, sync,
                    push_rules, client_misc, keys, key_backup, admin, appservice, openid,
-                   thirdparty):
+                   thirdparty, legacy_events):
         module.register(router)
