@@ -79,7 +79,10 @@ async def _upgrading_guest(req: Req, body: dict):
         if owner is None or not owner.is_guest or owner.deactivated:
             raise forbidden("guest_access_token is not a guest's access token")
         return owner
-    token = access_token_of(req)
+    try:
+        token = access_token_of(req)
+    except MatrixError:  # registration never needed a token: a malformed header is ignored
+        return None
     owner = await req.hs.accounts.owner_of_token(token) if token else None
     return owner if owner is not None and owner.is_guest and not owner.deactivated else None
 
