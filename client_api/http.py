@@ -42,6 +42,7 @@ class Route:
     regex: re.Pattern
     handler: Handler
     auth: bool
+    pattern: str = ""  # as registered, e.g. CLIENT_PREFIX + "/sync"
 
 
 class Router:
@@ -51,7 +52,7 @@ class Router:
     def add(self, method: str, pattern: str, handler: Handler, auth: bool = True) -> None:
         """`pattern` is a regex source in which `{name}` stands for one path segment."""
         source = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern)
-        self.routes.append(Route(method, re.compile("^" + source + "$"), handler, auth))
+        self.routes.append(Route(method, re.compile("^" + source + "$"), handler, auth, pattern))
 
     def client(self, method: str, path: str, handler: Handler, auth: bool = True) -> None:
         self.add(method, CLIENT_PREFIX + path, handler, auth)
@@ -75,6 +76,7 @@ class Requester:
     is_admin: bool
     access_token: str
     app_service: Any = None  # the Registration when an application service is asking
+    is_guest: bool = False
 
     @property
     def device_key(self) -> str:
@@ -213,6 +215,9 @@ class ApiResource(Resource):
                   request.getClientAddress().host if request.getClientAddress() else "")
         if route.auth:
             req.requester = await authenticate(req)
+            if req.requester.is_guest:
+                from client_api import guest_access  # imports this module
+                await guest_access.check(req, route, params)
         result = await route.handler(req, **params)
         if isinstance(result, tuple):
             return result
@@ -254,7 +259,7 @@ async def authenticate(req: Req) -> Requester:
     owner: TokenOwner | None = await req.hs.accounts.owner_of_token(token)
     if owner is None or owner.deactivated:
         raise MatrixError(401, "M_UNKNOWN_TOKEN", "unknown access token", soft_logout=False)
-    return Requester(owner.user_id, owner.device_id, owner.is_admin, token)
+    return Requester(owner.user_id, owner.device_id, owner.is_admin, token, is_guest=owner.is_guest)
 
 
 async def _appservice_requester(req: Req, reg: Any, token: str) -> Requester:

@@ -66,7 +66,8 @@ class Accounts:
     # ---- registration and login ----------------------------------------------------
 
     async def register(self, localpart: str, password: str | None, *, admin: bool = False,
-                       displayname: str | None = None, appservice_id: str | None = None) -> str:
+                       displayname: str | None = None, appservice_id: str | None = None,
+                       guest: bool = False) -> str:
         self.check_localpart(localpart)
         user_id = f"@{localpart}:{self.hs.server_name}"
         pw_hash = await self.hash_password(password) if password else None
@@ -76,11 +77,18 @@ class Accounts:
                                                  displayname if displayname is not None else localpart)
             if created and appservice_id:
                 as_store.set_user_appservice(cur, user_id, appservice_id)
+            if created and guest:
+                accounts_store.set_guest(cur, user_id)
             return created
 
         if not await self.hs.db.run(txn):
             raise MatrixError(400, "M_USER_IN_USE", "that user id is taken")
         return user_id
+
+    async def upgrade_guest(self, user_id: str, password: str | None) -> None:
+        """Turn a guest into a full account with the same user id (and its devices)."""
+        pw_hash = await self.hash_password(password) if password else None
+        self.forget_tokens(await self.hs.db.run(accounts_store.upgrade_guest, user_id, pw_hash))
 
     # ---- one-time login tokens (m.login.token) -------------------------------------
 

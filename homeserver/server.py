@@ -8,6 +8,7 @@ from homeserver.accounts import Accounts
 from homeserver.config import Config
 from homeserver.event_cache import EventCache
 from homeserver.event_creation import EventCreator
+from homeserver.guests import GuestRooms
 from homeserver.membership import Membership
 from homeserver.persister import Persister
 from homeserver.profiles import Profiles
@@ -58,6 +59,7 @@ class HomeServer:
         self.event_creator = EventCreator(self)
         self.membership = Membership(self)
         self.tenancy = Tenancy(self)
+        self.persister.add_listener(GuestRooms(self).on_events)
 
     async def _room_version_of(self, room_id: str) -> str | None:
         head = await self.room_heads.get(room_id)

@@ -13,6 +13,7 @@ class TokenOwner:
     device_id: str
     is_admin: bool
     deactivated: bool
+    is_guest: bool = False
 
 
 def create_user(cur: Cursor, user_id: str, password_hash: str | None, is_admin: bool,
@@ -24,6 +25,23 @@ def create_user(cur: Cursor, user_id: str, password_hash: str | None, is_admin: 
         (user_id, password_hash, is_admin, now_ms, displayname),
     )
     return cur.rowcount == 1
+
+
+def set_guest(cur: Cursor, user_id: str) -> None:
+    cur.execute("UPDATE users SET is_guest = TRUE WHERE user_id = %s", (user_id,))
+
+
+def upgrade_guest(cur: Cursor, user_id: str, password_hash: str | None) -> list[bytes]:
+    """A guest becomes a full account; returns its token hashes (cached as a guest's)."""
+    cur.execute("UPDATE users SET is_guest = FALSE, password_hash = %s WHERE user_id = %s AND is_guest",
+                (password_hash, user_id))
+    cur.execute("SELECT token_hash FROM access_tokens WHERE user_id = %s", (user_id,))
+    return [bytes(r[0]) for r in cur.fetchall()]
+
+
+def guests_among(cur: Cursor, user_ids: list[str]) -> list[str]:
+    cur.execute("SELECT user_id FROM users WHERE is_guest AND user_id = ANY(%s)", (user_ids,))
+    return [r[0] for r in cur.fetchall()]
 
 
 def user_exists(cur: Cursor, user_id: str) -> bool:
@@ -87,7 +105,7 @@ def add_access_token(cur: Cursor, token_hash: bytes, user_id: str, device_id: st
 
 def get_token_owner(cur: Cursor, token_hash: bytes) -> TokenOwner | None:
     cur.execute(
-        "SELECT t.user_id, t.device_id, u.is_admin, u.deactivated FROM access_tokens t"
+        "SELECT t.user_id, t.device_id, u.is_admin, u.deactivated, u.is_guest FROM access_tokens t"
         " JOIN users u USING (user_id) WHERE t.token_hash = %s",
         (token_hash,),
     )

@@ -17,7 +17,7 @@ def _opt_str(body: dict, key: str) -> str | None:
 async def register_account(req: Req):
     body = req.json(allow_empty=True)
     if req.query("kind", "user") == "guest":
-        raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "guest access is disabled")
+        return await _register_guest(req, body)
     username = _opt_str(body, "username")
     password = _opt_str(body, "password")
     device_id = _opt_str(body, "device_id")
@@ -32,6 +32,9 @@ async def register_account(req: Req):
     reg = await _appservice_of_request(req) if as_login else None
     if reg is None and not req.hs.config.registration.enabled:
         raise forbidden("registration is disabled")
+    guest = None if reg else await _upgrading_guest(req, body)
+    if guest is not None:
+        return await _upgrade_guest(req, body, guest, username, password, device_id, display_name)
     if username is not None:
         username = username.lower()
         accounts.check_localpart(username)
@@ -50,6 +53,53 @@ async def register_account(req: Req):
     if body.get("inhibit_login") is True:
         return result
     token, device_id = await accounts.new_session(user_id, device_id, display_name)
+    result.update(access_token=token, device_id=device_id)
+    return result
+
+
+async def _register_guest(req: Req, body: dict):
+    """A guest account: no credentials; every parameter but the device display name is
+    ignored and the server picks the ids (spec)."""
+    if not req.hs.config.guest_access.enabled:
+        raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "guest access is disabled")
+    display_name = _opt_str(body, "initial_device_display_name")
+    if display_name is not None and "\x00" in display_name:
+        raise MatrixError(400, "M_INVALID_PARAM", "NUL characters are not allowed")
+    user_id = await req.hs.accounts.register(await _generate_localpart(req), None, guest=True)
+    token, device_id = await req.hs.accounts.new_session(user_id, None, display_name)
+    return {"user_id": user_id, "home_server": req.hs.server_name, "access_token": token, "device_id": device_id}
+
+
+async def _upgrading_guest(req: Req, body: dict):
+    """The guest whose access token comes with this registration (`guest_access_token`, or
+    the request's own token), if any: it becomes a full account."""
+    token = _opt_str(body, "guest_access_token")
+    if token is not None:
+        owner = await req.hs.accounts.owner_of_token(token)
+        if owner is None or not owner.is_guest or owner.deactivated:
+            raise forbidden("guest_access_token is not a guest's access token")
+        return owner
+    try:
+        token = access_token_of(req)
+    except MatrixError:  # registration never needed a token: a malformed header is ignored
+        return None
+    owner = await req.hs.accounts.owner_of_token(token) if token else None
+    return owner if owner is not None and owner.is_guest and not owner.deactivated else None
+
+
+async def _upgrade_guest(req: Req, body: dict, guest, username: str | None, password: str | None,
+                         device_id: str | None, display_name: str | None):
+    """Registering with a guest's access token keeps the guest's user id (spec: the
+    username, if given, must be the guest's localpart)."""
+    localpart = guest.user_id[1:].split(":", 1)[0]
+    if username is not None and username.lower() != localpart:
+        raise forbidden(f"a guest keeps its user id: username must be {localpart!r}")
+    await uia.require_dummy(req)
+    await req.hs.accounts.upgrade_guest(guest.user_id, password)
+    result = {"user_id": guest.user_id, "home_server": req.hs.server_name}
+    if body.get("inhibit_login") is True:
+        return result
+    token, device_id = await req.hs.accounts.new_session(guest.user_id, device_id, display_name)
     result.update(access_token=token, device_id=device_id)
     return result
 
@@ -173,7 +223,7 @@ async def logout_all(req: Req):
 
 
 async def whoami(req: Req):
-    return {"user_id": req.user_id, "device_id": req.requester.device_id, "is_guest": False}
+    return {"user_id": req.user_id, "device_id": req.requester.device_id, "is_guest": req.requester.is_guest}
 
 
 async def change_password(req: Req):
