@@ -5,8 +5,10 @@ SESSION_LIFETIME_MS from then. It belongs to the operation that started it (meth
 path, plus whatever the handler names, such as the devices a bulk delete removes) and to
 the requesting user: continuing it for another operation or as another user is refused
 with 403. It remembers the stages completed so far, the request's parameters (a client
-may continue with only `auth`; passwords are never stored, only hashes) and results such
-as the user a registration created, which makes completing a session twice idempotent."""
+may continue with only `auth` or with some of them; passwords are never stored, only
+hashes) and results such as the user a registration created, which makes completing a
+session twice idempotent. Completed stages stay valid for the session's lifetime, so a
+retry of the same operation (after a lost response) needs no new password."""
 from __future__ import annotations
 
 import json
@@ -54,7 +56,7 @@ def _auth_dict(req: Req) -> dict[str, Any] | None:
 async def session(req: Req, user_id: str | None, params: dict[str, Any] | None = None,
                   detail: str = "") -> Session:
     """The session the request's `auth` continues, checked to be for this operation and
-    user, or a new one. `params`, when the request carries any, replace those stored."""
+    user, or a new one. The request's `params` override those stored with the session."""
     params = params or {}
     operation = _operation(req, detail)
     auth = _auth_dict(req)
@@ -70,7 +72,7 @@ async def session(req: Req, user_id: str | None, params: dict[str, Any] | None =
         raise forbidden("this authentication session was started for another operation")
     if row["user_id"] != user_id:
         raise forbidden("this authentication session belongs to another user")
-    return Session(session_id, operation, user_id, params or json.loads(row["params"]),
+    return Session(session_id, operation, user_id, {**json.loads(row["params"]), **params},
                    list(row["completed"]), json.loads(row["data"]), row["created_ts"], True)
 
 

@@ -48,8 +48,10 @@ def test_registration_continues_with_only_the_session(http, unique):
     assert resp["completed"] == []
     session = resp["session"]
 
+    # Only auth, plus a parameter the first request did not set: the rest is remembered.
     status, done = http.request("POST", f"{V3}/register",
-                                {"auth": {"type": "m.login.dummy", "session": session}})
+                                {"auth": {"type": "m.login.dummy", "session": session},
+                                 "inhibit_login": False})
     assert status == 200, done
     assert done["user_id"] == f"@{name}:test.local"
     # The first request's password and device name were kept with the session.

@@ -50,11 +50,15 @@ async def register_account(req: Req):
             raise MatrixError(400, "M_MISSING_PARAM", "application services must choose a username")
         await req.hs.accounts.register(_localpart(req, user_id), None, appservice_id=reg.id)
         return await _registered(req, user_id, params)
+    session_id = auth.get("session") if isinstance(auth, dict) else None
+    if not isinstance(session_id, str):
+        return await _register_with_uia(req, params, password)
+    # Concurrent completions of one session share one outcome; later ones read it back.
+    return await _registering.run(session_id, lambda: _register_with_uia(req, params, password))
+
+
+async def _register_with_uia(req: Req, params: dict, password: str | None):
     sess = await uia.session(req, None, params)
-    return await _registering.run(sess.session_id, lambda: _register_with_uia(req, sess, password))
-
-
-async def _register_with_uia(req: Req, sess: uia.Session, password: str | None):
     user_id = sess.data.get("registered_user_id")
     if user_id is None:  # else this session registered its user already: log in again
         chosen = await _checked_user_id(req, sess.params.get("username"), None)
