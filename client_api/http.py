@@ -18,7 +18,7 @@ from twisted.web.resource import Resource
 from homeserver.errors import MatrixError
 from storage import accounts as accounts_store
 from storage.accounts import TokenOwner
-from storage.database import NulCharacterError
+from storage.database import DatabaseUnavailable, NulCharacterError
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
@@ -185,6 +185,7 @@ class ApiResource(Resource):
 
     async def _handle(self, request: server.Request) -> None:
         method = request.method.decode("ascii", "replace")
+        headers: dict[bytes, bytes] = {}
         try:
             status, body = await self._dispatch(request, method)
         except MatrixError as e:
@@ -192,10 +193,15 @@ class ApiResource(Resource):
         except NulCharacterError:  # PostgreSQL text cannot hold NUL: a client error
             status, body = 400, {"errcode": "M_INVALID_PARAM",
                                  "error": "strings may not contain NUL characters"}
+        except DatabaseUnavailable as e:  # an outage, not a bug: the client should retry
+            logger.warning("database unavailable in %s %s: %s", method, request.path, e)
+            status, body = 503, {"errcode": "M_UNKNOWN",
+                                 "error": "the server's database is unavailable; retry shortly"}
+            headers[b"Retry-After"] = str(e.retry_after_s).encode()
         except Exception:
             logger.exception("unhandled error in %s %s", method, request.path)
             status, body = 500, {"errcode": "M_UNKNOWN", "error": "internal server error"}
-        self._respond(request, status, body)
+        self._respond(request, status, body, headers)
 
     async def _dispatch(self, request: server.Request, method: str) -> tuple[int, Any]:
         path = request.path.decode("utf-8", "replace")
@@ -223,12 +229,13 @@ class ApiResource(Resource):
             return result
         return 200, result
 
-    def _respond(self, request: server.Request, status: int, body: Any) -> None:
+    def _respond(self, request: server.Request, status: int, body: Any,
+                 headers: dict[bytes, bytes] | None = None) -> None:
         if request._disconnected:
             return
         data = encode_json(body)
         request.setResponseCode(status)
-        for k, v in CORS_HEADERS.items():
+        for k, v in {**CORS_HEADERS, **(headers or {})}.items():
             request.setHeader(k, v)
         request.setHeader(b"Content-Type", b"application/json")
         request.setHeader(b"Cache-Control", b"no-cache, no-store, must-revalidate")

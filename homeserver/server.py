@@ -82,11 +82,12 @@ class HomeServer:
                     state_event.mark_redacted(ev.event_id)
 
     def shutdown(self) -> None:
-        if self.sync is not None:
-            self.sync.stop()
-        if self.appservices is not None:
-            self.appservices.stop()
-        if self.db is not None:
-            self.db.stop()
-        if self.embedded is not None:
-            self.embedded.stop()
+        # Each part stops even if one before it fails (say, the database is gone and
+        # presence cannot be saved): the embedded PostgreSQL must always be stopped.
+        for part in (self.sync, self.appservices, self.db, self.embedded):
+            if part is None:
+                continue
+            try:
+                part.stop()
+            except Exception:
+                logger.exception("stopping %s failed", type(part).__name__)

@@ -80,13 +80,19 @@ def set_profile_field(cur: Cursor, user_id: str, field: str, value: str | None) 
     cur.execute(f"UPDATE users SET {field} = %s WHERE user_id = %s", (value, user_id))
 
 
-def upsert_device(cur: Cursor, user_id: str, device_id: str, display_name: str | None) -> None:
+def upsert_device(cur: Cursor, user_id: str, device_id: str, display_name: str | None) -> bool:
+    """Create the device, or give an existing one a new display name; True if the device
+    is new or its name changed (what other users' clients see of it)."""
+    cur.execute("SELECT display_name FROM devices WHERE user_id = %s AND device_id = %s FOR UPDATE",
+                (user_id, device_id))
+    old = cur.fetchone()
     cur.execute(
         "INSERT INTO devices (user_id, device_id, display_name) VALUES (%s, %s, %s)"
         " ON CONFLICT (user_id, device_id) DO UPDATE SET display_name ="
         " COALESCE(EXCLUDED.display_name, devices.display_name)",
         (user_id, device_id, display_name),
     )
+    return old is None or (display_name is not None and display_name != old[0])
 
 
 def device_exists(cur: Cursor, user_id: str, device_id: str) -> bool:

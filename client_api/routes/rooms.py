@@ -152,8 +152,9 @@ async def joined_members(req: Req, room_id: str):
     joined = {}
     for (etype, user_id), ev in head.state.items():
         if etype == "m.room.member" and ev.membership == "join":
-            joined[user_id] = {"display_name": ev.content.get("displayname"),
-                               "avatar_url": ev.content.get("avatar_url")}
+            profile = {"display_name": ev.content.get("displayname"),
+                       "avatar_url": ev.content.get("avatar_url")}
+            joined[user_id] = {k: v for k, v in profile.items() if isinstance(v, str)}
     return {"joined": joined}
 
 
