@@ -232,7 +232,7 @@ def test_v12_create_must_not_have_room_id() -> None:
 
 
 @all_versions
-@pytest.mark.parametrize("version", ["9", "13", "", 12, None])
+@pytest.mark.parametrize("version", ["0", "13", "", 12, None])
 def test_create_unknown_room_version_is_rejected(rv: RoomVersion, version: Any) -> None:
     create = make_create(rv, content=create_content(rv, room_version=version))
     rejects(lambda: check_auth(create, {}), "room_version")
