@@ -24,7 +24,7 @@ from homeserver.auth_rules import (
 )
 from homeserver.canonical_json import encode_canonical_json
 from homeserver.event import Event, StateKey
-from homeserver.room_versions import ALL_ROOM_VERSIONS, V1, V2, V3, V5, V6, V7, V8, V9, V10, V11, V12, RoomVersion
+from homeserver.room_versions import ALL_ROOM_VERSIONS, V1, V2, V3, V10, V11, V12, RoomVersion
 
 ALICE = "@alice:a.test"  # always the create event's sender
 BOB = "@bob:b.test"

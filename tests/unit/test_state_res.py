@@ -628,3 +628,27 @@ def test_power_order_is_topological_and_complete(rv: RoomVersion, data: Any) -> 
             if ancestor in position:
                 assert position[ancestor] < position[event_id]
             stack.extend(room.events[ancestor].auth_parent_ids)
+
+
+@PROPERTY
+@given(st.sampled_from([V11, V12]), st.data())
+def test_conflicted_subgraph_matches_its_definition(rv: RoomVersion, data: Any) -> None:
+    room = RandomRoom(rv, data.draw)
+    room.forks()
+    state_events = sorted(e for e, ev in room.events.items() if ev.is_state())
+    conflicted = set(data.draw(st.lists(st.sampled_from(state_events), min_size=1, max_size=5)))
+
+    def ancestors_or_self(event_id: str) -> set[str]:
+        seen, stack = {event_id}, [event_id]
+        while stack:
+            for parent in room.events[stack.pop()].auth_parent_ids:
+                if parent not in seen:
+                    seen.add(parent)
+                    stack.append(parent)
+        return seen
+
+    # Brute force: n is on a path c1 -> ... -> n -> ... -> c2 between conflicted events.
+    expected = {n for n in room.events
+                if any(n in ancestors_or_self(c) for c in conflicted)
+                and ancestors_or_self(n) & conflicted}
+    assert conflicted_subgraph(conflicted, room.events) == expected
