@@ -38,7 +38,8 @@ class LimitsConfig(_Strict):
 
 
 class RoomsConfig(_Strict):
-    default_room_version: Literal["10", "11", "12"] = "12"
+    default_room_version: Literal[
+        "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12"] = "12"
     # Full state snapshot every N state changes; in between only deltas are stored.
     max_state_delta_chain: int = Field(64, ge=1, le=10_000)
 
