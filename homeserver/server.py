@@ -8,6 +8,7 @@ from homeserver.accounts import Accounts
 from homeserver.config import Config
 from homeserver.event_cache import EventCache
 from homeserver.event_creation import EventCreator
+from homeserver.media.repository import MediaRepository
 from homeserver.membership import Membership
 from homeserver.persister import Persister
 from homeserver.profiles import Profiles
@@ -35,6 +36,8 @@ class HomeServer:
         # typed loosely because the core does not import the packages built on it.
         self.sync: Any = None
         self.appservices: Any = None  # appservice.registry.AppServices, likewise
+        self.media: MediaRepository = None  # type: ignore[assignment]  # set in start()
+        self.url_previews: Any = None  # homeserver.media.url_preview.UrlPreviewer when enabled
 
     def open_database(self) -> None:
         """Blocking: start the embedded Postgres if needed, connect, migrate."""
@@ -58,6 +61,11 @@ class HomeServer:
         self.event_creator = EventCreator(self)
         self.membership = Membership(self)
         self.tenancy = Tenancy(self)
+        self.media = MediaRepository(self)
+        await self.media.start()
+        if self.config.media.url_preview.enabled:
+            from homeserver.media.url_preview import UrlPreviewer
+            self.url_previews = UrlPreviewer(self)
 
     async def _room_version_of(self, room_id: str) -> str | None:
         head = await self.room_heads.get(room_id)
@@ -84,6 +92,8 @@ class HomeServer:
             self.sync.stop()
         if self.appservices is not None:
             self.appservices.stop()
+        if self.media is not None:
+            self.media.stop()
         if self.db is not None:
             self.db.stop()
         if self.embedded is not None:

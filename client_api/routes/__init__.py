@@ -10,6 +10,7 @@ from client_api.routes import (
     directory,
     key_backup,
     keys,
+    media,
     profile,
     push_rules,
     room_events,
@@ -23,5 +24,5 @@ from client_api.routes import (
 def register_all_routes(router: Router) -> None:
     for module in (versions, account, devices, profile, rooms, room_events, directory,
                    account_data, user_directory, sync,
-                   push_rules, client_misc, keys, key_backup, admin, appservice):
+                   push_rules, client_misc, keys, key_backup, admin, appservice, media):
         module.register(router)
