@@ -195,6 +195,8 @@ class LimitedRequest(server.Request):
     _open_sink: Callable[[Any], Any] | None = None
     _received = 0
     refused = False
+    # Router.match's answer for this request, found when its headers arrived.
+    matched: tuple[Route | None, dict[str, str], bool] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -236,7 +238,9 @@ class LimitedChannel(http.HTTPChannel):
         req = self.requests[-1]
         method = self._command.decode("ascii", "replace")
         path = self._path.split(b"?", 1)[0].decode("utf-8", "replace")
-        req.choose_body(*self.site.resource.body_rules(method, path))
+        resource = self.site.resource
+        req.matched = resource.router.match(method, path)
+        req.choose_body(*resource.body_rules(req.matched[0]))
         if self.length is not None and self.length > req.max_body:
             req.refused = True
             self.refuse_too_large()
@@ -274,9 +278,8 @@ class ApiResource(Resource):
         self.hs = hs
         self.router = router
 
-    def body_rules(self, method: str, path: str) -> tuple[int, Callable[[Any], Any] | None]:
-        """(size limit, sink opener or None) for a request's body, from its route."""
-        route, _, _ = self.router.match(method, path)
+    def body_rules(self, route: Route | None) -> tuple[int, Callable[[Any], Any] | None]:
+        """(size limit, sink opener or None) for the body of a request to `route`."""
         if route is not None and route.body is not None:
             streamed = route.body
             return streamed.limit(self.hs), lambda producer: streamed.open_sink(self.hs, producer)
@@ -309,7 +312,7 @@ class ApiResource(Resource):
         path = request.path.decode("utf-8", "replace")
         if method == "OPTIONS":
             return 200, {}
-        route, params, known = self.router.match(method, path)
+        route, params, known = getattr(request, "matched", None) or self.router.match(method, path)
         if route is None:
             if known:
                 raise MatrixError(405, "M_UNRECOGNIZED", f"method {method} not allowed here")

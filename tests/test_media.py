@@ -222,6 +222,9 @@ def test_js_sdk_upload_and_authenticated_download(world, tmp_path):
     assert base64.b64decode(download["base64"]) == jpeg
     assert download["contentType"] == "image/jpeg"
     assert download["disposition"] == "inline; filename*=utf-8''%C3%A9t%C3%A9.jpg"
+    # erin has no tenant, so the unauthenticated legacy URL serves the same bytes.
+    assert "/_matrix/media/v3/download/" in result["legacyUrl"]
+    assert result["legacy"]["status"] == 200 and base64.b64decode(result["legacy"]["base64"]) == jpeg
     thumb = result["thumbnail"]
     assert thumb["status"] == 200 and thumb["contentType"] == "image/jpeg"
     assert open_image(base64.b64decode(thumb["base64"])).size == (96, 96)  # smallest crop >= 64

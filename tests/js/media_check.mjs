@@ -1,6 +1,7 @@
 // Media with matrix-js-sdk as Element uses it: upload with client.uploadContent, then
 // fetch the authenticated download and thumbnail URLs that client.mxcUrlToHttp builds,
-// sending the access token in the Authorization header. Driven by tests/test_media.py.
+// sending the access token in the Authorization header, and the legacy download URL
+// without one. Driven by tests/test_media.py.
 //
 //   node media_check.mjs '<json config>'
 //
@@ -28,7 +29,7 @@ function finish(code, error) {
 process.on("unhandledRejection", (err) => finish(3, `unhandled rejection: ${err?.stack ?? err}`));
 
 async function fetchBytes(url, token) {
-    const res = await fetch(url, { headers: { Authorization: `Bearer ${token}` } });
+    const res = await fetch(url, token ? { headers: { Authorization: `Bearer ${token}` } } : {});
     const body = Buffer.from(await res.arrayBuffer());
     return {
         status: res.status,
@@ -62,6 +63,11 @@ async function main() {
                                             false, true, true);
     summary.downloadUrl = downloadUrl;
     summary.download = await fetchBytes(downloadUrl, login.access_token);
+
+    // The deprecated unauthenticated URL, as older clients build it (no token sent).
+    summary.legacyUrl = client.mxcUrlToHttp(upload.content_uri, undefined, undefined, undefined,
+                                            false, true, false);
+    summary.legacy = await fetchBytes(summary.legacyUrl, null);
 
     const thumbUrl = client.mxcUrlToHttp(upload.content_uri, config.thumbWidth, config.thumbHeight,
                                          config.thumbMethod, false, true, true);
