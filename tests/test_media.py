@@ -77,10 +77,11 @@ def world(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tight(tmp_path_factory):
-    """A 1 MiB upload limit, previews on with the default address ranges, and the
-    deprecated unauthenticated routes turned off."""
+    """A 1 MiB upload limit, previews on with the default address ranges, the deprecated
+    unauthenticated routes turned off, and reserved media ids that expire after a second."""
     srv = _start(tmp_path_factory, "media-tight", (
         "  max_upload_bytes: 1048576\n  legacy_unauthenticated_media: false\n"
+        "  unused_expiration_ms: 1000\n"
         "  url_preview:\n    enabled: true\n"))
     users = _users(srv, {"tina": None})
     yield srv, users
@@ -306,6 +307,32 @@ def test_chunked_upload_over_the_limit_is_cut_off(tight):
     # At the limit itself the upload is fine.
     status, body = upload(users["tina"], b"\x02" * MiB)
     assert status == 200, body
+
+
+def test_interrupted_upload_leaves_nothing(tight):
+    srv, users = tight
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+        s.sendall((f"POST {LEGACY}/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {users['tina'].token}"
+                   f"\r\nContent-Length: {900 * 1024}\r\n\r\n").encode() + b"\3" * (500 * 1024))
+        deadline = time.time() + 5
+        while not any((srv.data_dir / "media" / "tmp").iterdir()) and time.time() < deadline:
+            time.sleep(0.02)
+        assert any((srv.data_dir / "media" / "tmp").iterdir()), "the upload never reached the disk"
+    assert _wait_empty(srv.data_dir / "media" / "tmp"), "the interrupted upload left a file"
+
+
+def test_reserved_ids_expire(tight):
+    srv, users = tight
+    tina = users["tina"]
+    status, created = tina.request("POST", "/_matrix/media/v1/create", {})
+    assert status == 200 and created["unused_expires_at"] <= time.time() * 1000 + 1500
+    media_id = created["content_uri"].rsplit("/", 1)[1]
+    time.sleep(1.2)
+    status, _, body = raw("PUT", f"{srv.base_url}{LEGACY}/upload/{SERVER_NAME}/{media_id}", b"late",
+                          {"Content-Type": "text/plain"}, tina.token)
+    assert status == 404 and json.loads(body)["errcode"] == "M_NOT_FOUND"
+    status, _, body = get(tina, f"{V1}/download/{SERVER_NAME}/{media_id}?timeout_ms=100")
+    assert status == 404 and json.loads(body)["errcode"] == "M_NOT_FOUND"
 
 
 def test_oversized_body_on_any_route_is_refused_at_once(tight):
