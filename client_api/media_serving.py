@@ -11,9 +11,9 @@ from typing import Any
 from urllib.parse import quote
 
 from twisted.internet import reactor, threads
+from twisted.internet.interfaces import IPushProducer
 from twisted.web import server
 from zope.interface import implementer
-from twisted.internet.interfaces import IPushProducer
 
 from client_api.http import DirectResponse, set_cors_headers
 from homeserver.media.content_types import base_type
@@ -32,7 +32,7 @@ INLINE_TYPES = frozenset({
     "audio/wav", "audio/x-wav", "audio/x-pn-wav", "audio/flac", "audio/x-flac",
 })
 CHUNK = 256 * 1024
-_QUOTABLE = re.compile(r"^[\x20-\x7e]*$")
+_QUOTABLE = re.compile(r"[\x20-\x7e]*")
 
 
 def disposition(content_type: str, filename: str | None, force_inline: bool = False) -> str:
@@ -41,7 +41,7 @@ def disposition(content_type: str, filename: str | None, force_inline: bool = Fa
     kind = "inline" if force_inline or base_type(content_type) in INLINE_TYPES else "attachment"
     if not filename:
         return kind
-    if _QUOTABLE.match(filename) and '"' not in filename and "\\" not in filename:
+    if _QUOTABLE.fullmatch(filename) and '"' not in filename and "\\" not in filename:
         return f'{kind}; filename="{filename}"'
     return f"{kind}; filename*=utf-8''{quote(filename, safe='')}"
 

@@ -78,10 +78,11 @@ def world(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tight(tmp_path_factory):
     """A 1 MiB upload limit, previews on with the default address ranges, the deprecated
-    unauthenticated routes turned off, and reserved media ids that expire after a second."""
+    unauthenticated routes turned off, reserved media ids that expire after a second, and
+    thumbnails only of images up to 10000 pixels."""
     srv = _start(tmp_path_factory, "media-tight", (
         "  max_upload_bytes: 1048576\n  legacy_unauthenticated_media: false\n"
-        "  unused_expiration_ms: 1000\n"
+        "  unused_expiration_ms: 1000\n  max_image_pixels: 10000\n"
         "  url_preview:\n    enabled: true\n"))
     users = _users(srv, {"tina": None})
     yield srv, users
@@ -512,6 +513,16 @@ def test_legacy_routes_can_be_turned_off(tight):
     assert get(tina, f"{V1}/download/{SERVER_NAME}/{media_id}")[0] == 200
 
 
+def test_images_too_large_to_thumbnail(tight):
+    _, users = tight
+    tina = users["tina"]
+    small, big = upload_ok(tina, image_bytes((100, 100)), "image/png"), upload_ok(tina, image_bytes((101, 100)), "image/png")
+    status, _, body = get(tina, f"{V1}/thumbnail/{SERVER_NAME}/{small}?width=32&height=32&method=crop")
+    assert status == 200 and open_image(body).size == (32, 32)
+    status, _, body = get(tina, f"{V1}/thumbnail/{SERVER_NAME}/{big}?width=32&height=32&method=crop")
+    assert status == 413 and json.loads(body)["errcode"] == "M_TOO_LARGE"
+
+
 # --- tenancy ---------------------------------------------------------------------------------
 
 def test_tenant_walls(world):
@@ -668,6 +679,7 @@ def test_bad_input_gets_spec_errors_never_500(world):
         (f"{V1}/download/bad%20server%2Fname/{media_id}", 404, "M_NOT_FOUND"),
         (f"{V1}/download/remote.example/{media_id}", 404, "M_NOT_FOUND"),
         (f"{V1}/download/{SERVER_NAME}/{'a' * 300}", 404, "M_NOT_FOUND"),
+        (f"{V1}/download/{SERVER_NAME}/{media_id}%0A", 404, "M_NOT_FOUND"),
         (f"{V1}/download/{SERVER_NAME}/{media_id}?timeout_ms=soon", 400, "M_INVALID_PARAM"),
         (f"{V1}/thumbnail/{SERVER_NAME}/{png_id}?width=-1&height=32", 400, "M_INVALID_PARAM"),
         (f"{V1}/thumbnail/{SERVER_NAME}/{png_id}?width=0&height=32", 400, "M_INVALID_PARAM"),
@@ -682,6 +694,9 @@ def test_bad_input_gets_spec_errors_never_500(world):
     for path, want_status, want_code in cases:
         status, _, body = get(dave, path)
         assert (status, json.loads(body).get("errcode")) == (want_status, want_code), path
+    # A file name in the path that ends in a newline cannot break the header.
+    status, headers, _ = get(dave, f"{V1}/download/{SERVER_NAME}/{media_id}/evil%0A")
+    assert status == 200 and headers["content-disposition"] == "inline; filename*=utf-8''evil%0A"
     # A huge size is answered with the largest configured thumbnail, never enlarged.
     status, _, body = get(dave, f"{V1}/thumbnail/{SERVER_NAME}/{png_id}?width=99999999999&height=5")
     assert status == 200 and open_image(body).size == (40, 40)

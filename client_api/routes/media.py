@@ -8,6 +8,7 @@ from __future__ import annotations
 from client_api.http import Req, Router, StreamedBody
 from client_api.media_serving import FileResponse, disposition
 from homeserver.errors import MatrixError, not_found
+from homeserver.media.thumbnails import EXTENSIONS
 
 CLIENT_MEDIA = "/_matrix/client/v1/media"
 LEGACY_MEDIA = "/_matrix/media/(?:v3|r0)"
@@ -65,8 +66,7 @@ async def _thumbnail(req: Req, server_name: str, media_id: str, asker: str | Non
     repo = req.hs.media
     row = await repo.get_visible(server_name, media_id, asker, req.query_int("timeout_ms"))
     served = await repo.thumbnail(row, width, height, method, animated == "true")
-    ext = {"image/jpeg": "jpg", "image/png": "png", "image/gif": "gif", "image/webp": "webp"}
-    name = f"thumbnail.{ext.get(served.content_type, 'png')}"
+    name = f"thumbnail.{EXTENSIONS.get(served.content_type, 'png')}"
     return FileResponse(served.path, served.size, served.content_type,
                         disposition(served.content_type, name, force_inline=True), repo.pool)
 

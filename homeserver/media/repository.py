@@ -9,7 +9,7 @@ import logging
 import re
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,11 +21,11 @@ from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.media import content_types
 from homeserver.media.files import MediaFiles
 from homeserver.media.thumbnails import (
+    EXTENSIONS,
     CannotThumbnail,
     TooLargeToThumbnail,
     choose_size,
     make_thumbnail,
-    output_type,
 )
 from homeserver.media.upload_sink import Producer, ReceivedFile, UploadSink
 from storage import media as media_store
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-MEDIA_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+MEDIA_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,255}")
 DEFAULT_WAIT_MS = 20_000
 MAX_WAIT_MS = 60_000
 MAX_UPLOAD_NAME = 255
@@ -140,7 +140,7 @@ class MediaRepository:
 
     async def _reservation(self, user_id: str, server_name: str, media_id: str) -> MediaRow:
         row = None
-        if server_name == self.hs.server_name and MEDIA_ID_RE.match(media_id):
+        if server_name == self.hs.server_name and MEDIA_ID_RE.fullmatch(media_id):
             row = await self.hs.db.run(media_store.get_media, media_id)
         if row is None or _expired(row, now_ms()):
             raise not_found("unknown media id")
@@ -156,7 +156,7 @@ class MediaRepository:
         which sees only media of users without a tenant). Anything else is 404
         M_NOT_FOUND, exactly as for an id that does not exist. Media reserved but not
         uploaded yet is waited for up to `timeout_ms`, then 504 M_NOT_YET_UPLOADED."""
-        if server_name != self.hs.server_name or not MEDIA_ID_RE.match(media_id):
+        if server_name != self.hs.server_name or not MEDIA_ID_RE.fullmatch(media_id):
             # No federation yet: remote media is not fetched.
             raise not_found("media not found")
         row = await self.hs.db.run(media_store.get_media, media_id)
@@ -211,8 +211,8 @@ class MediaRepository:
         return ServedFile(path, cached.size, cached.content_type)
 
     def _thumbnail_path(self, sha: str, thumb: ThumbnailRow) -> Path:
-        ext = "jpg" if thumb.content_type == "image/jpeg" else "png"
-        return self.files.thumbnail_path(sha, thumb.width, thumb.height, thumb.method, thumb.animated, ext)
+        return self.files.thumbnail_path(sha, thumb.width, thumb.height, thumb.method, thumb.animated,
+                                         EXTENSIONS[thumb.content_type])
 
     async def _make_thumbnail(self, row: MediaRow, size: Any, animated: bool) -> ThumbnailRow:
         source = (await self.content(row)).path
@@ -226,12 +226,8 @@ class MediaRepository:
         thumb = ThumbnailRow(size.width, size.height, size.method, animated, made.content_type,
                              int(row.size or 0), made.is_original)
         if made.path is not None:
-            _, _, ext = output_type("JPEG" if made.content_type == "image/jpeg" else "PNG")
-            final = self.files.thumbnail_path(row.sha256 or "", size.width, size.height,
-                                              size.method, animated, ext)
-            nbytes = await self.run_in_pool(_place, self.files, made.path, final)
-            thumb = ThumbnailRow(size.width, size.height, size.method, animated, made.content_type,
-                                 nbytes, False)
+            final = self._thumbnail_path(row.sha256 or "", thumb)
+            thumb = replace(thumb, size=await self.run_in_pool(_place, self.files, made.path, final))
         await self.hs.db.run(media_store.insert_thumbnail, row.sha256, thumb, now_ms())
         return thumb
 

@@ -14,6 +14,8 @@ from PIL import Image, ImageOps
 
 # Pillow format -> content type of the sources we thumbnail.
 SOURCE_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp"}
+# File name extension of each type a thumbnail can have.
+EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/gif": "gif", "image/webp": "webp"}
 _ORIENTATION = 0x0112
 _SWAPS_AXES = {5, 6, 7, 8}  # EXIF orientations that turn the picture by 90 degrees
 
@@ -60,12 +62,12 @@ class Made:
     path: Path | None = None   # the written thumbnail (temporary), unless is_original
 
 
-def output_type(source_format: str) -> tuple[str, str, str]:
-    """(Pillow format, content type, file extension): JPEG stays JPEG, the rest is PNG
-    (it keeps transparency)."""
+def output_type(source_format: str) -> tuple[str, str]:
+    """(Pillow format, content type): JPEG stays JPEG, the rest is PNG (it keeps
+    transparency)."""
     if source_format == "JPEG":
-        return "JPEG", "image/jpeg", "jpg"
-    return "PNG", "image/png", "png"
+        return "JPEG", "image/jpeg"
+    return "PNG", "image/png"
 
 
 def scaled_size(src_w: int, src_h: int, box_w: int, box_h: int) -> tuple[int, int]:
@@ -121,7 +123,7 @@ def _make(im: Image.Image, tmp_dir: Path, size: Size, animated: bool, max_pixels
         im = ImageOps.fit(im, (box_w, box_h), Image.LANCZOS)
     else:
         im = im.crop(crop_box(im.width, im.height, box_w, box_h))
-    out_format, content_type, _ = output_type(fmt)
+    out_format, content_type = output_type(fmt)
     fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="thumb-")
     with os.fdopen(fd, "wb") as f:
         if out_format == "JPEG":

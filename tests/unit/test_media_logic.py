@@ -98,6 +98,10 @@ def test_disposition_is_a_safe_header_that_keeps_the_name(name, content_type):
         assert rest == f'filename="{name}"' and '"' not in name and "\\" not in name
 
 
+def test_disposition_of_a_name_ending_in_a_newline():
+    assert disposition("image/png", "a.png\n") == "inline; filename*=utf-8''a.png%0A"
+
+
 def test_text_is_served_with_a_charset():
     assert served_type("text/plain") == "text/plain; charset=utf-8"
     assert served_type("text/plain; charset=latin1") == "text/plain; charset=latin1"
