@@ -9,6 +9,7 @@ from homeserver.config import Config
 from homeserver.event_cache import EventCache
 from homeserver.event_creation import EventCreator
 from homeserver.guests import GuestRooms
+from homeserver.media.repository import MediaRepository
 from homeserver.membership import Membership
 from homeserver.persister import Persister
 from homeserver.profiles import Profiles
@@ -36,6 +37,8 @@ class HomeServer:
         # typed loosely because the core does not import the packages built on it.
         self.sync: Any = None
         self.appservices: Any = None  # appservice.registry.AppServices, likewise
+        self.media: MediaRepository = None  # type: ignore[assignment]  # set in start()
+        self.url_previews: Any = None  # homeserver.media.url_preview.UrlPreviewer when enabled
 
     def open_database(self) -> None:
         """Blocking: start the embedded Postgres if needed, connect, migrate."""
@@ -60,6 +63,11 @@ class HomeServer:
         self.membership = Membership(self)
         self.tenancy = Tenancy(self)
         self.persister.add_listener(GuestRooms(self).on_events)
+        self.media = MediaRepository(self)
+        await self.media.start()
+        if self.config.media.url_preview.enabled:
+            from homeserver.media.url_preview import UrlPreviewer
+            self.url_previews = UrlPreviewer(self)
 
     async def _room_version_of(self, room_id: str) -> str | None:
         head = await self.room_heads.get(room_id)
@@ -84,7 +92,7 @@ class HomeServer:
     def shutdown(self) -> None:
         # Each part stops even if one before it fails (say, the database is gone and
         # presence cannot be saved): the embedded PostgreSQL must always be stopped.
-        for part in (self.sync, self.appservices, self.db, self.embedded):
+        for part in (self.sync, self.appservices, self.media, self.db, self.embedded):
             if part is None:
                 continue
             try:

@@ -11,6 +11,7 @@ from client_api.routes import (
     key_backup,
     keys,
     legacy_events,
+    media,
     openid,
     profile,
     push_rules,
@@ -29,5 +30,5 @@ def register_all_routes(router: Router) -> None:
     for module in (versions, account, devices, profile, rooms, room_events, directory,
                    account_data, user_directory, sync,
                    push_rules, client_misc, keys, key_backup, admin, appservice, spaces, reports,
-                   openid, thirdparty, legacy_events):
+                   openid, thirdparty, legacy_events, media):
         module.register(router)
