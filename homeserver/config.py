@@ -56,6 +56,13 @@ class PresenceConfig(_Strict):
     offline_after_ms: int = Field(30_000, ge=500)
 
 
+class SearchConfig(_Strict):
+    # PostgreSQL text search configuration for server-side search: "simple" (every word
+    # as written, any language) or a language's stemming one ("english", "german", ...).
+    # Changing it rebuilds the search index at the next start.
+    language: str = Field("simple", pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+
+
 class Config(_Strict):
     server_name: str = "localhost"
     public_baseurl: str = "http://127.0.0.1:8008/"
@@ -69,6 +76,7 @@ class Config(_Strict):
     rooms: RoomsConfig = RoomsConfig()
     user_directory: UserDirectoryConfig = UserDirectoryConfig()
     presence: PresenceConfig = PresenceConfig()
+    search: SearchConfig = SearchConfig()
     # Application-service registration files (YAML), relative to this config file.
     app_service_config_files: list[Path] = []
 

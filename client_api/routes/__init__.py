@@ -14,6 +14,7 @@ from client_api.routes import (
     push_rules,
     room_events,
     rooms,
+    search,
     sync,
     user_directory,
     versions,
@@ -22,6 +23,6 @@ from client_api.routes import (
 
 def register_all_routes(router: Router) -> None:
     for module in (versions, account, devices, profile, rooms, room_events, directory,
-                   account_data, user_directory, sync,
+                   account_data, user_directory, sync, search,
                    push_rules, client_misc, keys, key_backup, admin, appservice):
         module.register(router)
