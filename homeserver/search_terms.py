@@ -3,7 +3,8 @@
 What users may type (as in web search engines):
     words          every word must match; each also matches as a prefix ("invo" finds "invoices")
     "a phrase"     the words next to each other, in order, exactly
-    -word -"a b"   must not match (only next to at least one positive term)
+    -word -"a b"   must not match (a -word excludes what the word would find; only
+                   together with at least one positive term)
     a OR b         either (upper-case OR; binds tighter than the implicit AND)
 Words are case- and accent-folded like the indexed text. Every word goes into the query
 as a quoted lexeme (quotes and backslashes escaped), so PostgreSQL's parser splits and
@@ -13,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from storage.search import fold
+from storage.search import clean, fold
 
 MAX_TERM_CHARS = 500  # and so at most 2000 bytes: below tsquery's 2047-byte word limit
 _TOKEN = re.compile(r'(-?)"([^"]*)"?|(\S+)')
@@ -41,7 +42,7 @@ def parse_search_term(term: str) -> ParsedTerm:
     negations: list[str] = []
     highlights: list[str] = []
     join_next = False
-    for m in _TOKEN.finditer(term):
+    for m in _TOKEN.finditer(clean(term)):
         negate, phrase, bare = m.group(1) == "-", m.group(2), m.group(3)
         if bare == "OR":
             join_next = bool(groups)

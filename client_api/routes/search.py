@@ -67,7 +67,7 @@ def _parse_criteria(crit: dict, next_batch: str | None) -> RoomEventsQuery:
     order_by = crit.get("order_by", "rank")
     if order_by not in ORDERS:
         raise _invalid("order_by must be 'rank' or 'recent'")
-    group_list = _object(crit, "groupings", where).get("group_by") or []
+    group_list = _object(crit, "groupings", where).get("group_by", [])
     if not isinstance(group_list, list):
         raise _bad_json("groupings.group_by must be a list")
     group_by = []
