@@ -16,7 +16,6 @@ CREATE TABLE event_search (
     vector          TSVECTOR NOT NULL
 );
 CREATE INDEX event_search_vector ON event_search USING GIN (vector);
-CREATE INDEX event_search_room_stream ON event_search (room_id, stream_ordering);
 
 -- Valid edits (m.replace) of indexed messages; the latest (origin_server_ts, edit_id)
 -- supplies the original's text, and redacting it falls back to the one before.
