@@ -46,8 +46,8 @@ class HomeServer:
         self.db = Database(dsn, self.config.database.max_connections)
         version = self.db.run_sync(apply_migrations)
         logger.info("database schema at version %d", version)
-        if (indexed := self.db.run_sync(use_language, self.config.search.language)) is not None:
-            logger.info("search index built with %r: %d events", self.config.search.language, indexed)
+        if (read := self.db.run_sync(use_language, self.config.search.language)) is not None:
+            logger.info("search index built with %r (%d events read)", self.config.search.language, read)
 
     async def start(self) -> None:
         self.db.start()

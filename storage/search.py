@@ -7,13 +7,16 @@ import logging
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import orjson
 import psycopg2.errors
 import psycopg2.extras
 
 from storage.database import Cursor, execute_values
+
+if TYPE_CHECKING:
+    from storage.events import EventRow
 
 logger = logging.getLogger(__name__)
 
@@ -99,9 +102,9 @@ def _searchable(type_: str, state_key: str | None) -> bool:
     return type_ in KEY_OF_TYPE and state_key == ""
 
 
-def index_events(cur: Cursor, rows: Iterable[Any]) -> None:
-    """The persist hook (rows are storage.events.EventRow): index new searchable events,
-    apply edits, and drop redacted events, all in the caller's transaction."""
+def index_events(cur: Cursor, rows: Iterable["EventRow"]) -> None:
+    """The persist hook: index new searchable events, apply edits, and drop redacted
+    events, all in the caller's transaction."""
     rows = list(rows)
     _index(cur, [_Persisted(r.event_id, r.room_id, r.type, r.state_key, r.sender, r.stream_ordering,
                             r.origin_server_ts, r.json)
@@ -227,7 +230,7 @@ def _apply_redactions(cur: Cursor, targets: list[tuple[str, str]]) -> None:
 def use_language(cur: Cursor, language: str) -> int | None:
     """Make the index use `language` (a PostgreSQL text search configuration), rebuilding
     it from the events table when it was built with another one (or never). Returns the
-    number of events indexed by a rebuild, None when nothing had to change."""
+    number of events a rebuild read, None when nothing had to change."""
     try:
         cur.execute("SELECT %s::regconfig", (language,))
     except psycopg2.errors.UndefinedObject:
@@ -252,7 +255,7 @@ def use_language(cur: Cursor, language: str) -> int | None:
         done += len(chunk)
         after = chunk[-1].stream_ordering
         if done % (REBUILD_CHUNK * 25) == 0:
-            logger.info("search index: %d events indexed so far", done)
+            logger.info("search index: %d events read so far", done)
 
 
 # ---- queries -------------------------------------------------------------------------
@@ -263,8 +266,8 @@ Window = tuple[str, int, int]
 
 @dataclass
 class Criteria:
-    """What to match: a tsquery (storage.search_terms syntax, built by the caller) over
-    the visible windows, with the filter's conditions."""
+    """What to match: a tsquery (built by homeserver/search_terms.py) over the visible
+    windows, with the filter's conditions."""
     language: str
     tsquery: str
     rank_tsquery: str                # the positive part, for ranking

@@ -360,19 +360,31 @@ def test_event_context_profiles_and_state(world):
             await join(alice, bob, room)
             await bob.set_displayname("Bob Then")
             before = [await send(alice, room, f"before {i}") for i in range(3)]
+            topic = await put_state(alice, room, "m.room.topic", {"topic": "just before"})
             hit = await send(bob, room, f"the {w} message")
             after = [await send(alice, room, f"after {i}") for i in range(3)]
             await bob.set_displayname("Bob Now")
             res = await search(alice, w, include_state=True,
                                event_context={"before_limit": 2, "after_limit": 1, "include_profile": True})
+            # The filter applies to the context too, wildcards included.
+            messages_only = await search(alice, w, filter={"types": ["m.room.message"]},
+                                         event_context={"before_limit": 2, "after_limit": 0})
+            wildcard = await search(alice, w, filter={"types": ["m.room.mess*"]},
+                                    event_context={"before_limit": 2, "after_limit": 0})
             plain = await search(alice, w)
-            return room, before, hit, after, res, plain
+            return room, before, topic, hit, after, res, messages_only, wildcard, plain
 
-    room, before, hit, after, res, plain = run(flow())
+    room, before, topic, hit, after, res, messages_only, wildcard, plain = run(flow())
     assert ids(res) == [hit]
     ctx = res["results"][0]["context"]
-    assert [e["event_id"] for e in ctx["events_before"]] == [before[2], before[1]]
+    assert [e["event_id"] for e in ctx["events_before"]] == [topic, before[2]]
     assert [e["event_id"] for e in ctx["events_after"]] == [after[0]]
+    only = messages_only["results"][0]["context"]
+    assert [e["event_id"] for e in only["events_before"]] == [before[2], before[1]]
+    assert only["events_after"] == [] and "profile_info" not in only
+    # As in /messages, the limit counts before wildcards are matched: fewer, never the topic.
+    wild = wildcard["results"][0]["context"]
+    assert [e["event_id"] for e in wild["events_before"]] == [before[2]]
     assert ctx["start"] and ctx["end"]
     bob_id = res["results"][0]["result"]["sender"]
     # The profile as it was when the message was sent, not the current one.
@@ -647,7 +659,7 @@ def test_language_change_rebuilds_the_index_and_unknown_languages_stop_start_up(
         srv.start()
         _, english = user.request("POST", f"{V3}/search", term)
         assert english["search_categories"]["room_events"]["count"] == 1  # run(s) ~ running
-        assert "search index built with 'english': 1 events" in srv.log_text()
+        assert "search index built with 'english' (1 events read)" in srv.log_text()
         srv.stop()
         srv.config_path.write_text(srv.config_path.read_text().replace("english", "klingon"))
         with pytest.raises(RuntimeError, match="no text search configuration 'klingon'"):

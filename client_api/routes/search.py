@@ -153,8 +153,11 @@ async def _contexts(req: Req, page: Page, events: list[Event], before_n: int, af
     around: list[tuple[list[Event], list[Event]]] = []
     for ev, (before_rows, after_rows) in zip(events, rows):
         hist, version = page.histories[ev.room_id], ev.room_version.identifier
-        around.append(([e for e in req.hs.event_cache.from_stored_list(before_rows, version) if hist.may_see(e)],
-                       [e for e in req.hs.event_cache.from_stored_list(after_rows, version) if hist.may_see(e)]))
+
+        def shown(stored) -> list[Event]:  # wildcard types are matched here, as in /messages
+            return [e for e in req.hs.event_cache.from_stored_list(stored, version) if hist.may_see(e)
+                    and (f.passes_all or f.allows(e.type, e.sender, e.content))]
+        around.append((shown(before_rows), shown(after_rows)))
     profiles: dict = {}
     if include_profile:
         wanted = {(ev.room_id, e.sender, ev.stream_ordering)
