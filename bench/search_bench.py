@@ -159,7 +159,8 @@ def main() -> None:
     p.add_argument("--ours-port", type=int, default=18449)
     p.add_argument("--url", help="measure an already running homeserver (registration must be open)")
     p.add_argument("--synapse", action="store_true", help="measure Synapse (started by the anchor script)")
-    p.add_argument("--synapse-script", default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "synapse_anchor.sh"))
+    p.add_argument("--synapse-script",
+                   default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "synapse_anchor.sh"))
     p.add_argument("--messages", type=int, default=100_000)
     p.add_argument("--senders", type=int, default=50)
     p.add_argument("--in-flight", type=int, default=100, help="concurrent send requests")

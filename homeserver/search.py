@@ -115,8 +115,8 @@ async def search_room_events(hs: "HomeServer", user_id: str, q: RoomEventsQuery)
         empty = Page([], 0, [], None, {}, histories)
         if not windows or not keys or not search_store.usable_query(cur, language, parsed.tsquery):
             return empty
-        criteria = Criteria(language, parsed.tsquery, parsed.rank_tsquery, windows, keys, senders, f.not_senders or None,
-                            f.contains_url)
+        criteria = Criteria(language, parsed.tsquery, parsed.rank_tsquery, windows, keys, senders,
+                            f.not_senders or None, f.contains_url)
         hits = search_store.search_events(cur, criteria, q.order_by, cursor, limit + 1)
         following = hits[limit] if len(hits) > limit else None
         hits = hits[:limit]
