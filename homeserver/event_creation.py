@@ -12,6 +12,7 @@ from twisted.internet import defer
 
 from homeserver import auth_rules
 from homeserver.async_utils import Coalescer
+from homeserver.canonical_alias import canonical_alias_check
 from homeserver.canonical_json import CanonicalJsonError
 from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.event import Event
@@ -74,6 +75,8 @@ class EventCreator:
         checks = [extra_check] if extra_check else []
         if event_type == "m.room.redaction":
             checks.append(await self._redaction_check(room_id, content))
+        if event_type == "m.room.canonical_alias" and state_key == "":
+            checks.append(await canonical_alias_check(self.hs, await self._head(room_id), content))
         # Read the head again: a failed batch may have replaced it while we awaited.
         head = await self._head(room_id)
         d = self.queue_event(head, sender, event_type, content, state_key, txn=txn,
@@ -95,7 +98,9 @@ class EventCreator:
             raise MatrixError(400, "M_INVALID_PARAM", "redacts must be an event id")
         target = await self.hs.event_cache.get(redacts)
         if target is not None and target.room_id != room_id:
-            raise not_found("event not found in this room")
+            # 400 with Synapse's errcode (the spec names none): a request that cannot be
+            # right, not a missing event.
+            raise MatrixError(400, "M_UNKNOWN", "cannot redact an event of another room")
 
         def may_redact(head: RoomHead, redaction: Event) -> None:
             if target is not None and target.sender == redaction.sender:

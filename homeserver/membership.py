@@ -1,10 +1,10 @@
 """Membership changes of local users: join (by id or alias, incl. restricted rooms),
-invite, leave, kick, ban, unban, and profile propagation to member events."""
+knock, invite, leave, kick, ban, unban, and profile propagation to member events."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from homeserver import auth_rules
+from homeserver import auth_rules, join_rules
 from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.event import Event
 from homeserver.ids import is_valid_room_alias, is_valid_user_id
@@ -76,28 +76,36 @@ class Membership:
 
     async def _restricted_join_authoriser(self, head: RoomHead, user_id: str) -> str | None:
         """For restricted rooms: if the user is joined to a room the allow list names, pick
-        a local member who may invite to vouch for the join."""
-        jr = head.state.get(("m.room.join_rules", ""))
-        if jr is None or jr.content.get("join_rule") not in ("restricted", "knock_restricted"):
+        a local member who may invite to vouch for the join (the auth rules check that
+        member's standing again). A user in none of the allowed rooms gets the refusal."""
+        if join_rules.join_rule(head) not in join_rules.RESTRICTED_RULES:
             return None
         if head.membership_of(user_id) in ("invite", "join"):
             return None
-        allowed = False
-        rules = jr.content.get("allow")
-        for rule in rules if isinstance(rules, list) else []:
-            if isinstance(rule, dict) and rule.get("type") == "m.room_membership" \
-                    and isinstance(rule.get("room_id"), str):
-                other = await self.hs.room_heads.get(rule["room_id"])
-                if other is not None and other.membership_of(user_id) == "join":
-                    allowed = True
-        if not allowed:
-            return None
+        if not await join_rules.in_allowed_room(self.hs, head, user_id):
+            raise forbidden("you are not a member of any room this room admits members of")
         invite_level = auth_rules.get_named_level("invite", head.state)
-        for member in head.joined_members():
+        for member in sorted(head.joined_members()):
             if self.hs.accounts.is_mine(member) and \
                     auth_rules.get_user_power_level(member, head.state) >= invite_level:
                 return member
-        return None
+        raise forbidden("no member of this room who may invite can authorise the join")
+
+    async def knock(self, user_id: str, room_id_or_alias: str, reason: str | None = None) -> str:
+        """Ask to be let in to a room whose join rule is knock or knock_restricted. A room
+        that does not exist and another organization's room answer alike."""
+        room_id = await self.resolve_room(room_id_or_alias)
+        head = await self.hs.room_heads.get(room_id)
+        if head is None or room_tenant(head) != await self.hs.tenancy.tenant_of(user_id):
+            if room_id_or_alias.startswith("#"):
+                raise not_found(f"room alias {room_id_or_alias} not found")
+            raise forbidden("you are not allowed to knock on this room")
+        content: dict[str, Any] = {"membership": "knock", **await self.hs.profiles.member_profile(user_id)}
+        if reason:
+            content["reason"] = reason
+        await self.hs.event_creator.send(room_id, user_id, "m.room.member", content, user_id)
+        await self.hs.db.run(state_store.unforget_room, user_id, room_id)
+        return room_id
 
     async def set_membership(self, sender: str, room_id: str, target: str, membership: str,
                              reason: str | None = None, extra: dict | None = None,
