@@ -122,6 +122,13 @@ class MediaConfig(_Strict):
         return v
 
 
+class SearchConfig(_Strict):
+    # PostgreSQL text search configuration for server-side search: "simple" (every word
+    # as written, any language) or a language's stemming one ("english", "german", ...).
+    # Changing it rebuilds the search index at the next start.
+    language: str = Field("simple", pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+
+
 class Config(_Strict):
     server_name: str = "localhost"
     public_baseurl: str = "http://127.0.0.1:8008/"
@@ -140,6 +147,7 @@ class Config(_Strict):
 
 
     media: MediaConfig = MediaConfig()
+    search: SearchConfig = SearchConfig()
     # Application-service registration files (YAML), relative to this config file.
     app_service_config_files: list[Path] = []
 

@@ -19,6 +19,7 @@ from homeserver.signing_key import load_or_create_signing_key
 from storage.database import Database
 from storage.embedded import EmbeddedPostgres
 from storage.migrate import apply_migrations
+from storage.search import use_language
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ class HomeServer:
         self.db = Database(dsn, self.config.database.max_connections)
         version = self.db.run_sync(apply_migrations)
         logger.info("database schema at version %d", version)
+        if (read := self.db.run_sync(use_language, self.config.search.language)) is not None:
+            logger.info("search index built with %r (%d events read)", self.config.search.language, read)
 
     async def start(self) -> None:
         self.db.start()
