@@ -12,6 +12,7 @@ from client_api.routes import (
     keys,
     profile,
     push_rules,
+    relations,
     room_events,
     rooms,
     sync,
@@ -23,5 +24,5 @@ from client_api.routes import (
 def register_all_routes(router: Router) -> None:
     for module in (versions, account, devices, profile, rooms, room_events, directory,
                    account_data, user_directory, sync,
-                   push_rules, client_misc, keys, key_backup, admin, appservice):
+                   push_rules, client_misc, keys, key_backup, admin, appservice, relations):
         module.register(router)

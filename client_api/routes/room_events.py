@@ -17,11 +17,16 @@ MAX_LIMIT = 1000
 
 
 async def serialize_for(req: Req, events: list[Event]) -> list[dict[str, Any]]:
-    """Client format, with the redacted form (and redacted_because) where redacted."""
+    """Client format, with the redacted form (and redacted_because) where redacted, and
+    the bundled aggregations (unsigned.m.relations) where there are any. Every endpoint
+    serving room events goes through here."""
     redaction_ids = [e.internal["redacted_by"] for e in events if e.internal.get("redacted_by")]
     redactions = await req.hs.event_cache.get_many(redaction_ids) if redaction_ids else {}
+    bundles = await req.hs.aggregations.bundle(events, req.requester.user_id if req.requester else None)
     device = req.requester.device_key if req.requester else None
-    return [serialize_event(e, device, redactions.get(e.internal.get("redacted_by") or "")) for e in events]
+    return [serialize_event(e, device, redactions.get(e.internal.get("redacted_by") or ""),
+                            relations=b.value if (b := bundles.get(e.event_id)) else None)
+            for e in events]
 
 
 def _txn(req: Req, txn_id: str) -> tuple[str, str, str]:
@@ -134,7 +139,8 @@ def _parse_filter(req: Req) -> EventFilter:
     return EventFilter.parse(obj)
 
 
-async def _position(req: Req, room_id: str, token: str) -> Position:
+async def token_position(req: Req, room_id: str, token: str) -> Position:
+    """The (depth, stream) position a /messages, /sync or /relations token names."""
     depth, stream = parse_token(token)
     if depth is None:
         depth = await req.hs.db.run(events_store.depth_at_stream, room_id, stream)
@@ -150,11 +156,11 @@ async def messages(req: Req, room_id: str):
     hist = await visibility.require_can_read(req.hs, room_id, req.user_id)
     from_token = req.query("from")
     if from_token:
-        start = await _position(req, room_id, from_token)
+        start = await token_position(req, room_id, from_token)
     else:
         start = END if direction == "b" else START
     to_token = req.query("to")
-    to_pos = await _position(req, room_id, to_token) if to_token else None
+    to_pos = await token_position(req, room_id, to_token) if to_token else None
     f = _parse_filter(req)
     stored = await req.hs.db.run(
         events_store.paginate_room, room_id, start, direction, limit, to_pos, f.sql_lists())
