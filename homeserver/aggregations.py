@@ -28,7 +28,7 @@ from storage import relations as relations_store
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
 
-CAPACITY = 200_000   # events whose aggregation (or lack of one) is remembered
+CAPACITY = 100_000   # events whose aggregation (or lack of one) is remembered
 _UNKNOWN = object()
 
 
