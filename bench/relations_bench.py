@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import socket
 import statistics
 import sys
 import tempfile
@@ -186,11 +187,17 @@ def markdown(results: dict[str, dict], command: str) -> str:
     return f"Command: `{command}`\n\n" + "\n".join(lines) + "\n"
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 async def main_async(args) -> dict:
     results: dict[str, dict] = {}
     if args.ours:
         workdir = Path(tempfile.mkdtemp(prefix="bench-relations-"))
-        proc, target = start_ours(workdir, args.ours_port)
+        proc, target = start_ours(workdir, args.ours_port or _free_port())
         try:
             results["ours"] = await run_target(target, args)
         finally:
@@ -204,7 +211,7 @@ async def main_async(args) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ours", action="store_true", help="start and measure our server")
-    p.add_argument("--ours-port", type=int, default=18449)
+    p.add_argument("--ours-port", type=int, default=0, help="default: a free port")
     p.add_argument("--synapse", action="store_true", help="measure Synapse (started by the anchor script)")
     p.add_argument("--synapse-script", default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "synapse_anchor.sh"))
     p.add_argument("--threads", type=int, default=1000)

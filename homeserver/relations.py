@@ -136,5 +136,16 @@ class Relations:
             yield
 
     async def receipt_thread_ok(self, event_id: str, thread_id: str) -> bool:
-        chain = await self.hs.db.run(relations_store.relation_chain, event_id, THREAD_HOPS)
+        """Walks the relations from the event cache (receipts are frequent; the events
+        are almost always there), counting only those that were recorded: a parent
+        in the same room, a child not redacted."""
+        chain: list[tuple[str, str, str]] = []
+        event = await self.hs.event_cache.get(event_id)
+        while event is not None and len(chain) < THREAD_HOPS:
+            rel = event_relation(event)
+            parent = await self.hs.event_cache.get(rel.parent_id) if rel is not None else None
+            if rel is None or parent is None or parent.room_id != event.room_id:
+                break
+            chain.append((event.event_id, rel.parent_id, rel.rel_type))
+            event = parent
         return receipt_thread_matches(chain, event_id, thread_id)

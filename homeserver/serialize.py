@@ -29,7 +29,7 @@ def _client_fields(event: Event, pdu: dict[str, Any]) -> dict[str, Any]:
 
 def serialize_event(event: Event, requester_device: str | None = None,
                     redaction: Event | None = None, now: int | None = None,
-                    include_room_id: bool = True, relations: Any = None) -> dict[str, Any]:
+                    include_room_id: bool = True, relations: dict[str, Any] | None = None) -> dict[str, Any]:
     """`requester_device` is "user_id|device_id" of the asker; `redaction` the event that
     redacted this one, if any (its presence means: serve the redacted form); `relations`
     the bundled aggregations (`unsigned.m.relations`, see homeserver/aggregations.py). The

@@ -85,17 +85,6 @@ def has_annotated(cur: Cursor, parent_id: str, event_type: str, key: str, sender
     return cur.fetchone() is not None
 
 
-def relation_chain(cur: Cursor, event_id: str, hops: int) -> list[tuple[str, str, str]]:
-    """(child, parent, rel_type) from `event_id` upwards, at most `hops` long."""
-    cur.execute(
-        "WITH RECURSIVE up(event_id, parent, rel_type, n) AS ("
-        " SELECT event_id, relates_to_id, rel_type, 1 FROM event_relations WHERE event_id = %s"
-        " UNION ALL SELECT r.event_id, r.relates_to_id, r.rel_type, up.n + 1"
-        " FROM event_relations r JOIN up ON r.event_id = up.parent WHERE up.n < %s)"
-        " SELECT event_id, parent, rel_type FROM up ORDER BY n", (event_id, hops))
-    return [tuple(r) for r in cur.fetchall()]
-
-
 def children(cur: Cursor, parent_id: str, rel_type: str | None, event_type: str | None,
              from_pos: tuple[int, int], direction: str, limit: int,
              to_pos: tuple[int, int] | None, levels: int) -> list["StoredEvent"]:
