@@ -14,11 +14,13 @@ without the asker's participation in the thread: that choice is all the per-reci
 work."""
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable
 
 import orjson
+from twisted.internet import defer
 
 from homeserver.event import Event
 from homeserver.relations import ANNOTATION, REPLACE, event_relation, is_valid_edit, relation_of
@@ -28,6 +30,7 @@ from storage import relations as relations_store
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
 
+logger = logging.getLogger(__name__)
 CAPACITY = 100_000   # events whose aggregation (or lack of one) is remembered
 _UNKNOWN = object()
 
@@ -187,12 +190,29 @@ class Aggregations:
             if target:
                 self._invalidate(target)  # a redacted original loses its edit
                 redacted = self.hs.event_cache.peek(target)
-                if redacted is None:
-                    self._clear()  # which relation it broke is unknown: forget everything
-                elif (target_rel := relation_of(redacted.content)) is not None:
-                    self._invalidate(target_rel.parent_id)
+                if redacted is not None:
+                    self._forget_parent_of(redacted)
+                else:
+                    # Not in memory: the redaction check found no such event (nothing to
+                    # forget), or it has been evicted since; look it up to be sure.
+                    defer.ensureDeferred(self._forget_parent_of_stored(target))
             if ev.event_id not in self._known:
                 self._remember(ev.event_id, None)  # nothing relates to a brand-new event
+
+    def _forget_parent_of(self, redacted: Event) -> None:
+        rel = relation_of(redacted.content)  # the original content: the relation it had
+        if rel is not None:
+            self._invalidate(rel.parent_id)
+
+    async def _forget_parent_of_stored(self, event_id: str) -> None:
+        try:
+            redacted = await self.hs.event_cache.get(event_id)
+        except Exception:
+            logger.exception("looking up redacted event %s failed; forgetting every aggregation", event_id)
+            self._clear()
+            return
+        if redacted is not None:
+            self._forget_parent_of(redacted)
 
 
 def _aggregation(event_id: str, rows: relations_store.AggregationRows,

@@ -487,3 +487,41 @@ def test_another_tenant_gets_the_answers_of_a_missing_room_and_event(world):
     # The room's own members see it all.
     status, body = get(alice, f"{V1}/rooms/{room}/threads")
     assert status == 200 and [e["event_id"] for e in body["chunk"]] == [root]
+
+
+# ---- after a restart: everything is read back from Postgres ----------------------------
+
+def test_aggregations_threads_and_relations_survive_a_restart(world):
+    srv, users = world
+    alice, bob = users["alice"], users["bob"]
+    status, body = alice.request("POST", f"{V3}/createRoom", {"invite": [bob.user_id]})
+    room = body["room_id"]
+    assert bob.request("POST", f"{V3}/rooms/{room}/join", {})[0] == 200
+    sent = iter(range(1000))
+
+    def put(user: Http, content: dict, event_type: str = "m.room.message") -> str:
+        status, body = user.request("PUT", f"{V3}/rooms/{room}/send/{event_type}/r{next(sent)}", content)
+        assert status == 200, body
+        return body["event_id"]
+
+    root = put(alice, text("root"))
+    latest_edit = [put(alice, edit(root, f"v{i}")) for i in range(2)][-1]
+    put(bob, reaction(root, "👍"), "m.reaction")
+    replies = [put(bob, text(f"r{i}", rel_type="m.thread", event_id=root)) for i in range(3)]
+    put(bob, edit(replies[-1], "r2 edited"))
+    before = get(bob, f"{V3}/rooms/{room}/event/{root}")[1]["unsigned"]["m.relations"]
+    srv.stop()
+    srv.start()
+    after = get(bob, f"{V3}/rooms/{room}/event/{root}")[1]["unsigned"]["m.relations"]
+    assert after == before
+    assert after["m.replace"]["event_id"] == latest_edit
+    assert (after["m.thread"]["count"], after["m.thread"]["latest_event"]["event_id"]) == (3, replies[-1])
+    status, body = get(bob, f"{V1}/rooms/{room}/threads")
+    assert [e["event_id"] for e in body["chunk"]] == [root]
+    assert body["chunk"][0]["unsigned"]["m.relations"] == after
+    status, sync = get(bob, f"{V3}/sync?timeout=0&filter=" + quote('{"room":{"timeline":{"limit":50}}}'))
+    synced = {e["event_id"]: e for e in sync["rooms"]["join"][room]["timeline"]["events"]}
+    assert synced[root]["unsigned"]["m.relations"] == after
+    # Duplicate reactions are still refused, from the stored relations alone.
+    status, body = bob.request("PUT", f"{V3}/rooms/{room}/send/m.reaction/again", reaction(root, "👍"))
+    assert (status, body["errcode"]) == (400, "M_DUPLICATE_ANNOTATION")
