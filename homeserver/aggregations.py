@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import orjson
 from twisted.internet import defer
@@ -72,8 +72,11 @@ class Aggregations:
         self._touched: dict[str, int] = {}
         hs.persister.add_listener(self._on_persisted)
 
-    async def bundle(self, events: Iterable[Event], user_id: str | None) -> dict[str, Bundle]:
-        """event_id -> bundled aggregations, for those of `events` that have any."""
+    async def bundle(self, events: Iterable[Event], user_id: str | None,
+                     may_see: Callable[[Event], bool] | None = None) -> dict[str, Bundle]:
+        """event_id -> bundled aggregations, for those of `events` that have any.
+        `may_see`: the asker's history visibility; bundled events it hides (an edit or a
+        thread reply sent after the asker left) are left out with their aggregation."""
         candidates = [e for e in events if _may_have_bundle(e)]
         found = await self._aggregations([e.event_id for e in candidates])
         if not found:
@@ -86,7 +89,12 @@ class Aggregations:
             if agg is None:
                 continue
             latest_agg = latest_aggs.get(agg.thread_latest.event_id) if agg.thread_latest else None
-            bundle = self._bundle_of(event, agg, user_id, latest_agg)
+            if may_see is not None and _hides_some(agg, latest_agg, may_see):
+                # Built for this asker alone, without what they may not see.
+                bundle = _encoded(self._value(event, agg, _participated(event, agg, user_id),
+                                              latest_agg, may_see))
+            else:
+                bundle = self._bundle_of(event, agg, user_id, latest_agg)
             if bundle is not None:
                 out[event.event_id] = bundle
         return out
@@ -95,32 +103,25 @@ class Aggregations:
 
     def _bundle_of(self, event: Event, agg: Aggregation, user_id: str | None,
                    latest_agg: Aggregation | None) -> Bundle | None:
-        in_thread = agg.thread_latest is not None and event_relation(event) is None
-        participated = in_thread and (user_id == event.sender or user_id in agg.thread_senders)
+        participated = _participated(event, agg, user_id)
         key = (participated, bool(event.internal.get("redacted_by")))
         cached = agg.forms.get(key)
         if cached is not None and cached[0] is latest_agg:
             return cached[1]
-        value = self._value(event, agg, participated, latest_agg)
-        bundle = None
-        if value:
-            try:
-                encoded: bytes | None = orjson.dumps(value)
-            except TypeError:
-                encoded = None
-            bundle = Bundle(value, encoded)
+        bundle = _encoded(self._value(event, agg, participated, latest_agg, None))
         agg.forms[key] = (latest_agg, bundle)
         return bundle
 
     def _value(self, event: Event, agg: Aggregation, participated: bool,
-               latest_agg: Aggregation | None) -> dict[str, Any]:
+               latest_agg: Aggregation | None, may_see: Callable[[Event], bool] | None) -> dict[str, Any]:
         value: dict[str, Any] = {}
-        if agg.edit is not None and not event.internal.get("redacted_by"):
-            value["m.replace"] = bundled_form(agg.edit)
-        if agg.thread_latest is not None and event_relation(event) is None:
-            latest = agg.thread_latest
+        edit = agg.edit
+        if edit is not None and not event.internal.get("redacted_by") and (may_see is None or may_see(edit)):
+            value["m.replace"] = bundled_form(edit)
+        latest = agg.thread_latest
+        if latest is not None and event_relation(event) is None and (may_see is None or may_see(latest)):
             # The latest event is itself a relation, so it has no thread of its own.
-            own = self._value(latest, latest_agg, False, None) if latest_agg is not None else None
+            own = self._value(latest, latest_agg, False, None, may_see) if latest_agg is not None else None
             value["m.thread"] = {"latest_event": bundled_form(latest, own or None),
                                  "count": agg.thread_count,
                                  "current_user_participated": participated}
@@ -213,6 +214,25 @@ class Aggregations:
             return
         if redacted is not None:
             self._forget_parent_of(redacted)
+
+
+def _participated(event: Event, agg: Aggregation, user_id: str | None) -> bool:
+    in_thread = agg.thread_latest is not None and event_relation(event) is None
+    return in_thread and (user_id == event.sender or user_id in agg.thread_senders)
+
+
+def _hides_some(agg: Aggregation, latest_agg: Aggregation | None, may_see: Callable[[Event], bool]) -> bool:
+    nested = (agg.edit, agg.thread_latest, latest_agg.edit if latest_agg is not None else None)
+    return any(e is not None and not may_see(e) for e in nested)
+
+
+def _encoded(value: dict[str, Any]) -> Bundle | None:
+    if not value:
+        return None
+    try:
+        return Bundle(value, orjson.dumps(value))
+    except TypeError:  # not representable by orjson (lone surrogates): dict form only
+        return Bundle(value, None)
 
 
 def _aggregation(event_id: str, rows: relations_store.AggregationRows,

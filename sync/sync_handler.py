@@ -253,7 +253,8 @@ class SyncHandler:
     async def _serialize(self, events: list[Event], device_key: str, filt: Filter,
                          bundle_for: str | None = None) -> list[dict]:
         """`bundle_for`: the user to bundle aggregations for (limited or new timelines
-        only, as Synapse does: otherwise the client has seen every child already)."""
+        only, as Synapse does: otherwise the client has seen every child already; and
+        joined rooms only: a left room's bundles could show what came after the leave)."""
         redaction_ids = [e.internal["redacted_by"] for e in events if e.internal.get("redacted_by")]
         redactions = await self.hs.event_cache.get_many(redaction_ids) if redaction_ids else {}
         if filt.event_format == "federation":
@@ -331,8 +332,9 @@ class SyncHandler:
         else:
             prev_batch = f"s{plan.upto}"
         entry: dict[str, Any] = {
-            "timeline": {"events": await self._serialize(plan.events, device_key, filt,
-                                                         user_id if plan.limited or plan.full else None),
+            "timeline": {"events": await self._serialize(
+                plan.events, device_key, filt,
+                user_id if plan.kind == "join" and (plan.limited or plan.full) else None),
                          "limited": plan.limited, "prev_batch": prev_batch},
             "state": {"events": await self._serialize(state, device_key, filt)},
             "account_data": {"events": account_data},

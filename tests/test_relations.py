@@ -525,3 +525,37 @@ def test_aggregations_threads_and_relations_survive_a_restart(world):
     # Duplicate reactions are still refused, from the stored relations alone.
     status, body = bob.request("PUT", f"{V3}/rooms/{room}/send/m.reaction/again", reaction(root, "👍"))
     assert (status, body["errcode"]) == (400, "M_DUPLICATE_ANNOTATION")
+
+
+def test_bundles_leave_out_what_came_after_the_asker_left(world):
+    """History visibility holds inside bundles: a past member reading an old message does
+    not see the edit or the thread reply sent after they left."""
+    _, users = world
+    alice, bob = users["alice"], users["bob"]
+    status, body = alice.request("POST", f"{V3}/createRoom", {"invite": [bob.user_id]})
+    room = body["room_id"]
+    assert bob.request("POST", f"{V3}/rooms/{room}/join", {})[0] == 200
+    _, body = alice.request("PUT", f"{V3}/rooms/{room}/send/m.room.message/a1", text("root"))
+    root = body["event_id"]
+    _, body = bob.request("PUT", f"{V3}/rooms/{room}/send/m.room.message/b1",
+                          text("bob was here", rel_type="m.thread", event_id=root))
+    bobs_reply = body["event_id"]
+    assert bob.request("POST", f"{V3}/rooms/{room}/leave", {})[0] == 200
+    _, body = alice.request("PUT", f"{V3}/rooms/{room}/send/m.room.message/a2", edit(root, "secret edit"))
+    secret_edit = body["event_id"]
+    _, body = alice.request("PUT", f"{V3}/rooms/{room}/send/m.room.message/a3",
+                            text("secret reply", rel_type="m.thread", event_id=root))
+    secret_reply = body["event_id"]
+
+    status, seen_by_alice = get(alice, f"{V3}/rooms/{room}/event/{root}")
+    rel = seen_by_alice["unsigned"]["m.relations"]
+    assert rel["m.replace"]["event_id"] == secret_edit
+    assert rel["m.thread"]["latest_event"]["event_id"] == secret_reply
+    status, seen_by_bob = get(bob, f"{V3}/rooms/{room}/event/{root}")
+    assert status == 200
+    assert "secret" not in str(seen_by_bob)
+    status, page = get(bob, f"{V3}/rooms/{room}/messages?dir=b&limit=50")
+    assert status == 200 and root in [e["event_id"] for e in page["chunk"]]
+    assert "secret" not in str(page)
+    status, rels = get(bob, f"{V1}/rooms/{room}/relations/{root}")
+    assert [e["event_id"] for e in rels["chunk"]] == [bobs_reply]

@@ -77,7 +77,7 @@ async def relations(req: Req, room_id: str, event_id: str, rel_type: str | None 
     head = await req.hs.room_heads.get(room_id)
     assert head is not None  # require_can_read found it
     events = req.hs.event_cache.from_stored_list(stored[:limit], head.room_version.identifier)
-    result: dict[str, Any] = {"chunk": await serialize_for(req, [e for e in events if hist.may_see(e)])}
+    result: dict[str, Any] = {"chunk": await serialize_for(req, [e for e in events if hist.may_see(e)], hist)}
     if len(stored) > limit:  # the last row read, seen or not, is where the next page starts
         result["next_batch"] = topo_token((events[-1].depth, events[-1].stream_ordering or 0))
     if from_token:
@@ -107,7 +107,7 @@ async def threads(req: Req, room_id: str):
     found = await req.hs.event_cache.get_many([root for root, _, _ in rows])
     roots = [found[root] for root, _, _ in rows if root in found]
     visible = [e for e in roots if e.room_id == room_id and hist.may_see(e)]
-    result: dict[str, Any] = {"chunk": await serialize_for(req, visible)}
+    result: dict[str, Any] = {"chunk": await serialize_for(req, visible, hist)}
     if more:
         result["next_batch"] = topo_token((rows[-1][1], rows[-1][2]))
     return result
