@@ -90,7 +90,7 @@ def children(cur: Cursor, parent_id: str, rel_type: str | None, event_type: str 
              to_pos: tuple[int, int] | None, levels: int) -> list["StoredEvent"]:
     """Events relating to `parent_id` (through up to `levels` relations, each of which
     must match the rel_type / event_type filters), strictly after (f) or before (b) a
-    (depth, stream) position, in that direction."""
+    (depth, stream) position, in that direction, up to and including `to_pos`."""
     conds, params = "", []
     if rel_type is not None:
         conds += " AND r.rel_type = %s"
