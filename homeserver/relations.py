@@ -4,7 +4,7 @@ sends a child event. Relations are recorded by the persist transaction
 (storage/relations.py); their bundled aggregations are homeserver/aggregations.py."""
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
@@ -91,6 +91,17 @@ def receipt_thread_matches(chain: list[tuple[str, str, str]], event_id: str, thr
     return thread_id in (MAIN_TIMELINE, top)
 
 
+class _Nothing:
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> bool:
+        return False
+
+
+_NOTHING = _Nothing()
+
+
 class Relations:
     """The send-time rules for relations from local clients (Synapse's, which the spec
     leaves to servers): the parent must be an event of the same room, an annotation needs
@@ -104,15 +115,22 @@ class Relations:
         # persisted, then its duplicate check sees it.
         self._annotations = KeyedLock()
 
-    @asynccontextmanager
-    async def sending(self, room_id: str, sender: str, event_type: str,
-                      content: dict) -> AsyncIterator[None]:
-        """Wraps building and persisting a client's event; raises the spec's 400s."""
+    def sending(self, room_id: str, sender: str, event_type: str,
+                content: dict) -> AbstractAsyncContextManager[None]:
+        """Wraps building and persisting a client's event; raises the spec's 400s.
+        Events without a relation (nearly all) get a no-op at no cost."""
         rel = relation_of(content)
-        head = await self.hs.room_heads.get(room_id) if rel is not None else None
-        if rel is None or head is None or head.membership_of(sender) != "join":
-            # Not a relation; or the auth rules will refuse the event anyway, and must do
-            # so before anything here could tell a non-member about the room's events.
+        if rel is None:
+            return _NOTHING
+        return self._checked(rel, room_id, sender, event_type)
+
+    @asynccontextmanager
+    async def _checked(self, rel: Relation, room_id: str, sender: str,
+                       event_type: str) -> AsyncIterator[None]:
+        head = await self.hs.room_heads.get(room_id)
+        if head is None or head.membership_of(sender) != "join":
+            # The auth rules will refuse the event anyway, and must do so before anything
+            # here could tell a non-member about the room's events.
             yield
             return
         if rel.rel_type == ANNOTATION:
