@@ -11,7 +11,8 @@ starts out known to have none, so serving events without relations costs a dict 
 each; older events are looked up in bulk, one query round per call. A bundle is kept as a
 dict and as JSON bytes (for /sync's shared fragments) in at most two variants, with and
 without the asker's participation in the thread: that choice is all the per-recipient
-work."""
+work, but for an asker who may not see a bundled event (one who left the room before it),
+whose bundle is built for them alone without it."""
 from __future__ import annotations
 
 import logging
