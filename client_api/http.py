@@ -15,6 +15,8 @@ from twisted.internet import defer
 from twisted.web import server
 from twisted.web.resource import Resource
 
+from client_api import request_log
+from client_api.streaming import JsonLines
 from homeserver.errors import MatrixError
 from storage import accounts as accounts_store
 from storage.accounts import TokenOwner
@@ -185,6 +187,7 @@ class ApiResource(Resource):
 
     async def _handle(self, request: server.Request) -> None:
         method = request.method.decode("ascii", "replace")
+        started = request_log.begin(request, self.hs)
         headers: dict[bytes, bytes] = {}
         try:
             status, body = await self._dispatch(request, method)
@@ -201,7 +204,16 @@ class ApiResource(Resource):
         except Exception:
             logger.exception("unhandled error in %s %s", method, request.path)
             status, body = 500, {"errcode": "M_UNKNOWN", "error": "internal server error"}
-        self._respond(request, status, body, headers)
+        if isinstance(body, JsonLines):
+            try:
+                await body.write_to(request, CORS_HEADERS, encode_json)
+            except Exception:  # the status line is out: all we can do is cut the stream short
+                logger.exception("streaming %s %s failed", method, request.path)
+                if not request._disconnected:
+                    request.loseConnection()
+        else:
+            self._respond(request, status, body, headers)
+        request_log.end(request, self.hs, method, status, started)
 
     async def _dispatch(self, request: server.Request, method: str) -> tuple[int, Any]:
         path = request.path.decode("utf-8", "replace")
@@ -212,6 +224,7 @@ class ApiResource(Resource):
             if known:
                 raise MatrixError(405, "M_UNRECOGNIZED", f"method {method} not allowed here")
             raise MatrixError(404, "M_UNRECOGNIZED", "unrecognized request")
+        request.route_pattern = route.pattern
         if getattr(request, "too_large", False):
             raise MatrixError(413, "M_TOO_LARGE", "request body too large")
         request.content.seek(0)
@@ -221,6 +234,7 @@ class ApiResource(Resource):
                   request.getClientAddress().host if request.getClientAddress() else "")
         if route.auth:
             req.requester = await authenticate(req)
+            request.requester_user = req.requester.user_id
             if req.requester.is_guest:
                 from client_api import guest_access  # imports this module
                 await guest_access.check(req, route, params)
@@ -264,8 +278,9 @@ async def authenticate(req: Req) -> Requester:
     if reg is not None:
         return await _appservice_requester(req, reg, token)
     owner: TokenOwner | None = await req.hs.accounts.owner_of_token(token)
-    if owner is None or owner.deactivated:
+    if owner is None or owner.deactivated or owner.expired():
         raise MatrixError(401, "M_UNKNOWN_TOKEN", "unknown access token", soft_logout=False)
+    req.hs.client_ips.seen(owner.user_id, owner.device_id, req.client_ip, req.headers)
     return Requester(owner.user_id, owner.device_id, owner.is_admin, token, is_guest=owner.is_guest)
 
 

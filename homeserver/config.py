@@ -17,7 +17,9 @@ class _Strict(BaseModel):
 class ListenerConfig(_Strict):
     port: int = Field(8008, ge=0, le=65535)
     bind_address: str = "127.0.0.1"
-    resources: list[Literal["client"]] = ["client"]
+    # client: the client-server API (and /health); metrics: Prometheus /metrics (and
+    # /health). Keep metrics off the public client port: give it its own listener.
+    resources: list[Literal["client", "metrics"]] = Field(default_factory=lambda: ["client"], min_length=1)
 
 
 class DatabaseConfig(_Strict):
@@ -67,12 +69,20 @@ class OpenIdConfig(_Strict):
     token_lifetime_ms: int = Field(3_600_000, ge=1000)
 
 
+class ShutdownConfig(_Strict):
+    # On SIGTERM: how long to wait for in-flight requests, queued writes and application-
+    # service deliveries before stopping anyway.
+    grace_period_ms: int = Field(10_000, ge=0, le=600_000)
+
+
 class Config(_Strict):
     server_name: str = "localhost"
     public_baseurl: str = "http://127.0.0.1:8008/"
     data_dir: Path = Path("data")
     signing_key_path: Path | None = None  # default <data_dir>/signing.key
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # text: one human-readable line per record; json: one JSON object per line.
+    log_format: Literal["text", "json"] = "text"
     listeners: list[ListenerConfig] = [ListenerConfig()]
     database: DatabaseConfig = DatabaseConfig()
     registration: RegistrationConfig = RegistrationConfig()
@@ -82,6 +92,7 @@ class Config(_Strict):
     presence: PresenceConfig = PresenceConfig()
     guest_access: GuestAccessConfig = GuestAccessConfig()
     openid: OpenIdConfig = OpenIdConfig()
+    shutdown: ShutdownConfig = ShutdownConfig()
     # Application-service registration files (YAML), relative to this config file.
     app_service_config_files: list[Path] = []
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from homeserver import metrics
 from homeserver.accounts import Accounts
+from homeserver.audit import Audit
+from homeserver.client_ips import ClientIps
 from homeserver.config import Config
 from homeserver.event_cache import EventCache
 from homeserver.event_creation import EventCreator
@@ -12,6 +15,7 @@ from homeserver.guests import GuestRooms
 from homeserver.membership import Membership
 from homeserver.persister import Persister
 from homeserver.profiles import Profiles
+from homeserver.room_blocks import RoomBlocks
 from homeserver.room_heads import RoomHeads
 from homeserver.tenancy import Tenancy
 from homeserver.signing_key import load_or_create_signing_key
@@ -36,6 +40,10 @@ class HomeServer:
         # typed loosely because the core does not import the packages built on it.
         self.sync: Any = None
         self.appservices: Any = None  # appservice.registry.AppServices, likewise
+        self.ready = False  # start-up complete: /health answers 200 from now on
+        self.draining = False  # shutting down: new requests get 503
+        self.requests_in_flight = 0
+        self.client_ips: ClientIps = None  # type: ignore[assignment]  # set in start()
 
     def open_database(self) -> None:
         """Blocking: start the embedded Postgres if needed, connect, migrate."""
@@ -44,6 +52,7 @@ class HomeServer:
             self.embedded = EmbeddedPostgres(self.config.data_dir)
             dsn = self.embedded.start()
         self.db = Database(dsn, self.config.database.max_connections)
+        self.db.observe = metrics.observe_db_transaction
         version = self.db.run_sync(apply_migrations)
         logger.info("database schema at version %d", version)
 
@@ -60,6 +69,14 @@ class HomeServer:
         self.membership = Membership(self)
         self.tenancy = Tenancy(self)
         self.persister.add_listener(GuestRooms(self).on_events)
+        self.room_blocks = RoomBlocks(self)
+        await self.room_blocks.start()
+        self.audit = Audit(self)
+        self.client_ips = ClientIps(self)
+        self.client_ips.start()
+        from homeserver import admin_tasks  # noqa: PLC0415  (imports the room core)
+        await admin_tasks.fail_interrupted(self)
+        metrics.register_server(self)
 
     async def _room_version_of(self, room_id: str) -> str | None:
         head = await self.room_heads.get(room_id)
@@ -84,7 +101,7 @@ class HomeServer:
     def shutdown(self) -> None:
         # Each part stops even if one before it fails (say, the database is gone and
         # presence cannot be saved): the embedded PostgreSQL must always be stopped.
-        for part in (self.sync, self.appservices, self.db, self.embedded):
+        for part in (self.sync, self.appservices, self.client_ips, self.db, self.embedded):
             if part is None:
                 continue
             try:

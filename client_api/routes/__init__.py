@@ -4,6 +4,7 @@ from client_api.routes import (
     account,
     account_data,
     admin,
+    admin_export,
     appservice,
     client_misc,
     devices,
@@ -19,6 +20,9 @@ from client_api.routes import (
     rooms,
     spaces,
     sync,
+    synapse_admin_reports,
+    synapse_admin_rooms,
+    synapse_admin_users,
     thirdparty,
     user_directory,
     versions,
@@ -29,5 +33,6 @@ def register_all_routes(router: Router) -> None:
     for module in (versions, account, devices, profile, rooms, room_events, directory,
                    account_data, user_directory, sync,
                    push_rules, client_misc, keys, key_backup, admin, appservice, spaces, reports,
-                   openid, thirdparty, legacy_events):
+                   openid, thirdparty, legacy_events,
+                   admin_export, synapse_admin_users, synapse_admin_rooms, synapse_admin_reports):
         module.register(router)
