@@ -39,6 +39,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     hs = HomeServer(config)
     exit_code = 0
     ports: list = []
+    connections = shutdown.Connections()
 
     from appservice.registration import RegistrationError
     from appservice.registry import AppServices
@@ -55,6 +56,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 hs, template.resource if "client" in listener.resources else None,
                 metrics_resource if "metrics" in listener.resources else None))
             site.requestFactory, site.noisy = template.requestFactory, False
+            connections.track(site)
             port = reactor.listenTCP(listener.port, site, interface=listener.bind_address)
             ports.append(port)
             host = port.getHost()
@@ -87,7 +89,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         reactor.stop()
 
     reactor.callWhenRunning(lambda: defer.ensureDeferred(start()).addErrback(failed))
-    reactor.addSystemEventTrigger("before", "shutdown", lambda: defer.ensureDeferred(shutdown.drain(hs, ports)))
+    reactor.addSystemEventTrigger("before", "shutdown", lambda: defer.ensureDeferred(shutdown.drain(hs, ports, connections)))
     reactor.addSystemEventTrigger("after", "shutdown", hs.shutdown)
     reactor.run()
     return exit_code

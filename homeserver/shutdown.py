@@ -39,11 +39,46 @@ async def _bounded(d: defer.Deferred, deadline: float) -> bool:
         return False
 
 
-async def drain(hs: "HomeServer", ports: list[Any]) -> None:
+class Connections:
+    """The open HTTP connections of the listeners, so shutdown can close them gently
+    (loseConnection sends what is buffered first; the reactor's own final disconnect
+    would drop answers not yet on the wire)."""
+
+    def __init__(self) -> None:
+        self.open: set[Any] = set()
+
+    def track(self, site: Any) -> None:
+        build = site.buildProtocol
+
+        def build_tracked(addr: Any) -> Any:
+            protocol = build(addr)
+            if protocol is None:
+                return None
+            self.open.add(protocol)
+            lost = protocol.connectionLost
+
+            def connection_lost(reason: Any) -> Any:
+                self.open.discard(protocol)
+                return lost(reason)
+            protocol.connectionLost = connection_lost
+            return protocol
+        site.buildProtocol = build_tracked
+
+    async def close_all(self, deadline: float) -> None:
+        for protocol in list(self.open):
+            transport = getattr(protocol, "transport", None)
+            if transport is not None:
+                transport.loseConnection()
+        if not await _until(lambda: not self.open, deadline):
+            logger.warning("shutdown: %d connection(s) did not close in time", len(self.open))
+
+
+async def drain(hs: "HomeServer", ports: list[Any], connections: Connections) -> None:
     deadline = time.monotonic() + hs.config.shutdown.grace_period_ms / 1000.0
     hs.draining = True
     await defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports], consumeErrors=True)
     if not hs.ready:  # start-up never finished: nothing to drain
+        await connections.close_all(deadline)
         return
     sync = hs.sync
     waiting = (lambda: sync.notifier.waiting_count()) if sync is not None else (lambda: 0)
@@ -54,6 +89,7 @@ async def drain(hs: "HomeServer", ports: list[Any]) -> None:
     if sync is not None:
         sync.notifier.close()
         await _until(lambda: hs.requests_in_flight <= 0, deadline)
+    await connections.close_all(deadline)
     if hs.appservices is not None:
         hs.appservices.stop()
         for pusher in hs.appservices.pushers.values():
