@@ -147,6 +147,12 @@ def local_members(cur: Cursor, room_id: str, server_name: str) -> list[tuple[str
     return [(u, m) for u, m in cur.fetchall()]
 
 
+def forward_extremities(cur: Cursor, room_id: str) -> list[dict]:
+    cur.execute("SELECT f.event_id, e.state_group, e.depth, e.received_ts FROM forward_extremities f"
+                " JOIN events e USING (event_id) WHERE f.room_id = %s ORDER BY e.depth DESC", (room_id,))
+    return [{"event_id": e, "state_group": sg, "depth": d, "received_ts": ts} for e, sg, d, ts in cur.fetchall()]
+
+
 # ---- blocked rooms -------------------------------------------------------------------
 
 def all_blocked(cur: Cursor) -> dict[str, str]:

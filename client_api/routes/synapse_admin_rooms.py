@@ -1,6 +1,6 @@
-"""Synapse's admin API for rooms: list, details, members, state, messages, block, delete
-(v2, asynchronous, with its status endpoints; v1, synchronous), purge history and its
-status. Tenant admins see and manage only their tenant's rooms; any other room answers
+"""Synapse's admin API for rooms: list, details, members, state, messages, forward
+extremities (read only), block, delete (v2, asynchronous, with its status endpoints; v1,
+synchronous), purge history and its status. Tenant admins see and manage only their tenant's rooms; any other room answers
 404 like a missing one. Every change is audited."""
 from __future__ import annotations
 
@@ -62,6 +62,13 @@ async def room_members(req: Req, room_id: str):
     await scope.room(req, room_id)
     members = await req.hs.db.run(admin_rooms_store.joined_members, room_id)
     return {"members": members, "total": len(members)}
+
+
+async def room_forward_extremities(req: Req, room_id: str):
+    scope = await require_admin(req)
+    await scope.room(req, room_id)
+    results = await req.hs.db.run(admin_rooms_store.forward_extremities, room_id)
+    return {"count": len(results), "results": results}
 
 
 async def room_state(req: Req, room_id: str):
@@ -295,6 +302,7 @@ def register(router: Router) -> None:
     router.add("GET", V1 + "/rooms/{room_id}/members", room_members)
     router.add("GET", V1 + "/rooms/{room_id}/state", room_state)
     router.add("GET", V1 + "/rooms/{room_id}/messages", room_messages)
+    router.add("GET", V1 + "/rooms/{room_id}/forward_extremities", room_forward_extremities)
     router.add("GET", V1 + "/rooms/{room_id}/block", get_block)
     router.add("PUT", V1 + "/rooms/{room_id}/block", put_block)
     router.add("DELETE", V2 + "/rooms/{room_id}", delete_room_v2)
