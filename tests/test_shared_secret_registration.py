@@ -18,6 +18,8 @@ import pytest
 
 from tests.server_harness import Http, ServerProcess
 
+# The first run may install matrix-synapse (a minute or two) before its first test.
+pytestmark = pytest.mark.timeout(1200)
 SECRET = "s3cret-for-registration"
 SERVER = "test.local"
 
