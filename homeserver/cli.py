@@ -56,6 +56,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 hs, template.resource if "client" in listener.resources else None,
                 metrics_resource if "metrics" in listener.resources else None))
             site.requestFactory, site.noisy = template.requestFactory, False
+            site.log = lambda request: None  # our own access line replaces Twisted's
             connections.track(site)
             port = reactor.listenTCP(listener.port, site, interface=listener.bind_address)
             ports.append(port)
