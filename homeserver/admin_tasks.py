@@ -17,7 +17,7 @@ from twisted.internet import defer
 
 from homeserver.errors import MatrixError
 from homeserver.redaction import prune_event_dict
-from homeserver.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
+from homeserver.room_versions import RoomVersion
 from storage import admin_rooms as admin_rooms_store
 from storage import admin_tasks as tasks_store
 from storage import directory as directory_store
@@ -234,7 +234,3 @@ async def purge_room(hs: "HomeServer", room_id: str, force: bool) -> None:
     count = await hs.db.run(purge_store.delete_room, room_id)
     forget_room(hs, room_id)
     logger.info("deleted room %s (%d events)", room_id, count)
-
-
-def room_version_of(identifier: str) -> RoomVersion:
-    return KNOWN_ROOM_VERSIONS[identifier]

@@ -5,7 +5,7 @@ open, pool connections in use, presence, application-service queues) are read wh
 scraped, so they cost nothing in between. Every metric is listed in docs/metrics.md."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -127,9 +127,3 @@ def metrics_resource() -> Any:
     """A Twisted resource rendering the registry in the Prometheus text format."""
     from prometheus_client.twisted import MetricsResource
     return MetricsResource(registry=REGISTRY)
-
-
-def timer() -> Callable[[], float]:
-    import time
-    start = time.perf_counter()
-    return lambda: time.perf_counter() - start
