@@ -22,6 +22,8 @@ from twisted.internet import defer, reactor
 from twisted.web import http, server
 from twisted.web.resource import Resource
 
+from client_api import request_log
+from client_api.streaming import JsonLines
 from homeserver.errors import MatrixError
 from storage import accounts as accounts_store
 from storage.accounts import TokenOwner
@@ -293,6 +295,7 @@ class ApiResource(Resource):
 
     async def _handle(self, request: server.Request) -> None:
         method = request.method.decode("ascii", "replace")
+        started = request_log.begin(request, self.hs)
         headers: dict[bytes, bytes] = {}
         try:
             result = await self._dispatch(request, method)
@@ -314,7 +317,16 @@ class ApiResource(Resource):
         except Exception:
             logger.exception("unhandled error in %s %s", method, request.path)
             status, body = 500, {"errcode": "M_UNKNOWN", "error": "internal server error"}
-        self._respond(request, status, body, headers)
+        if isinstance(body, JsonLines):
+            try:
+                await body.write_to(request, CORS_HEADERS, encode_json)
+            except Exception:  # the status line is out: all we can do is cut the stream short
+                logger.exception("streaming %s %s failed", method, request.path)
+                if not request._disconnected:
+                    request.loseConnection()
+        else:
+            self._respond(request, status, body, headers)
+        request_log.end(request, self.hs, method, status, started)
 
     async def _dispatch(self, request: server.Request, method: str) -> tuple[int, Any] | DirectResponse:
         path = request.path.decode("utf-8", "replace")
@@ -325,6 +337,7 @@ class ApiResource(Resource):
             if known:
                 raise MatrixError(405, "M_UNRECOGNIZED", f"method {method} not allowed here")
             raise MatrixError(404, "M_UNRECOGNIZED", "unrecognized request")
+        request.route_pattern = route.pattern
         args = {k.decode("utf-8", "replace"): [v.decode("utf-8", "replace") for v in vs]
                 for k, vs in request.args.items()}
         upload, body = (request.content, b"") if route.body is not None else (None, b"")
@@ -336,6 +349,7 @@ class ApiResource(Resource):
                   upload=upload)
         if route.auth:
             req.requester = await authenticate(req)
+            request.requester_user = req.requester.user_id
             if req.requester.is_guest:
                 from client_api import guest_access  # imports this module
                 await guest_access.check(req, route, params)
@@ -385,8 +399,9 @@ async def authenticate(req: Req) -> Requester:
     if reg is not None:
         return await _appservice_requester(req, reg, token)
     owner: TokenOwner | None = await req.hs.accounts.owner_of_token(token)
-    if owner is None or owner.deactivated:
+    if owner is None or owner.deactivated or owner.expired():
         raise MatrixError(401, "M_UNKNOWN_TOKEN", "unknown access token", soft_logout=False)
+    req.hs.client_ips.seen(owner.user_id, owner.device_id, req.client_ip, req.headers)
     return Requester(owner.user_id, owner.device_id, owner.is_admin, token, is_guest=owner.is_guest)
 
 

@@ -177,7 +177,8 @@ class Aggregations:
         if self._loads_in_flight:
             self._touched[event_id] = self._generation
 
-    def _clear(self) -> None:
+    def forget_all(self) -> None:
+        """Drop every cached aggregation (after an admin purged or pruned events)."""
         self._generation += 1
         self._cleared_at = self._generation
         self._known.clear()
@@ -211,7 +212,7 @@ class Aggregations:
             redacted = await self.hs.event_cache.get(event_id)
         except Exception:
             logger.exception("looking up redacted event %s failed; forgetting every aggregation", event_id)
-            self._clear()
+            self.forget_all()
             return
         if redacted is not None:
             self._forget_parent_of(redacted)

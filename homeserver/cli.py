@@ -8,14 +8,9 @@ import sys
 from pathlib import Path
 
 from homeserver.config import SAMPLE_CONFIG, Config, ConfigError, generate_config_text, load_config
+from homeserver.logging_setup import setup_logging
 
 logger = logging.getLogger("homeserver")
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("pgserver").setLevel(logging.WARNING)  # it narrates every pg_ctl call
 
 
 def _load(path: str) -> Config:
@@ -28,10 +23,12 @@ def _load(path: str) -> Config:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
-    _setup_logging(config.log_level)
-    from twisted.internet import defer, reactor
+    setup_logging(config.log_level, config.log_format)
+    from twisted.internet import defer, reactor, threads
 
+    from client_api.health import ListenerResource
     from client_api.http import build_site  # the composition root is the only place wiring both
+    from homeserver import metrics, shutdown
     from homeserver.launcher import skip_missing_bridge_registration
     from homeserver.server import HomeServer
 
@@ -40,18 +37,39 @@ def cmd_run(args: argparse.Namespace) -> int:
         logger.warning("ERP bridge registration %s does not exist: running without the bridge "
                        "(`homeserver run-all`, i.e. `make run`, generates it and starts the bridge)", skipped)
     hs = HomeServer(config)
-    try:
-        hs.open_database()
-    except Exception as e:
-        logger.error("cannot open the database: %s", e)
-        hs.shutdown()
-        return 1
+    exit_code = 0
+    ports: list = []
+    connections = shutdown.Connections()
 
     from appservice.registration import RegistrationError
     from appservice.registry import AppServices
     from sync.engine import SyncEngine
 
+    def listen() -> None:
+        """Listeners open at once and answer 503 (and /health 503) until start-up is done."""
+        from twisted.web import server
+
+        template = build_site(hs)
+        metrics_resource = metrics.metrics_resource()
+        for listener in config.listeners:
+            site = server.Site(ListenerResource(
+                hs, template.resource if "client" in listener.resources else None,
+                metrics_resource if "metrics" in listener.resources else None))
+            site.requestFactory, site.noisy = template.requestFactory, False
+            site.log = lambda request: None  # our own access line replaces Twisted's
+            connections.track(site)
+            port = reactor.listenTCP(listener.port, site, interface=listener.bind_address)
+            ports.append(port)
+            host = port.getHost()
+            logger.info("listening for %s on http://%s:%d (server_name %s)",
+                        ",".join(listener.resources), host.host, host.port, config.server_name)
+
     async def start() -> None:
+        listen()
+        try:
+            await threads.deferToThread(hs.open_database)
+        except Exception as e:
+            raise _StartupError(f"cannot open the database: {e}") from e
         await hs.start()
         hs.sync = SyncEngine(hs)
         await hs.sync.start()
@@ -59,29 +77,32 @@ def cmd_run(args: argparse.Namespace) -> int:
         await hs.appservices.start()
         hs.persister.add_listener(hs.appservices.on_events)
         hs.sync.ephemeral_listeners.append(hs.appservices.on_ephemeral)
-        site = build_site(hs)
-        for listener in config.listeners:
-            port = reactor.listenTCP(listener.port, site, interface=listener.bind_address)
-            host = port.getHost()
-            logger.info("listening for %s on http://%s:%d (server_name %s)",
-                        ",".join(listener.resources), host.host, host.port, config.server_name)
+        hs.ready = True
+        logger.info("start-up complete: serving requests")
 
     def failed(f):
-        if f.check(RegistrationError):
+        nonlocal exit_code
+        exit_code = 1
+        if f.check(RegistrationError, _StartupError):
             logger.error("%s", f.getErrorMessage())
         else:
             logger.error("start-up failed: %s", f.getTraceback())
         reactor.stop()
 
     reactor.callWhenRunning(lambda: defer.ensureDeferred(start()).addErrback(failed))
+    reactor.addSystemEventTrigger("before", "shutdown", lambda: defer.ensureDeferred(shutdown.drain(hs, ports, connections)))
     reactor.addSystemEventTrigger("after", "shutdown", hs.shutdown)
     reactor.run()
-    return 0
+    return exit_code
+
+
+class _StartupError(Exception):
+    pass
 
 
 def cmd_run_all(args: argparse.Namespace) -> int:
     config = _load(args.config)
-    _setup_logging(config.log_level)
+    setup_logging(config.log_level, config.log_format)
     from homeserver.launcher import run_all
 
     return run_all(Path(args.config), config)
@@ -99,7 +120,7 @@ def cmd_generate_config(args: argparse.Namespace) -> int:
 
 def cmd_register_user(args: argparse.Namespace) -> int:
     config = _load(args.config)
-    _setup_logging("WARNING")
+    setup_logging("WARNING")
     password = args.password
     if password is None:
         password = getpass.getpass("Password: ")

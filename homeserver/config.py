@@ -17,7 +17,9 @@ class _Strict(BaseModel):
 class ListenerConfig(_Strict):
     port: int = Field(8008, ge=0, le=65535)
     bind_address: str = "127.0.0.1"
-    resources: list[Literal["client"]] = ["client"]
+    # client: the client-server API (and /health); metrics: Prometheus /metrics (and
+    # /health). Keep metrics off the public client port: give it its own listener.
+    resources: list[Literal["client", "metrics"]] = Field(default_factory=lambda: ["client"], min_length=1)
 
 
 class DatabaseConfig(_Strict):
@@ -129,12 +131,20 @@ class SearchConfig(_Strict):
     language: str = Field("simple", pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 
 
+class ShutdownConfig(_Strict):
+    # On SIGTERM: how long to wait for in-flight requests, queued writes and application-
+    # service deliveries before stopping anyway.
+    grace_period_ms: int = Field(10_000, ge=0, le=600_000)
+
+
 class Config(_Strict):
     server_name: str = "localhost"
     public_baseurl: str = "http://127.0.0.1:8008/"
     data_dir: Path = Path("data")
     signing_key_path: Path | None = None  # default <data_dir>/signing.key
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # text: one human-readable line per record; json: one JSON object per line.
+    log_format: Literal["text", "json"] = "text"
     listeners: list[ListenerConfig] = [ListenerConfig()]
     database: DatabaseConfig = DatabaseConfig()
     registration: RegistrationConfig = RegistrationConfig()
@@ -148,6 +158,7 @@ class Config(_Strict):
 
     media: MediaConfig = MediaConfig()
     search: SearchConfig = SearchConfig()
+    shutdown: ShutdownConfig = ShutdownConfig()
     # Application-service registration files (YAML), relative to this config file.
     app_service_config_files: list[Path] = []
 

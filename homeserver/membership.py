@@ -60,6 +60,7 @@ class Membership:
                    txn: tuple[str, str, str] | None = None) -> str:
         room_id = await self.resolve_room(room_id_or_alias)
         head = await self.head(room_id)
+        self.hs.room_blocks.check(room_id)
         if room_id_or_alias.startswith("#") and room_tenant(head) != await self.hs.tenancy.tenant_of(user_id):
             raise not_found(f"room alias {room_id_or_alias} not found")
         if head.membership_of(user_id) == "join":
@@ -100,6 +101,7 @@ class Membership:
             if room_id_or_alias.startswith("#"):
                 raise not_found(f"room alias {room_id_or_alias} not found")
             raise forbidden("you are not allowed to knock on this room")
+        self.hs.room_blocks.check(room_id)
         content: dict[str, Any] = {"membership": "knock", **await self.hs.profiles.member_profile(user_id)}
         if reason:
             content["reason"] = reason
@@ -114,6 +116,8 @@ class Membership:
         if not is_valid_user_id(target):
             raise MatrixError(400, "M_INVALID_PARAM", "invalid user id")
         head = await self.head(room_id)
+        if membership == "invite":
+            self.hs.room_blocks.check(room_id)
         if membership == "invite" and self.hs.accounts.is_mine(target):
             await self.require_local_user(target)
         content: dict[str, Any] = {"membership": membership}

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Callable
 
 from twisted.internet import defer, reactor
 
+from homeserver import metrics
 from homeserver.event import Event
 from storage import events as events_store
 from storage.database import DatabaseUnavailable
@@ -40,6 +41,7 @@ class Persister:
         self.max_stream_ordering = 0
         self._next_state_group = 0
         self.batches = 0
+        self._idle_waiters: list[defer.Deferred] = []
 
     async def start(self) -> None:
         self.max_stream_ordering = await self._db.run(events_store.max_stream_ordering)
@@ -53,6 +55,18 @@ class Persister:
         sg = self._next_state_group
         self._next_state_group += 1
         return sg
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def wait_idle(self) -> defer.Deferred:
+        """Fires once everything queued so far is written (or failed): for shutdown."""
+        if not self._running and not self._queue:
+            return defer.succeed(None)
+        d: defer.Deferred = defer.Deferred()
+        self._idle_waiters.append(d)
+        return d
 
     def enqueue(self, row: EventRow, event: Event) -> defer.Deferred:
         d: defer.Deferred = defer.Deferred()
@@ -79,6 +93,9 @@ class Persister:
                 await self._write(batch)
         finally:
             self._running = False
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for d in waiters:
+                d.callback(None)
 
     async def _write(self, batch: list[_Pending]) -> None:
         error = await self._commit(batch)
@@ -112,6 +129,7 @@ class Persister:
     async def _commit(self, batch: list[_Pending]) -> Exception | None:
         """Write `batch` in one transaction; on success tell the listeners and the senders.
         Returns the error instead when nothing was written."""
+        started = time.perf_counter()
         for attempt in range(_COMMIT_ATTEMPTS):
             first = self.max_stream_ordering + 1
             for i, p in enumerate(batch):
@@ -130,14 +148,19 @@ class Persister:
                     self.max_stream_ordering = await self._db.run(events_store.max_stream_ordering)
                     landed = await self._db.run(events_store.get_event_position, batch[0].row.event_id)
                 except Exception:
+                    metrics.PERSIST_FAILURES.inc()
                     return e
                 if landed is not None:
                     break
                 # Not written: a connection cut mid-COMMIT is worth another go, a bad batch is not.
                 if not isinstance(e, DatabaseUnavailable) or attempt == _COMMIT_ATTEMPTS - 1:
+                    metrics.PERSIST_FAILURES.inc()
                     return e
         self.max_stream_ordering = max(self.max_stream_ordering, first + len(batch) - 1)
         self.batches += 1
+        metrics.PERSIST_BATCH_DURATION.observe(time.perf_counter() - started)
+        metrics.PERSIST_BATCH_SIZE.observe(len(batch))
+        metrics.EVENTS_PERSISTED.inc(len(batch))
         events = []
         for p in batch:
             p.event.stream_ordering = p.row.stream_ordering

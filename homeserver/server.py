@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from homeserver import metrics
 from homeserver.accounts import Accounts
 from homeserver.aggregations import Aggregations
+from homeserver.audit import Audit
+from homeserver.client_ips import ClientIps
 from homeserver.config import Config
 from homeserver.event_cache import EventCache
 from homeserver.event_creation import EventCreator
@@ -15,6 +18,7 @@ from homeserver.membership import Membership
 from homeserver.persister import Persister
 from homeserver.profiles import Profiles
 from homeserver.relations import Relations
+from homeserver.room_blocks import RoomBlocks
 from homeserver.room_heads import RoomHeads
 from homeserver.tenancy import Tenancy
 from homeserver.signing_key import load_or_create_signing_key
@@ -42,6 +46,10 @@ class HomeServer:
         self.appservices: Any = None  # appservice.registry.AppServices, likewise
         self.media: MediaRepository = None  # type: ignore[assignment]  # set in start()
         self.url_previews: Any = None  # homeserver.media.url_preview.UrlPreviewer when enabled
+        self.ready = False  # start-up complete: /health answers 200 from now on
+        self.draining = False  # shutting down: new requests get 503
+        self.requests_in_flight = 0
+        self.client_ips: ClientIps = None  # type: ignore[assignment]  # set in start()
 
     def open_database(self) -> None:
         """Blocking: start the embedded Postgres if needed, connect, migrate."""
@@ -50,6 +58,7 @@ class HomeServer:
             self.embedded = EmbeddedPostgres(self.config.data_dir)
             dsn = self.embedded.start()
         self.db = Database(dsn, self.config.database.max_connections)
+        self.db.observe = metrics.observe_db_transaction
         version = self.db.run_sync(apply_migrations)
         logger.info("database schema at version %d", version)
         if (read := self.db.run_sync(use_language, self.config.search.language)) is not None:
@@ -75,6 +84,14 @@ class HomeServer:
         if self.config.media.url_preview.enabled:
             from homeserver.media.url_preview import UrlPreviewer
             self.url_previews = UrlPreviewer(self)
+        self.room_blocks = RoomBlocks(self)
+        await self.room_blocks.start()
+        self.audit = Audit(self)
+        self.client_ips = ClientIps(self)
+        self.client_ips.start()
+        from homeserver import admin_tasks  # noqa: PLC0415  (imports the room core)
+        await admin_tasks.fail_interrupted(self)
+        metrics.register_server(self)
 
     async def _room_version_of(self, room_id: str) -> str | None:
         head = await self.room_heads.get(room_id)
@@ -99,7 +116,7 @@ class HomeServer:
     def shutdown(self) -> None:
         # Each part stops even if one before it fails (say, the database is gone and
         # presence cannot be saved): the embedded PostgreSQL must always be stopped.
-        for part in (self.sync, self.appservices, self.media, self.db, self.embedded):
+        for part in (self.sync, self.appservices, self.media, self.client_ips, self.db, self.embedded):
             if part is None:
                 continue
             try:

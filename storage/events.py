@@ -115,14 +115,16 @@ def persist_batch(cur: Cursor, rows: list[EventRow], now_ms: int) -> None:
         [(r.event_id, r.room_id, r.state_key, r.sender, r.membership, r.stream_ordering,
           r.member_displayname, r.member_avatar_url) for r in rows if r.membership],
     )
-    # Forward extremities: each new event replaces its prev events.
+    # Forward extremities: each new event replaces its prev events (also those earlier in
+    # this batch, which are never inserted).
+    referenced = {p for r in rows for p in r.prev_events}
     execute_values(
         cur, "DELETE FROM forward_extremities WHERE (room_id, event_id) IN (VALUES %s)",
         [(r.room_id, p) for r in rows for p in r.prev_events],
     )
     execute_values(
         cur, "INSERT INTO forward_extremities (room_id, event_id) VALUES %s ON CONFLICT DO NOTHING",
-        [(r.room_id, r.event_id) for r in rows],
+        [(r.room_id, r.event_id) for r in rows if r.event_id not in referenced],
     )
     execute_values(
         cur, "UPDATE events SET redacted_by = v.by FROM (VALUES %s) AS v(target, by, room)"

@@ -51,15 +51,21 @@ def record(cur: Cursor, rows: list["EventRow"]) -> None:
                 " WHERE (EXCLUDED.latest_depth, EXCLUDED.latest_stream)"
                 " > (threads.latest_depth, threads.latest_stream)",
                 (threaded,))
-    redacted = [(r.redacts, r.room_id) for r in rows if r.apply_redaction and r.redacts]
-    if redacted:
-        cur.execute(
-            "DELETE FROM event_relations r USING unnest(%s::text[], %s::text[]) AS v(target, room)"
-            " WHERE r.event_id = v.target AND r.room_id = v.room RETURNING r.relates_to_id, r.rel_type",
-            ([t for t, _ in redacted], [room for _, room in redacted]))
-        roots = sorted({parent for parent, rel_type in cur.fetchall() if rel_type == THREAD})
-        if roots:
-            _refresh_threads(cur, roots)
+    drop(cur, [(r.redacts, r.room_id) for r in rows if r.apply_redaction and r.redacts])
+
+
+def drop(cur: Cursor, targets: list[tuple[str, str]]) -> None:
+    """(event_id, room_id) of events whose content is gone (redacted, or pruned when their
+    sender was erased): their relations end, and threads they were the latest of move on."""
+    if not targets:
+        return
+    cur.execute(
+        "DELETE FROM event_relations r USING unnest(%s::text[], %s::text[]) AS v(target, room)"
+        " WHERE r.event_id = v.target AND r.room_id = v.room RETURNING r.relates_to_id, r.rel_type",
+        ([t for t, _ in targets], [room for _, room in targets]))
+    roots = sorted({parent for parent, rel_type in cur.fetchall() if rel_type == THREAD})
+    if roots:
+        _refresh_threads(cur, roots)
 
 
 def _refresh_threads(cur: Cursor, roots: list[str]) -> None:

@@ -50,6 +50,14 @@ class SyncEngine:
     def stop(self) -> None:
         self.presence.stop()
 
+    def forget_room(self, room_id: str) -> None:
+        """A deleted room: drop everything the engine remembers of it."""
+        self.timeline_cache.forget_room(room_id)
+        self.user_rooms.drop_room(room_id)
+        self.handler._visibility.pop(room_id, None)
+        self.handler._receipts_loaded.discard(room_id)
+        self.receipts._room_stream.pop(room_id, None)
+
     def current_token(self) -> StreamToken:
         return StreamToken(
             events=self.hs.persister.max_stream_ordering,

@@ -65,6 +65,12 @@ class Presence:
         if rows:
             self.hs.db.run_sync(presence_store.save, rows)  # shutting down: block is fine
 
+    def count_by_state(self) -> dict[str, int]:
+        counts = dict.fromkeys(STATES, 0)
+        for p in self._users.values():
+            counts[p.state] = counts.get(p.state, 0) + 1
+        return counts
+
     def get(self, user_id: str) -> UserPresence:
         return self._users.get(user_id) or UserPresence()
 

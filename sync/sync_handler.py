@@ -67,12 +67,13 @@ class SyncHandler:
                     # long-poll never touches Postgres.
                     while must_wait or not await self._has_news(user_id, device_id, check_from):
                         remaining_ms = int((deadline - time.monotonic()) * 1000)
-                        if remaining_ms <= 0:
+                        if remaining_ms <= 0 or self.engine.notifier.closing:  # closing: answer now
                             break
                         must_wait = False
                         await self.engine.notifier.wait(user_id, remaining_ms)
                 result, has_news = await self._build(user_id, device_id, since, full_state, filt)
-                if has_news or since is None or full_state or time.monotonic() >= deadline:
+                if has_news or since is None or full_state or time.monotonic() >= deadline \
+                        or self.engine.notifier.closing:
                     return result
                 # What woke us was filtered out: wait for the next wake-up (never spin)
                 # and then for anything newer than this.

@@ -59,6 +59,14 @@ class UserRooms:
     def forget(self, user_id: str, room_id: str) -> None:
         self._forgotten.setdefault(user_id, set()).add(room_id)
 
+    def drop_room(self, room_id: str) -> None:
+        """A deleted room disappears from every cached user's list."""
+        self.room_stream.pop(room_id, None)
+        for rooms in self._users.values():
+            rooms.pop(room_id, None)
+        for forgotten in self._forgotten.values():
+            forgotten.discard(room_id)
+
     def on_events(self, events: list[Event]) -> None:
         for ev in events:
             room_id = ev.room_id

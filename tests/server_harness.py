@@ -33,7 +33,8 @@ def launch(module: str, config: Path, log_path: Path, env: dict | None = None) -
 
 
 def wait_until_up(proc: subprocess.Popen, url: str, timeout: float, name: str, log_text) -> None:
-    """Poll `url` until it answers (any HTTP status counts as up) or the process dies."""
+    """Poll `url` until it answers (any HTTP status but 503, which a server starting up
+    answers, counts as up) or the process dies."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -41,8 +42,10 @@ def wait_until_up(proc: subprocess.Popen, url: str, timeout: float, name: str, l
         try:
             urllib.request.urlopen(url, timeout=1)
             return
-        except urllib.error.HTTPError:
-            return
+        except urllib.error.HTTPError as e:
+            if e.code != 503:
+                return
+            time.sleep(0.1)
         except (urllib.error.URLError, ConnectionError, OSError):
             time.sleep(0.1)
     raise RuntimeError(f"{name} did not come up:\n{log_text()}")

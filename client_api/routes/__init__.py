@@ -4,6 +4,7 @@ from client_api.routes import (
     account,
     account_data,
     admin,
+    admin_export,
     appservice,
     client_misc,
     devices,
@@ -22,6 +23,9 @@ from client_api.routes import (
     search,
     spaces,
     sync,
+    synapse_admin_reports,
+    synapse_admin_rooms,
+    synapse_admin_users,
     thirdparty,
     user_directory,
     versions,
@@ -32,5 +36,6 @@ def register_all_routes(router: Router) -> None:
     for module in (versions, account, devices, profile, rooms, room_events, directory,
                    account_data, user_directory, sync, search,
                    push_rules, client_misc, keys, key_backup, admin, appservice, spaces, reports,
-                   openid, thirdparty, legacy_events, media, relations):
+                   openid, thirdparty, legacy_events, media, relations,
+                   admin_export, synapse_admin_users, synapse_admin_rooms, synapse_admin_reports):
         module.register(router)

@@ -4,8 +4,11 @@ from __future__ import annotations
 from client_api import uia
 from client_api.http import Req, Router, access_token_of
 from homeserver.async_utils import Coalescer
+from client_api.admin_auth import origin_of
+from homeserver.deactivation import deactivate_user
 from homeserver.errors import MatrixError, forbidden, missing_param
 from storage import accounts as accounts_store
+from storage import admin_users as admin_users_store
 
 
 def _opt_str(body: dict, key: str) -> str | None:
@@ -206,6 +209,7 @@ async def login(req: Req):
             raise missing_param("token is required")
         user_id = await req.hs.accounts.use_login_token(token)
         if user_id is None:
+            await req.hs.audit.record("login.failed", origin_of(req, actor=None), login_type="m.login.token")
             raise forbidden("invalid or expired login token")
     elif login_type == "m.login.application_service":
         reg = await _appservice_of_request(req)
@@ -217,6 +221,8 @@ async def login(req: Req):
         raise MatrixError(400, "M_UNKNOWN", f"login type {login_type!r} is not supported")
     token, device_id = await req.hs.accounts.new_session(
         user_id, _opt_str(body, "device_id"), _opt_str(body, "initial_device_display_name"))
+    await req.hs.audit.record("login", origin_of(req, actor=user_id), target_user=user_id,
+                              login_type=login_type, device_id=device_id)
     return {"user_id": user_id, "access_token": token, "device_id": device_id,
             "home_server": req.hs.server_name,
             "well_known": {"m.homeserver": {"base_url": req.hs.config.public_baseurl.rstrip("/")}}}
@@ -242,6 +248,8 @@ async def _password_login(req: Req, body: dict) -> str:
         raise missing_param("password is required")
     user_id = req.hs.accounts.user_id_for(user)
     if not await req.hs.accounts.check_password(user_id, password):
+        await req.hs.audit.record("login.failed", origin_of(req, actor=None), target_user=user_id,
+                                  login_type="m.login.password")
         raise forbidden("invalid username or password")
     return user_id
 
@@ -262,6 +270,8 @@ async def logout(req: Req):
 
 async def logout_all(req: Req):
     await req.hs.accounts.logout_all(req.user_id)
+    # Tokens this user made as an admin ("login as user") end with their own sessions.
+    req.hs.accounts.forget_tokens(await req.hs.db.run(admin_users_store.delete_puppet_tokens_by, req.user_id))
     return {}
 
 
@@ -284,15 +294,12 @@ async def change_password(req: Req):
 
 async def deactivate(req: Req):
     await uia.require_password(req, req.user_id)
-    user_id = req.user_id
-    # Leave every room first, while the account can still send.
-    from storage import state as state_store
-    for room_id in await req.hs.db.run(state_store.rooms_for_user, user_id, ("join", "invite", "knock")):
-        try:
-            await req.hs.membership.set_membership(user_id, room_id, user_id, "leave")
-        except MatrixError:
-            pass
-    await req.hs.accounts.deactivate(user_id)
+    body = req.json(allow_empty=True)
+    erase = body.get("erase", False)
+    if not isinstance(erase, bool):
+        raise MatrixError(400, "M_BAD_JSON", "erase must be a boolean")
+    await deactivate_user(req.hs, req.user_id, erase)
+    await req.hs.audit.record("deactivate", origin_of(req), target_user=req.user_id, erase=erase)
     return {"id_server_unbind_result": "no-support"}
 
 
