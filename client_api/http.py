@@ -240,11 +240,12 @@ class LimitedChannel(http.HTTPChannel):
 
     def allHeadersReceived(self) -> None:
         req = self.requests[-1]
-        method = self._command.decode("ascii", "replace")
-        path = self._path.split(b"?", 1)[0].decode("utf-8", "replace")
-        resource = self.site.resource
-        req.matched = resource.router.match(method, path)
-        req.choose_body(*resource.body_rules(req.matched[0]))
+        api: ApiResource | None = getattr(self.site, "api_resource", None)
+        if api is not None:  # None: a listener without the client API (metrics only)
+            method = self._command.decode("ascii", "replace")
+            path = self._path.split(b"?", 1)[0].decode("utf-8", "replace")
+            req.matched = api.router.match(method, path)
+            req.choose_body(*api.body_rules(req.matched[0]))
         if self.length is not None and self.length > req.max_body:
             req.refused = True
             self.refuse_too_large()
@@ -426,6 +427,7 @@ def build_site(hs: "HomeServer") -> server.Site:
     router = Router()
     register_all_routes(router)
     site = server.Site(ApiResource(hs, router))
+    site.api_resource = site.resource  # LimitedChannel asks it for each request's body rules
     site.protocol = LimitedChannel
     site.requestFactory = LimitedRequest
     site.noisy = False

@@ -55,7 +55,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             site = server.Site(ListenerResource(
                 hs, template.resource if "client" in listener.resources else None,
                 metrics_resource if "metrics" in listener.resources else None))
-            site.requestFactory, site.noisy = template.requestFactory, False
+            site.requestFactory, site.protocol, site.noisy = template.requestFactory, template.protocol, False
+            site.api_resource = template.api_resource if "client" in listener.resources else None
             site.log = lambda request: None  # our own access line replaces Twisted's
             connections.track(site)
             port = reactor.listenTCP(listener.port, site, interface=listener.bind_address)
