@@ -1,9 +1,11 @@
 """Small async helpers on top of Twisted Deferreds."""
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable, Hashable
+from typing import Any, Awaitable, Callable, Hashable, TypeVar
 
 from twisted.internet import defer
+
+T = TypeVar("T")
 
 
 class Coalescer:
@@ -29,3 +31,21 @@ class Coalescer:
         for w in self._waiters.pop(key):
             w.callback(result)
         return result
+
+
+class KeyedLock:
+    """One holder at a time per key; callers with the same key run one after another, in
+    arrival order."""
+
+    def __init__(self) -> None:
+        self._locks: dict[Hashable, defer.DeferredLock] = {}
+
+    async def run(self, key: Hashable, fn: Callable[[], Awaitable[T]]) -> T:
+        lock = self._locks.setdefault(key, defer.DeferredLock())
+        await lock.acquire()
+        try:
+            return await fn()
+        finally:
+            lock.release()
+            if not lock.locked and not lock.waiting:
+                self._locks.pop(key, None)

@@ -13,6 +13,7 @@ from homeserver.media.repository import MediaRepository
 from homeserver.membership import Membership
 from homeserver.persister import Persister
 from homeserver.profiles import Profiles
+from homeserver.push.evaluation import Push
 from homeserver.room_heads import RoomHeads
 from homeserver.tenancy import Tenancy
 from homeserver.signing_key import load_or_create_signing_key
@@ -40,6 +41,8 @@ class HomeServer:
         self.appservices: Any = None  # appservice.registry.AppServices, likewise
         self.media: MediaRepository = None  # type: ignore[assignment]  # set in start()
         self.url_previews: Any = None  # homeserver.media.url_preview.UrlPreviewer when enabled
+        self.push: Push = None  # type: ignore[assignment]  # set in start()
+        self.pushers: Any = None  # pushers.registry.Pushers, attached by the composition root
 
     def open_database(self) -> None:
         """Blocking: start the embedded Postgres if needed, connect, migrate."""
@@ -60,6 +63,11 @@ class HomeServer:
         self.persister = Persister(self.db, self._on_persist_failure)
         await self.persister.start()
         self.persister.add_listener(self._after_persist)
+        self.push = Push(self)
+        self.persister.add_enqueue_hook(self.push.capture)
+        self.persister.add_preparer(self.push.prepare)
+        # Before the sync engine's listener: counts must be current when /sync wakes.
+        self.persister.add_listener(self.push.on_persisted)
         self.accounts = Accounts(self)
         self.profiles = Profiles(self)
         self.event_creator = EventCreator(self)

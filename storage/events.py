@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from storage import push as push_store
 from storage import search as search_index
 from storage.database import Cursor, execute_values
 
@@ -134,6 +135,7 @@ def persist_batch(cur: Cursor, rows: list[EventRow], now_ms: int) -> None:
         [(r.txn[0], r.txn[1], r.txn[2], r.event_id, now_ms) for r in rows if r.txn],
     )
     search_index.index_events(cur, rows)  # searchable text, edits and redactions
+    push_store.insert_push_actions(cur, rows)  # who was notified, for counts and pushers
 
 
 # ---- reads -------------------------------------------------------------------------
