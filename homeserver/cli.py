@@ -49,6 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from appservice.registration import RegistrationError
     from appservice.registry import AppServices
+    from pushers.registry import Pushers
     from sync.engine import SyncEngine
 
     async def start() -> None:
@@ -59,6 +60,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         await hs.appservices.start()
         hs.persister.add_listener(hs.appservices.on_events)
         hs.sync.ephemeral_listeners.append(hs.appservices.on_ephemeral)
+        hs.pushers = Pushers(hs)
+        await hs.pushers.start()
         site = build_site(hs)
         for listener in config.listeners:
             port = reactor.listenTCP(listener.port, site, interface=listener.bind_address)

@@ -103,7 +103,7 @@ class HomeServer:
     def shutdown(self) -> None:
         # Each part stops even if one before it fails (say, the database is gone and
         # presence cannot be saved): the embedded PostgreSQL must always be stopped.
-        for part in (self.sync, self.appservices, self.media, self.db, self.embedded):
+        for part in (self.sync, self.appservices, self.pushers, self.media, self.db, self.embedded):
             if part is None:
                 continue
             try:

@@ -12,6 +12,7 @@ from client_api.routes import (
     keys,
     legacy_events,
     media,
+    notifications,
     openid,
     profile,
     push_rules,
@@ -31,5 +32,5 @@ def register_all_routes(router: Router) -> None:
     for module in (versions, account, devices, profile, rooms, room_events, directory,
                    account_data, user_directory, sync, search,
                    push_rules, client_misc, keys, key_backup, admin, appservice, spaces, reports,
-                   openid, thirdparty, legacy_events, media):
+                   openid, thirdparty, legacy_events, media, notifications):
         module.register(router)

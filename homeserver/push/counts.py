@@ -197,6 +197,11 @@ class UnreadCounts:
         rooms = self._users.get(user_id) or {}
         return sum(1 for ru in rooms.values() if any(c[0] for c in ru.threads.values()))
 
+    def total(self, user_id: str) -> int:
+        """The number of unread notifications in all rooms."""
+        rooms = self._users.get(user_id) or {}
+        return sum(ru.totals()[0] for ru in rooms.values())
+
     def read_position(self, user_id: str, room_id: str, thread_id: str) -> int:
         ru = self.room(user_id, room_id)
         if ru is None:
