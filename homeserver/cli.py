@@ -32,6 +32,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from twisted.internet import defer, reactor
 
     from client_api.http import build_site  # the composition root is the only place wiring both
+    from client_api.ratelimit import Ratelimiter
     from homeserver.launcher import skip_missing_bridge_registration
     from homeserver.server import HomeServer
 
@@ -62,6 +63,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         hs.sync.ephemeral_listeners.append(hs.appservices.on_ephemeral)
         hs.pushers = Pushers(hs)
         await hs.pushers.start()
+        hs.ratelimiter = Ratelimiter(hs)
         site = build_site(hs)
         for listener in config.listeners:
             port = reactor.listenTCP(listener.port, site, interface=listener.bind_address)

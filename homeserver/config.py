@@ -230,6 +230,22 @@ class Config(_Strict):
         return self.signing_key_path or self.data_dir / "signing.key"
 
 
+def lifted_rate_limits_yaml(per_second: float = 100_000, burst_count: float = 1_000_000) -> str:
+    """Config text setting every rate limit out of reach, for a test server or a load
+    tool driving the server far faster than people do (never the defaults)."""
+    value = f"{{per_second: {per_second}, burst_count: {burst_count}}}"
+    lines = []
+    for name, field in Config.model_fields.items():
+        if not name.startswith("rc_"):
+            continue
+        if field.annotation is RateLimit:
+            lines.append(f"{name}: {value}")
+        else:
+            lines.append(f"{name}:")
+            lines += [f"  {sub}: {value}" for sub in field.annotation.model_fields]
+    return "\n".join(lines) + "\n"
+
+
 SAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "config.sample.yaml"
 
 

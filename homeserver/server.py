@@ -43,6 +43,7 @@ class HomeServer:
         self.url_previews: Any = None  # homeserver.media.url_preview.UrlPreviewer when enabled
         self.push: Push = None  # type: ignore[assignment]  # set in start()
         self.pushers: Any = None  # pushers.registry.Pushers, attached by the composition root
+        self.ratelimiter: Any = None  # client_api.ratelimit.Ratelimiter, likewise
 
     def open_database(self) -> None:
         """Blocking: start the embedded Postgres if needed, connect, migrate."""
