@@ -172,11 +172,16 @@ def set_pusher(cur: Cursor, user_id: str, token_hash: bytes | None, kind: str, a
                profile_tag: str | None, lang: str, data: dict, now_ms: int, start_stream: int,
                append: bool) -> tuple[tuple, list[int]]:
     """Creates or updates the user's pusher for (app_id, pushkey); unless `append`,
-    removes other users' pushers with the same pair. Returns the row and removed ids."""
+    removes other users' pushers with the same pair (users of the same tenant only).
+    Returns the row and the removed ids."""
     removed: list[int] = []
     if not append:
-        cur.execute("DELETE FROM pushers WHERE app_id = %s AND pushkey = %s AND user_id <> %s RETURNING id",
-                    (app_id, pushkey, user_id))
+        # Only within the user's own tenant: another organization's pushers are out of reach.
+        cur.execute(
+            "DELETE FROM pushers WHERE app_id = %s AND pushkey = %s AND user_id <> %s AND user_id IN"
+            " (SELECT u.user_id FROM users u, users me WHERE me.user_id = %s"
+            "  AND u.tenant_id IS NOT DISTINCT FROM me.tenant_id) RETURNING id",
+            (app_id, pushkey, user_id, user_id))
         removed = [r[0] for r in cur.fetchall()]
     cur.execute(
         "INSERT INTO pushers (user_id, access_token_hash, kind, app_id, pushkey, app_display_name,"
