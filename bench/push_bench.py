@@ -119,9 +119,13 @@ async def many_rooms(target, session, args, tag: str) -> dict:
 
 async def run_target(target, args) -> dict:
     tag = uuid.uuid4().hex[:6]
+    out = {}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200)) as session:
-        return {"big_room": await big_room(target, session, args, tag),
-                "many_rooms": await many_rooms(target, session, args, tag)}
+        if "big_room" in args.scenarios:
+            out["big_room"] = await big_room(target, session, args, tag)
+        if "many_rooms" in args.scenarios:
+            out["many_rooms"] = await many_rooms(target, session, args, tag)
+    return out
 
 
 def markdown(results: dict[str, dict], command: str) -> str:
@@ -176,6 +180,8 @@ def main() -> None:
     p.add_argument("--in-flight", type=int, default=4, help="concurrent sends")
     p.add_argument("--rooms", type=int, default=500)
     p.add_argument("--idle-syncs", type=int, default=100)
+    p.add_argument("--scenarios", default="big_room,many_rooms", type=lambda v: v.split(","),
+                   help="comma-separated: big_room, many_rooms")
     p.add_argument("--json", help="write the raw results here")
     args = p.parse_args()
     if not (args.ours or args.synapse):

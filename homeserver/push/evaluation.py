@@ -102,10 +102,13 @@ class Push:
 
     async def prepare(self, batch: list[tuple["EventRow", Event]]) -> None:
         wanted: set[str] = set()
+        snapshots: set[int] = set()  # a room's events share a member snapshot: read it once
         for row, _ in batch:
             ctx = row.extra.get(_CONTEXT)
             if ctx is not None:
-                wanted.update(ctx.members.local_joined)
+                if id(ctx.members) not in snapshots:
+                    snapshots.add(id(ctx.members))
+                    wanted.update(ctx.members.local_joined)
                 if ctx.invitee:
                     wanted.add(ctx.invitee)
         if self.rules.missing(wanted):
