@@ -141,8 +141,7 @@ class UnreadCounts:
             ru.read_all = event_stream
         else:
             if event_stream <= max(ru.read_threads.get(thread_id, 0), ru.read_all):
-                ru.read_threads[thread_id] = max(ru.read_threads.get(thread_id, 0), event_stream)
-                return False
+                return False  # already read that far
             ru.read_threads[thread_id] = event_stream
         before = ru.totals()
         key = (user_id, room_id)
