@@ -307,6 +307,7 @@ class ApiResource(Resource):
             status, body = result
         except MatrixError as e:
             status, body = e.status, e.to_json()
+            headers.update(getattr(e, "headers", None) or {})  # Retry-After of a 429
         except NulCharacterError:  # PostgreSQL text cannot hold NUL: a client error
             status, body = 400, {"errcode": "M_INVALID_PARAM",
                                  "error": "strings may not contain NUL characters"}

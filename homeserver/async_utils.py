@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Awaitable, Callable, Hashable
+from typing import Any, AsyncIterator, Awaitable, Callable, Hashable, TypeVar
 
 from twisted.internet import defer
+
+T = TypeVar("T")
 
 
 class Coalescer:
@@ -33,20 +35,23 @@ class Coalescer:
 
 
 class KeyedLock:
-    """One holder per key at a time; others with the same key wait their turn."""
+    """One holder at a time per key; callers with the same key run one after another, in
+    arrival order."""
 
     def __init__(self) -> None:
-        self._waiters: dict[Hashable, list[defer.Deferred]] = {}
+        self._locks: dict[Hashable, defer.DeferredLock] = {}
 
     @asynccontextmanager
     async def hold(self, key: Hashable) -> AsyncIterator[None]:
-        while key in self._waiters:
-            d: defer.Deferred = defer.Deferred()
-            self._waiters[key].append(d)
-            await d
-        self._waiters[key] = []
+        lock = self._locks.setdefault(key, defer.DeferredLock())
+        await lock.acquire()
         try:
             yield
         finally:
-            for w in self._waiters.pop(key):
-                w.callback(None)
+            lock.release()
+            if not lock.locked and not lock.waiting:
+                self._locks.pop(key, None)
+
+    async def run(self, key: Hashable, fn: Callable[[], Awaitable[T]]) -> T:
+        async with self.hold(key):
+            return await fn()

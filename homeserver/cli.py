@@ -28,6 +28,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from client_api.health import ListenerResource
     from client_api.http import build_site  # the composition root is the only place wiring both
+    from client_api.ratelimit import Ratelimiter
     from homeserver import metrics, shutdown
     from homeserver.launcher import skip_missing_bridge_registration
     from homeserver.server import HomeServer
@@ -43,6 +44,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from appservice.registration import RegistrationError
     from appservice.registry import AppServices
+    from pushers.registry import Pushers
     from sync.engine import SyncEngine
 
     def listen() -> None:
@@ -78,6 +80,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         await hs.appservices.start()
         hs.persister.add_listener(hs.appservices.on_events)
         hs.sync.ephemeral_listeners.append(hs.appservices.on_ephemeral)
+        hs.pushers = Pushers(hs)
+        await hs.pushers.start()
+        hs.ratelimiter = Ratelimiter(hs)
         hs.ready = True
         logger.info("start-up complete: serving requests")
 

@@ -35,6 +35,7 @@ class EventFilter:
     lazy_load_members: bool = False
     include_redundant_members: bool = False
     contains_url: bool | None = None
+    unread_thread_notifications: bool = False
 
     @classmethod
     def parse(cls, obj: Any, where: str = "filter") -> "EventFilter":
@@ -57,6 +58,7 @@ class EventFilter:
             lazy_load_members=obj.get("lazy_load_members") is True,
             include_redundant_members=obj.get("include_redundant_members") is True,
             contains_url=contains_url if isinstance(contains_url, bool) else None,
+            unread_thread_notifications=obj.get("unread_thread_notifications") is True,
         )
 
     def allows_room(self, room_id: str) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Awaitable, Callable
 
 from twisted.internet import defer, reactor
 
@@ -38,6 +38,8 @@ class Persister:
         self._running = False
         self._on_failure = on_failure  # told which rooms' heads are stale and which events died
         self._listeners: list[Callable[[list[Event]], None]] = []
+        self._enqueue_hooks: list[Callable[[EventRow, Event], None]] = []
+        self._preparers: list[Callable[[list[tuple[EventRow, Event]]], Awaitable[None]]] = []
         self.max_stream_ordering = 0
         self._next_state_group = 0
         self.batches = 0
@@ -50,6 +52,15 @@ class Persister:
     def add_listener(self, fn: Callable[[list[Event]], None]) -> None:
         """Called on the reactor with each committed batch, in stream order."""
         self._listeners.append(fn)
+
+    def add_enqueue_hook(self, fn: Callable[[EventRow, Event], None]) -> None:
+        """Called synchronously as each event is queued, while the room head is exactly
+        the state after it (push evaluation captures its facts here)."""
+        self._enqueue_hooks.append(fn)
+
+    def add_preparer(self, fn: Callable[[list[tuple[EventRow, Event]]], Awaitable[None]]) -> None:
+        """Awaited with each batch before it is written; may add to the rows' `extra`."""
+        self._preparers.append(fn)
 
     def allocate_state_group(self) -> int:
         sg = self._next_state_group
@@ -70,6 +81,8 @@ class Persister:
 
     def enqueue(self, row: EventRow, event: Event) -> defer.Deferred:
         d: defer.Deferred = defer.Deferred()
+        for hook in self._enqueue_hooks:
+            hook(row, event)
         self._queue.append(_Pending(row, event, d))
         if not self._running:
             # Start on the next reactor turn: everything queued by the current
@@ -98,6 +111,11 @@ class Persister:
                 d.callback(None)
 
     async def _write(self, batch: list[_Pending]) -> None:
+        for prepare in self._preparers:
+            try:
+                await prepare([(p.row, p.event) for p in batch])
+            except Exception:
+                logger.exception("preparing a batch of %d event(s) failed", len(batch))
         error = await self._commit(batch)
         if error is None:
             return

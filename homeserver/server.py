@@ -17,6 +17,7 @@ from homeserver.media.repository import MediaRepository
 from homeserver.membership import Membership
 from homeserver.persister import Persister
 from homeserver.profiles import Profiles
+from homeserver.push.evaluation import Push
 from homeserver.relations import Relations
 from homeserver.room_blocks import RoomBlocks
 from homeserver.room_heads import RoomHeads
@@ -50,6 +51,9 @@ class HomeServer:
         self.draining = False  # shutting down: new requests get 503
         self.requests_in_flight = 0
         self.client_ips: ClientIps = None  # type: ignore[assignment]  # set in start()
+        self.push: Push = None  # type: ignore[assignment]  # set in start()
+        self.pushers: Any = None  # pushers.registry.Pushers, attached by the composition root
+        self.ratelimiter: Any = None  # client_api.ratelimit.Ratelimiter, likewise
 
     def open_database(self) -> None:
         """Blocking: start the embedded Postgres if needed, connect, migrate."""
@@ -73,6 +77,11 @@ class HomeServer:
         self.persister.add_listener(self._after_persist)
         self.aggregations = Aggregations(self)  # a persist listener: before the sync engine's
         self.relations = Relations(self)
+        self.push = Push(self)
+        self.persister.add_enqueue_hook(self.push.capture)
+        self.persister.add_preparer(self.push.prepare)
+        # Before the sync engine's listener: counts must be current when /sync wakes.
+        self.persister.add_listener(self.push.on_persisted)
         self.accounts = Accounts(self)
         self.profiles = Profiles(self)
         self.event_creator = EventCreator(self)
@@ -116,7 +125,7 @@ class HomeServer:
     def shutdown(self) -> None:
         # Each part stops even if one before it fails (say, the database is gone and
         # presence cannot be saved): the embedded PostgreSQL must always be stopped.
-        for part in (self.sync, self.appservices, self.media, self.client_ips, self.db, self.embedded):
+        for part in (self.sync, self.appservices, self.pushers, self.media, self.client_ips, self.db, self.embedded):
             if part is None:
                 continue
             try:

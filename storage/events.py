@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from storage import push as push_store
 from storage import search as search_index
 from storage import relations as relations_store
 from storage.database import Cursor, execute_values
@@ -138,6 +139,7 @@ def persist_batch(cur: Cursor, rows: list[EventRow], now_ms: int) -> None:
     )
     search_index.index_events(cur, rows)  # searchable text, edits and redactions
     relations_store.record(cur, rows)
+    push_store.insert_push_actions(cur, rows)  # who was notified, for counts and pushers
 
 
 # ---- reads -------------------------------------------------------------------------

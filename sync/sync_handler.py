@@ -112,6 +112,7 @@ class SyncHandler:
         engine = self.engine
         now = engine.current_token()
         rooms = await engine.user_rooms.rooms_of(user_id)
+        await self.hs.push.counts.ensure_loaded(user_id)  # memory after the first sync
         await self._remember_receipt_streams(list(rooms))
         timeline_filter = filt.room.timeline
         limit = min(timeline_filter.limit if timeline_filter.limit is not None else DEFAULT_TIMELINE_LIMIT,
@@ -330,7 +331,9 @@ class SyncHandler:
                 ephemeral.append(receipt_event)
             ephemeral = [e for e in ephemeral if filt.room.ephemeral.allows(e["type"], "")]
         account_data = [e for e in room_account_data if filt.room.account_data.allows(e["type"], user_id)]
-        if not (plan.full or plan.events or state or ephemeral or account_data):
+        counts_reset = plan.kind == "join" and since is not None and \
+            self.hs.push.counts.reset_since(user_id, plan.room_id, since.receipts)
+        if not (plan.full or plan.events or state or ephemeral or account_data or counts_reset):
             return None
         if plan.events:
             first_ev = plan.events[0]
@@ -347,7 +350,11 @@ class SyncHandler:
         }
         if plan.kind == "join":
             entry["ephemeral"] = {"events": ephemeral}
-            entry["unread_notifications"] = {"notification_count": 0, "highlight_count": 0}
+            unread, by_thread = self.hs.push.counts.for_sync(
+                user_id, plan.room_id, filt.room.timeline.unread_thread_notifications)
+            entry["unread_notifications"] = unread
+            if by_thread is not None:
+                entry["unread_thread_notifications"] = by_thread
             entry["summary"] = self._summary(head, user_id)
         return entry
 

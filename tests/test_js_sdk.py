@@ -89,7 +89,8 @@ class _Script:
         self.stderr_file = open(stderr_path, "w")
         self.stderr_path = stderr_path
         self.proc = subprocess.Popen([str(node), str(script), json.dumps(config)], cwd=JS_DIR,
-                                     stdout=subprocess.PIPE, stderr=self.stderr_file, text=True)
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.stderr_file, text=True)
         self.lines: list[str] = []
         self.eof = False
         self.cond = threading.Condition()
@@ -115,6 +116,12 @@ class _Script:
                 if left <= 0 or self.eof:
                     return None
                 self.cond.wait(min(left, 0.5))
+
+    def command(self, cmd: dict) -> None:
+        """One JSON line on the script's stdin (scripts that take commands)."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
 
     def stderr(self) -> str:
         self.stderr_file.flush()

@@ -13,6 +13,7 @@ from client_api.routes import (
     keys,
     legacy_events,
     media,
+    notifications,
     openid,
     profile,
     push_rules,
@@ -37,5 +38,6 @@ def register_all_routes(router: Router) -> None:
                    account_data, user_directory, sync, search,
                    push_rules, client_misc, keys, key_backup, admin, appservice, spaces, reports,
                    openid, thirdparty, legacy_events, media, relations,
-                   admin_export, synapse_admin_users, synapse_admin_rooms, synapse_admin_reports):
+                   admin_export, synapse_admin_users, synapse_admin_rooms, synapse_admin_reports,
+                   notifications):
         module.register(router)

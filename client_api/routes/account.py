@@ -47,6 +47,8 @@ async def register_account(req: Req):
     reg = await _appservice_of_request(req) if as_login else None
     if reg is None and not req.hs.config.registration.enabled:
         raise forbidden("registration is disabled")
+    if reg is None:  # refused early; taken when an account is really created
+        req.hs.ratelimiter.check_key("rc_registration", req.client_ip, req.hs.config.rc_registration, take=False)
     if reg is not None:
         user_id = await _checked_user_id(req, params.get("username"), reg)
         if user_id is None:
@@ -71,6 +73,7 @@ async def _register_with_uia(req: Req, params: dict, password: str | None):
         if password:
             sess.data["password_hash"] = await req.hs.accounts.hash_password(password)
         await uia.require(req, sess, [["m.login.dummy"]])
+        req.hs.ratelimiter.check_key("rc_registration", req.client_ip, req.hs.config.rc_registration)
         localpart = _localpart(req, chosen) if chosen else await _generate_localpart(req)
         user_id = await req.hs.accounts.register(localpart, None,
                                                  password_hash=sess.data.get("password_hash"))
@@ -115,6 +118,7 @@ async def _register_guest(req: Req, body: dict):
     display_name = _opt_str(body, "initial_device_display_name")
     if display_name is not None and "\x00" in display_name:
         raise MatrixError(400, "M_INVALID_PARAM", "NUL characters are not allowed")
+    req.hs.ratelimiter.check_key("rc_registration", req.client_ip, req.hs.config.rc_registration)
     user_id = await req.hs.accounts.register(await _generate_localpart(req), None, guest=True)
     token, device_id = await req.hs.accounts.new_session(user_id, None, display_name)
     return {"user_id": user_id, "home_server": req.hs.server_name, "access_token": token, "device_id": device_id}
@@ -201,6 +205,9 @@ async def login_flows(req: Req):
 async def login(req: Req):
     body = req.json()
     login_type = body.get("type")
+    limits = req.hs.config.rc_login
+    if login_type != "m.login.application_service":
+        req.hs.ratelimiter.check_key("rc_login_address", req.client_ip, limits.address)
     if login_type == "m.login.password":
         user_id = await _password_login(req, body)
     elif login_type == "m.login.token":
@@ -219,6 +226,8 @@ async def login(req: Req):
         await req.hs.accounts.require_active_user(user_id)
     else:
         raise MatrixError(400, "M_UNKNOWN", f"login type {login_type!r} is not supported")
+    if login_type != "m.login.application_service":
+        req.hs.ratelimiter.check_key("rc_login_account", user_id.lower(), limits.account)
     token, device_id = await req.hs.accounts.new_session(
         user_id, _opt_str(body, "device_id"), _opt_str(body, "initial_device_display_name"))
     await req.hs.audit.record("login", origin_of(req, actor=user_id), target_user=user_id,
@@ -247,9 +256,12 @@ async def _password_login(req: Req, body: dict) -> str:
     if not isinstance(password, str):
         raise missing_param("password is required")
     user_id = req.hs.accounts.user_id_for(user)
+    failed = req.hs.config.rc_login.failed_attempts
+    req.hs.ratelimiter.check_key("rc_login_failed", user_id.lower(), failed, take=False)
     if not await req.hs.accounts.check_password(user_id, password):
         await req.hs.audit.record("login.failed", origin_of(req, actor=None), target_user=user_id,
                                   login_type="m.login.password")
+        req.hs.ratelimiter.check_key("rc_login_failed", user_id.lower(), failed)  # counts this one
         raise forbidden("invalid username or password")
     return user_id
 

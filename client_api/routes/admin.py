@@ -1,7 +1,7 @@
 """Our admin API (`/_homeserver/admin/v1`): a user's tenant (server admins, or an
 application service for users in its namespace), who is a tenant admin (server admins),
-and the audit log (server admins all of it, tenant admins their tenant's entries; as
-pages of JSON or exported as JSON lines)."""
+a user's own rate limit (server admins), and the audit log (server admins all of it,
+tenant admins their tenant's entries; as pages of JSON or exported as JSON lines)."""
 from __future__ import annotations
 
 from typing import Any, AsyncIterator
@@ -122,7 +122,49 @@ async def export_audit(req: Req):
     return JsonLines(pages(), filename="audit.jsonl")
 
 
+async def _overridable_user(req: Req, user_id: str) -> None:
+    if req.requester.app_service is not None or not req.requester.is_admin:
+        raise forbidden("only server admins may do this")
+    if not req.hs.accounts.is_mine(user_id):
+        raise MatrixError(400, "M_INVALID_PARAM", "not a local user")
+    await req.hs.accounts.require_active_user(user_id)
+
+
+async def get_ratelimit(req: Req, user_id: str):
+    await _overridable_user(req, user_id)
+    override = await req.hs.ratelimiter.get_override(user_id)
+    if override is None:
+        return {}
+    return {"messages_per_second": override[0], "burst_count": override[1]}
+
+
+def _rate_number(body: dict, key: str) -> float:
+    value = body.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or value > 1e9:
+        raise MatrixError(400, "M_INVALID_PARAM", f"{key} must be a number from 0 to 1e9")
+    return value
+
+
+async def put_ratelimit(req: Req, user_id: str):
+    """Like Synapse's override_ratelimit: the user's own rate for messages, joins, invites
+    sent and media; 0 and 0 lift every limit for the user."""
+    await _overridable_user(req, user_id)
+    body = req.json()
+    per_second, burst = _rate_number(body, "messages_per_second"), _rate_number(body, "burst_count")
+    await req.hs.ratelimiter.set_override(user_id, per_second, burst)
+    return {"messages_per_second": per_second, "burst_count": burst}
+
+
+async def delete_ratelimit(req: Req, user_id: str):
+    await _overridable_user(req, user_id)
+    await req.hs.ratelimiter.delete_override(user_id)
+    return {}
+
+
 def register(router: Router) -> None:
+    router.add("GET", ADMIN_PREFIX + "/users/{user_id}/ratelimit", get_ratelimit)
+    router.add("PUT", ADMIN_PREFIX + "/users/{user_id}/ratelimit", put_ratelimit)
+    router.add("DELETE", ADMIN_PREFIX + "/users/{user_id}/ratelimit", delete_ratelimit)
     router.add("GET", ADMIN_PREFIX + "/users/{user_id}/tenant", get_tenant)
     router.add("PUT", ADMIN_PREFIX + "/users/{user_id}/tenant", put_tenant)
     router.add("GET", ADMIN_PREFIX + "/users/{user_id}/admin_tenant", get_admin_tenant)

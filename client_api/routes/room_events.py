@@ -54,6 +54,7 @@ def _appservice_ts(req: Req) -> int | None:
 
 
 async def send_event(req: Req, room_id: str, event_type: str, txn_id: str):
+    await req.hs.ratelimiter.check_user(req, "rc_message", req.hs.config.rc_message)
     content = req.json()
     ev = await req.hs.event_creator.send(room_id, req.user_id, event_type, content, None,
                                          txn=_txn(req, txn_id), ts=_appservice_ts(req))
@@ -68,6 +69,8 @@ async def put_state(req: Req, room_id: str, event_type: str, state_key: str = ""
     current = head.state.get((event_type, state_key))
     if current is not None and current.sender == req.user_id and current.content == content:
         return {"event_id": current.event_id}  # same state again: nothing to send
+    if event_type != "m.room.member":  # memberships have their own limits (joins, invites)
+        await req.hs.ratelimiter.check_user(req, "rc_message", req.hs.config.rc_message)
     ev = await req.hs.event_creator.send(room_id, req.user_id, event_type, content, state_key,
                                          ts=_appservice_ts(req))
     return {"event_id": ev.event_id}
@@ -243,6 +246,7 @@ async def context(req: Req, room_id: str, event_id: str):
 
 
 async def redact(req: Req, room_id: str, event_id: str, txn_id: str):
+    await req.hs.ratelimiter.check_user(req, "rc_message", req.hs.config.rc_message)
     body = req.json(allow_empty=True)
     content: dict[str, Any] = {"redacts": event_id}
     if isinstance(body.get("reason"), str):

@@ -26,7 +26,13 @@ def _reason(req: Req) -> str | None:
     return reason
 
 
+async def _check_join_rate(req: Req) -> None:
+    # Every room is joined locally until federation: rc_joins.remote does not apply yet.
+    await req.hs.ratelimiter.check_user(req, "rc_joins_local", req.hs.config.rc_joins.local)
+
+
 async def join(req: Req, room_id_or_alias: str):
+    await _check_join_rate(req)
     room_id = await req.hs.membership.join(req.user_id, room_id_or_alias, _reason(req))
     return {"room_id": room_id}
 
@@ -53,7 +59,13 @@ def _target(req: Req) -> str:
 
 
 async def invite(req: Req, room_id: str):
-    await req.hs.membership.set_membership(req.user_id, room_id, _target(req), "invite", _reason(req))
+    target = _target(req)
+    limits = req.hs.config.rc_invites
+    await req.hs.ratelimiter.check_all(req, [
+        ("rc_invites_per_room", room_id, limits.per_room, False),
+        ("rc_invites_per_user", target, limits.per_user, False),
+        ("rc_invites_per_issuer", req.user_id, limits.per_issuer, True)])
+    await req.hs.membership.set_membership(req.user_id, room_id, target, "invite", _reason(req))
     return {}
 
 

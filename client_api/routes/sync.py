@@ -34,8 +34,13 @@ async def sync(req: Req):
         raise MatrixError(400, "M_INVALID_PARAM", "set_presence must be online, offline or unavailable")
     full_state = req.query("full_state", "false") == "true"
     filt = await _load_filter(req, req.query("filter"))
-    return await req.hs.sync.handler.sync(req.user_id, req.requester.device_id, req.query("since"),
-                                          timeout, full_state, filt, set_presence)
+    activity = req.hs.push.activity  # pushers leave a user who is syncing in peace
+    activity.started(req.user_id)
+    try:
+        return await req.hs.sync.handler.sync(req.user_id, req.requester.device_id, req.query("since"),
+                                              timeout, full_state, filt, set_presence)
+    finally:
+        activity.finished(req.user_id)
 
 
 async def _joined_head(req: Req, room_id: str):
