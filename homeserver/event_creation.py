@@ -67,7 +67,7 @@ class EventCreator:
 
     async def _send_now(self, room_id, sender, event_type, content, state_key, txn,
                         extra_check, ts) -> Event:
-        await self._head(room_id)
+        await self._head(room_id, sender)
         # Everything that needs Postgres happens first; the rest is synchronous.
         if event_type == "m.room.member" and isinstance(state_key, str):
             await self.hs.tenancy.tenant_of(state_key)  # for the tenant check in queue_event
@@ -75,14 +75,14 @@ class EventCreator:
         if event_type == "m.room.redaction":
             checks.append(await self._redaction_check(room_id, content))
         # Read the head again: a failed batch may have replaced it while we awaited.
-        head = await self._head(room_id)
+        head = await self._head(room_id, sender)
         d = self.queue_event(head, sender, event_type, content, state_key, txn=txn,
                              extra_check=_all_of(checks), ts=ts)
         return await d
 
-    async def _head(self, room_id: str) -> RoomHead:
-        head = await self.hs.room_heads.get(room_id)
-        if head is None:
+    async def _head(self, room_id: str, sender: str) -> RoomHead:
+        head = await self.hs.tenancy.head_for(sender, room_id)
+        if head is None:  # missing, or another tenant's: the same answer
             raise not_found(f"unknown room {room_id}")
         return head
 
@@ -95,7 +95,7 @@ class EventCreator:
             raise MatrixError(400, "M_INVALID_PARAM", "redacts must be an event id")
         target = await self.hs.event_cache.get(redacts)
         if target is not None and target.room_id != room_id:
-            raise not_found("event not found in this room")
+            target = None  # another room's event is unknown here (the mark applies per room)
 
         def may_redact(head: RoomHead, redaction: Event) -> None:
             if target is not None and target.sender == redaction.sender:
