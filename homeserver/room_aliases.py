@@ -15,7 +15,6 @@ using an alias of another part (resolve, join, create, delete) is refused with o
 answers exactly like a missing one (404 M_NOT_FOUND)."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
