@@ -99,7 +99,9 @@ class Membership:
             raise MatrixError(400, "M_INVALID_PARAM", "invalid user id")
         head = await self.hs.tenancy.head_for(sender, room_id)
         if head is None:  # an unknown room and another tenant's answer alike
-            raise forbidden(INVITE_ROOM_REFUSED) if membership == "invite" else not_found(f"unknown room {room_id}")
+            if membership == "invite":
+                raise forbidden(INVITE_ROOM_REFUSED)  # the spec's answer for a refused invite
+            raise not_found(f"unknown room {room_id}")
         if membership == "invite":
             await self.require_invitable(room_tenant(head), target)
         content: dict[str, Any] = {"membership": membership}
