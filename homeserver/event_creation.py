@@ -94,11 +94,13 @@ class EventCreator:
                 or len(redacts.encode("utf-8")) > 255:
             raise MatrixError(400, "M_INVALID_PARAM", "redacts must be an event id")
         target = await self.hs.event_cache.get(redacts)
-        if target is not None and target.room_id != room_id:
-            target = None  # another room's event is unknown here (the mark applies per room)
+        if target is None or target.room_id != room_id:
+            # Missing and another room's events answer alike (that room may be another
+            # tenant's); without federation no event can still be on its way.
+            raise not_found("event not found in this room")
 
         def may_redact(head: RoomHead, redaction: Event) -> None:
-            if target is not None and target.sender == redaction.sender:
+            if target.sender == redaction.sender:
                 return
             level = auth_rules.get_user_power_level(redaction.sender, head.state)
             if level < auth_rules.get_named_level("redact", head.state):

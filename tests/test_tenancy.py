@@ -10,6 +10,7 @@ import subprocess
 import sys
 import urllib.parse
 
+import psycopg2
 import pytest
 import yaml
 
@@ -354,3 +355,62 @@ def test_service_namespace_aliases_follow_their_rooms_wall(world):
         _same_answer(u["bob"].request(method, V3 + path.format(q(orders)), body),
                      u["bob"].request(method, V3 + path.format(q(none)), body), status, errcode, masks)
     assert u["carol"].request("GET", f"{V3}/directory/room/{q(orders)}")[0] == 200  # still there
+
+
+def test_aliases_made_before_the_split_move_to_their_tenants_part(tmp_path):
+    """Migration 005 puts old aliases where their rooms now say they belong."""
+    srv = ServerProcess(tmp_path / "hs")
+    srv.write_config()
+    subprocess.run([sys.executable, "-m", "homeserver.cli", "register-user", "admin", "--password", "adm-pw",
+                    "--admin", "--config", str(srv.config_path)], cwd=REPO, check=True, capture_output=True)
+    srv.start()
+    try:
+        http = Http(srv.base_url)
+        _, login = http.request("POST", f"{V3}/login", {"type": "m.login.password", "user": "admin",
+                                                        "password": "adm-pw"})
+        admin = Http(srv.base_url, login["access_token"])
+        people = {}
+        for name, tenant in (("alice", "acme.eu"), ("dave", None), ("svc", "acme.eu")):
+            reg = http.register(name)
+            people[name] = Http(srv.base_url, reg["access_token"])
+            if tenant:
+                admin.request("PUT", f"{ADMIN}/users/{q(reg['user_id'])}/tenant", {"tenant_id": tenant})
+        acme_room = people["alice"].request("POST", f"{V3}/createRoom", {})[1]["room_id"]
+        plain_room = people["dave"].request("POST", f"{V3}/createRoom", {})[1]["room_id"]
+        old = {  # alias -> (room, creator), as an older server stored them
+            "#lobby:test.local": (acme_room, "@alice:test.local"),
+            "#globex.y:test.local": (acme_room, "@alice:test.local"),
+            "#acme=2eeu.ok:test.local": (acme_room, "@alice:test.local"),
+            "#acme=2eeu.taken:test.local": (acme_room, "@alice:test.local"),
+            "#taken:test.local": (acme_room, "@alice:test.local"),
+            "#_svc_orders:test.local": (acme_room, "@svc:test.local"),
+            "#team.chat:test.local": (plain_room, "@dave:test.local"),
+            "#plain:test.local": (plain_room, "@dave:test.local"),
+        }
+        conn = psycopg2.connect(srv.dsn())
+        with conn, conn.cursor() as cur:
+            cur.executemany("INSERT INTO room_aliases (room_alias, room_id, creator) VALUES (%s, %s, %s)",
+                            [(a, r, c) for a, (r, c) in old.items()])
+            cur.execute("UPDATE users SET appservice_id = 'svc' WHERE user_id = '@svc:test.local'")
+            cur.execute("DELETE FROM schema_version WHERE version >= 5")
+        conn.close()
+        srv.stop()
+        srv.start()
+        conn = psycopg2.connect(srv.dsn())
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT room_alias, room_id FROM room_aliases")
+            now = dict(cur.fetchall())
+        conn.close()
+        assert now == {
+            "#acme=2eeu.lobby:test.local": acme_room,
+            "#acme=2eeu.globex.y:test.local": acme_room,
+            "#acme=2eeu.ok:test.local": acme_room,
+            "#acme=2eeu.taken:test.local": acme_room,   # "#taken" found its place taken
+            "#_svc_orders:test.local": acme_room,       # a service's own: left as named
+            "#plain:test.local": plain_room,            # "#team.chat" squatted tenant "team"
+        }
+        assert people["alice"].request("GET", f"{V3}/directory/room/{q('#acme=2eeu.lobby:test.local')}") \
+            == (200, {"room_id": acme_room, "servers": ["test.local"]})
+    finally:
+        srv.stop()
+        srv.stop_postgres()

@@ -1,6 +1,6 @@
 """Every route the router knows, walked by a user of one tenant against another tenant's
-room, event, alias, user and device: each answer (status, errcode, message and body, with
-the ids themselves masked) must equal the answer for a room/event/alias/user/device of the
+room, event, alias, user, device and media: each answer (status, errcode, message and body, with
+the ids themselves masked) must equal the answer for a room/event/alias/user/device/media of the
 same shape that does not exist, and never speak of tenants or organizations.
 
 The routes come from the router's own table (`register_all_routes`), so a route added
@@ -40,6 +40,7 @@ IDENTIFYING = {
     "event_id": "event", "eventId": "event",
     "user_id": "user", "userId": "user",
     "device_id": "device", "deviceId": "device",
+    "media_id": "media", "mediaId": "media",
 }
 # Path parameters that name nothing another tenant owns, with the value the walk uses
 # (None: a fresh transaction id each time, so no answer is a replay of another).
@@ -51,6 +52,7 @@ NEUTRAL: dict[str, str | None] = {
     "version": "1", "session_id": "walk", "sessionId": "walk", "protocol": "walk",
     "kind": "override", "rule_id": "walk", "ruleId": "walk", "appservice_id": "walk",
     "rel_type": "m.reference", "relType": "m.reference",
+    "server_name": SERVER, "serverName": SERVER, "file_name": "walk.txt", "fileName": "walk.txt",
 }
 
 _OWN = "the asker's own account, devices or settings only"
@@ -130,12 +132,13 @@ def alias_slug(tenant: str) -> str:
 
 @dataclass
 class Things:
-    """One room, event, alias, user and device, as a path or body names them."""
+    """One room, event, alias, user, device and piece of media, as a path or body names them."""
     room: str
     event: str
     alias: str
     user: str
     device: str
+    media: str
 
     def of(self, kind: str, alias_form: bool = False) -> str:
         if kind == "room_or_alias":
@@ -160,7 +163,25 @@ def _missing_like(owner: Person) -> Things:
     alias = f"#{alias_slug(owner.tenant)}.gone{local}:{SERVER}" if owner.tenant else f"#gone{local}:{SERVER}"
     return Things(room="!" + _b64(32)[:len(real.room) - 1], event="$" + _b64(32)[:len(real.event) - 1],
                   alias=alias, user=f"@{owner.name}{local}:{SERVER}",
-                  device="".join(secrets.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(len(real.device))))
+                  device="".join(secrets.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(len(real.device))),
+                  media=_b64(48)[:len(real.media)])
+
+
+UPLOADS = ("/_matrix/media/v3/upload", "/_matrix/client/v1/media/upload")
+
+
+def _upload(h: Http) -> str:
+    """The id of a file the person uploads, where the server serves uploads; otherwise an
+    id nothing has (then no route names media either)."""
+    router = Router()
+    register_all_routes(router)
+    for path in UPLOADS:
+        if router.match("POST", path)[0] is not None:
+            status, body = h.request("POST", path, raw=b"internal memo",
+                                     headers={"Content-Type": "text/plain"})
+            assert status == 200, body
+            return body["content_uri"].rsplit("/", 1)[1]
+    return _b64(24)
 
 
 # ---- the world: one server, three groups (acme, globex.eu, no tenant) ------------------
@@ -197,7 +218,7 @@ def _setup_person(srv: ServerProcess, admin: Http, person: Person) -> None:
     assert status == 200
     assert h.request("PUT", f"{V3}/pushrules/global/room/{q(room['room_id'])}", {"actions": []})[0] == 200
     person.things = Things(room=room["room_id"], event=sent["event_id"], alias=room["room_alias"],
-                           user=login["user_id"], device=login["device_id"])
+                           user=login["user_id"], device=login["device_id"], media=_upload(h))
     person.missing = _missing_like(person)
     # The owner sees each of its things: the walk compares real things with missing ones.
     assert h.request("GET", f"{V3}/directory/room/{q(room['room_alias'])}")[1]["room_id"] == room["room_id"]
@@ -264,7 +285,7 @@ def identifying_params(route: Route) -> list[str]:
     _, names = path_template(route)
     unknown = [n for n in names if n not in IDENTIFYING and n not in NEUTRAL]
     assert not unknown, (f"{route_name(route)}: path parameter(s) {unknown} unknown to the walker: add "
-                         "them to IDENTIFYING (names a room/event/alias/user/device) or NEUTRAL")
+                         "them to IDENTIFYING (names a room/event/alias/user/device/media) or NEUTRAL")
     return [n for n in names if n in IDENTIFYING]
 
 
@@ -281,7 +302,8 @@ def body_for(things: Things) -> dict[str, Any]:
     return {"msgtype": "m.text", "body": "walk", "typing": False, "timeout": 1000,
             "user_id": things.user, "room_id": things.room, "visibility": "public",
             "reason": "walk", "displayname": "walk", "display_name": "walk", "presence": "online",
-            "m.read": things.event, "m.fully_read": things.event, "topic": "walk"}
+            "m.read": things.event, "m.fully_read": things.event, "topic": "walk",
+            "new_version": "12"}
 
 
 _VOLATILE = ("event_id", "session", "next_batch")
@@ -347,7 +369,7 @@ def test_route_answers_another_tenants_things_as_missing(world, route, pair):
     identifying = identifying_params(route)
     if not identifying:
         name = route_name(route)
-        assert name in NOT_WALKED, (f"{name} has no room/event/alias/user/device in its path: list it in "
+        assert name in NOT_WALKED, (f"{name} has no room/event/alias/user/device/media in its path: list it in "
                                     "NOT_WALKED with why, and give it a case in CASES if its body or "
                                     "query names such a thing")
         pytest.skip(f"not walked: {name}: {NOT_WALKED[name]}")
@@ -440,7 +462,7 @@ def test_body_naming_another_tenants_things_answers_as_missing(world, case, pair
     _, people = world
     asker, other = people[pair[0]], people[pair[1]]
     masks = _masks(*((other.things.of(k), other.missing.of(k), f"<{k}>")
-                     for k in ("room", "event", "alias", "user", "device")))
+                     for k in ("room", "event", "alias", "user", "device", "media")))
     method, path, body = CASES[case]
     _, before = asker.http.request("GET", f"{V3}/joined_rooms")
     real = ask(asker.http, method, path(asker, other.things), body(other.things), masks)
