@@ -3,11 +3,15 @@
 The events table is the queue: the service's delivered position is persisted, a
 transaction's content (its event ids) is persisted before the first attempt, and a
 failed transaction is retried with the same id and the same events, with backoff, until
-the service answers 200. A restart or a long outage loses nothing. Woken by the persist
-path; it reads Postgres only when there is something newer than its position."""
+the service answers 200. A restart or a long outage loses nothing. Transaction ids are
+one persisted increasing integer per service, shared by event and ephemeral-only
+transactions: some frameworks accept only digits, and many drop an id they have seen.
+Woken by the persist path; it reads Postgres only when there is something newer than its
+position."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from twisted.internet import defer, reactor, task
@@ -26,12 +30,22 @@ MAX_BACKOFF_S = 10.0
 MAX_EPHEMERAL = 500
 
 
+@dataclass
+class _Txn:
+    """One transaction: its content is fixed at the first attempt, so a retry carries the
+    same id and the same data."""
+    txn_id: str
+    upto: int | None          # stream position of its last event; None: ephemeral only
+    event_ids: list[str]
+    ephemeral: list[dict]
+
+
 class Pusher:
     def __init__(self, hs: "HomeServer", reg: Registration) -> None:
         self.hs = hs
         self.reg = reg
         self.last_stream = 0
-        self._pending: tuple[str, int, list[str]] | None = None
+        self._pending: _Txn | None = None
         self._ephemeral: list[dict] = []
         self._running = False
         self._nudged = False
@@ -43,7 +57,7 @@ class Pusher:
             as_store.load_state, self.reg.id, self.hs.persister.max_stream_ordering)
         self.last_stream = last
         if txn is not None and upto is not None and ids is not None:
-            self._pending = (txn, upto, ids)
+            self._pending = _Txn(txn, upto, ids, [])
         self.nudge()
 
     def stop(self) -> None:
@@ -75,17 +89,17 @@ class Pusher:
             while not self._stopped:
                 self._nudged = False
                 if self._pending is None:
-                    if not await self._next_transaction():
-                        if not self._ephemeral:
-                            if self._nudged:
-                                continue
-                            return
-                        await self._send_ephemeral_only()
-                        continue
-                txn_id, upto, ids = self._pending
-                if await self._send(txn_id, ids):
-                    await self.hs.db.run(as_store.delivered, self.reg.id, upto)
-                    self.last_stream, self._pending = upto, None
+                    self._pending = await self._next_transaction()
+                    if self._pending is None:
+                        if self._nudged:
+                            continue
+                        return
+                txn = self._pending
+                if await self._send(txn):
+                    if txn.upto is not None:
+                        await self.hs.db.run(as_store.delivered, self.reg.id, txn.upto)
+                        self.last_stream = txn.upto
+                    self._pending = None
                     self.delivered_txns += 1
                     backoff = 0.5
                 else:
@@ -97,9 +111,11 @@ class Pusher:
     async def _wait(self, seconds: float) -> None:
         await task.deferLater(reactor, seconds, lambda: None)
 
-    async def _next_transaction(self) -> bool:
-        """Take the next interesting events after our position into a persisted pending
-        transaction. False when there is nothing new."""
+    async def _next_transaction(self) -> _Txn | None:
+        """The next transaction: the interesting events after our position (persisted as
+        pending before the first attempt) with the ephemeral data queued so far, or the
+        queued ephemeral data alone. None when there is nothing to send. Every transaction
+        takes the next number of the service's persisted counter as its id."""
         head = self.hs.persister.max_stream_ordering
         while self.last_stream < head:
             rows = await self.hs.db.run(as_store.events_after, self.last_stream, head, BATCH)
@@ -108,13 +124,18 @@ class Pusher:
             upto = rows[-1][0]
             ids = await self._interesting([r[1] for r in rows], list({r[2] for r in rows}))
             if ids:
-                txn_id = f"{self.reg.id}-{upto}"
-                await self.hs.db.run(as_store.set_pending, self.reg.id, txn_id, upto, ids)
-                self._pending = (txn_id, upto, ids)
-                return True
+                txn_id = await self.hs.db.run(as_store.set_pending, self.reg.id, upto, ids)
+                return _Txn(txn_id, upto, ids, self._take_ephemeral())
             await self.hs.db.run(as_store.delivered, self.reg.id, upto)
             self.last_stream = upto
-        return False
+        if not self._ephemeral:
+            return None
+        txn_id = await self.hs.db.run(as_store.next_txn_id, self.reg.id)
+        return _Txn(txn_id, None, [], self._take_ephemeral())
+
+    def _take_ephemeral(self) -> list[dict]:
+        ephemeral, self._ephemeral = self._ephemeral, []
+        return ephemeral
 
     async def _interesting(self, event_ids: list[str], room_ids: list[str]) -> list[str]:
         reg = self.reg
@@ -152,28 +173,17 @@ class Pusher:
         return reg.is_room_in_namespace(head.room_id) or any(
             m == "join" and reg.is_user_in_namespace(u) for u, m in head.members.items())
 
-    async def _send(self, txn_id: str, event_ids: list[str]) -> bool:
-        found = await self.hs.event_cache.get_many(event_ids)
-        events = [found[e] for e in event_ids if e in found]
+    async def _send(self, txn: _Txn) -> bool:
+        found = await self.hs.event_cache.get_many(txn.event_ids)
+        events = [found[e] for e in txn.event_ids if e in found]
         redactions = await self.hs.event_cache.get_many(
             [e.internal["redacted_by"] for e in events if e.internal.get("redacted_by")])
         body: dict = {"events": [serialize_event(e, None, redactions.get(e.internal.get("redacted_by") or ""))
                                  for e in events]}
-        ephemeral, self._ephemeral = self._ephemeral, []
-        if ephemeral:
-            body["ephemeral"] = ephemeral
-            body["de.sorunome.msc2409.ephemeral"] = ephemeral  # the unstable name older services read
-        ok = await self._put(txn_id, body)
-        if not ok and ephemeral:
-            self._ephemeral[:0] = ephemeral
-        return ok
-
-    async def _send_ephemeral_only(self) -> None:
-        ephemeral, self._ephemeral = self._ephemeral, []
-        txn_id = f"{self.reg.id}-e{self.last_stream}-{id(ephemeral)}"
-        body = {"events": [], "ephemeral": ephemeral, "de.sorunome.msc2409.ephemeral": ephemeral}
-        if not await self._put(txn_id, body):
-            logger.info("dropping %d ephemeral events for %s (service unreachable)", len(ephemeral), self.reg.id)
+        if txn.ephemeral:
+            body["ephemeral"] = txn.ephemeral
+            body["de.sorunome.msc2409.ephemeral"] = txn.ephemeral  # the unstable name older services read
+        return await self._put(txn.txn_id, body)
 
     async def _put(self, txn_id: str, body: dict) -> bool:
         try:

@@ -6,7 +6,10 @@ import re
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+UNSTABLE_PUSH_EPHEMERAL = "de.sorunome.msc2409.push_ephemeral"
 
 
 class Namespace(BaseModel):
@@ -42,6 +45,14 @@ class Registration(BaseModel):
     rate_limited: bool = True
     receive_ephemeral: bool = False
     protocols: list[str] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unstable_ephemeral_key(cls, raw):
+        # matrix-appservice-bridge writes MSC2409's unstable name; it means the same.
+        if isinstance(raw, dict) and "receive_ephemeral" not in raw and UNSTABLE_PUSH_EPHEMERAL in raw:
+            raw = {**raw, "receive_ephemeral": raw[UNSTABLE_PUSH_EPHEMERAL]}
+        return raw
 
     def model_post_init(self, _ctx) -> None:
         self._users = [(re.compile(n.regex), n.exclusive) for n in self.namespaces.users]

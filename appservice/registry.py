@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from appservice.pusher import Pusher
 from appservice.queries import Queries
 from appservice.registration import Registration, load_all
+from appservice.thirdparty import ThirdParty
 from storage import accounts as accounts_store
 from storage import appservice as as_store
 
@@ -26,6 +27,7 @@ class AppServices:
         self._by_id = {r.id: r for r in self.registrations}
         self.pushers = {r.id: Pusher(hs, r) for r in self.registrations}
         self.queries = Queries(hs, self.registrations)
+        self.thirdparty = ThirdParty(self.registrations)
 
     async def start(self) -> None:
         for reg in self.registrations:

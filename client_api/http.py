@@ -18,7 +18,7 @@ from twisted.web.resource import Resource
 from homeserver.errors import MatrixError
 from storage import accounts as accounts_store
 from storage.accounts import TokenOwner
-from storage.database import NulCharacterError
+from storage.database import DatabaseUnavailable, NulCharacterError
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
@@ -42,6 +42,7 @@ class Route:
     regex: re.Pattern
     handler: Handler
     auth: bool
+    pattern: str = ""  # as registered, e.g. CLIENT_PREFIX + "/sync"
 
 
 class Router:
@@ -51,7 +52,7 @@ class Router:
     def add(self, method: str, pattern: str, handler: Handler, auth: bool = True) -> None:
         """`pattern` is a regex source in which `{name}` stands for one path segment."""
         source = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern)
-        self.routes.append(Route(method, re.compile("^" + source + "$"), handler, auth))
+        self.routes.append(Route(method, re.compile("^" + source + "$"), handler, auth, pattern))
 
     def client(self, method: str, path: str, handler: Handler, auth: bool = True) -> None:
         self.add(method, CLIENT_PREFIX + path, handler, auth)
@@ -75,6 +76,7 @@ class Requester:
     is_admin: bool
     access_token: str
     app_service: Any = None  # the Registration when an application service is asking
+    is_guest: bool = False
 
     @property
     def device_key(self) -> str:
@@ -183,6 +185,7 @@ class ApiResource(Resource):
 
     async def _handle(self, request: server.Request) -> None:
         method = request.method.decode("ascii", "replace")
+        headers: dict[bytes, bytes] = {}
         try:
             status, body = await self._dispatch(request, method)
         except MatrixError as e:
@@ -190,10 +193,15 @@ class ApiResource(Resource):
         except NulCharacterError:  # PostgreSQL text cannot hold NUL: a client error
             status, body = 400, {"errcode": "M_INVALID_PARAM",
                                  "error": "strings may not contain NUL characters"}
+        except DatabaseUnavailable as e:  # an outage, not a bug: the client should retry
+            logger.warning("database unavailable in %s %s: %s", method, request.path, e)
+            status, body = 503, {"errcode": "M_UNKNOWN",
+                                 "error": "the server's database is unavailable; retry shortly"}
+            headers[b"Retry-After"] = str(e.retry_after_s).encode()
         except Exception:
             logger.exception("unhandled error in %s %s", method, request.path)
             status, body = 500, {"errcode": "M_UNKNOWN", "error": "internal server error"}
-        self._respond(request, status, body)
+        self._respond(request, status, body, headers)
 
     async def _dispatch(self, request: server.Request, method: str) -> tuple[int, Any]:
         path = request.path.decode("utf-8", "replace")
@@ -213,17 +221,21 @@ class ApiResource(Resource):
                   request.getClientAddress().host if request.getClientAddress() else "")
         if route.auth:
             req.requester = await authenticate(req)
+            if req.requester.is_guest:
+                from client_api import guest_access  # imports this module
+                await guest_access.check(req, route, params)
         result = await route.handler(req, **params)
         if isinstance(result, tuple):
             return result
         return 200, result
 
-    def _respond(self, request: server.Request, status: int, body: Any) -> None:
+    def _respond(self, request: server.Request, status: int, body: Any,
+                 headers: dict[bytes, bytes] | None = None) -> None:
         if request._disconnected:
             return
         data = encode_json(body)
         request.setResponseCode(status)
-        for k, v in CORS_HEADERS.items():
+        for k, v in {**CORS_HEADERS, **(headers or {})}.items():
             request.setHeader(k, v)
         request.setHeader(b"Content-Type", b"application/json")
         request.setHeader(b"Cache-Control", b"no-cache, no-store, must-revalidate")
@@ -254,7 +266,7 @@ async def authenticate(req: Req) -> Requester:
     owner: TokenOwner | None = await req.hs.accounts.owner_of_token(token)
     if owner is None or owner.deactivated:
         raise MatrixError(401, "M_UNKNOWN_TOKEN", "unknown access token", soft_logout=False)
-    return Requester(owner.user_id, owner.device_id, owner.is_admin, token)
+    return Requester(owner.user_id, owner.device_id, owner.is_admin, token, is_guest=owner.is_guest)
 
 
 async def _appservice_requester(req: Req, reg: Any, token: str) -> Requester:

@@ -66,21 +66,30 @@ class Accounts:
     # ---- registration and login ----------------------------------------------------
 
     async def register(self, localpart: str, password: str | None, *, admin: bool = False,
-                       displayname: str | None = None, appservice_id: str | None = None) -> str:
+                       displayname: str | None = None, appservice_id: str | None = None,
+                       password_hash: str | None = None, guest: bool = False) -> str:
+        """`password_hash` stands in for a password hashed earlier (by a UIA session)."""
         self.check_localpart(localpart)
         user_id = f"@{localpart}:{self.hs.server_name}"
-        pw_hash = await self.hash_password(password) if password else None
+        pw_hash = await self.hash_password(password) if password else password_hash
 
         def txn(cur) -> bool:
             created = accounts_store.create_user(cur, user_id, pw_hash, admin, _now(),
                                                  displayname if displayname is not None else localpart)
             if created and appservice_id:
                 as_store.set_user_appservice(cur, user_id, appservice_id)
+            if created and guest:
+                accounts_store.set_guest(cur, user_id)
             return created
 
         if not await self.hs.db.run(txn):
             raise MatrixError(400, "M_USER_IN_USE", "that user id is taken")
         return user_id
+
+    async def upgrade_guest(self, user_id: str, password: str | None) -> None:
+        """Turn a guest into a full account with the same user id (and its devices)."""
+        pw_hash = await self.hash_password(password) if password else None
+        self.forget_tokens(await self.hs.db.run(accounts_store.upgrade_guest, user_id, pw_hash))
 
     # ---- one-time login tokens (m.login.token) -------------------------------------
 
@@ -103,12 +112,27 @@ class Accounts:
         device_id = device_id or new_device_id()
         token = "mxt_" + secrets.token_urlsafe(32)
 
-        def txn(cur):
-            accounts_store.upsert_device(cur, user_id, device_id, display_name)
+        def txn(cur) -> bool:
+            changed = accounts_store.upsert_device(cur, user_id, device_id, display_name)
             accounts_store.add_access_token(cur, hash_token(token), user_id, device_id, _now())
+            return changed
 
-        await self.hs.db.run(txn)
+        if await self.hs.db.run(txn):
+            await self.device_list_changed(user_id)
         return token, device_id
+
+    async def rename_device(self, user_id: str, device_id: str, display_name: str) -> bool:
+        """False if there is no such device."""
+        if not await self.hs.db.run(accounts_store.rename_device, user_id, device_id, display_name):
+            return False
+        await self.device_list_changed(user_id)
+        return True
+
+    async def device_list_changed(self, user_id: str) -> None:
+        """A device was added, renamed or removed: the user's other devices and everyone
+        sharing a room with them re-query the user's keys."""
+        if self.hs.sync is not None:
+            await self.hs.sync.device_lists.record_change(user_id)
 
     # ---- tokens --------------------------------------------------------------------
 
@@ -144,9 +168,7 @@ class Accounts:
 
     async def _devices_gone(self, user_id: str, token_hashes: list[bytes]) -> None:
         self.forget_tokens(token_hashes)
-        # Removed devices change the user's device list for everyone who shares a room.
-        if self.hs.sync is not None:
-            await self.hs.sync.device_lists.record_change(user_id)
+        await self.device_list_changed(user_id)
 
     async def deactivate(self, user_id: str) -> None:
         def txn(cur):

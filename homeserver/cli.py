@@ -32,8 +32,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from twisted.internet import defer, reactor
 
     from client_api.http import build_site  # the composition root is the only place wiring both
+    from homeserver.launcher import skip_missing_bridge_registration
     from homeserver.server import HomeServer
 
+    skipped = skip_missing_bridge_registration(config)
+    if skipped is not None:
+        logger.warning("ERP bridge registration %s does not exist: running without the bridge "
+                       "(`homeserver run-all`, i.e. `make run`, generates it and starts the bridge)", skipped)
     hs = HomeServer(config)
     try:
         hs.open_database()

@@ -56,6 +56,17 @@ class PresenceConfig(_Strict):
     offline_after_ms: int = Field(30_000, ge=500)
 
 
+class GuestAccessConfig(_Strict):
+    # POST /register?kind=guest: accounts without credentials, limited to the spec's guest
+    # endpoints and to rooms whose m.room.guest_access is can_join (and that have no tenant).
+    enabled: bool = False
+
+
+class OpenIdConfig(_Strict):
+    # Lifetime of the OpenID tokens widgets get from /user/{userId}/openid/request_token.
+    token_lifetime_ms: int = Field(3_600_000, ge=1000)
+
+
 class Config(_Strict):
     server_name: str = "localhost"
     public_baseurl: str = "http://127.0.0.1:8008/"
@@ -69,6 +80,8 @@ class Config(_Strict):
     rooms: RoomsConfig = RoomsConfig()
     user_directory: UserDirectoryConfig = UserDirectoryConfig()
     presence: PresenceConfig = PresenceConfig()
+    guest_access: GuestAccessConfig = GuestAccessConfig()
+    openid: OpenIdConfig = OpenIdConfig()
     # Application-service registration files (YAML), relative to this config file.
     app_service_config_files: list[Path] = []
 

@@ -12,6 +12,7 @@ from twisted.internet import defer
 
 from homeserver import auth_rules
 from homeserver.async_utils import Coalescer
+from homeserver.canonical_alias import canonical_alias_check
 from homeserver.canonical_json import CanonicalJsonError
 from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.event import Event
@@ -74,6 +75,8 @@ class EventCreator:
         checks = [extra_check] if extra_check else []
         if event_type == "m.room.redaction":
             checks.append(await self._redaction_check(room_id, content))
+        if event_type == "m.room.canonical_alias" and state_key == "":
+            checks.append(await canonical_alias_check(self.hs, await self._head(room_id, sender), content))
         # Read the head again: a failed batch may have replaced it while we awaited.
         head = await self._head(room_id, sender)
         d = self.queue_event(head, sender, event_type, content, state_key, txn=txn,
@@ -95,9 +98,10 @@ class EventCreator:
             raise MatrixError(400, "M_INVALID_PARAM", "redacts must be an event id")
         target = await self.hs.event_cache.get(redacts)
         if target is None or target.room_id != room_id:
-            # Missing and another room's events answer alike (that room may be another
-            # tenant's); without federation no event can still be on its way.
-            raise not_found("event not found in this room")
+            # 400 with Synapse's errcode (the spec names none): a request that cannot be
+            # right. A missing event answers the same as another room's (which may be
+            # another tenant's); without federation no event can still be on its way.
+            raise MatrixError(400, "M_UNKNOWN", "the event to redact is not in this room")
 
         def may_redact(head: RoomHead, redaction: Event) -> None:
             if target.sender == redaction.sender:

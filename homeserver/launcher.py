@@ -29,6 +29,18 @@ def _registration_path(config: Config) -> Path | None:
     return None
 
 
+def skip_missing_bridge_registration(config: Config) -> Path | None:
+    """For `homeserver run` alone: the ERP bridge's registration that `run-all` generates
+    on first start may not exist yet. Leave it out (the server runs without the bridge)
+    and return its path so the caller can say so; any other missing registration is
+    still an error."""
+    path = _registration_path(config)
+    if path is None or path.exists():
+        return None
+    config.app_service_config_files = [p for p in config.app_service_config_files if p != path]
+    return path
+
+
 def prepare_bridge(config: Config) -> Path | None:
     """Write the bridge's config and registration if they are missing; return the
     bridge config path, or None when the homeserver config lists no bridge registration."""

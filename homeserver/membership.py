@@ -1,15 +1,15 @@
 """Membership changes of local users: join (by id or alias, incl. restricted rooms),
-invite, leave, kick, ban, unban, and profile propagation to member events."""
+knock, invite, leave, kick, ban, unban, and profile propagation to member events."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from homeserver import auth_rules, room_aliases
+from homeserver import auth_rules, join_rules, room_aliases
 from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.event import Event
 from homeserver.ids import is_valid_user_id
 from homeserver.room_heads import RoomHead
-from homeserver.tenancy import INVITE_ROOM_REFUSED, INVITEE_REFUSED, JOIN_REFUSED, room_tenant
+from homeserver.tenancy import INVITE_ROOM_REFUSED, INVITEE_REFUSED, JOIN_REFUSED, KNOCK_REFUSED, room_tenant
 from storage import accounts as accounts_store
 from storage import state as state_store
 
@@ -42,18 +42,23 @@ class Membership:
             raise not_found(f"unknown room {room_id}")
         return head
 
-    async def join(self, user_id: str, room_id_or_alias: str, reason: str | None = None,
-                   txn: tuple[str, str, str] | None = None) -> str:
+    async def _entered_room(self, user_id: str, room_id_or_alias: str, refusal: str) -> tuple[str, RoomHead]:
+        """The room a join or knock asks for. An unknown room and another tenant's answer
+        alike, with the spec's 403; aliases answer as `room_aliases.resolve` says."""
         if room_id_or_alias.startswith("#"):
             room_id, _ = await room_aliases.resolve(self.hs, user_id, room_id_or_alias)
         elif room_id_or_alias.startswith("!"):
             room_id = room_id_or_alias
         else:
             raise MatrixError(400, "M_INVALID_PARAM", "expected a room id or alias")
-        # An unknown room and another tenant's answer alike, as the spec's 403.
         head = await self.hs.tenancy.head_for(user_id, room_id)
         if head is None:
-            raise forbidden(JOIN_REFUSED)
+            raise forbidden(refusal)
+        return room_id, head
+
+    async def join(self, user_id: str, room_id_or_alias: str, reason: str | None = None,
+                   txn: tuple[str, str, str] | None = None) -> str:
+        room_id, head = await self._entered_room(user_id, room_id_or_alias, JOIN_REFUSED)
         if head.membership_of(user_id) == "join":
             return room_id  # already in: joining again changes nothing
         content: dict[str, Any] = {"membership": "join", **await self.hs.profiles.member_profile(user_id)}
@@ -68,28 +73,31 @@ class Membership:
 
     async def _restricted_join_authoriser(self, head: RoomHead, user_id: str) -> str | None:
         """For restricted rooms: if the user is joined to a room the allow list names, pick
-        a local member who may invite to vouch for the join."""
-        jr = head.state.get(("m.room.join_rules", ""))
-        if jr is None or jr.content.get("join_rule") not in ("restricted", "knock_restricted"):
+        a local member who may invite to vouch for the join (the auth rules check that
+        member's standing again). A user in none of the allowed rooms gets the refusal."""
+        if join_rules.join_rule(head) not in join_rules.RESTRICTED_RULES:
             return None
         if head.membership_of(user_id) in ("invite", "join"):
             return None
-        allowed = False
-        rules = jr.content.get("allow")
-        for rule in rules if isinstance(rules, list) else []:
-            if isinstance(rule, dict) and rule.get("type") == "m.room_membership" \
-                    and isinstance(rule.get("room_id"), str):
-                other = await self.hs.room_heads.get(rule["room_id"])
-                if other is not None and other.membership_of(user_id) == "join":
-                    allowed = True
-        if not allowed:
-            return None
+        if not await join_rules.in_allowed_room(self.hs, head, user_id):
+            raise forbidden("you are not a member of any room this room admits members of")
         invite_level = auth_rules.get_named_level("invite", head.state)
-        for member in head.joined_members():
+        for member in sorted(head.joined_members()):
             if self.hs.accounts.is_mine(member) and \
                     auth_rules.get_user_power_level(member, head.state) >= invite_level:
                 return member
-        return None
+        raise forbidden("no member of this room who may invite can authorise the join")
+
+    async def knock(self, user_id: str, room_id_or_alias: str, reason: str | None = None) -> str:
+        """Ask to be let in to a room whose join rule is knock or knock_restricted. A room
+        that does not exist and another organization's room answer alike."""
+        room_id, _ = await self._entered_room(user_id, room_id_or_alias, KNOCK_REFUSED)
+        content: dict[str, Any] = {"membership": "knock", **await self.hs.profiles.member_profile(user_id)}
+        if reason:
+            content["reason"] = reason
+        await self.hs.event_creator.send(room_id, user_id, "m.room.member", content, user_id)
+        await self.hs.db.run(state_store.unforget_room, user_id, room_id)
+        return room_id
 
     async def set_membership(self, sender: str, room_id: str, target: str, membership: str,
                              reason: str | None = None, extra: dict | None = None,

@@ -12,6 +12,7 @@ from twisted.internet import defer, reactor
 
 from homeserver.event import Event
 from storage import events as events_store
+from storage.database import DatabaseUnavailable
 from storage.events import EventRow
 
 if TYPE_CHECKING:
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 MAX_BATCH = 200
+_COMMIT_ATTEMPTS = 3  # a batch whose COMMIT was cut off, and did not land, is written again
 
 
 @dataclass
@@ -110,22 +112,30 @@ class Persister:
     async def _commit(self, batch: list[_Pending]) -> Exception | None:
         """Write `batch` in one transaction; on success tell the listeners and the senders.
         Returns the error instead when nothing was written."""
-        first = self.max_stream_ordering + 1
-        for i, p in enumerate(batch):
-            p.row.stream_ordering = first + i
-        try:
-            await self._db.run(events_store.persist_batch, [p.row for p in batch],
-                               int(time.time() * 1000))
-        except Exception as e:
-            logger.exception("persisting %d event(s) failed", len(batch))
-            # A lost connection during COMMIT leaves the outcome unknown: ask the database.
+        for attempt in range(_COMMIT_ATTEMPTS):
+            first = self.max_stream_ordering + 1
+            for i, p in enumerate(batch):
+                p.row.stream_ordering = first + i
             try:
-                self.max_stream_ordering = await self._db.run(events_store.max_stream_ordering)
-                landed = await self._db.run(events_store.get_event_position, batch[0].row.event_id)
-            except Exception:
-                return e
-            if landed is None:
-                return e
+                await self._db.run(events_store.persist_batch, [p.row for p in batch],
+                                   int(time.time() * 1000))
+                break
+            except Exception as e:
+                if isinstance(e, DatabaseUnavailable):
+                    logger.warning("persisting %d event(s) failed: %s", len(batch), e)
+                else:
+                    logger.exception("persisting %d event(s) failed", len(batch))
+                # A lost connection during COMMIT leaves the outcome unknown: ask the database.
+                try:
+                    self.max_stream_ordering = await self._db.run(events_store.max_stream_ordering)
+                    landed = await self._db.run(events_store.get_event_position, batch[0].row.event_id)
+                except Exception:
+                    return e
+                if landed is not None:
+                    break
+                # Not written: a connection cut mid-COMMIT is worth another go, a bad batch is not.
+                if not isinstance(e, DatabaseUnavailable) or attempt == _COMMIT_ATTEMPTS - 1:
+                    return e
         self.max_stream_ordering = max(self.max_stream_ordering, first + len(batch) - 1)
         self.batches += 1
         events = []

@@ -98,7 +98,7 @@ def check_service_namespace(place: AliasPlace, appservice: Any) -> None:
         raise MatrixError(400, "M_EXCLUSIVE", f"alias {place.alias} is reserved by an application service")
 
 
-async def _lookup(hs: "HomeServer", alias: str, ask_service: bool) -> tuple[str, str] | None:
+async def lookup(hs: "HomeServer", alias: str, ask_service: bool = True) -> tuple[str, str] | None:
     """(room_id, creator); an application service owning the namespace may be asked to
     create an unknown alias first."""
     found = await hs.db.run(directory_store.get_alias, alias)
@@ -115,7 +115,7 @@ async def resolve(hs: "HomeServer", user_id: str, alias: str,
     404 when it is missing or points to a room walled off from the user."""
     place = place_of(hs, alias)
     await check_part(hs, user_id, place)
-    found = await _lookup(hs, alias, ask_service)
+    found = await lookup(hs, alias, ask_service)
     if found is None or await hs.tenancy.head_for(user_id, found[0]) is None:
         raise not_found(f"room alias {alias} not found")
     return found

@@ -4,12 +4,13 @@ by the persister in as few batches as it takes."""
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from homeserver import auth_rules, room_aliases
 from homeserver.errors import MatrixError, bad_json, invalid_param
 from homeserver.ids import is_valid_user_id, random_string
-from homeserver.room_versions import KNOWN_ROOM_VERSIONS
+from homeserver.room_heads import RoomHead
+from homeserver.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
 from homeserver.tenancy import TENANT_KEY
 from storage import directory as directory_store
 
@@ -37,6 +38,36 @@ def default_power_levels(creator: str, privileged_creators: bool, trusted: list[
         "events_default": 0, "state_default": 50, "ban": 50, "kick": 50, "redact": 50,
         "invite": 0, "historical": 100,
     }
+
+
+Queue = Callable[..., None]  # queue(event_type, content, state_key="")
+
+
+async def commit_new_room(hs: "HomeServer", creator: str, rv: RoomVersion, create_content: dict,
+                          room_id: str | None, fill: Callable[[RoomHead, Queue], None]) -> RoomHead:
+    """Queue the create event and then, in the same synchronous block, whatever `fill`
+    queues as `creator`; returns once all of it is committed. If any event is refused,
+    the whole room is discarded before anything is written."""
+    creator_ev = hs.event_creator
+    head, first = creator_ev.queue_create_event(creator, rv, create_content, room_id)
+    pending = [first]
+
+    def queue(event_type: str, content: dict, state_key: str | None = "") -> None:
+        pending.append(creator_ev.queue_event(head, creator, event_type, content, state_key))
+
+    try:
+        fill(head, queue)
+    except Exception:
+        # The queued events are still only in memory until the persister commits them,
+        # so drop the head and let them fail together.
+        for d in pending:
+            d.addErrback(lambda _f: None)
+        hs.persister.discard_room(head.room_id)
+        hs.room_heads.invalidate(head.room_id)
+        raise
+    for d in pending:
+        await d
+    return head
 
 
 async def create_room(hs: "HomeServer", creator: str, body: dict[str, Any],
@@ -100,13 +131,7 @@ async def create_room(hs: "HomeServer", creator: str, body: dict[str, Any],
         create_content["additional_creators"] = sorted(set(extra) | set(trusted))
     room_id = None if rv.room_id_from_create else f"!{random_string(18)}:{hs.server_name}"
 
-    creator_ev = hs.event_creator
-    head, first = creator_ev.queue_create_event(creator, rv, create_content, room_id)
-    pending = [first]
-    try:
-        def queue(event_type: str, content: dict, state_key: str | None = "") -> None:
-            pending.append(creator_ev.queue_event(head, creator, event_type, content, state_key))
-
+    def fill(head: RoomHead, queue: Queue) -> None:
         queue("m.room.member", {"membership": "join", **profile}, creator)
         pl = default_power_levels(creator, rv.privileged_creators, [] if rv.privileged_creators else trusted)
         override = body.get("power_level_content_override") or {}
@@ -133,17 +158,8 @@ async def create_room(hs: "HomeServer", creator: str, body: dict[str, Any],
             if is_direct:
                 content["is_direct"] = True
             queue("m.room.member", content, invitee)
-    except Exception:
-        # Nothing of a refused room may be left half-made: the queued events are still
-        # only in memory until the persister commits them, so drop the head and let
-        # them fail together.
-        for d in pending:
-            d.addErrback(lambda _f: None)
-        hs.persister.discard_room(head.room_id)
-        hs.room_heads.invalidate(head.room_id)
-        raise
-    for d in pending:
-        await d
+
+    head = await commit_new_room(hs, creator, rv, create_content, room_id, fill)
     if alias:
         await hs.db.run(directory_store.create_alias, alias, head.room_id, creator)
     if visibility == "public":

@@ -8,6 +8,7 @@ from homeserver.accounts import Accounts
 from homeserver.config import Config
 from homeserver.event_cache import EventCache
 from homeserver.event_creation import EventCreator
+from homeserver.guests import GuestRooms
 from homeserver.membership import Membership
 from homeserver.persister import Persister
 from homeserver.profiles import Profiles
@@ -58,6 +59,7 @@ class HomeServer:
         self.event_creator = EventCreator(self)
         self.membership = Membership(self)
         self.tenancy = Tenancy(self)
+        self.persister.add_listener(GuestRooms(self).on_events)
 
     async def _room_version_of(self, room_id: str) -> str | None:
         head = await self.room_heads.get(room_id)
@@ -80,11 +82,12 @@ class HomeServer:
                     state_event.mark_redacted(ev.event_id)
 
     def shutdown(self) -> None:
-        if self.sync is not None:
-            self.sync.stop()
-        if self.appservices is not None:
-            self.appservices.stop()
-        if self.db is not None:
-            self.db.stop()
-        if self.embedded is not None:
-            self.embedded.stop()
+        # Each part stops even if one before it fails (say, the database is gone and
+        # presence cannot be saved): the embedded PostgreSQL must always be stopped.
+        for part in (self.sync, self.appservices, self.db, self.embedded):
+            if part is None:
+                continue
+            try:
+                part.stop()
+            except Exception:
+                logger.exception("stopping %s failed", type(part).__name__)

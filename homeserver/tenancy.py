@@ -25,6 +25,7 @@ ENTERING = ("join", "invite", "knock")
 
 # The one answer for each refused entry, whether the room or user is missing or walled off.
 JOIN_REFUSED = "you may not join this room"
+KNOCK_REFUSED = "you may not knock on this room"
 INVITE_ROOM_REFUSED = "you may not invite users to this room"
 INVITEE_REFUSED = "this user may not be invited to this room"
 

@@ -13,6 +13,7 @@ class TokenOwner:
     device_id: str
     is_admin: bool
     deactivated: bool
+    is_guest: bool = False
 
 
 def create_user(cur: Cursor, user_id: str, password_hash: str | None, is_admin: bool,
@@ -24,6 +25,23 @@ def create_user(cur: Cursor, user_id: str, password_hash: str | None, is_admin: 
         (user_id, password_hash, is_admin, now_ms, displayname),
     )
     return cur.rowcount == 1
+
+
+def set_guest(cur: Cursor, user_id: str) -> None:
+    cur.execute("UPDATE users SET is_guest = TRUE WHERE user_id = %s", (user_id,))
+
+
+def upgrade_guest(cur: Cursor, user_id: str, password_hash: str | None) -> list[bytes]:
+    """A guest becomes a full account; returns its token hashes (cached as a guest's)."""
+    cur.execute("UPDATE users SET is_guest = FALSE, password_hash = %s WHERE user_id = %s AND is_guest",
+                (password_hash, user_id))
+    cur.execute("SELECT token_hash FROM access_tokens WHERE user_id = %s", (user_id,))
+    return [bytes(r[0]) for r in cur.fetchall()]
+
+
+def guests_among(cur: Cursor, user_ids: list[str]) -> list[str]:
+    cur.execute("SELECT user_id FROM users WHERE is_guest AND user_id = ANY(%s)", (user_ids,))
+    return [r[0] for r in cur.fetchall()]
 
 
 def user_exists(cur: Cursor, user_id: str) -> bool:
@@ -62,13 +80,19 @@ def set_profile_field(cur: Cursor, user_id: str, field: str, value: str | None) 
     cur.execute(f"UPDATE users SET {field} = %s WHERE user_id = %s", (value, user_id))
 
 
-def upsert_device(cur: Cursor, user_id: str, device_id: str, display_name: str | None) -> None:
+def upsert_device(cur: Cursor, user_id: str, device_id: str, display_name: str | None) -> bool:
+    """Create the device, or give an existing one a new display name; True if the device
+    is new or its name changed (what other users' clients see of it)."""
+    cur.execute("SELECT display_name FROM devices WHERE user_id = %s AND device_id = %s FOR UPDATE",
+                (user_id, device_id))
+    old = cur.fetchone()
     cur.execute(
         "INSERT INTO devices (user_id, device_id, display_name) VALUES (%s, %s, %s)"
         " ON CONFLICT (user_id, device_id) DO UPDATE SET display_name ="
         " COALESCE(EXCLUDED.display_name, devices.display_name)",
         (user_id, device_id, display_name),
     )
+    return old is None or (display_name is not None and display_name != old[0])
 
 
 def device_exists(cur: Cursor, user_id: str, device_id: str) -> bool:
@@ -87,7 +111,7 @@ def add_access_token(cur: Cursor, token_hash: bytes, user_id: str, device_id: st
 
 def get_token_owner(cur: Cursor, token_hash: bytes) -> TokenOwner | None:
     cur.execute(
-        "SELECT t.user_id, t.device_id, u.is_admin, u.deactivated FROM access_tokens t"
+        "SELECT t.user_id, t.device_id, u.is_admin, u.deactivated, u.is_guest FROM access_tokens t"
         " JOIN users u USING (user_id) WHERE t.token_hash = %s",
         (token_hash,),
     )

@@ -16,9 +16,20 @@ def load_state(cur: Cursor, as_id: str, start_at: int) -> tuple[int, str | None,
     return last, txn, upto, json.loads(events) if events else None
 
 
-def set_pending(cur: Cursor, as_id: str, txn_id: str, upto: int, event_ids: list[str]) -> None:
-    cur.execute("UPDATE appservice_state SET pending_txn = %s, pending_upto = %s, pending_events = %s"
-                " WHERE as_id = %s", (txn_id, upto, json.dumps(event_ids), as_id))
+def set_pending(cur: Cursor, as_id: str, upto: int, event_ids: list[str]) -> str:
+    """Store a new transaction of events under the next transaction id; returns the id."""
+    cur.execute("UPDATE appservice_state SET last_txn_id = last_txn_id + 1,"
+                " pending_txn = (last_txn_id + 1)::text, pending_upto = %s, pending_events = %s"
+                " WHERE as_id = %s RETURNING last_txn_id", (upto, json.dumps(event_ids), as_id))
+    return str(cur.fetchone()[0])
+
+
+def next_txn_id(cur: Cursor, as_id: str) -> str:
+    """The next transaction id (for a transaction of ephemeral data only): decimal digits,
+    increasing, never handed out twice."""
+    cur.execute("UPDATE appservice_state SET last_txn_id = last_txn_id + 1 WHERE as_id = %s"
+                " RETURNING last_txn_id", (as_id,))
+    return str(cur.fetchone()[0])
 
 
 def delivered(cur: Cursor, as_id: str, upto: int) -> None:

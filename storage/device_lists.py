@@ -18,3 +18,42 @@ def changed_since(cur: Cursor, since: int, upto: int) -> list[str]:
 def max_stream(cur: Cursor) -> int:
     cur.execute("SELECT COALESCE(max(stream_id), 0) FROM device_list_changes")
     return cur.fetchone()[0]
+
+
+def sharing_changes(cur: Cursor, user_id: str, since_events: int,
+                    upto_events: int) -> tuple[set[str], set[str]]:
+    """Membership changes in the event range (since, upto] of rooms `user_id` has been
+    joined to: (users who may now share a room with them, users who may no longer).
+    A change of the user's own membership makes every joined member of that room a
+    candidate; invites share nothing yet and are left out."""
+    cur.execute(
+        "SELECT rm.room_id, rm.user_id FROM events e JOIN room_memberships rm USING (event_id)"
+        " WHERE e.type = 'm.room.member' AND rm.membership IN ('join', 'leave', 'ban')"
+        " AND e.stream_ordering > %(since)s"
+        " AND e.stream_ordering <= %(upto)s AND e.room_id IN (SELECT room_id FROM room_memberships"
+        "  WHERE user_id = %(me)s AND membership = 'join' AND stream_ordering <= %(upto)s)",
+        {"me": user_id, "since": since_events, "upto": upto_events})
+    rows = cur.fetchall()
+    candidates = {u for _, u in rows}
+    own_rooms = sorted({r for r, u in rows if u == user_id})
+    if own_rooms:
+        cur.execute("SELECT state_key FROM current_state WHERE room_id = ANY(%s)"
+                    " AND type = 'm.room.member' AND membership = 'join'",
+                    (own_rooms,))
+        candidates.update(r[0] for r in cur.fetchall())
+    candidates.discard(user_id)
+    sharing = set(users_sharing_room_with(cur, user_id, sorted(candidates)))
+    return sharing, candidates - sharing
+
+
+def users_sharing_room_with(cur: Cursor, user_id: str, candidates: list[str]) -> list[str]:
+    """Those of `candidates` who are joined to a room `user_id` is joined to."""
+    if not candidates:
+        return []
+    cur.execute(
+        "SELECT DISTINCT other.state_key FROM current_state me"
+        " JOIN current_state other ON other.room_id = me.room_id"
+        "  AND other.type = 'm.room.member' AND other.membership = 'join'"
+        " WHERE me.type = 'm.room.member' AND me.state_key = %s AND me.membership = 'join'"
+        " AND other.state_key = ANY(%s)", (user_id, candidates))
+    return [r[0] for r in cur.fetchall()]

@@ -42,15 +42,35 @@ _DIRECTORY_STATE = ("m.room.name", "m.room.topic", "m.room.canonical_alias", "m.
                     "m.room.create")
 
 
-def public_rooms(cur: Cursor, search: str | None, offset: int, limit: int,
-                 tenant: str | None) -> tuple[list[dict], int]:
+def set_appservice_room_list(cur: Cursor, as_id: str, network_id: str, room_id: str, public: bool) -> None:
+    if public:
+        cur.execute("INSERT INTO appservice_room_list (as_id, network_id, room_id) VALUES (%s, %s, %s)"
+                    " ON CONFLICT DO NOTHING", (as_id, network_id, room_id))
+    else:
+        cur.execute("DELETE FROM appservice_room_list WHERE as_id = %s AND network_id = %s AND room_id = %s",
+                    (as_id, network_id, room_id))
+
+
+def public_rooms(cur: Cursor, search: str | None, offset: int, limit: int, tenant: str | None,
+                 network: tuple[str, str] | None = None, all_networks: bool = False) -> tuple[list[dict], int]:
     """Published rooms of one tenant (or tenant-less ones) with the directory fields taken
-    from current state, biggest first."""
+    from current state, biggest first. Published means: in the homeserver's own directory;
+    with `network` (application service id, network id) in that network's directory
+    instead; with `all_networks` in either."""
+    in_network = "EXISTS (SELECT 1 FROM appservice_room_list l WHERE l.room_id = r.room_id{})"
+    params: list = []
+    if network is not None:
+        published = in_network.format(" AND l.as_id = %s AND l.network_id = %s")
+        params += list(network)
+    elif all_networks:
+        published = f"(r.is_public OR {in_network.format('')})"
+    else:
+        published = "r.is_public"
     cur.execute(
         "SELECT r.room_id, (SELECT count(*) FROM current_state m WHERE m.room_id = r.room_id"
         "  AND m.type = 'm.room.member' AND m.membership = 'join') AS joined"
-        " FROM rooms r WHERE r.is_public AND r.tenant_id IS NOT DISTINCT FROM %s"
-        " ORDER BY joined DESC, r.room_id", (tenant,)
+        f" FROM rooms r WHERE {published} AND r.tenant_id IS NOT DISTINCT FROM %s"
+        " ORDER BY joined DESC, r.room_id", (*params, tenant)
     )
     rooms = cur.fetchall()
     if not rooms:
@@ -66,14 +86,14 @@ def public_rooms(cur: Cursor, search: str | None, offset: int, limit: int,
         state.setdefault(room_id, {})[etype] = json.loads(js).get("content", {})
     chunks = []
     for room_id, joined in rooms:
-        chunk = _directory_chunk(room_id, joined, state.get(room_id, {}))
+        chunk = directory_chunk(room_id, joined, state.get(room_id, {}))
         if search and not _matches(chunk, search):
             continue
         chunks.append(chunk)
     return chunks[offset:offset + limit], len(chunks)
 
 
-def _directory_chunk(room_id: str, joined: int, st: dict[str, dict]) -> dict:
+def directory_chunk(room_id: str, joined: int, st: dict[str, dict]) -> dict:
     # Exactly the fields of the spec's PublishedRoomsChunk: strict clients validate them.
     chunk: dict = {
         "room_id": room_id,
@@ -97,3 +117,8 @@ def _directory_chunk(room_id: str, joined: int, st: dict[str, dict]) -> dict:
 def _matches(chunk: dict, term: str) -> bool:
     term = term.lower()
     return any(term in str(chunk.get(k, "")).lower() for k in ("name", "topic", "canonical_alias", "room_id"))
+
+
+def move_aliases(cur: Cursor, old_room_id: str, new_room_id: str) -> None:
+    """A room upgrade hands every local alias of the old room to its replacement."""
+    cur.execute("UPDATE room_aliases SET room_id = %s WHERE room_id = %s", (new_room_id, old_room_id))

@@ -187,18 +187,3 @@ def add_signatures(cur: Cursor, rows: list[tuple[str, str, str, str, str]]) -> N
 def device_ids_of(cur: Cursor, user_id: str) -> list[str]:
     cur.execute("SELECT device_id FROM devices WHERE user_id = %s", (user_id,))
     return [r[0] for r in cur.fetchall()]
-
-
-# ---- device-list changes ---------------------------------------------------------------
-
-def users_sharing_room_with(cur: Cursor, user_id: str, candidates: list[str]) -> list[str]:
-    """Those of `candidates` who are joined to a room `user_id` is joined to."""
-    if not candidates:
-        return []
-    cur.execute(
-        "SELECT DISTINCT other.state_key FROM current_state me"
-        " JOIN current_state other ON other.room_id = me.room_id"
-        "  AND other.type = 'm.room.member' AND other.membership = 'join'"
-        " WHERE me.type = 'm.room.member' AND me.state_key = %s AND me.membership = 'join'"
-        " AND other.state_key = ANY(%s)", (user_id, candidates))
-    return [r[0] for r in cur.fetchall()]

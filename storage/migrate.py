@@ -35,19 +35,21 @@ def apply_migrations(cur: Cursor) -> int:
     # An advisory lock keeps two processes starting at once from racing.
     cur.execute("SELECT pg_advisory_xact_lock(727274)")
     cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INT NOT NULL)")
-    cur.execute("SELECT max(version) FROM schema_version")
-    row = cur.fetchone()
-    have = row[0] if row and row[0] is not None else 0
+    cur.execute("SELECT version FROM schema_version")
+    applied = {r[0] for r in cur.fetchall()}
+    have = max(applied, default=0)
     code = current_code_version()
     if have > code:
         raise SchemaTooNewError(
             f"database schema is version {have} but this code only knows up to {code}; "
             "refusing to run an older server against a newer database"
         )
+    # Every migration not yet recorded is applied, in number order: numbers are reserved
+    # when work starts, so one may land after a higher-numbered one.
     for number, path in available_migrations():
-        if number > have:
+        if number not in applied:
             logger.info("applying schema migration %s", path.name)
             cur.execute(path.read_text())
             cur.execute("INSERT INTO schema_version (version) VALUES (%s)", (number,))
-            have = number
+            have = max(have, number)
     return have

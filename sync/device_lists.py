@@ -48,3 +48,21 @@ class DeviceLists:
         if since >= self._start:
             return {u for s, u in self._log if since < s <= upto}
         return set(await self.hs.db.run(store.changed_since, since, upto))
+
+    async def changes_for(self, user_id: str, since_events: int, upto_events: int,
+                          since: int, upto: int) -> tuple[list[str], list[str]]:
+        """/keys/changes: (changed, left) between two positions. `changed` holds the users
+        sharing a room with `user_id` whose devices changed, and those who came to share
+        one (their keys are new to this user); `left` those who no longer share any."""
+        changed = await self.changed_since(since, upto)
+
+        def txn(cur):
+            came, left = (set(), set()) if since_events >= upto_events else \
+                store.sharing_changes(cur, user_id, since_events, upto_events)
+            others = sorted(changed - came - {user_id})
+            return came | set(store.users_sharing_room_with(cur, user_id, others)), left
+
+        sharing_changed, left = await self.hs.db.run(txn)
+        if user_id in changed:
+            sharing_changed.add(user_id)
+        return sorted(sharing_changed), sorted(left - sharing_changed)

@@ -33,7 +33,7 @@ STRIPPED_STATE_TYPES = ("m.room.create", "m.room.join_rules", "m.room.name", "m.
 @dataclass
 class RoomPlan:
     room_id: str
-    kind: str            # join | invite | leave
+    kind: str            # join | invite | knock | leave
     full: bool           # send full state (initial sync, new join, full_state)
     after: int           # timeline range (after, upto]
     upto: int
@@ -121,12 +121,17 @@ class SyncHandler:
         device_key = f"{user_id}|{device_id}"
         join: dict[str, Any] = {}
         invite: dict[str, Any] = {}
+        knock: dict[str, Any] = {}
         leave: dict[str, Any] = {}
         receipts = await self._receipts(plans, since, now, user_id)
         global_ad, room_ad = await self._account_data(user_id, since, now)
         for plan in plans:
             if plan.kind == "invite":
                 invite[plan.room_id] = await self._invite_entry(plan.room_id, user_id)
+                continue
+            if plan.kind == "knock":
+                knock_state = await self._stripped_state(plan.room_id, user_id)
+                knock[plan.room_id] = {"knock_state": {"events": knock_state}}
                 continue
             entry = await self._room_entry(plan, user_id, since, now, filt, device_key,
                                            receipts.get(plan.room_id), room_ad.get(plan.room_id, []))
@@ -152,7 +157,7 @@ class SyncHandler:
         next_token = now.copy_with(to_device=to_device_pos)
         result: dict[str, Any] = {
             "next_batch": next_token.encode(),
-            "rooms": {"join": join, "invite": invite, "leave": leave, "knock": {}},
+            "rooms": {"join": join, "invite": invite, "leave": leave, "knock": knock},
             "account_data": {"events": [e for e in global_ad if filt.account_data.allows(e["type"], user_id)]},
             "presence": {"events": presence_events},
             "to_device": {"events": to_device},
@@ -163,7 +168,7 @@ class SyncHandler:
             otk_counts, fallback_types = await engine.e2e_counts.get(user_id, device_id)
             result["device_one_time_keys_count"] = otk_counts
             result["device_unused_fallback_key_types"] = fallback_types
-        has_news = bool(join or invite or leave or global_ad or presence_events or to_device or changed)
+        has_news = bool(join or invite or knock or leave or global_ad or presence_events or to_device or changed)
         return result, has_news
 
     def _plan_rooms(self, user_id: str, rooms: dict[str, tuple[str, int]], since: StreamToken | None,
@@ -181,9 +186,9 @@ class SyncHandler:
                     plans.append(RoomPlan(room_id, "join", True, since.events, now.events, False, m_stream))
                 elif room_stream.get(room_id, 0) > since.events or self._ephemeral_changed(room_id, since):
                     plans.append(RoomPlan(room_id, "join", False, since.events, now.events, False, m_stream))
-            elif membership == "invite":
+            elif membership in ("invite", "knock"):
                 if since is None or m_stream > since.events:
-                    plans.append(RoomPlan(room_id, "invite", True, 0, 0, False, m_stream))
+                    plans.append(RoomPlan(room_id, membership, True, 0, 0, False, m_stream))
             elif membership in ("leave", "ban") and room_id not in forgotten:
                 if since is not None and m_stream > since.events:
                     plans.append(RoomPlan(room_id, "leave", False, since.events, m_stream, True, m_stream))
@@ -210,7 +215,7 @@ class SyncHandler:
         need_db = []
         cache = self.engine.timeline_cache
         for plan in plans:
-            if plan.kind == "invite":
+            if plan.kind in ("invite", "knock"):
                 continue
             cached = cache.tail(plan.room_id, plan.after, plan.upto, limit,
                                 None if tf.passes_all else lambda e: tf.allows(e.type, e.sender, e.content))
@@ -353,16 +358,18 @@ class SyncHandler:
             summary["m.heroes"] = sorted(u for u in joined + invited if u != user_id)[:5]
         return summary
 
+    async def _stripped_state(self, room_id: str, user_id: str) -> list[dict[str, Any]]:
+        """What an invitee or a knocker sees of a room: a few state events, stripped."""
+        head = await self.hs.room_heads.get(room_id)
+        keys = [(t, "") for t in STRIPPED_STATE_TYPES] + [("m.room.member", user_id)]
+        found = [head.state.get(key) for key in keys] if head is not None else []
+        return [{"type": ev.type, "state_key": ev.state_key, "content": ev.content, "sender": ev.sender}
+                for ev in found if ev is not None]
+
     async def _invite_entry(self, room_id: str, user_id: str) -> dict[str, Any]:
         head = await self.hs.room_heads.get(room_id)
-        events = []
+        events = await self._stripped_state(room_id, user_id)
         if head is not None:
-            keys = [(t, "") for t in STRIPPED_STATE_TYPES] + [("m.room.member", user_id)]
-            for key in keys:
-                ev = head.state.get(key)
-                if ev is not None:
-                    events.append({"type": ev.type, "state_key": ev.state_key, "content": ev.content,
-                                   "sender": ev.sender})
             invite = head.state.get(("m.room.member", user_id))
             if invite is not None:
                 inviter = head.state.get(("m.room.member", invite.sender))

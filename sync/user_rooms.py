@@ -65,5 +65,5 @@ class UserRooms:
             self.room_stream[room_id] = max(self.room_stream.get(room_id, 0), ev.stream_ordering or 0)
             if ev.type == "m.room.member" and ev.membership and ev.state_key in self._users:
                 self._users[ev.state_key][room_id] = (ev.membership, ev.stream_ordering or 0)
-                if ev.membership in ("join", "invite"):
+                if ev.membership in ("join", "invite", "knock"):
                     self._forgotten.get(ev.state_key, set()).discard(room_id)

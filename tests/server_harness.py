@@ -120,6 +120,33 @@ class ServerProcess:
                  str(self.data_dir)],
                 cwd=REPO, capture_output=True, timeout=60)
 
+    def postgres_stop_under_server(self) -> None:
+        """Stop the embedded PostgreSQL while the server keeps running (an outage)."""
+        subprocess.run(
+            [sys.executable, "-c",
+             "import sys; from pathlib import Path; from storage.embedded import stop_postmaster;"
+             " stop_postmaster(Path(sys.argv[1]))", str(self.data_dir / "postgres")],
+            cwd=REPO, check=True, capture_output=True, timeout=90)
+
+    def postgres_start_under_server(self) -> None:
+        """Start it again in the same data directory, as someone other than the server
+        would (this process lets go of it on exit without stopping it)."""
+        subprocess.run(
+            [sys.executable, "-c",
+             "import sys, pgserver; pgserver.get_server(sys.argv[1], cleanup_mode=None)",
+             str((self.data_dir / "postgres").resolve())],
+            cwd=REPO, check=True, capture_output=True, timeout=90)
+
+    def postmaster_running(self) -> bool:
+        pid_file = self.data_dir / "postgres" / "postmaster.pid"
+        try:
+            os.kill(int(pid_file.read_text().split()[0]), 0)
+        except PermissionError:
+            return True
+        except (OSError, ValueError, IndexError):
+            return False
+        return True
+
     def log_text(self) -> str:
         try:
             return (self.data_dir / "server.log").read_text()[-5000:]

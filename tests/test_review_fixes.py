@@ -39,7 +39,7 @@ def test_no_redacting_events_of_another_room(server, http, unique):
     # B, powerless, redacts from a room of B's own: the target is elsewhere
     _, b_room = B.request("POST", f"{V3}/createRoom", {})
     status, _ = B.request("PUT", f"{V3}/rooms/{b_room['room_id']}/redact/{msg['event_id']}/t1", {})
-    assert status == 404
+    assert status == 400
     _, ev = A.request("GET", f"{V3}/rooms/{other['room_id']}/event/{msg['event_id']}")
     assert ev["content"]["body"] == "x"
 

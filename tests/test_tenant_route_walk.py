@@ -53,6 +53,7 @@ NEUTRAL: dict[str, str | None] = {
     "kind": "override", "rule_id": "walk", "ruleId": "walk", "appservice_id": "walk",
     "rel_type": "m.reference", "relType": "m.reference",
     "server_name": SERVER, "serverName": SERVER, "file_name": "walk.txt", "fileName": "walk.txt",
+    "network_id": "walk", "networkId": "walk",
 }
 
 _OWN = "the asker's own account, devices or settings only"
@@ -114,6 +115,12 @@ NOT_WALKED = {
     "GET /_matrix/client/v3/room_keys/keys": _OWN,
     "DELETE /_matrix/client/v3/room_keys/keys": _OWN,
     "POST /_matrix/client/v1/appservice/{appservice_id}/ping": "application services only",
+    "GET /_matrix/client/v3/pushrules/{_rest}": "malformed push-rule paths: 400 whatever they name",
+    "PUT /_matrix/client/v3/pushrules/{_rest}": "malformed push-rule paths: 400 whatever they name",
+    "DELETE /_matrix/client/v3/pushrules/{_rest}": "malformed push-rule paths: 400 whatever they name",
+    "GET /_matrix/client/v3/events": "the asker's rooms; query room_id: CASES 'legacy events of a room'",
+    "GET /_matrix/client/v3/initialSync": _OWN + " (the asker's rooms)",
+    "GET /_matrix/federation/v1/openid/userinfo": "an OpenID token names only its own user",
 }
 
 
@@ -271,7 +278,8 @@ def path_template(route: Route) -> tuple[str, list[str]]:
     if source.endswith("/?"):
         source = source[:-2]
     names = _GROUP.findall(source)
-    template = _GROUP.sub(lambda m: "{" + m.group(1) + "}", source)
+    # A catch-all (".*") matches any rest of the path: it names nothing.
+    template = _GROUP.sub(lambda m: "{" + m.group(1) + "}", source).replace(".*", "{_rest}")
     assert not re.search(r"[\\()\[\]*+?|^$]", re.sub(r"\{\w+\}", "", template)), \
         f"{route.method} {route.regex.pattern}: teach path_template this regex construct"
     return template, names
@@ -292,7 +300,7 @@ def identifying_params(route: Route) -> list[str]:
 def build_path(route: Route, values: dict[str, str]) -> str:
     template, names = path_template(route)
     filled = {n: values[n] if n in values else (NEUTRAL[n] or "walk" + secrets.token_hex(6)) for n in names}
-    return template.format(**{k: q(v) for k, v in filled.items()})
+    return template.format(_rest="walk", **{k: q(v) for k, v in filled.items()})
 
 
 # ---- asking, and comparing answers -----------------------------------------------------
@@ -451,6 +459,8 @@ CASES: dict[str, Case] = {
                                lambda t: {"actions": ["dont_notify"]}),
     "login": ("POST", lambda a, t: f"{V3}/login", lambda t: {
         "type": "m.login.password", "identifier": {"type": "m.id.user", "user": t.user}, "password": "wrong"}),
+    "legacy events of a room": ("GET", lambda a, t: f"{V3}/events?room_id={q(t.room)}&timeout=0",
+                                lambda t: None),
     "thirdparty location": ("GET", lambda a, t: f"{V3}/thirdparty/location?alias={q(t.alias)}", lambda t: None),
     "thirdparty user": ("GET", lambda a, t: f"{V3}/thirdparty/user?userid={q(t.user)}", lambda t: None),
 }

@@ -10,11 +10,16 @@ from client_api.routes import (
     directory,
     key_backup,
     keys,
+    legacy_events,
+    openid,
     profile,
     push_rules,
+    reports,
     room_events,
     rooms,
+    spaces,
     sync,
+    thirdparty,
     user_directory,
     versions,
 )
@@ -23,5 +28,6 @@ from client_api.routes import (
 def register_all_routes(router: Router) -> None:
     for module in (versions, account, devices, profile, rooms, room_events, directory,
                    account_data, user_directory, sync,
-                   push_rules, client_misc, keys, key_backup, admin, appservice):
+                   push_rules, client_misc, keys, key_backup, admin, appservice, spaces, reports,
+                   openid, thirdparty, legacy_events):
         module.register(router)

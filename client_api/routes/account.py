@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from client_api import uia
 from client_api.http import Req, Router, access_token_of
+from homeserver.async_utils import Coalescer
 from homeserver.errors import MatrixError, forbidden, missing_param
 from storage import accounts as accounts_store
 
@@ -14,44 +15,136 @@ def _opt_str(body: dict, key: str) -> str | None:
     return value
 
 
+# What a registration request may ask for; kept with its UIA session, so a client may
+# continue with only `auth`. The password is kept only as a hash, in the session's data.
+_REGISTRATION_PARAMS = ("username", "device_id", "initial_device_display_name", "inhibit_login")
+_registering = Coalescer()  # one completion per UIA session at a time
+
+
+def _registration_params(body: dict) -> dict:
+    params = {k: body[k] for k in _REGISTRATION_PARAMS if k in body}
+    for key in ("username", "device_id", "initial_device_display_name"):
+        value = _opt_str(params, key)
+        if value is not None and "\x00" in value:
+            raise MatrixError(400, "M_INVALID_PARAM", "NUL characters are not allowed")
+    return params
+
+
 async def register_account(req: Req):
     body = req.json(allow_empty=True)
     if req.query("kind", "user") == "guest":
-        raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "guest access is disabled")
-    username = _opt_str(body, "username")
+        return await _register_guest(req, body)
     password = _opt_str(body, "password")
-    device_id = _opt_str(body, "device_id")
-    display_name = _opt_str(body, "initial_device_display_name")
-    for value in (username, password, device_id, display_name):
-        if value is not None and "\x00" in value:
-            raise MatrixError(400, "M_INVALID_PARAM", "NUL characters are not allowed")
-    accounts = req.hs.accounts
+    if password is not None and "\x00" in password:
+        raise MatrixError(400, "M_INVALID_PARAM", "NUL characters are not allowed")
+    params = _registration_params(body)
     auth = body.get("auth")
     as_login = body.get("type") == "m.login.application_service" or (
         isinstance(auth, dict) and auth.get("type") == "m.login.application_service")
     reg = await _appservice_of_request(req) if as_login else None
     if reg is None and not req.hs.config.registration.enabled:
         raise forbidden("registration is disabled")
-    if username is not None:
-        username = username.lower()
-        accounts.check_localpart(username)
-        user_id = accounts.user_id_for(username)
-        _check_namespace(req, user_id, reg)
-        if await req.hs.db.run(accounts_store.user_exists, user_id):
-            raise MatrixError(400, "M_USER_IN_USE", "that user id is taken")
-    elif reg is not None:
-        raise MatrixError(400, "M_MISSING_PARAM", "application services must choose a username")
-    if reg is None:
-        await uia.require_dummy(req)
+    if reg is not None:
+        user_id = await _checked_user_id(req, params.get("username"), reg)
+        if user_id is None:
+            raise MatrixError(400, "M_MISSING_PARAM", "application services must choose a username")
+        await req.hs.accounts.register(_localpart(req, user_id), None, appservice_id=reg.id)
+        return await _registered(req, user_id, params)
+    guest = await _upgrading_guest(req, body)
+    if guest is not None:
+        return await _upgrade_guest(req, guest, params, password)
+    session_id = auth.get("session") if isinstance(auth, dict) else None
+    if not isinstance(session_id, str):
+        return await _register_with_uia(req, params, password)
+    # Concurrent completions of one session share one outcome; later ones read it back.
+    return await _registering.run(session_id, lambda: _register_with_uia(req, params, password))
+
+
+async def _register_with_uia(req: Req, params: dict, password: str | None):
+    sess = await uia.session(req, None, params)
+    user_id = sess.data.get("registered_user_id")
+    if user_id is None:  # else this session registered its user already: log in again
+        chosen = await _checked_user_id(req, sess.params.get("username"), None)
+        if password:
+            sess.data["password_hash"] = await req.hs.accounts.hash_password(password)
+        await uia.require(req, sess, [["m.login.dummy"]])
+        localpart = _localpart(req, chosen) if chosen else await _generate_localpart(req)
+        user_id = await req.hs.accounts.register(localpart, None,
+                                                 password_hash=sess.data.get("password_hash"))
+        if sess.stored:
+            sess.data["registered_user_id"] = user_id
+            await uia.save(req, sess)
+    return await _registered(req, user_id, sess.params)
+
+
+async def _checked_user_id(req: Req, username: str | None, reg) -> str | None:
+    """The user id a registration asks for, checked to be valid and free."""
     if username is None:
-        username = await _generate_localpart(req)
-    user_id = await accounts.register(username, None if reg else password, appservice_id=reg.id if reg else None)
+        return None
+    username = username.lower()
+    req.hs.accounts.check_localpart(username)
+    user_id = req.hs.accounts.user_id_for(username)
+    _check_namespace(req, user_id, reg)
+    if await req.hs.db.run(accounts_store.user_exists, user_id):
+        raise MatrixError(400, "M_USER_IN_USE", "that user id is taken")
+    return user_id
+
+
+def _localpart(req: Req, user_id: str) -> str:
+    return user_id[1:-len(req.hs.server_name) - 1]
+
+
+async def _registered(req: Req, user_id: str, params: dict) -> dict:
     result = {"user_id": user_id, "home_server": req.hs.server_name}
-    if body.get("inhibit_login") is True:
+    if params.get("inhibit_login") is True:
         return result
-    token, device_id = await accounts.new_session(user_id, device_id, display_name)
+    token, device_id = await req.hs.accounts.new_session(
+        user_id, params.get("device_id"), params.get("initial_device_display_name"))
     result.update(access_token=token, device_id=device_id)
     return result
+
+
+async def _register_guest(req: Req, body: dict):
+    """A guest account: no credentials; every parameter but the device display name is
+    ignored and the server picks the ids (spec)."""
+    if not req.hs.config.guest_access.enabled:
+        raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "guest access is disabled")
+    display_name = _opt_str(body, "initial_device_display_name")
+    if display_name is not None and "\x00" in display_name:
+        raise MatrixError(400, "M_INVALID_PARAM", "NUL characters are not allowed")
+    user_id = await req.hs.accounts.register(await _generate_localpart(req), None, guest=True)
+    token, device_id = await req.hs.accounts.new_session(user_id, None, display_name)
+    return {"user_id": user_id, "home_server": req.hs.server_name, "access_token": token, "device_id": device_id}
+
+
+async def _upgrading_guest(req: Req, body: dict):
+    """The guest whose access token comes with this registration (`guest_access_token`, or
+    the request's own token), if any: it becomes a full account."""
+    token = _opt_str(body, "guest_access_token")
+    if token is not None:
+        owner = await req.hs.accounts.owner_of_token(token)
+        if owner is None or not owner.is_guest or owner.deactivated:
+            raise forbidden("guest_access_token is not a guest's access token")
+        return owner
+    try:
+        token = access_token_of(req)
+    except MatrixError:  # registration never needed a token: a malformed header is ignored
+        return None
+    owner = await req.hs.accounts.owner_of_token(token) if token else None
+    return owner if owner is not None and owner.is_guest and not owner.deactivated else None
+
+
+async def _upgrade_guest(req: Req, guest, params: dict, password: str | None):
+    """Registering with a guest's access token keeps the guest's user id (spec: the
+    username, if given, must be the guest's localpart)."""
+    localpart = guest.user_id[1:].split(":", 1)[0]
+    username = params.get("username")
+    if username is not None and username.lower() != localpart:
+        raise forbidden(f"a guest keeps its user id: username must be {localpart!r}")
+    sess = await uia.session(req, guest.user_id, params)
+    await uia.require(req, sess, [["m.login.dummy"]])
+    await req.hs.accounts.upgrade_guest(guest.user_id, password)
+    return await _registered(req, guest.user_id, sess.params)
 
 
 async def _appservice_of_request(req: Req):
@@ -173,7 +266,7 @@ async def logout_all(req: Req):
 
 
 async def whoami(req: Req):
-    return {"user_id": req.user_id, "device_id": req.requester.device_id, "is_guest": False}
+    return {"user_id": req.user_id, "device_id": req.requester.device_id, "is_guest": req.requester.is_guest}
 
 
 async def change_password(req: Req):

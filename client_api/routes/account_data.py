@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from client_api.http import Req, Router
 from homeserver.errors import MatrixError, forbidden, not_found
+from homeserver.filtering import Filter
 from storage import account_data as store
 
 
@@ -85,6 +86,7 @@ async def delete_tag(req: Req, user_id: str, room_id: str, tag: str):
 async def create_filter(req: Req, user_id: str):
     _own(req, user_id)
     body = req.json()
+    Filter.parse(body)  # what /sync will read back must parse: refuse it now, not then
     filter_id = await req.hs.db.run(store.create_filter, user_id, body)
     return {"filter_id": str(filter_id)}
 

@@ -1,5 +1,5 @@
 """Requests clients such as Element Web make at start-up that need only a fixed answer
-here: no TURN server is configured and no bridge offers third-party protocols.
+here: no TURN server is configured. (Third-party protocols: routes/thirdparty.py.)
 
 Unstable and not-yet-served probes (OIDC-native auth metadata, dehydrated devices, ...)
 are deliberately absent: they fall through to the router's 404 M_UNRECOGNIZED, which is
@@ -7,7 +7,6 @@ what clients read as "not supported"."""
 from __future__ import annotations
 
 from client_api.http import Req, Router
-from homeserver.errors import missing_param, not_found
 
 
 async def turn_server(req: Req):
@@ -17,35 +16,5 @@ async def turn_server(req: Req):
     return {}
 
 
-async def protocols(req: Req):
-    return {}
-
-
-async def protocol(req: Req, protocol: str):
-    raise not_found(f"unknown third-party protocol {protocol!r}")
-
-
-async def protocol_lookup(req: Req, protocol: str):
-    raise not_found(f"unknown third-party protocol {protocol!r}")
-
-
-async def location_by_alias(req: Req):
-    if not req.query("alias"):
-        raise missing_param("alias is required")
-    raise not_found("no third-party location for this room alias")
-
-
-async def user_by_id(req: Req):
-    if not req.query("userid"):
-        raise missing_param("userid is required")
-    raise not_found("no third-party user for this user id")
-
-
 def register(router: Router) -> None:
     router.client("GET", "/voip/turnServer", turn_server)
-    router.client("GET", "/thirdparty/protocols", protocols)
-    router.client("GET", "/thirdparty/protocol/{protocol}", protocol)
-    router.client("GET", "/thirdparty/location/{protocol}", protocol_lookup)
-    router.client("GET", "/thirdparty/user/{protocol}", protocol_lookup)
-    router.client("GET", "/thirdparty/location", location_by_alias)
-    router.client("GET", "/thirdparty/user", user_by_id)

@@ -31,7 +31,7 @@ async def rename_device(req: Req, device_id: str):
     if name is None:
         await get_device(req, device_id)
         return {}
-    if not await req.hs.db.run(accounts_store.rename_device, req.user_id, device_id, name):
+    if not await req.hs.accounts.rename_device(req.user_id, device_id, name):
         raise not_found("no such device")
     return {}
 
@@ -47,7 +47,8 @@ async def delete_devices(req: Req):
     ids = body.get("devices")
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
         raise MatrixError(400, "M_BAD_JSON", "devices must be a list of device ids")
-    await uia.require_password(req, req.user_id)
+    # The session is bound to these devices: it cannot be reused to delete others.
+    await uia.require_password(req, req.user_id, detail=" ".join(sorted(set(ids))))
     await req.hs.accounts.delete_devices(req.user_id, ids)
     return {}
 

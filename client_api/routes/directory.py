@@ -82,7 +82,7 @@ async def set_visibility(req: Req, room_id: str):
     return {}
 
 
-async def _public_rooms(req: Req, limit, since, term):
+async def _public_rooms(req: Req, limit, since, term, instance_id=None, all_networks=False):
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
         raise MatrixError(400, "M_INVALID_PARAM", "limit must be a non-negative integer")
     limit = min(limit if limit is not None else 100, MAX_DIRECTORY_LIMIT)
@@ -91,8 +91,13 @@ async def _public_rooms(req: Req, limit, since, term):
         if not (isinstance(since, str) and since.startswith("o") and since[1:].isascii() and since[1:].isdigit()):
             raise MatrixError(400, "M_INVALID_PARAM", "invalid since token")
         offset = int(since[1:])
+    network = await _network(req, instance_id, all_networks)
     tenant = await req.hs.tenancy.tenant_of(req.user_id) if req.requester else None
-    chunk, total = await req.hs.db.run(directory_store.public_rooms, term, offset, limit, tenant)
+    chunk: list[dict] = []
+    total = 0
+    if network != ():
+        chunk, total = await req.hs.db.run(directory_store.public_rooms, term, offset, limit, tenant,
+                                           network or None, all_networks)
     result = {"chunk": chunk, "total_room_count_estimate": total}
     if offset + len(chunk) < total:
         result["next_batch"] = f"o{offset + len(chunk)}"
@@ -101,9 +106,29 @@ async def _public_rooms(req: Req, limit, since, term):
     return result
 
 
+async def _network(req: Req, instance_id, all_networks) -> tuple | None:
+    """The application-service network asked for: None for the homeserver's own directory
+    (or every network), () for an instance id no service has (an empty directory)."""
+    if instance_id is not None and not isinstance(instance_id, str):
+        raise MatrixError(400, "M_BAD_JSON", "third_party_instance_id must be a string")
+    if not isinstance(all_networks, bool):
+        raise MatrixError(400, "M_BAD_JSON", "include_all_networks must be a boolean")
+    if instance_id is None:
+        return None
+    if all_networks:
+        raise MatrixError(400, "M_INVALID_PARAM", "third_party_instance_id and include_all_networks exclude each other")
+    appservices = getattr(req.hs, "appservices", None)
+    found = appservices.thirdparty.parse_instance_id(instance_id) if appservices is not None else None
+    return found or ()
+
+
 async def public_rooms_get(req: Req):
     await _optional_auth(req)
-    return await _public_rooms(req, req.query_int("limit"), req.query("since"), None)
+    all_networks = req.query("include_all_networks", "false")
+    if all_networks not in ("true", "false"):
+        raise MatrixError(400, "M_INVALID_PARAM", "include_all_networks must be true or false")
+    return await _public_rooms(req, req.query_int("limit"), req.query("since"), None,
+                               req.query("third_party_instance_id"), all_networks == "true")
 
 
 async def public_rooms_post(req: Req):
@@ -114,7 +139,8 @@ async def public_rooms_post(req: Req):
     term = f.get("generic_search_term")
     if term is not None and not isinstance(term, str):
         raise MatrixError(400, "M_BAD_JSON", "generic_search_term must be a string")
-    return await _public_rooms(req, body.get("limit"), body.get("since"), term)
+    return await _public_rooms(req, body.get("limit"), body.get("since"), term,
+                               body.get("third_party_instance_id"), body.get("include_all_networks", False))
 
 
 async def _optional_auth(req: Req) -> None:

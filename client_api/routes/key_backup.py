@@ -10,6 +10,9 @@ from homeserver.errors import MatrixError, bad_json, invalid_param, missing_para
 from storage import key_backup as store
 
 _MAX_VERSION = 2**63 - 1
+# The spec defines one backup algorithm; keys stored under another could not be read back
+# by any client that follows it.
+BACKUP_ALGORITHMS = ("m.megolm_backup.v1.curve25519-aes-sha2",)
 
 
 def _unknown_version() -> MatrixError:
@@ -42,6 +45,8 @@ def _backup_params(body: dict) -> tuple[str, dict]:
         raise missing_param("algorithm and auth_data are required")
     if not isinstance(algorithm, str):
         raise bad_json("algorithm must be a string")
+    if algorithm not in BACKUP_ALGORITHMS:
+        raise invalid_param(f"unsupported backup algorithm; supported: {', '.join(BACKUP_ALGORITHMS)}")
     if not isinstance(auth_data, dict):
         raise bad_json("auth_data must be an object")
     return algorithm, auth_data

@@ -14,7 +14,6 @@ from client_api import uia
 from client_api.http import Req, Router
 from homeserver.errors import MatrixError, bad_json, forbidden, invalid_param, missing_param
 from homeserver.ids import split_id
-from storage import device_lists as device_lists_store
 from storage import e2e_keys as store
 from sync.tokens import StreamToken
 
@@ -53,6 +52,33 @@ def _split_key_id(full_id: Any, what: str) -> tuple[str, str]:
     return algorithm, key_id
 
 
+def _is_str_map(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+
+
+def _is_signatures(value: Any) -> bool:
+    return isinstance(value, dict) and all(_is_str_map(v) for v in value.values())
+
+
+def _check_device_keys(obj: Any, user_id: str, device_id: str) -> None:
+    """The spec's DeviceKeys object, for the requesting user and device."""
+    if not isinstance(obj, dict):
+        raise bad_json("device_keys must be an object")
+    for name in ("user_id", "device_id", "algorithms", "keys", "signatures"):
+        if name not in obj:
+            raise bad_json(f"device_keys.{name} is required")
+    if not isinstance(obj["user_id"], str) or not isinstance(obj["device_id"], str):
+        raise bad_json("device_keys.user_id and device_keys.device_id must be strings")
+    if not isinstance(obj["algorithms"], list) or not all(isinstance(a, str) for a in obj["algorithms"]):
+        raise bad_json("device_keys.algorithms must be a list of strings")
+    if not _is_str_map(obj["keys"]):
+        raise bad_json("device_keys.keys must map key ids to keys")
+    if not _is_signatures(obj["signatures"]):
+        raise bad_json("device_keys.signatures must map user ids to key ids to signatures")
+    if obj["user_id"] != user_id or obj["device_id"] != device_id:
+        raise invalid_param("device_keys must be for the requesting user and device")
+
+
 def _key_map(body: dict, name: str) -> dict[str, Any]:
     value = body.get(name)
     if value is None:
@@ -60,7 +86,10 @@ def _key_map(body: dict, name: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise bad_json(f"{name} must be an object")
     for key in value.values():
-        if not isinstance(key, (dict, str)):
+        if isinstance(key, dict):
+            if not isinstance(key.get("key"), str) or not _is_signatures(key.get("signatures", {})):
+                raise bad_json(f"each key object of {name} needs a key string and signatures")
+        elif not isinstance(key, str):
             raise bad_json(f"each of {name} must be a key object")
     return value
 
@@ -84,12 +113,7 @@ async def upload_keys(req: Req):
     user_id, device_id = req.user_id, req.requester.device_id
     device_keys = body.get("device_keys")
     if device_keys is not None:
-        if not isinstance(device_keys, dict):
-            raise bad_json("device_keys must be an object")
-        if device_keys.get("user_id") != user_id or device_keys.get("device_id") != device_id:
-            raise invalid_param("device_keys must be for the requesting user and device")
-        if not isinstance(device_keys.get("keys", {}), dict):
-            raise bad_json("device_keys.keys must be an object")
+        _check_device_keys(device_keys, user_id, device_id)
         device_keys = {k: v for k, v in device_keys.items() if k != "unsigned"}
 
     one_time = []
@@ -223,25 +247,20 @@ async def key_changes(req: Req):
     from_token = req.query("from")
     if not from_token:
         raise missing_param("the from parameter is required")
-    since = StreamToken.parse(from_token).device_lists
+    since = StreamToken.parse(from_token)
+    upto = req.hs.sync.current_token()
     to_token = req.query("to")
-    upto = 2**62
     if to_token:
         parsed = StreamToken.parse(to_token)
-        if to_token.count("_") >= 6:  # a short token says nothing about device lists
-            upto = parsed.device_lists
-
-    def txn(cur):
-        if since >= upto:
-            return []
-        changed = device_lists_store.changed_since(cur, since, upto)
-        others = [u for u in changed if u != req.user_id]
-        sharing = store.users_sharing_room_with(cur, req.user_id, others)
-        return sorted(set(sharing) | ({req.user_id} & set(changed)))
-
-    changed = await req.hs.db.run(txn)
-    visible = await req.hs.tenancy.visible_users(req.user_id, changed)
-    return {"changed": [u for u in changed if u in visible], "left": []}
+        # A short token (`s<events>`) says nothing about the other streams.
+        upto = StreamToken(events=min(parsed.events, upto.events),
+                           device_lists=parsed.device_lists if to_token.count("_") >= 6 else upto.device_lists)
+    changed, left = await req.hs.sync.device_lists.changes_for(
+        req.user_id, since.events, upto.events, since.device_lists, upto.device_lists)
+    # Someone whose tenant changed may still share a room: another tenant's users are
+    # never mentioned.
+    visible = await req.hs.tenancy.visible_users(req.user_id, set(changed) | set(left))
+    return {"changed": [u for u in changed if u in visible], "left": [u for u in left if u in visible]}
 
 
 # ---- cross-signing keys ------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from client_api.http import Req, Router
 from homeserver import push_rules
-from homeserver.errors import invalid_param
+from homeserver.errors import MatrixError, invalid_param
 
 
 async def get_all(req: Req):
@@ -75,6 +75,11 @@ async def put_actions(req: Req, kind: str, rule_id: str):
     return {}
 
 
+async def malformed_path(req: Req):
+    raise MatrixError(400, "M_UNRECOGNIZED", "push rule paths are /pushrules/global/<kind>/<rule id>"
+                      "[/enabled|/actions]")
+
+
 def register(router: Router) -> None:
     # matrix-js-sdk asks for "/pushrules/" with the slash; accept both spellings.
     router.client("GET", "/pushrules/?", get_all)
@@ -87,3 +92,7 @@ def register(router: Router) -> None:
     router.client("PUT", rule + "/enabled", put_enabled)
     router.client("GET", rule + "/actions", get_actions)
     router.client("PUT", rule + "/actions", put_actions)
+    # Anything else under /pushrules is a malformed rule path (no or an unknown scope, an
+    # empty rule id, an unknown attribute): 400 M_UNRECOGNIZED, as Synapse answers.
+    for method in ("GET", "PUT", "DELETE"):
+        router.client(method, "/pushrules/.*", malformed_path)

@@ -120,7 +120,13 @@ async def _visible_event(req: Req, room_id: str, event_id: str):
 
 
 async def get_event(req: Req, room_id: str, event_id: str):
-    ev, _ = await _visible_event(req, room_id, event_id)
+    try:
+        ev, _ = await _visible_event(req, room_id, event_id)
+    except MatrixError as e:
+        if e.status != 403:
+            raise
+        # The spec: 404 alike for a missing event and one the asker may not see.
+        raise not_found("event not found") from None
     return (await serialize_for(req, [ev]))[0]
 
 
@@ -143,6 +149,20 @@ async def _position(req: Req, room_id: str, token: str) -> Position:
     return (depth, stream)
 
 
+async def _leave_position(req: Req, room_id: str, hist) -> Position | None:
+    """For a user who left (or was kicked or banned from) a room that is not world-readable,
+    the position just after that membership event: paging back starts there, with it."""
+    head = await req.hs.room_heads.get(room_id)
+    if head is None or head.membership_of(req.user_id) == "join" or not hist.memberships \
+            or hist.memberships[-1][1] not in ("leave", "ban"):
+        return None
+    vis = head.state.get(("m.room.history_visibility", ""))
+    if vis is not None and vis.content.get("history_visibility") == "world_readable":
+        return None
+    leave = await req.hs.event_cache.get(await req.hs.db.run(_last_membership_event, room_id, req.user_id))
+    return (leave.depth, (leave.stream_ordering or 0) + 1) if leave is not None else None
+
+
 async def messages(req: Req, room_id: str):
     direction = req.query("dir", "b")
     if direction not in ("b", "f"):
@@ -154,6 +174,8 @@ async def messages(req: Req, room_id: str):
         start = await _position(req, room_id, from_token)
     else:
         start = END if direction == "b" else START
+    if direction == "b":
+        start = min(start, await _leave_position(req, room_id, hist) or start)
     to_token = req.query("to")
     to_pos = await _position(req, room_id, to_token) if to_token else None
     f = _parse_filter(req)

@@ -5,6 +5,7 @@ from client_api.http import Req, Router
 from homeserver import visibility
 from homeserver.errors import MatrixError, forbidden, missing_param
 from homeserver.room_creation import create_room
+from homeserver.room_upgrade import upgrade_room
 from homeserver.serialize import serialize_event
 from storage import state as state_store
 
@@ -32,6 +33,16 @@ async def join(req: Req, room_id_or_alias: str):
 
 async def join_by_id(req: Req, room_id: str):
     return await join(req, room_id)
+
+
+async def knock(req: Req, room_id_or_alias: str):
+    # `via` / `server_name` name servers to knock through: every room we can knock on is here.
+    room_id = await req.hs.membership.knock(req.user_id, room_id_or_alias, _reason(req))
+    return {"room_id": room_id}
+
+
+async def upgrade(req: Req, room_id: str):
+    return {"replacement_room": await upgrade_room(req.hs, req.user_id, room_id, req.json())}
 
 
 def _target(req: Req) -> str:
@@ -141,8 +152,9 @@ async def joined_members(req: Req, room_id: str):
     joined = {}
     for (etype, user_id), ev in head.state.items():
         if etype == "m.room.member" and ev.membership == "join":
-            joined[user_id] = {"display_name": ev.content.get("displayname"),
-                               "avatar_url": ev.content.get("avatar_url")}
+            profile = {"display_name": ev.content.get("displayname"),
+                       "avatar_url": ev.content.get("avatar_url")}
+            joined[user_id] = {k: v for k, v in profile.items() if isinstance(v, str)}
     return {"joined": joined}
 
 
@@ -150,6 +162,8 @@ def register(router: Router) -> None:
     router.client("POST", "/createRoom", create_room_handler)
     router.client("POST", "/join/{room_id_or_alias}", join)
     router.client("POST", "/rooms/{room_id}/join", join_by_id)
+    router.client("POST", "/knock/{room_id_or_alias}", knock)
+    router.client("POST", "/rooms/{room_id}/upgrade", upgrade)
     router.client("POST", "/rooms/{room_id}/invite", invite)
     router.client("POST", "/rooms/{room_id}/leave", leave)
     router.client("POST", "/rooms/{room_id}/kick", kick)

@@ -617,6 +617,37 @@ def test_knock_needs_knock_rule_and_self(rv: RoomVersion) -> None:
 
 
 @all_versions
+@pytest.mark.parametrize("rule", ["knock", "knock_restricted"])
+def test_knock_lifecycle(rv: RoomVersion, rule: str) -> None:
+    """Knock, then: accepted (invite, join), denied (kick), rescinded (leave), knocked again."""
+    room = standard_room(rv, rule, users={CAROL: 50, DAVE: 0}, members=(CAROL, DAVE))
+    room.send("m.room.member", BOB, {"membership": "knock", "reason": "let me in"}, BOB)
+    rejects(lambda: room.check("m.room.member", BOB, {"membership": "knock"}, ERIN), "themselves")
+    assert not room.try_member(DAVE, BOB, "leave")  # only a moderator may deny
+    room.send("m.room.member", CAROL, {"membership": "invite"}, BOB)  # accepted
+    assert not room.try_member(BOB, BOB, "knock")  # invited: nothing left to ask for
+    room.send("m.room.member", BOB, {"membership": "join"}, BOB)
+    room.send("m.room.member", ERIN, {"membership": "knock"}, ERIN)
+    room.send("m.room.member", CAROL, {"membership": "leave"}, ERIN)  # denied
+    room.send("m.room.member", ERIN, {"membership": "knock"}, ERIN)  # and may knock again
+    room.send("m.room.member", ERIN, {"membership": "leave"}, ERIN)  # rescinded
+    assert room.membership(ERIN) == "leave"
+    room.send("m.room.member", CAROL, {"membership": "ban"}, ERIN)
+    assert not room.try_member(ERIN, ERIN, "knock")
+
+
+@all_versions
+def test_knocking_user_joins_knock_restricted_room_through_an_authoriser(rv: RoomVersion) -> None:
+    room = standard_room(rv, "knock_restricted", users={CAROL: 0}, members=(CAROL,))
+    room.send("m.room.member", BOB, {"membership": "knock"}, BOB)
+    rejects(lambda: room.check("m.room.member", BOB, {"membership": "join"}, BOB), "authorised")
+    assert room.try_member(BOB, BOB, "join", join_authorised_via_users_server=CAROL)
+    knock_room = standard_room(rv, "knock", members=(CAROL,))
+    knock_room.send("m.room.member", BOB, {"membership": "knock"}, BOB)
+    assert not knock_room.try_member(BOB, BOB, "join", join_authorised_via_users_server=CAROL)
+
+
+@all_versions
 @pytest.mark.parametrize("content", [{"membership": "dance"}, {"membership": 1}, {}, {"membership": None}])
 def test_unknown_or_missing_membership(rv: RoomVersion, content: dict) -> None:
     room = standard_room(rv)
