@@ -1,6 +1,13 @@
 """The HTTP surface: one Twisted resource that routes by method and path, parses JSON
 bodies, authenticates the requester, adds CORS headers and turns every failure into a
-Matrix error. Handlers are `async def handler(req, **path_params) -> (status, body)`."""
+Matrix error. Handlers are `async def handler(req, **path_params) -> (status, body)`, or
+return a `DirectResponse` that writes itself (media files).
+
+Request bodies: the route is looked up as soon as the headers are in, and chooses the
+body's size limit and where it goes. Most routes buffer up to
+`limits.max_request_body_bytes`; a route with a `StreamedBody` (media uploads) has its own
+limit and streams into a sink. A declared Content-Length over the limit is answered 413
+before any of the body is read; a chunked body that grows over it is cut off the same way."""
 from __future__ import annotations
 
 import json
@@ -11,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from urllib.parse import unquote
 
 import orjson
-from twisted.internet import defer
-from twisted.web import server
+from twisted.internet import defer, reactor
+from twisted.web import http, server
 from twisted.web.resource import Resource
 
 from homeserver.errors import MatrixError
@@ -36,6 +43,15 @@ CORS_HEADERS = {
 }
 
 
+@dataclass(frozen=True)
+class StreamedBody:
+    """A route whose body is streamed into a sink instead of buffered in memory.
+    `limit(hs)` is its size limit; `open_sink(hs, producer)` returns the sink (written to
+    chunk by chunk, closed to discard it; `producer` is the connection, to pause reading)."""
+    limit: Callable[["HomeServer"], int]
+    open_sink: Callable[["HomeServer", Any], Any]
+
+
 @dataclass
 class Route:
     method: str
@@ -43,16 +59,25 @@ class Route:
     handler: Handler
     auth: bool
     pattern: str = ""  # as registered, e.g. CLIENT_PREFIX + "/sync"
+    body: StreamedBody | None = None
+
+
+class DirectResponse:
+    """A handler result that writes its own response (status, headers, a streamed body)."""
+
+    def send(self, request: server.Request) -> None:
+        raise NotImplementedError
 
 
 class Router:
     def __init__(self) -> None:
         self.routes: list[Route] = []
 
-    def add(self, method: str, pattern: str, handler: Handler, auth: bool = True) -> None:
+    def add(self, method: str, pattern: str, handler: Handler, auth: bool = True,
+            body: StreamedBody | None = None) -> None:
         """`pattern` is a regex source in which `{name}` stands for one path segment."""
         source = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern)
-        self.routes.append(Route(method, re.compile("^" + source + "$"), handler, auth, pattern))
+        self.routes.append(Route(method, re.compile("^" + source + "$"), handler, auth, pattern, body))
 
     def client(self, method: str, path: str, handler: Handler, auth: bool = True) -> None:
         self.add(method, CLIENT_PREFIX + path, handler, auth)
@@ -93,6 +118,7 @@ class Req:
     headers: Any
     client_ip: str
     requester: Requester | None = None
+    upload: Any = None  # the sink of a StreamedBody route, holding the received body
     _json: Any = field(default=None, repr=False)
 
     @property
@@ -154,21 +180,96 @@ def _unfragment(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+def raw_response(status: int, reason: bytes, body: dict[str, Any]) -> bytes:
+    """A whole HTTP/1.1 response that closes the connection, for answers given before the
+    request has been read (and so before twisted.web's Request can respond)."""
+    data = encode_json(body)
+    head = [b"HTTP/1.1 %d %s" % (status, reason), b"Content-Type: application/json",
+            b"Content-Length: %d" % len(data), b"Connection: close"]
+    head += [k + b": " + v for k, v in CORS_HEADERS.items()]
+    return b"\r\n".join(head) + b"\r\n\r\n" + data
+
+
 class LimitedRequest(server.Request):
-    """Stops buffering a body beyond the configured size; the handler answers 413."""
+    """Holds its body within the limit its route chose (see LimitedChannel); a body that
+    grows past it is refused at once."""
     max_body = 1_048_576
+    _open_sink: Callable[[Any], Any] | None = None
+    _received = 0
+    refused = False
+    # Router.match's answer for this request, found when its headers arrived.
+    matched: tuple[Route | None, dict[str, str], bool] | None = None
 
-    def gotLength(self, length):
-        self.too_large = length is not None and length > self.max_body
-        super().gotLength(length)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Never parse form bodies into args: a body is JSON or a streamed upload, not a form.
+        self._parsePOSTFormSubmission = False
 
-    def handleContentChunk(self, data):
-        if getattr(self, "too_large", False):
+    def choose_body(self, max_body: int, open_sink: Callable[[Any], Any] | None) -> None:
+        self.max_body = max_body
+        self._open_sink = open_sink
+
+    def gotLength(self, length: int | None) -> None:
+        if self._open_sink is not None:
+            self.content = self._open_sink(self.channel.transport)
+        else:
+            super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.refused:
             return
-        if self.content.tell() + len(data) > self.max_body:
-            self.too_large = True
+        self._received += len(data)
+        if self._received > self.max_body:
+            self.refused = True
+            self.content.close()  # a sink discards what it stored
+            self.channel.refuse_too_large()
             return
-        super().handleContentChunk(data)
+        self.content.write(data)
+
+
+class LimitedChannel(http.HTTPChannel):
+    """Asks the route for the body limit once the headers are in, and answers 413 at once
+    when the declared length is over it, without reading the body."""
+    # After the 413, the rest of the body is read and dropped for a while so the client
+    # sees the answer instead of a connection reset; then the connection is cut.
+    linger_seconds = 5.0
+    _refused = False
+    _linger_call: Any = None
+
+    def allHeadersReceived(self) -> None:
+        req = self.requests[-1]
+        method = self._command.decode("ascii", "replace")
+        path = self._path.split(b"?", 1)[0].decode("utf-8", "replace")
+        resource = self.site.resource
+        req.matched = resource.router.match(method, path)
+        req.choose_body(*resource.body_rules(req.matched[0]))
+        if self.length is not None and self.length > req.max_body:
+            req.refused = True
+            self.refuse_too_large()
+            return
+        super().allHeadersReceived()
+
+    def refuse_too_large(self) -> None:
+        if self._refused:
+            return
+        self._refused = True
+        self.transport.write(raw_response(413, b"Payload Too Large", {
+            "errcode": "M_TOO_LARGE", "error": "request body too large"}))
+        self.transport.loseWriteConnection()
+        self._linger_call = reactor.callLater(self.linger_seconds, self.transport.abortConnection)
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self._refused:
+            super().dataReceived(data)
+
+    def rawDataReceived(self, data: bytes) -> None:
+        if not self._refused:
+            super().rawDataReceived(data)
+
+    def connectionLost(self, reason: Any) -> None:
+        if self._linger_call is not None and self._linger_call.active():
+            self._linger_call.cancel()
+        super().connectionLost(reason)
 
 
 class ApiResource(Resource):
@@ -179,6 +280,13 @@ class ApiResource(Resource):
         self.hs = hs
         self.router = router
 
+    def body_rules(self, route: Route | None) -> tuple[int, Callable[[Any], Any] | None]:
+        """(size limit, sink opener or None) for the body of a request to `route`."""
+        if route is not None and route.body is not None:
+            streamed = route.body
+            return streamed.limit(self.hs), lambda producer: streamed.open_sink(self.hs, producer)
+        return self.hs.config.limits.max_request_body_bytes, None
+
     def render(self, request: server.Request) -> int:
         defer.ensureDeferred(self._handle(request))
         return server.NOT_DONE_YET
@@ -187,7 +295,12 @@ class ApiResource(Resource):
         method = request.method.decode("ascii", "replace")
         headers: dict[bytes, bytes] = {}
         try:
-            status, body = await self._dispatch(request, method)
+            result = await self._dispatch(request, method)
+            if isinstance(result, DirectResponse):
+                if not request._disconnected:
+                    result.send(request)
+                return
+            status, body = result
         except MatrixError as e:
             status, body = e.status, e.to_json()
         except NulCharacterError:  # PostgreSQL text cannot hold NUL: a client error
@@ -203,29 +316,31 @@ class ApiResource(Resource):
             status, body = 500, {"errcode": "M_UNKNOWN", "error": "internal server error"}
         self._respond(request, status, body, headers)
 
-    async def _dispatch(self, request: server.Request, method: str) -> tuple[int, Any]:
+    async def _dispatch(self, request: server.Request, method: str) -> tuple[int, Any] | DirectResponse:
         path = request.path.decode("utf-8", "replace")
         if method == "OPTIONS":
             return 200, {}
-        route, params, known = self.router.match(method, path)
+        route, params, known = getattr(request, "matched", None) or self.router.match(method, path)
         if route is None:
             if known:
                 raise MatrixError(405, "M_UNRECOGNIZED", f"method {method} not allowed here")
             raise MatrixError(404, "M_UNRECOGNIZED", "unrecognized request")
-        if getattr(request, "too_large", False):
-            raise MatrixError(413, "M_TOO_LARGE", "request body too large")
-        request.content.seek(0)
         args = {k.decode("utf-8", "replace"): [v.decode("utf-8", "replace") for v in vs]
                 for k, vs in request.args.items()}
-        req = Req(self.hs, method, path, args, request.content.read(), request.requestHeaders,
-                  request.getClientAddress().host if request.getClientAddress() else "")
+        upload, body = (request.content, b"") if route.body is not None else (None, b"")
+        if upload is None:
+            request.content.seek(0)
+            body = request.content.read()
+        req = Req(self.hs, method, path, args, body, request.requestHeaders,
+                  request.getClientAddress().host if request.getClientAddress() else "",
+                  upload=upload)
         if route.auth:
             req.requester = await authenticate(req)
             if req.requester.is_guest:
                 from client_api import guest_access  # imports this module
                 await guest_access.check(req, route, params)
         result = await route.handler(req, **params)
-        if isinstance(result, tuple):
+        if isinstance(result, (tuple, DirectResponse)):
             return result
         return 200, result
 
@@ -235,7 +350,8 @@ class ApiResource(Resource):
             return
         data = encode_json(body)
         request.setResponseCode(status)
-        for k, v in {**CORS_HEADERS, **(headers or {})}.items():
+        set_cors_headers(request)
+        for k, v in (headers or {}).items():
             request.setHeader(k, v)
         request.setHeader(b"Content-Type", b"application/json")
         request.setHeader(b"Cache-Control", b"no-cache, no-store, must-revalidate")
@@ -243,6 +359,11 @@ class ApiResource(Resource):
         if request.method != b"HEAD":
             request.write(data)
         request.finish()
+
+
+def set_cors_headers(request: server.Request) -> None:
+    for k, v in CORS_HEADERS.items():
+        request.setHeader(k, v)
 
 
 def access_token_of(req: Req) -> str | None:
@@ -290,7 +411,7 @@ def build_site(hs: "HomeServer") -> server.Site:
     router = Router()
     register_all_routes(router)
     site = server.Site(ApiResource(hs, router))
-    LimitedRequest.max_body = hs.config.limits.max_request_body_bytes
+    site.protocol = LimitedChannel
     site.requestFactory = LimitedRequest
     site.noisy = False
     return site

@@ -1,8 +1,9 @@
-"""Event authorisation rules for room versions 10, 11 and 12.
+"""Event authorisation rules for every room version (1 to 12).
 
-The spec numbers the rules per room version (v12 inserts a room-id rule, which
-shifts the numbers by one); comments here name the rule by what it checks rather
-than by number. Layering:
+The spec numbers the rules per room version (v1 has an aliases rule that v6
+removed, v12 inserts a room-id rule), so comments here name the rule by what it
+checks rather than by number; the differences between versions are switches on
+`RoomVersion`. Layering:
 
 * `check_pdu_limits` - size and identifier-grammar limits on the wire PDU.
 * `check_auth_events_list` - the rules about the *shape* of `auth_events`
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -29,7 +31,7 @@ import nacl.signing
 
 from homeserver.canonical_json import MAX_SAFE_INT, CanonicalJsonError, encode_canonical_json
 from homeserver.event import Event, StateKey
-from homeserver.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
+from homeserver.room_versions import DEFAULT_ROOM_VERSION, KNOWN_ROOM_VERSIONS, RoomVersion
 
 State = Mapping[StateKey, Event]
 PowerLevel = int | float  # float only ever as +inf (v12 creators)
@@ -39,6 +41,8 @@ MEMBER = "m.room.member"
 POWER_LEVELS = "m.room.power_levels"
 JOIN_RULES = "m.room.join_rules"
 THIRD_PARTY_INVITE = "m.room.third_party_invite"
+REDACTION = "m.room.redaction"
+ALIASES = "m.room.aliases"
 JOIN_AUTHORISED_VIA = "join_authorised_via_users_server"
 
 CREATE_KEY: StateKey = (CREATE, "")
@@ -59,7 +63,10 @@ _CREATOR_LEVEL_WITHOUT_POWER_LEVELS = 100  # v10/v11 only; v12 creators are infi
 _PL_SCALAR_KEYS = (
     "users_default", "events_default", "state_default", "ban", "redact", "kick", "invite",
 )
-_PL_MAP_KEYS = ("events", "notifications")
+_PL_MAP_KEYS_V6 = ("events", "notifications")  # v1-v5 check only `events`
+# v1-v9 accept integer strings as power levels: optional sign, ASCII digits, and
+# surrounding whitespace ("+050", " -1 ").
+_LEVEL_STRING_RE = re.compile(r"\s*[+-]?[0-9]+\s*", re.ASCII)
 
 # Identifier grammar (appendices). Server names: DNS name / IPv4 (a subset of the
 # DNS-name characters) / bracketed IPv6, then an optional port.
@@ -85,12 +92,26 @@ def _is_int(value: Any) -> bool:
     return type(value) is int and -MAX_SAFE_INT <= value <= MAX_SAFE_INT
 
 
-def _int_or(value: Any, default: int) -> int:
-    return value if _is_int(value) else default
+def parse_level(value: Any, rv: RoomVersion) -> int | None:
+    """A power level value as the room version reads it, or None if it is not one.
+    v10+: JSON integers only. v1-v9: also integer strings. v1-v5: also finite floats,
+    truncated towards zero (those versions do not require canonical JSON)."""
+    if _is_int(value):
+        return value
+    if rv.enforce_int_power_levels or isinstance(value, bool):
+        return None
+    if type(value) is int:
+        return value  # beyond canonical JSON's range, which v1-v9 do not enforce here
+    if isinstance(value, str) and _LEVEL_STRING_RE.fullmatch(value):
+        return int(value)
+    if rv.float_power_levels and isinstance(value, float) and math.isfinite(value):
+        return int(value)
+    return None
 
 
-def _opt_int(value: Any) -> int | None:
-    return value if _is_int(value) else None
+def _level_or(value: Any, rv: RoomVersion, default: int) -> int:
+    level = parse_level(value, rv)
+    return default if level is None else level
 
 
 def _as_dict(value: Any) -> dict[str, Any]:
@@ -161,11 +182,12 @@ def _join_rule(state: State) -> Any:
     return _as_dict(event.pdu.get("content")).get("join_rule")
 
 
-def _power_levels_content(state: State) -> dict[str, Any] | None:
+def _power_levels(state: State) -> tuple[dict[str, Any], RoomVersion] | None:
+    """The power levels content, with the room version that reads its values."""
     event = state.get(POWER_LEVELS_KEY)
     if event is None:
         return None
-    return _as_dict(event.pdu.get("content"))
+    return _as_dict(event.pdu.get("content")), event.room_version
 
 
 # --------------------------------------------------------------------------
@@ -192,32 +214,34 @@ def get_user_power_level(user_id: str, state: State) -> PowerLevel:
     creators = room_creators(create) if create is not None else set()
     if create is not None and create.room_version.privileged_creators and user_id in creators:
         return float("inf")
-    content = _power_levels_content(state)
-    if content is None:
+    levels = _power_levels(state)
+    if levels is None:
         # No power levels yet: the spec gives the creator 100 and everyone else 0.
         return _CREATOR_LEVEL_WITHOUT_POWER_LEVELS if user_id in creators else _DEFAULT_USERS_LEVEL
-    users = _as_dict(content.get("users"))
-    if _is_int(users.get(user_id)):
-        return users[user_id]
-    # Stored values have passed the v10+ integer rule; anything else falls back to defaults.
-    return _int_or(content.get("users_default"), _DEFAULT_USERS_LEVEL)
+    content, rv = levels
+    user_level = parse_level(_as_dict(content.get("users")).get(user_id), rv)
+    if user_level is not None:
+        return user_level
+    # Accepted power levels passed their version's value rules; anything else falls
+    # back to the defaults.
+    return _level_or(content.get("users_default"), rv, _DEFAULT_USERS_LEVEL)
 
 
 def get_required_level(event_type: str, is_state: bool, state: State) -> int:
-    content = _power_levels_content(state) or {}
-    events = _as_dict(content.get("events"))
-    if _is_int(events.get(event_type)):
-        return events[event_type]
+    content, rv = _power_levels(state) or ({}, DEFAULT_ROOM_VERSION)
+    level = parse_level(_as_dict(content.get("events")).get(event_type), rv)
+    if level is not None:
+        return level
     if is_state:
-        return _int_or(content.get("state_default"), _DEFAULT_STATE_LEVEL)
-    return _int_or(content.get("events_default"), _DEFAULT_EVENTS_LEVEL)
+        return _level_or(content.get("state_default"), rv, _DEFAULT_STATE_LEVEL)
+    return _level_or(content.get("events_default"), rv, _DEFAULT_EVENTS_LEVEL)
 
 
 def get_named_level(name: str, state: State) -> int:
     if name not in _NAMED_LEVEL_DEFAULTS:
         raise ValueError(f"unknown named power level {name!r}")
-    content = _power_levels_content(state) or {}
-    return _int_or(content.get(name), _NAMED_LEVEL_DEFAULTS[name])
+    content, rv = _power_levels(state) or ({}, DEFAULT_ROOM_VERSION)
+    return _level_or(content.get(name), rv, _NAMED_LEVEL_DEFAULTS[name])
 
 
 # --------------------------------------------------------------------------
@@ -230,7 +254,9 @@ def _third_party_token(content: Mapping[str, Any]) -> str | None:
     return token if isinstance(token, str) else None
 
 
-def _member_auth_types(state_key: str | None, content: Mapping[str, Any]) -> list[StateKey]:
+def _member_auth_types(
+    state_key: str | None, content: Mapping[str, Any], rv: RoomVersion,
+) -> list[StateKey]:
     types: list[StateKey] = []
     membership = content.get("membership")
     if isinstance(state_key, str):
@@ -241,9 +267,8 @@ def _member_auth_types(state_key: str | None, content: Mapping[str, Any]) -> lis
         token = _third_party_token(content)
         if token is not None:
             types.append((THIRD_PARTY_INVITE, token))
-    if membership == "join":
+    if membership == "join" and rv.restricted_join_rule:
         via = content.get(JOIN_AUTHORISED_VIA)
-        # All of v10-v12 support restricted rooms, so the authoriser is always selected.
         if isinstance(via, str):
             types.append((MEMBER, via))
     return types
@@ -265,7 +290,7 @@ def auth_types_for_event(
     types.append(POWER_LEVELS_KEY)
     types.append((MEMBER, sender))
     if event_type == MEMBER:
-        types.extend(_member_auth_types(state_key, _as_dict(content)))
+        types.extend(_member_auth_types(state_key, _as_dict(content), rv))
     return list(dict.fromkeys(types))  # drop repeats (e.g. sender == target), keep order
 
 
@@ -381,6 +406,23 @@ def _check_join_authoriser(event: Event, state: State) -> None:
         raise AuthError("restricted room: the authorising user cannot invite")
 
 
+def _invite_only_rules(rv: RoomVersion) -> tuple[str, ...]:
+    """Join rules under which an invite (or being joined already) lets a user join."""
+    return ("invite", "knock") if rv.knock_join_rule else ("invite",)
+
+
+def _restricted_rules(rv: RoomVersion) -> tuple[str, ...]:
+    """Join rules under which a joined member with the invite level may vouch for a join."""
+    rules = ("restricted",) if rv.restricted_join_rule else ()
+    return rules + ("knock_restricted",) if rv.knock_restricted_join_rule else rules
+
+
+def _knock_rules(rv: RoomVersion) -> tuple[str, ...]:
+    if not rv.knock_join_rule:
+        return ()
+    return ("knock", "knock_restricted") if rv.knock_restricted_join_rule else ("knock",)
+
+
 def _check_join(event: Event, state: State, create: Event) -> None:
     if _is_creator_first_join(event, create):
         return
@@ -389,19 +431,20 @@ def _check_join(event: Event, state: State, create: Event) -> None:
     current = _membership_of(event.sender, state)
     if current == "ban":
         raise AuthError("sender is banned")
+    rv = event.room_version
     rule = _join_rule(state)
-    if rule in ("invite", "knock"):
+    if rule in _invite_only_rules(rv):
         if current in ("invite", "join"):
             return
         raise AuthError(f"join rule is {rule} and the user is not invited")
-    if rule in ("restricted", "knock_restricted"):
+    if rule in _restricted_rules(rv):
         if current in ("invite", "join"):
             return
         _check_join_authoriser(event, state)
         return
     if rule == "public":
         return
-    raise AuthError(f"join rule {rule!r} does not allow joining")
+    raise AuthError(f"join rule {rule!r} does not allow joining in room version {rv.identifier}")
 
 
 def _decode_unpadded_base64(value: str) -> bytes | None:
@@ -491,9 +534,12 @@ def _check_invite(event: Event, state: State, create: Event) -> None:
 def _check_leave(event: Event, state: State, create: Event) -> None:
     sender_membership = _membership_of(event.sender, state)
     if event.sender == event.state_key:
-        if sender_membership in ("invite", "join", "knock"):
+        # v7+ also lets a knocking user withdraw the knock.
+        leavable = ("invite", "join", "knock") if event.room_version.knock_join_rule else (
+            "invite", "join")
+        if sender_membership in leavable:
             return
-        raise AuthError("can only leave when invited, joined or knocking")
+        raise AuthError(f"can only leave when {' or '.join(leavable)}")
     if sender_membership != "join":
         raise AuthError("kicker is not joined")
     sender_level = get_user_power_level(event.sender, state)
@@ -517,7 +563,10 @@ def _check_ban(event: Event, state: State, create: Event) -> None:
 
 
 def _check_knock(event: Event, state: State, create: Event) -> None:
-    if _join_rule(state) not in ("knock", "knock_restricted"):
+    rv = event.room_version
+    if not rv.knock_join_rule:
+        raise AuthError(f"unknown membership 'knock' in room version {rv.identifier}")
+    if _join_rule(state) not in _knock_rules(rv):
         raise AuthError("join rule does not allow knocking")
     if event.sender != event.state_key:
         raise AuthError("only the user themselves can knock")
@@ -550,21 +599,27 @@ def _check_member(event: Event, state: State, create: Event) -> None:
 # m.room.power_levels
 # --------------------------------------------------------------------------
 
-def _validate_power_levels_content(content: Mapping[str, Any]) -> None:
-    for key in _PL_SCALAR_KEYS:
-        if key in content and not _is_int(content[key]):
-            raise AuthError(f"power levels {key} is not an integer")
-    for key in _PL_MAP_KEYS:
-        if key in content:
-            value = content[key]
-            if not isinstance(value, dict) or not all(_is_int(v) for v in value.values()):
-                raise AuthError(f"power levels {key} is not an object of integers")
+def _map_keys(rv: RoomVersion) -> tuple[str, ...]:
+    return _PL_MAP_KEYS_V6 if rv.limit_notifications_power_levels else ("events",)
+
+
+def _validate_power_levels_content(content: Mapping[str, Any], rv: RoomVersion) -> None:
+    if rv.enforce_int_power_levels:
+        # v10+: every level is a JSON integer. Earlier versions check only `users`.
+        for key in _PL_SCALAR_KEYS:
+            if key in content and not _is_int(content[key]):
+                raise AuthError(f"power levels {key} is not an integer")
+        for key in _PL_MAP_KEYS_V6:
+            if key in content:
+                value = content[key]
+                if not isinstance(value, dict) or not all(_is_int(v) for v in value.values()):
+                    raise AuthError(f"power levels {key} is not an object of integers")
     if "users" in content:
         users = content["users"]
         if not isinstance(users, dict):
             raise AuthError("power levels users is not an object")
         for user_id, level in users.items():
-            if not _is_valid_user_id(user_id) or not _is_int(level):
+            if not _is_valid_user_id(user_id) or parse_level(level, rv) is None:
                 raise AuthError(f"power levels users has an invalid entry for {user_id!r}")
 
 
@@ -576,22 +631,25 @@ def _reject_listed_creators(content: Mapping[str, Any], create: Event) -> None:
 
 
 def _check_scalar_changes(
-    old: Mapping[str, Any], new: Mapping[str, Any], sender_level: PowerLevel,
+    old: Mapping[str, Any], new: Mapping[str, Any], sender_level: PowerLevel, rv: RoomVersion,
 ) -> None:
     for key in _PL_SCALAR_KEYS:
-        _check_level_change(key, old.get(key), new.get(key), sender_level)
+        _check_level_change(key, old.get(key), new.get(key), sender_level, rv)
 
 
 def _check_map_changes(
     name: str, old: Mapping[str, Any], new: Mapping[str, Any], sender_level: PowerLevel,
+    rv: RoomVersion,
 ) -> None:
     for key in sorted(old.keys() | new.keys()):
-        _check_level_change(f"{name}[{key}]", old.get(key), new.get(key), sender_level)
+        _check_level_change(f"{name}[{key}]", old.get(key), new.get(key), sender_level, rv)
 
 
-def _check_level_change(label: str, old: Any, new: Any, sender_level: PowerLevel) -> None:
+def _check_level_change(
+    label: str, old: Any, new: Any, sender_level: PowerLevel, rv: RoomVersion,
+) -> None:
     """A changed level may be neither above the sender's level before nor after."""
-    old_value, new_value = _opt_int(old), _opt_int(new)
+    old_value, new_value = parse_level(old, rv), parse_level(new, rv)
     if old_value == new_value:
         return
     if old_value is not None and old_value > sender_level:
@@ -602,9 +660,10 @@ def _check_level_change(label: str, old: Any, new: Any, sender_level: PowerLevel
 
 def _check_user_changes(
     old: Mapping[str, Any], new: Mapping[str, Any], sender: str, sender_level: PowerLevel,
+    rv: RoomVersion,
 ) -> None:
     for user_id in sorted(old.keys() | new.keys()):
-        old_value, new_value = _opt_int(old.get(user_id)), _opt_int(new.get(user_id))
+        old_value, new_value = parse_level(old.get(user_id), rv), parse_level(new.get(user_id), rv)
         if old_value == new_value:
             continue
         # Peers (and anyone above) cannot be changed; the sender may lower themselves.
@@ -615,20 +674,21 @@ def _check_user_changes(
 
 
 def _check_power_levels(event: Event, state: State, create: Event) -> None:
+    rv = event.room_version
     new = _content(event)
-    _validate_power_levels_content(new)
-    if create.room_version.privileged_creators:
+    _validate_power_levels_content(new, rv)
+    if rv.privileged_creators:
         _reject_listed_creators(new, create)
     previous = state.get(POWER_LEVELS_KEY)
     if previous is None:
         return  # the room's first power levels: nothing to compare against
     old = _as_dict(previous.pdu.get("content"))
     sender_level = get_user_power_level(event.sender, state)
-    _check_scalar_changes(old, new, sender_level)
-    for key in _PL_MAP_KEYS:
-        _check_map_changes(key, _as_dict(old.get(key)), _as_dict(new.get(key)), sender_level)
+    _check_scalar_changes(old, new, sender_level, rv)
+    for key in _map_keys(rv):
+        _check_map_changes(key, _as_dict(old.get(key)), _as_dict(new.get(key)), sender_level, rv)
     _check_user_changes(
-        _as_dict(old.get("users")), _as_dict(new.get("users")), event.sender, sender_level)
+        _as_dict(old.get("users")), _as_dict(new.get("users")), event.sender, sender_level, rv)
 
 
 # --------------------------------------------------------------------------
@@ -648,9 +708,31 @@ def _check_non_member(event: Event, state: State, create: Event) -> None:
         raise AuthError("state_key names another user")
     if event.type == POWER_LEVELS:
         _check_power_levels(event, state, create)
-    # m.room.redaction: since v3 there is no redaction-specific auth rule; only the
-    # required level above applies. Whether to *apply* a redaction (redact level or
-    # same-server sender) is decided later by the redaction handling, not here.
+    if event.type == REDACTION and event.room_version.redaction_auth_rule:
+        _check_redaction_v1(event, sender_level, state)
+    # m.room.redaction since v3: no redaction-specific auth rule; only the required
+    # level above applies. Whether to *apply* a redaction (redact level or same-server
+    # sender) is decided later by the redaction handling, not here.
+
+
+def _check_redaction_v1(event: Event, sender_level: PowerLevel, state: State) -> None:
+    """v1/v2: the redact level, or a redaction whose event id has the same server as
+    the redacted event's id (v1/v2 event ids name the server that made them)."""
+    if sender_level >= get_named_level("redact", state):
+        return
+    redacts = event.redacts
+    if redacts is not None and _domain(redacts) and _domain(redacts) == _domain(event.event_id):
+        return
+    raise AuthError("redaction needs the redact level or an event from the same server")
+
+
+def _check_aliases(event: Event) -> None:
+    """v1-v5: a server may publish its own aliases (state_key = its name), whoever sends."""
+    state_key = event.state_key
+    if not state_key:
+        raise AuthError("m.room.aliases needs a non-empty state_key")
+    if state_key != _domain(event.sender):
+        raise AuthError("m.room.aliases state_key is not the sender's server")
 
 
 def check_auth(event: Event, state: State) -> None:
@@ -660,6 +742,9 @@ def check_auth(event: Event, state: State) -> None:
         return
     create = _require_create(event, state)
     _check_federate(event, create)
+    if event.type == ALIASES and event.room_version.special_case_aliases:
+        _check_aliases(event)
+        return
     if event.type == MEMBER:
         _check_member(event, state, create)
         return
@@ -704,3 +789,14 @@ def check_pdu_limits(pdu: dict, rv: RoomVersion) -> None:
     if not _is_valid_user_id(pdu.get("sender")):
         raise AuthError(f"sender {pdu.get('sender')!r} is not a valid user id")
     _check_room_id_grammar(pdu, rv)
+    if not rv.event_ids_are_hashes:
+        _check_legacy_event_id(pdu.get("event_id"))
+
+
+def _check_legacy_event_id(event_id: Any) -> None:
+    """v1/v2 PDUs carry their id, `$opaque:server`."""
+    if not isinstance(event_id, str) or not event_id.startswith("$"):
+        raise AuthError("a v1/v2 PDU needs an event_id starting with '$'")
+    opaque, _, server = event_id[1:].partition(":")
+    if not opaque or "\x00" in opaque or not _is_server_name(server):
+        raise AuthError(f"event_id {event_id!r} is not of the form $opaque:server")

@@ -38,7 +38,8 @@ class LimitsConfig(_Strict):
 
 
 class RoomsConfig(_Strict):
-    default_room_version: Literal["10", "11", "12"] = "12"
+    default_room_version: Literal[
+        "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12"] = "12"
     # Full state snapshot every N state changes; in between only deltas are stored.
     max_state_delta_chain: int = Field(64, ge=1, le=10_000)
 
@@ -67,6 +68,67 @@ class OpenIdConfig(_Strict):
     token_lifetime_ms: int = Field(3_600_000, ge=1000)
 
 
+class ThumbnailSize(_Strict):
+    width: int = Field(ge=1, le=4096)
+    height: int = Field(ge=1, le=4096)
+    method: Literal["crop", "scale"]
+
+
+def _default_thumbnail_sizes() -> list[ThumbnailSize]:
+    return [ThumbnailSize(width=w, height=h, method=m) for w, h, m in (
+        (32, 32, "crop"), (96, 96, "crop"), (320, 240, "scale"), (640, 480, "scale"), (800, 600, "scale"))]
+
+
+class UrlPreviewConfig(_Strict):
+    enabled: bool = False
+    # CIDR ranges a preview may connect to although they are private/reserved (e.g. an intranet).
+    ip_range_whitelist: list[str] = []
+    max_page_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    timeout_ms: int = Field(10_000, ge=100, le=120_000)
+    cache_ttl_ms: int = Field(3_600_000, ge=0)
+
+    @field_validator("ip_range_whitelist")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        import ipaddress
+        for cidr in v:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not an IP address or CIDR range") from None
+        return v
+
+
+class MediaConfig(_Strict):
+    max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1024)
+    # None: every content type may be uploaded; else patterns such as "image/*", "text/plain".
+    allowed_content_types: list[str] | None = None
+    # Serve the deprecated unauthenticated /_matrix/media/v3 download and thumbnail routes.
+    legacy_unauthenticated_media: bool = True
+    thumbnail_sizes: list[ThumbnailSize] = Field(default_factory=_default_thumbnail_sizes, min_length=1)
+    # Images with more pixels than this are not thumbnailed (decompression bombs).
+    max_image_pixels: int = Field(32_000_000, ge=1)
+    # Media ids from POST /_matrix/media/v1/create: how many a user may hold unused, and for how long.
+    max_pending_uploads: int = Field(5, ge=1)
+    unused_expiration_ms: int = Field(86_400_000, ge=1000)
+    url_preview: UrlPreviewConfig = UrlPreviewConfig()
+
+    @field_validator("allowed_content_types")
+    @classmethod
+    def _patterns(cls, v: list[str] | None) -> list[str] | None:
+        for pattern in v or ():
+            if pattern.count("/") != 1:
+                raise ValueError(f"{pattern!r} is not a content type pattern like image/* or text/plain")
+        return v
+
+
+class SearchConfig(_Strict):
+    # PostgreSQL text search configuration for server-side search: "simple" (every word
+    # as written, any language) or a language's stemming one ("english", "german", ...).
+    # Changing it rebuilds the search index at the next start.
+    language: str = Field("simple", pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+
+
 class Config(_Strict):
     server_name: str = "localhost"
     public_baseurl: str = "http://127.0.0.1:8008/"
@@ -82,6 +144,10 @@ class Config(_Strict):
     presence: PresenceConfig = PresenceConfig()
     guest_access: GuestAccessConfig = GuestAccessConfig()
     openid: OpenIdConfig = OpenIdConfig()
+
+
+    media: MediaConfig = MediaConfig()
+    search: SearchConfig = SearchConfig()
     # Application-service registration files (YAML), relative to this config file.
     app_service_config_files: list[Path] = []
 

@@ -13,7 +13,7 @@ StateKey = tuple[str, str]  # (event type, state_key)
 class Event:
     event_id: str
     room_version: RoomVersion
-    pdu: dict[str, Any]  # hashed and signed PDU; v3+ formats carry no event_id key
+    pdu: dict[str, Any]  # hashed and signed PDU; only v1/v2 formats carry an event_id key
     # Set by the persist path, not part of the PDU:
     stream_ordering: int | None = None
     rejected: bool = False
@@ -51,11 +51,24 @@ class Event:
 
     @property
     def prev_event_ids(self) -> list[str]:
-        return self.pdu.get("prev_events", [])
+        return _reference_ids(self.pdu.get("prev_events"), self.room_version)
 
     @property
     def auth_event_ids(self) -> list[str]:
-        return self.pdu.get("auth_events", [])
+        """The auth events the PDU lists (v12 create events are implied, not listed)."""
+        return _reference_ids(self.pdu.get("auth_events"), self.room_version)
+
+    @property
+    def auth_parent_ids(self) -> list[str]:
+        """The edges of the auth DAG from this event: its listed auth events plus, in
+        v12 rooms, the create event that the room id names. Auth chains and state
+        resolution walk these."""
+        ids = self.auth_event_ids
+        if self.room_version.room_id_from_create and self.pdu.get("type") != "m.room.create":
+            room_id = self.pdu.get("room_id")
+            if isinstance(room_id, str) and room_id.startswith("!"):
+                ids = [*ids, "$" + room_id[1:]]
+        return ids
 
     @property
     def depth(self) -> int:
@@ -88,3 +101,13 @@ class Event:
             self.internal["redacted_by"] = redaction_id
             self.internal.pop("client", None)
             self.internal.pop("fragment", None)
+
+
+def _reference_ids(refs: Any, rv: RoomVersion) -> list[str]:
+    """Event ids from prev_events/auth_events: plain ids since v3, [id, hashes] pairs in
+    v1/v2. Malformed entries are skipped; validating the PDU shape is the receiver's job."""
+    if not isinstance(refs, list):
+        return []
+    if rv.event_ids_are_hashes:
+        return [r for r in refs if isinstance(r, str)]
+    return [r[0] for r in refs if isinstance(r, list | tuple) and r and isinstance(r[0], str)]

@@ -1,7 +1,11 @@
 """Building local events: prev_events from the forward extremities, auth events, depth,
 content hash, signature and event id; then the auth rules against current state, and
 hand-off to the persister. Everything between reading the room head and queueing the
-event is synchronous, so events of one room are built strictly one after another."""
+event is synchronous, so events of one room are built strictly one after another.
+
+Room versions 1 and 2 differ in format: the event id is `$random:server`, carried in
+the PDU, and prev_events/auth_events cite [id, {"sha256": reference hash}] pairs, so
+the cited events must be in memory when an event is built."""
 from __future__ import annotations
 
 import json
@@ -16,7 +20,13 @@ from homeserver.canonical_alias import canonical_alias_check
 from homeserver.canonical_json import CanonicalJsonError
 from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.event import Event
-from homeserver.event_hashing import add_content_hash, compute_event_id, sign_event
+from homeserver.event_hashing import (
+    add_content_hash,
+    compute_event_id,
+    event_reference,
+    sign_event,
+)
+from homeserver.ids import new_legacy_event_id
 from homeserver.room_heads import RoomHead
 from homeserver.room_versions import RoomVersion
 from homeserver.tenancy import TENANT_KEY
@@ -78,7 +88,7 @@ class EventCreator:
         if event_type == "m.room.canonical_alias" and state_key == "":
             checks.append(await canonical_alias_check(self.hs, await self._head(room_id, sender), content))
         # Read the head again: a failed batch may have replaced it while we awaited.
-        head = await self._head(room_id, sender)
+        head = await self._head_with_prev_events(room_id, sender)
         d = self.queue_event(head, sender, event_type, content, state_key, txn=txn,
                              extra_check=_all_of(checks), ts=ts)
         return await d
@@ -88,6 +98,32 @@ class EventCreator:
         if head is None:  # missing, or another tenant's: the same answer
             raise not_found(f"unknown room {room_id}")
         return head
+
+    async def _head_with_prev_events(self, room_id: str, sender: str) -> RoomHead:
+        """The head, with (v1/v2) the extremity events in the cache so that their
+        reference hashes can be cited. Events built here are cached as they are made,
+        so this loads only after a restart or an eviction."""
+        head = await self._head(room_id, sender)
+        for _ in range(3):
+            if head.room_version.event_ids_are_hashes:
+                return head
+            missing = [e for e in head.extremities[:MAX_PREV_EVENTS]
+                       if self.hs.event_cache.peek(e) is None]
+            if not missing:
+                return head
+            await self.hs.event_cache.get_many(missing)
+            head = await self._head(room_id, sender)
+        return head
+
+    def _prev_references(self, head: RoomHead) -> list:
+        prev_ids = head.extremities[:MAX_PREV_EVENTS]
+        if head.room_version.event_ids_are_hashes:
+            return prev_ids
+        prev_events = [self.hs.event_cache.peek(e) for e in prev_ids]
+        if any(ev is None for ev in prev_events):
+            # Only if the cache evicted them between loading and building: ask to retry.
+            raise MatrixError(503, "M_UNKNOWN", "the room's latest events are loading; retry")
+        return [event_reference(ev) for ev in prev_events]
 
     async def _redaction_check(self, room_id: str, content: dict) -> ExtraCheck:
         """Whoever may send m.room.redaction (the auth rules' only test) may redact their
@@ -125,7 +161,7 @@ class EventCreator:
         pdu: dict[str, Any] = {
             "room_id": head.room_id, "sender": sender, "type": event_type,
             "content": content, "origin_server_ts": ts or now_ms(),
-            "depth": head.depth + 1, "prev_events": head.extremities[:MAX_PREV_EVENTS],
+            "depth": head.depth + 1, "prev_events": self._prev_references(head),
         }
         if state_key is not None:
             pdu["state_key"] = state_key
@@ -133,7 +169,7 @@ class EventCreator:
             pdu["redacts"] = content.get("redacts")
         rv = head.room_version
         auth_keys = auth_rules.auth_types_for_event(event_type, sender, state_key, content, rv)
-        pdu["auth_events"] = [head.state[k].event_id for k in auth_keys if k in head.state]
+        pdu["auth_events"] = [event_reference(head.state[k]) for k in auth_keys if k in head.state]
         event = self._finish(pdu, rv)
         try:
             auth_rules.check_auth(event, head.state)
@@ -172,6 +208,8 @@ class EventCreator:
     # ---- internals ----------------------------------------------------------------
 
     def _finish(self, pdu: dict[str, Any], rv: RoomVersion) -> Event:
+        if not rv.event_ids_are_hashes:
+            pdu["event_id"] = new_legacy_event_id(self.hs.server_name)  # hashed and signed too
         try:
             add_content_hash(pdu)
             sign_event(pdu, rv, self.hs.server_name, self.hs.signing_key)

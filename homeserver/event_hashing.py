@@ -1,4 +1,5 @@
-"""Content hashes, reference hashes, event ids and signatures of room events (v3+ formats)."""
+"""Content hashes, reference hashes, event ids and signatures of room events, in every
+room version's event format."""
 from __future__ import annotations
 
 import hashlib
@@ -13,6 +14,7 @@ from homeserver.canonical_json import (
     unpadded_b64,
     unpadded_urlsafe_b64,
 )
+from homeserver.event import Event
 from homeserver.redaction import prune_event_dict
 from homeserver.room_versions import RoomVersion
 
@@ -45,7 +47,27 @@ def compute_reference_hash(pdu: dict[str, Any], rv: RoomVersion) -> bytes:
 
 
 def compute_event_id(pdu: dict[str, Any], rv: RoomVersion) -> str:
-    return "$" + unpadded_urlsafe_b64(compute_reference_hash(pdu, rv))
+    """The event's id: since v3 its reference hash (v3 in standard, v4+ in URL-safe
+    unpadded base64); in v1/v2 the id the PDU carries, chosen by its sender."""
+    if not rv.event_ids_are_hashes:
+        event_id = pdu.get("event_id")
+        if not isinstance(event_id, str):
+            raise ValueError("a v1/v2 PDU must carry its event_id")
+        return event_id
+    ref = compute_reference_hash(pdu, rv)
+    return "$" + (unpadded_urlsafe_b64(ref) if rv.urlsafe_event_ids else unpadded_b64(ref))
+
+
+def event_reference(event: Event) -> str | list[Any]:
+    """How another event's prev_events/auth_events name `event`: its id since v3; in
+    v1/v2 an [id, {"sha256": reference hash}] pair. The hash is computed once per event."""
+    rv = event.room_version
+    if rv.event_ids_are_hashes:
+        return event.event_id
+    ref = event.internal.get("reference_hash")
+    if ref is None:
+        ref = event.internal["reference_hash"] = unpadded_b64(compute_reference_hash(event.pdu, rv))
+    return [event.event_id, {"sha256": ref}]
 
 
 def sign_event(pdu: dict[str, Any], rv: RoomVersion, server_name: str, key: SigningKey) -> None:

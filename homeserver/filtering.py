@@ -70,10 +70,13 @@ class EventFilter:
         return (self.types is None and not self.not_types and self.senders is None
                 and not self.not_senders and self.contains_url is None)
 
-    def allows(self, event_type: str, sender: str, content: dict | None = None) -> bool:
-        if _type_matches(self.not_types, event_type) or sender in self.not_senders:
+    def allows_type(self, event_type: str) -> bool:
+        if _type_matches(self.not_types, event_type):
             return False
-        if self.types is not None and not _type_matches(self.types, event_type):
+        return self.types is None or _type_matches(self.types, event_type)
+
+    def allows(self, event_type: str, sender: str, content: dict | None = None) -> bool:
+        if not self.allows_type(event_type) or sender in self.not_senders:
             return False
         if self.senders is not None and sender not in self.senders:
             return False

@@ -40,5 +40,10 @@ def random_string(length: int) -> str:
     return "".join(secrets.choice(alphabet) for _ in range(length))
 
 
+def new_legacy_event_id(server_name: str) -> str:
+    """An event id for room versions 1 and 2, which let the sending server choose it."""
+    return f"${random_string(24)}:{server_name}"
+
+
 def new_device_id() -> str:
     return "".join(secrets.choice(string.ascii_uppercase) for _ in range(10))

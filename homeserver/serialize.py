@@ -19,11 +19,15 @@ def _client_fields(event: Event, pdu: dict[str, Any]) -> dict[str, Any]:
     out["content"] = pdu.get("content", {})
     out["event_id"] = event.event_id
     out.setdefault("origin_server_ts", 0)
-    if event.type == "m.room.redaction" and "redacts" not in out:
-        # v11+ moved `redacts` into content; clients still read the top-level key.
-        r = event.redacts
-        if r:
-            out["redacts"] = r
+    if event.type == "m.room.redaction":
+        if "redacts" not in out:
+            # v11+ moved `redacts` into content; clients still read the top-level key.
+            r = event.redacts
+            if r:
+                out["redacts"] = r
+        elif isinstance(out["content"], dict) and "redacts" not in out["content"]:
+            # Before v11 it is top-level only; newer clients read it from content.
+            out["content"] = {**out["content"], "redacts": out["redacts"]}
     return out
 
 

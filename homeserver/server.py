@@ -9,6 +9,7 @@ from homeserver.config import Config
 from homeserver.event_cache import EventCache
 from homeserver.event_creation import EventCreator
 from homeserver.guests import GuestRooms
+from homeserver.media.repository import MediaRepository
 from homeserver.membership import Membership
 from homeserver.persister import Persister
 from homeserver.profiles import Profiles
@@ -18,6 +19,7 @@ from homeserver.signing_key import load_or_create_signing_key
 from storage.database import Database
 from storage.embedded import EmbeddedPostgres
 from storage.migrate import apply_migrations
+from storage.search import use_language
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +38,8 @@ class HomeServer:
         # typed loosely because the core does not import the packages built on it.
         self.sync: Any = None
         self.appservices: Any = None  # appservice.registry.AppServices, likewise
+        self.media: MediaRepository = None  # type: ignore[assignment]  # set in start()
+        self.url_previews: Any = None  # homeserver.media.url_preview.UrlPreviewer when enabled
 
     def open_database(self) -> None:
         """Blocking: start the embedded Postgres if needed, connect, migrate."""
@@ -46,6 +50,8 @@ class HomeServer:
         self.db = Database(dsn, self.config.database.max_connections)
         version = self.db.run_sync(apply_migrations)
         logger.info("database schema at version %d", version)
+        if (read := self.db.run_sync(use_language, self.config.search.language)) is not None:
+            logger.info("search index built with %r (%d events read)", self.config.search.language, read)
 
     async def start(self) -> None:
         self.db.start()
@@ -60,6 +66,11 @@ class HomeServer:
         self.membership = Membership(self)
         self.tenancy = Tenancy(self)
         self.persister.add_listener(GuestRooms(self).on_events)
+        self.media = MediaRepository(self)
+        await self.media.start()
+        if self.config.media.url_preview.enabled:
+            from homeserver.media.url_preview import UrlPreviewer
+            self.url_previews = UrlPreviewer(self)
 
     async def _room_version_of(self, room_id: str) -> str | None:
         head = await self.room_heads.get(room_id)
@@ -84,7 +95,7 @@ class HomeServer:
     def shutdown(self) -> None:
         # Each part stops even if one before it fails (say, the database is gone and
         # presence cannot be saved): the embedded PostgreSQL must always be stopped.
-        for part in (self.sync, self.appservices, self.db, self.embedded):
+        for part in (self.sync, self.appservices, self.media, self.db, self.embedded):
             if part is None:
                 continue
             try:

@@ -18,6 +18,14 @@ if TYPE_CHECKING:
     from homeserver.server import HomeServer
 
 
+OPEN_END = 2**62  # beyond any stream position
+
+
+def visibility_of(state_json: str) -> str:
+    """The history_visibility of an m.room.history_visibility event's JSON."""
+    return json.loads(state_json).get("content", {}).get("history_visibility", "shared")
+
+
 @dataclass
 class UserRoomHistory:
     memberships: list[tuple[int, str]]   # (stream, membership) of the user, ascending
@@ -38,7 +46,11 @@ class UserRoomHistory:
     def may_see(self, event: Event) -> bool:
         if event.type == "m.room.member" and event.state_key == self.user_id:
             return True  # your own invites, kicks and bans: or the room never leaves your list
-        so = event.stream_ordering or 0
+        return self.visible_at(event.stream_ordering or 0)
+
+    def visible_at(self, so: int) -> bool:
+        """Whether an event at stream position `so` (other than the user's own membership
+        events, which are always visible) may be seen."""
         vis = self.visibility_before(so)
         if vis == "world_readable":
             return True
@@ -51,6 +63,27 @@ class UserRoomHistory:
             return self.joined_at_or_after(so)
         return False
 
+    def visible_ranges(self) -> list[tuple[int, int]]:
+        """`visible_at` as inclusive stream ranges (the last may end at OPEN_END), so a
+        query can select what the user may see without loading it: the answer can only
+        change where a visibility change takes effect, at a membership event, and after
+        the user's last join."""
+        bounds = {1} | {so + 1 for so, _ in self.visibilities} | {so for so, _ in self.memberships}
+        joins = [so for so, m in self.memberships if m == "join"]
+        if joins:
+            bounds.add(max(joins) + 1)
+        starts = sorted(b for b in bounds if b >= 1)
+        ranges: list[tuple[int, int]] = []
+        for i, lo in enumerate(starts):
+            if not self.visible_at(lo):  # constant up to the next bound
+                continue
+            hi = starts[i + 1] - 1 if i + 1 < len(starts) else OPEN_END
+            if ranges and ranges[-1][1] == lo - 1:
+                ranges[-1] = (ranges[-1][0], hi)
+            else:
+                ranges.append((lo, hi))
+        return ranges
+
     def ever_member(self) -> bool:
         return any(m in ("join", "invite") for _, m in self.memberships)
 
@@ -58,7 +91,7 @@ class UserRoomHistory:
 async def load_history(hs: "HomeServer", room_id: str, user_id: str) -> UserRoomHistory:
     def txn(cur):
         memberships = state_store.membership_history(cur, room_id, user_id)
-        vis = [(so, json.loads(js).get("content", {}).get("history_visibility", "shared"))
+        vis = [(so, visibility_of(js))
                for so, js in state_store.state_history(cur, room_id, "m.room.history_visibility")]
         return UserRoomHistory(memberships, vis, user_id)
 

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from storage import search as search_index
 from storage.database import Cursor, execute_values
 
 
@@ -132,6 +133,7 @@ def persist_batch(cur: Cursor, rows: list[EventRow], now_ms: int) -> None:
         "INSERT INTO event_txn_ids (user_id, device_id, txn_id, event_id, created_ts) VALUES %s",
         [(r.txn[0], r.txn[1], r.txn[2], r.event_id, now_ms) for r in rows if r.txn],
     )
+    search_index.index_events(cur, rows)  # searchable text, edits and redactions
 
 
 # ---- reads -------------------------------------------------------------------------

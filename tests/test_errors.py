@@ -189,7 +189,7 @@ def test_room_in_use_and_unsupported_version(a):
     assert status == 200, body
     before = a.request("GET", f"{V3}/joined_rooms")[1]["joined_rooms"]
     assert_error(a.request("POST", f"{V3}/createRoom", {"room_alias_name": name}), 400, "M_ROOM_IN_USE")
-    for version in ("999", "1", 12, None):
+    for version in ("999", "13", "0", 12, None):
         assert_error(a.request("POST", f"{V3}/createRoom", {"room_version": version}),
                      400, "M_UNSUPPORTED_ROOM_VERSION")
     assert a.request("GET", f"{V3}/joined_rooms")[1]["joined_rooms"] == before

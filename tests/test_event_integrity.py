@@ -1,6 +1,8 @@
-"""Every stored event is well-formed: its content hash, event id (reference hash) and
-signature verify, it passes the auth rules against the stored state before it, its
-auth_events are the right ones, and its state group is the state after it."""
+"""Every stored event, in rooms of every room version, is well-formed: its content hash,
+event id (reference hash, or the carried id in v1/v2) and signature verify, it passes
+the auth rules against the stored state before it, its auth_events are the right ones
+(v1/v2: with the cited events' reference hashes), and its state group is the state
+after it."""
 from __future__ import annotations
 
 import json
@@ -12,7 +14,13 @@ from signedjson.key import decode_signing_key_base64, get_verify_key
 
 from homeserver import auth_rules
 from homeserver.event import Event
-from homeserver.event_hashing import check_content_hash, compute_event_id, verify_event_signature
+from homeserver.canonical_json import unpadded_b64
+from homeserver.event_hashing import (
+    check_content_hash,
+    compute_event_id,
+    compute_reference_hash,
+    verify_event_signature,
+)
 from homeserver.room_versions import KNOWN_ROOM_VERSIONS
 from storage.state import get_state_group_map
 from tests.server_harness import Http
@@ -82,7 +90,7 @@ def _build_room(server, unique, version: str) -> dict:
 
 @pytest.fixture(scope="module")
 def rooms(server, unique):
-    return [_build_room(server, unique, v) for v in ("10", "11", "12")]
+    return [_build_room(server, unique, v) for v in KNOWN_ROOM_VERSIONS]
 
 
 @pytest.fixture(scope="module")
@@ -139,8 +147,8 @@ def test_every_stored_event_is_valid(server, rooms):
         row_of[event_id] = row
         where = f"{event_id} ({etype} in {room_id}, v{rv.identifier})"
 
-        # Columns agree with the signed JSON.
-        assert "event_id" not in pdu, where
+        # Columns agree with the signed JSON; only v1/v2 PDUs carry their id.
+        assert pdu.get("event_id") == (None if rv.event_ids_are_hashes else event_id), where
         assert ev.room_id == room_id, where
         assert (ev.type, ev.state_key, ev.sender, ev.depth) == (etype, state_key, sender, depth), where
         assert ev.redacts == redacts, where
@@ -176,6 +184,11 @@ def test_every_stored_event_is_valid(server, rooms):
             for aid in ev.auth_event_ids:
                 assert aid in events, f"{where}: auth event {aid} not stored before it"
                 auth_events.append(events[aid])
+            if not rv.event_ids_are_hashes:
+                # v1/v2 cite prev and auth events as [id, {"sha256": reference hash}].
+                for cited_id, hashes in pdu["prev_events"] + pdu["auth_events"]:
+                    expected = unpadded_b64(compute_reference_hash(events[cited_id].pdu, rv))
+                    assert hashes == {"sha256": expected}, where
             try:
                 auth_rules.check_auth_events_list(ev, auth_events)
             except auth_rules.AuthError as e:

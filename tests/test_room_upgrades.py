@@ -203,7 +203,7 @@ def test_who_may_upgrade_and_the_tenant_wall(world):
 
 @pytest.mark.parametrize("body,raw,errcode", [
     ({"new_version": "99"}, None, "M_UNSUPPORTED_ROOM_VERSION"),
-    ({"new_version": "1"}, None, "M_UNSUPPORTED_ROOM_VERSION"),
+    ({"new_version": "13"}, None, "M_UNSUPPORTED_ROOM_VERSION"),
     ({}, None, "M_MISSING_PARAM"),
     ({"new_version": 12}, None, "M_BAD_JSON"),
     ({"new_version": "12", "additional_creators": "@carol:test.local"}, None, "M_BAD_JSON"),

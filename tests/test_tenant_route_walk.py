@@ -14,12 +14,15 @@ later by anyone is walked too:
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 import secrets
 import subprocess
 import sys
+import urllib.error
 import urllib.parse
+import urllib.request
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
@@ -121,6 +124,13 @@ NOT_WALKED = {
     "GET /_matrix/client/v3/events": "the asker's rooms; query room_id: CASES 'legacy events of a room'",
     "GET /_matrix/client/v3/initialSync": _OWN + " (the asker's rooms)",
     "GET /_matrix/federation/v1/openid/userinfo": "an OpenID token names only its own user",
+    "GET /_matrix/client/v1/media/config": _NOTHING,
+    "GET /_matrix/media/v3/config": _NOTHING,
+    "GET /_matrix/client/v1/media/preview_url": "query url: a web page, nothing a tenant owns",
+    "GET /_matrix/media/v3/preview_url": "query url: a web page, nothing a tenant owns",
+    "POST /_matrix/media/v1/create": _OWN + " (reserves a new media id)",
+    "POST /_matrix/media/v3/upload": _OWN + " (a new upload)",
+    "POST /_matrix/client/v3/search": "body: CASES 'search in a room'",
 }
 
 
@@ -317,9 +327,27 @@ def body_for(things: Things) -> dict[str, Any]:
 _VOLATILE = ("event_id", "session", "next_batch")
 
 
+def _request(http: Http, method: str, path: str, body: dict | None) -> tuple[int, Any]:
+    """Like Http.request, but a body that is not JSON (a download) comes back as its hash."""
+    req = urllib.request.Request(http.base_url + path, method=method,
+                                 data=json.dumps(body).encode() if body is not None else None)
+    req.add_header("Content-Type", "application/json")
+    if http.token:
+        req.add_header("Authorization", f"Bearer {http.token}")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            status, payload = resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        status, payload = e.code, e.read()
+    try:
+        return status, json.loads(payload) if payload else None
+    except ValueError:
+        return status, {"<bytes>": hashlib.sha256(payload).hexdigest()}
+
+
 def ask(http: Http, method: str, path: str, body: dict | None, masks: dict[str, str]) -> tuple:
     """(status, body) with the ids asked about masked and server-made ids blanked."""
-    status, answer = http.request(method, path, body)
+    status, answer = _request(http, method, path, body)
     assert status < 500, (method, path, answer)
     text = json.dumps(answer, sort_keys=True)
     for real, placeholder in sorted(masks.items(), key=lambda kv: -len(kv[0])):
@@ -382,6 +410,9 @@ def test_route_answers_another_tenants_things_as_missing(world, route, pair):
                                     "query names such a thing")
         pytest.skip(f"not walked: {name}: {NOT_WALKED[name]}")
     asker, other = people[pair[0]], people[pair[1]]
+    if not route.auth and other.tenant is None:
+        pytest.skip("needs no token: anyone may ask anonymously, and anonymous askers are in the "
+                    "group without a tenant, whose things these are")
     askers = [(asker.name, asker.http)]
     if not route.auth and other.tenant is not None:
         askers.append(("anonymous", Http(srv.base_url)))  # walled like users without a tenant
@@ -459,6 +490,8 @@ CASES: dict[str, Case] = {
                                lambda t: {"actions": ["dont_notify"]}),
     "login": ("POST", lambda a, t: f"{V3}/login", lambda t: {
         "type": "m.login.password", "identifier": {"type": "m.id.user", "user": t.user}, "password": "wrong"}),
+    "search in a room": ("POST", lambda a, t: f"{V3}/search", lambda t: {"search_categories": {"room_events": {
+        "search_term": "internal figures", "filter": {"rooms": [t.room]}}}}),
     "legacy events of a room": ("GET", lambda a, t: f"{V3}/events?room_id={q(t.room)}&timeout=0",
                                 lambda t: None),
     "thirdparty location": ("GET", lambda a, t: f"{V3}/thirdparty/location?alias={q(t.alias)}", lambda t: None),

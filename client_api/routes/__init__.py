@@ -11,12 +11,14 @@ from client_api.routes import (
     key_backup,
     keys,
     legacy_events,
+    media,
     openid,
     profile,
     push_rules,
     reports,
     room_events,
     rooms,
+    search,
     spaces,
     sync,
     thirdparty,
@@ -27,7 +29,7 @@ from client_api.routes import (
 
 def register_all_routes(router: Router) -> None:
     for module in (versions, account, devices, profile, rooms, room_events, directory,
-                   account_data, user_directory, sync,
+                   account_data, user_directory, sync, search,
                    push_rules, client_misc, keys, key_backup, admin, appservice, spaces, reports,
-                   openid, thirdparty, legacy_events):
+                   openid, thirdparty, legacy_events, media):
         module.register(router)

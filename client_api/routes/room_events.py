@@ -65,7 +65,7 @@ async def put_state(req: Req, room_id: str, event_type: str, state_key: str = ""
     return {"event_id": ev.event_id}
 
 
-async def _state_for_reader(req: Req, room_id: str) -> dict[tuple[str, str], Event]:
+async def state_for_reader(req: Req, room_id: str) -> dict[tuple[str, str], Event]:
     """Current state for members; for past members, the state when they left."""
     hist = await visibility.require_can_read(req.hs, room_id, req.user_id)
     head = await req.hs.room_heads.get(room_id)
@@ -93,12 +93,12 @@ async def state_at_event(req: Req, event_id: str) -> dict[tuple[str, str], Event
 
 
 async def get_state(req: Req, room_id: str):
-    state = await _state_for_reader(req, room_id)
+    state = await state_for_reader(req, room_id)
     return await serialize_for(req, list(state.values()))
 
 
 async def get_state_event(req: Req, room_id: str, event_type: str, state_key: str = ""):
-    state = await _state_for_reader(req, room_id)
+    state = await state_for_reader(req, room_id)
     ev = state.get((event_type, state_key))
     if ev is None:
         raise not_found("state event not found")

@@ -8,7 +8,9 @@ SPEC_VERSIONS = ["r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6"]
 
 
 async def versions(req: Req):
-    return {"versions": SPEC_VERSIONS, "unstable_features": {}}
+    # Authenticated media (v1.11's /_matrix/client/v1/media) is served: clients that look
+    # for this flag use it without the server claiming all of v1.11.
+    return {"versions": SPEC_VERSIONS, "unstable_features": {"org.matrix.msc3916.stable": True}}
 
 
 async def well_known(req: Req):

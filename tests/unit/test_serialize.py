@@ -69,3 +69,19 @@ def test_timeline_cache_tail_answers_only_what_it_knows():
     page, limited = late.tail("!r:x", 600, 10**6, 1000, None)
     assert not limited and page[0].stream_ordering == 601
     assert late.tail("!r:x", 0, 10**6, 5, lambda e: e.type == "m.room.name") is None
+
+
+def test_redaction_names_its_target_top_level_and_in_content_in_every_version():
+    from homeserver.room_versions import V1, V10, V11
+
+    old = Event("$r", V10, {"type": "m.room.redaction", "room_id": "!r:x", "sender": "@a:x",
+                            "redacts": "$t", "content": {"reason": "spam"}, "origin_server_ts": 1})
+    new = Event("$r", V11, {"type": "m.room.redaction", "room_id": "!r:x", "sender": "@a:x",
+                            "content": {"redacts": "$t", "reason": "spam"}, "origin_server_ts": 1})
+    for ev in (old, new):
+        client = serialize_event(ev, now=2)
+        assert client["redacts"] == "$t" and client["content"]["redacts"] == "$t"
+        assert client["content"]["reason"] == "spam"
+    assert "redacts" not in old.pdu["content"]  # the stored PDU is left alone
+    legacy = Event("$r:x", V1, {**old.pdu, "event_id": "$r:x"})
+    assert serialize_event(legacy, now=2)["event_id"] == "$r:x"

@@ -1,0 +1,52 @@
+"""Where media bytes live on disk: content-addressed files under `<data_dir>/media/`.
+
+    media/content/ab/cd/abcd...      the bytes, named by their SHA-256 (hex)
+    media/thumbnails/ab/cd/abcd.../  thumbnails of that content, one file per size
+    media/tmp/                       uploads being received (removed at start-up)
+
+The functions here block (file system calls): run them on the media thread pool."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+
+class MediaFiles:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tmp_dir = root / "tmp"
+
+    def prepare(self) -> None:
+        """Create the directories; drop uploads a previous process left half-received."""
+        if self.tmp_dir.exists():
+            shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        for sub in ("content", "thumbnails", "tmp"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def _fan_out(sha256: str) -> Path:
+        return Path(sha256[:2]) / sha256[2:4] / sha256
+
+    def content_path(self, sha256: str) -> Path:
+        return self.root / "content" / self._fan_out(sha256)
+
+    def thumbnail_path(self, sha256: str, width: int, height: int, method: str,
+                       animated: bool, ext: str) -> Path:
+        name = f"{width}x{height}-{method}{'-animated' if animated else ''}.{ext}"
+        return self.root / "thumbnails" / self._fan_out(sha256) / name
+
+    def commit(self, tmp_path: Path, sha256: str) -> Path:
+        """Move a received file to its content address. Identical content is stored once:
+        if the address is taken, the new copy is dropped."""
+        final = self.content_path(sha256)
+        if final.exists():
+            tmp_path.unlink(missing_ok=True)
+        else:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp_path, final)
+        return final
+
+    def place(self, tmp_path: Path, final: Path) -> None:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp_path, final)
