@@ -1,7 +1,8 @@
 """Small async helpers on top of Twisted Deferreds."""
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable, Hashable
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Awaitable, Callable, Hashable
 
 from twisted.internet import defer
 
@@ -29,3 +30,23 @@ class Coalescer:
         for w in self._waiters.pop(key):
             w.callback(result)
         return result
+
+
+class KeyedLock:
+    """One holder per key at a time; others with the same key wait their turn."""
+
+    def __init__(self) -> None:
+        self._waiters: dict[Hashable, list[defer.Deferred]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: Hashable) -> AsyncIterator[None]:
+        while key in self._waiters:
+            d: defer.Deferred = defer.Deferred()
+            self._waiters[key].append(d)
+            await d
+        self._waiters[key] = []
+        try:
+            yield
+        finally:
+            for w in self._waiters.pop(key):
+                w.callback(None)

@@ -27,6 +27,7 @@ from homeserver.event_hashing import (
     sign_event,
 )
 from homeserver.ids import new_legacy_event_id
+from homeserver.relations import row_extra
 from homeserver.room_heads import RoomHead
 from homeserver.room_versions import RoomVersion
 from homeserver.tenancy import TENANT_KEY
@@ -78,6 +79,12 @@ class EventCreator:
 
     async def _send_now(self, room_id, sender, event_type, content, state_key, txn,
                         extra_check, ts) -> Event:
+        async with self.hs.relations.sending(room_id, sender, event_type, content):
+            return await self._send_checked(room_id, sender, event_type, content, state_key, txn,
+                                            extra_check, ts)
+
+    async def _send_checked(self, room_id, sender, event_type, content, state_key, txn,
+                            extra_check, ts) -> Event:
         await self._head(room_id, sender)
         # Everything that needs Postgres happens first; the rest is synchronous.
         if event_type == "m.room.member" and isinstance(state_key, str):
@@ -264,7 +271,7 @@ class EventCreator:
             membership=event.membership,
             member_displayname=_text_column(content.get("displayname")) if event.membership else None,
             member_avatar_url=_text_column(content.get("avatar_url")) if event.membership else None,
-            txn=txn,
+            txn=txn, extra=row_extra(content),
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 from homeserver.accounts import Accounts
+from homeserver.aggregations import Aggregations
 from homeserver.config import Config
 from homeserver.event_cache import EventCache
 from homeserver.event_creation import EventCreator
@@ -13,6 +14,7 @@ from homeserver.media.repository import MediaRepository
 from homeserver.membership import Membership
 from homeserver.persister import Persister
 from homeserver.profiles import Profiles
+from homeserver.relations import Relations
 from homeserver.room_heads import RoomHeads
 from homeserver.tenancy import Tenancy
 from homeserver.signing_key import load_or_create_signing_key
@@ -60,6 +62,8 @@ class HomeServer:
         self.persister = Persister(self.db, self._on_persist_failure)
         await self.persister.start()
         self.persister.add_listener(self._after_persist)
+        self.aggregations = Aggregations(self)  # a persist listener: before the sync engine's
+        self.relations = Relations(self)
         self.accounts = Accounts(self)
         self.profiles = Profiles(self)
         self.event_creator = EventCreator(self)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from storage import search as search_index
+from storage import relations as relations_store
 from storage.database import Cursor, execute_values
 
 
@@ -134,6 +135,7 @@ def persist_batch(cur: Cursor, rows: list[EventRow], now_ms: int) -> None:
         [(r.txn[0], r.txn[1], r.txn[2], r.event_id, now_ms) for r in rows if r.txn],
     )
     search_index.index_events(cur, rows)  # searchable text, edits and redactions
+    relations_store.record(cur, rows)
 
 
 # ---- reads -------------------------------------------------------------------------

@@ -264,26 +264,34 @@ class SyncHandler:
                 vis = ev.content.get("history_visibility")
                 self._visibility[ev.room_id].append((ev.stream_ordering or 0, vis if isinstance(vis, str) else "shared"))
 
-    async def _serialize(self, events: list[Event], device_key: str, filt: Filter) -> list[dict]:
+    async def _serialize(self, events: list[Event], device_key: str, filt: Filter,
+                         bundle_for: str | None = None) -> list[dict]:
+        """`bundle_for`: the user to bundle aggregations for (limited or new timelines
+        only, as Synapse does: otherwise the client has seen every child already; and
+        joined rooms only: a left room's bundles could show what came after the leave)."""
         redaction_ids = [e.internal["redacted_by"] for e in events if e.internal.get("redacted_by")]
         redactions = await self.hs.event_cache.get_many(redaction_ids) if redaction_ids else {}
         if filt.event_format == "federation":
             return [dict(prune_event_dict(e.pdu, e.room_version) if e.internal.get("redacted_by") else e.pdu,
                          event_id=e.event_id) for e in events]
+        bundles = await self.hs.aggregations.bundle(events, bundle_for) if bundle_for else {}
         now = int(time.time() * 1000)
         if filt.event_fields:
             return [apply_event_fields(serialize_event(
                 e, device_key, redactions.get(e.internal.get("redacted_by") or ""), now,
-                include_room_id=False), filt.event_fields) for e in events]
+                include_room_id=False, relations=b.value if (b := bundles.get(e.event_id)) else None),
+                filt.event_fields) for e in events]
         out: list = []
         for e in events:
             # Shared bytes unless this event needs a per-recipient form.
             fragment = None
-            if not e.internal.get("redacted_by") and e.internal.get("txn_device") != device_key:
-                fragment = client_fragment(e, now)
+            bundle = bundles.get(e.event_id)
+            if not e.internal.get("redacted_by") and e.internal.get("txn_device") != device_key \
+                    and (bundle is None or bundle.json is not None):
+                fragment = client_fragment(e, now, bundle.json if bundle else None)
             out.append(fragment if fragment is not None else serialize_event(
                 e, device_key, redactions.get(e.internal.get("redacted_by") or ""), now,
-                include_room_id=False))
+                include_room_id=False, relations=bundle.value if bundle else None))
         return out
 
     async def _room_entry(self, plan: RoomPlan, user_id: str, since: StreamToken | None,
@@ -338,7 +346,9 @@ class SyncHandler:
         else:
             prev_batch = f"s{plan.upto}"
         entry: dict[str, Any] = {
-            "timeline": {"events": await self._serialize(plan.events, device_key, filt),
+            "timeline": {"events": await self._serialize(
+                plan.events, device_key, filt,
+                user_id if plan.kind == "join" and (plan.limited or plan.full) else None),
                          "limited": plan.limited, "prev_batch": prev_batch},
             "state": {"events": await self._serialize(state, device_key, filt)},
             "account_data": {"events": account_data},

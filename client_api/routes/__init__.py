@@ -15,6 +15,7 @@ from client_api.routes import (
     openid,
     profile,
     push_rules,
+    relations,
     reports,
     room_events,
     rooms,
@@ -31,5 +32,5 @@ def register_all_routes(router: Router) -> None:
     for module in (versions, account, devices, profile, rooms, room_events, directory,
                    account_data, user_directory, sync, search,
                    push_rules, client_misc, keys, key_backup, admin, appservice, spaces, reports,
-                   openid, thirdparty, legacy_events, media):
+                   openid, thirdparty, legacy_events, media, relations):
         module.register(router)

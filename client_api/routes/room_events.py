@@ -16,12 +16,20 @@ from storage import state as state_store
 MAX_LIMIT = 1000
 
 
-async def serialize_for(req: Req, events: list[Event]) -> list[dict[str, Any]]:
-    """Client format, with the redacted form (and redacted_because) where redacted."""
+async def serialize_for(req: Req, events: list[Event],
+                        hist: visibility.UserRoomHistory | None = None) -> list[dict[str, Any]]:
+    """Client format, with the redacted form (and redacted_because) where redacted, and
+    the bundled aggregations (unsigned.m.relations) where there are any, less what `hist`
+    (the asker's history of the room) hides. Every endpoint serving room events goes
+    through here."""
     redaction_ids = [e.internal["redacted_by"] for e in events if e.internal.get("redacted_by")]
     redactions = await req.hs.event_cache.get_many(redaction_ids) if redaction_ids else {}
+    bundles = await req.hs.aggregations.bundle(events, req.requester.user_id if req.requester else None,
+                                               hist.may_see if hist is not None else None)
     device = req.requester.device_key if req.requester else None
-    return [serialize_event(e, device, redactions.get(e.internal.get("redacted_by") or "")) for e in events]
+    return [serialize_event(e, device, redactions.get(e.internal.get("redacted_by") or ""),
+                            relations=b.value if (b := bundles.get(e.event_id)) else None)
+            for e in events]
 
 
 def _txn(req: Req, txn_id: str) -> tuple[str, str, str]:
@@ -121,13 +129,13 @@ async def _visible_event(req: Req, room_id: str, event_id: str):
 
 async def get_event(req: Req, room_id: str, event_id: str):
     try:
-        ev, _ = await _visible_event(req, room_id, event_id)
+        ev, hist = await _visible_event(req, room_id, event_id)
     except MatrixError as e:
         if e.status != 403:
             raise
         # The spec: 404 alike for a missing event and one the asker may not see.
         raise not_found("event not found") from None
-    return (await serialize_for(req, [ev]))[0]
+    return (await serialize_for(req, [ev], hist))[0]
 
 
 def _parse_filter(req: Req) -> EventFilter:
@@ -141,7 +149,8 @@ def _parse_filter(req: Req) -> EventFilter:
     return EventFilter.parse(obj)
 
 
-async def _position(req: Req, room_id: str, token: str) -> Position:
+async def token_position(req: Req, room_id: str, token: str) -> Position:
+    """The (depth, stream) position a /messages, /sync or /relations token names."""
     depth, stream = parse_token(token)
     if depth is None:
         depth = await req.hs.db.run(events_store.depth_at_stream, room_id, stream)
@@ -171,13 +180,13 @@ async def messages(req: Req, room_id: str):
     hist = await visibility.require_can_read(req.hs, room_id, req.user_id)
     from_token = req.query("from")
     if from_token:
-        start = await _position(req, room_id, from_token)
+        start = await token_position(req, room_id, from_token)
     else:
         start = END if direction == "b" else START
     if direction == "b":
         start = min(start, await _leave_position(req, room_id, hist) or start)
     to_token = req.query("to")
-    to_pos = await _position(req, room_id, to_token) if to_token else None
+    to_pos = await token_position(req, room_id, to_token) if to_token else None
     f = _parse_filter(req)
     stored = await req.hs.db.run(
         events_store.paginate_room, room_id, start, direction, limit, to_pos, f.sql_lists())
@@ -186,7 +195,7 @@ async def messages(req: Req, room_id: str):
     # The last row's position is the next token; wildcard types are matched here.
     visible = [e for e in events if hist.may_see(e) and (f.passes_all or f.allows(e.type, e.sender, e.content))]
     result: dict[str, Any] = {
-        "chunk": await serialize_for(req, visible),
+        "chunk": await serialize_for(req, visible, hist),
         "start": from_token or topo_token(start),
     }
     if len(events) == limit and events:
@@ -225,9 +234,9 @@ async def context(req: Req, room_id: str, event_id: str):
         senders = {e.sender for e in before + [ev] + after}
         state_events = [e for k, e in state.items() if k[0] != "m.room.member" or k[1] in senders]
     return {
-        "event": (await serialize_for(req, [ev]))[0],
-        "events_before": await serialize_for(req, [e for e in before if hist.may_see(e)]),
-        "events_after": await serialize_for(req, [e for e in after if hist.may_see(e)]),
+        "event": (await serialize_for(req, [ev], hist))[0],
+        "events_before": await serialize_for(req, [e for e in before if hist.may_see(e)], hist),
+        "events_after": await serialize_for(req, [e for e in after if hist.may_see(e)], hist),
         "start": topo_token((first.depth, first.stream_ordering)),
         "end": topo_token((last.depth, last.stream_ordering)),
         "state": await serialize_for(req, state_events),

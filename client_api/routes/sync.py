@@ -70,17 +70,21 @@ async def _check_receipt_target(req: Req, room_id: str, event_id: str) -> None:
 
 
 async def receipt(req: Req, room_id: str, receipt_type: str, event_id: str):
-    if receipt_type == "m.fully_read":
-        await _check_receipt_target(req, room_id, event_id)
-        await req.hs.sync.account_data.put(req.user_id, room_id, "m.fully_read", {"event_id": event_id})
-        return {}
-    if receipt_type not in ("m.read", "m.read.private"):
+    if receipt_type not in ("m.read", "m.read.private", "m.fully_read"):
         raise MatrixError(400, "M_INVALID_PARAM", f"unknown receipt type {receipt_type}")
     body = req.json(allow_empty=True)
     thread_id = body.get("thread_id")
+    # null counts as absent (unthreaded): matrix-nio sends it for an unthreaded receipt.
     if thread_id is not None and (not isinstance(thread_id, str) or not thread_id):
         raise MatrixError(400, "M_INVALID_PARAM", "thread_id must be a non-empty string")
+    if thread_id is not None and receipt_type == "m.fully_read":
+        raise MatrixError(400, "M_INVALID_PARAM", "thread_id is not compatible with m.fully_read")
     await _check_receipt_target(req, room_id, event_id)
+    if receipt_type == "m.fully_read":
+        await req.hs.sync.account_data.put(req.user_id, room_id, "m.fully_read", {"event_id": event_id})
+        return {}
+    if thread_id is not None and not await req.hs.relations.receipt_thread_ok(event_id, thread_id):
+        raise MatrixError(400, "M_INVALID_PARAM", f"event {event_id} is not in thread {thread_id}")
     await req.hs.sync.receipts.put(room_id, receipt_type, req.user_id, event_id, thread_id)
     return {}
 
