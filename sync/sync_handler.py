@@ -147,6 +147,15 @@ class SyncHandler:
         sharing = engine.sharing_users(user_id)  # once per response: it walks every room
         presence_events = self._presence(sharing, since, filt)
         changed &= sharing
+        left = self._no_longer_sharing(user_id, plans, sharing) if since else set()
+        if changed or left or presence_events:
+            # Someone whose tenant changed after joining may still share a room: another
+            # tenant's users are never mentioned (tenants are cached: no query once known).
+            visible = await self.hs.tenancy.visible_users(
+                user_id, changed | left | {e["sender"] for e in presence_events})
+            changed &= visible
+            left &= visible
+            presence_events = [e for e in presence_events if e["sender"] in visible]
         next_token = now.copy_with(to_device=to_device_pos)
         result: dict[str, Any] = {
             "next_batch": next_token.encode(),
@@ -155,7 +164,7 @@ class SyncHandler:
             "presence": {"events": presence_events},
             "to_device": {"events": to_device},
             "device_lists": {"changed": sorted(changed),
-                             "left": sorted(self._no_longer_sharing(user_id, plans, sharing) if since else ())},
+                             "left": sorted(left)},
         }
         if device_id:
             otk_counts, fallback_types = await engine.e2e_counts.get(user_id, device_id)

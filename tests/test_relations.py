@@ -480,10 +480,12 @@ def test_another_tenant_gets_the_answers_of_a_missing_room_and_event(world):
     theirs = get(eve, f"{V1}/rooms/{room}/threads")
     absent = get(eve, f"{V1}/rooms/{missing_room}/threads")
     assert theirs == absent and theirs[0] == 403 and theirs[1]["errcode"] == "M_FORBIDDEN"
-    # Sending a relation into their room tells them nothing either.
+    # Sending a relation into their room tells them nothing either: as into a missing room.
     status, body = eve.request("PUT", f"{V3}/rooms/{room}/send/m.reaction/t3", reaction(root, "👀"))
     status2, body2 = eve.request("PUT", f"{V3}/rooms/{room}/send/m.reaction/t4", reaction("$nope", "👀"))
-    assert (status, body["errcode"]) == (status2, body2["errcode"]) == (403, "M_FORBIDDEN")
+    status3, body3 = eve.request("PUT", f"{V3}/rooms/{missing_room}/send/m.reaction/t5", reaction(root, "👀"))
+    assert (status, body["errcode"]) == (status2, body2["errcode"]) == (status3, body3["errcode"]) \
+        == (404, "M_NOT_FOUND")
     # The room's own members see it all.
     status, body = get(alice, f"{V1}/rooms/{room}/threads")
     assert status == 200 and [e["event_id"] for e in body["chunk"]] == [root]

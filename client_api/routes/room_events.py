@@ -63,7 +63,7 @@ async def send_event(req: Req, room_id: str, event_type: str, txn_id: str):
 
 async def put_state(req: Req, room_id: str, event_type: str, state_key: str = ""):
     content = req.json()
-    head = await req.hs.room_heads.get(room_id)
+    head = await req.hs.tenancy.head_for(req.user_id, room_id)
     if head is None:
         raise not_found("unknown room")
     current = head.state.get((event_type, state_key))
@@ -119,9 +119,10 @@ async def get_state_event(req: Req, room_id: str, event_type: str, state_key: st
 
 
 async def _visible_event(req: Req, room_id: str, event_id: str):
-    """The event and the asker's history in its room; 404 alike for missing and hidden."""
+    """The event and the asker's history in its room; 404 alike for missing and hidden,
+    and for events of another tenant's room."""
     ev = await req.hs.event_cache.get(event_id)
-    if ev is None or ev.room_id != room_id:
+    if ev is None or ev.room_id != room_id or await req.hs.tenancy.head_for(req.user_id, room_id) is None:
         raise not_found("event not found")
     hist = await visibility.require_can_read(req.hs, room_id, req.user_id)
     if not hist.may_see(ev):

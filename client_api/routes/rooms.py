@@ -76,7 +76,7 @@ async def leave(req: Req, room_id: str):
 
 async def kick(req: Req, room_id: str):
     target = _target(req)
-    head = await req.hs.membership.head(room_id)
+    head = await req.hs.membership.head(room_id, req.user_id)
     if head.membership_of(target) not in ("join", "invite", "knock"):
         raise forbidden("the user is not in the room")
     await req.hs.membership.set_membership(req.user_id, room_id, target, "leave", _reason(req))
@@ -90,7 +90,7 @@ async def ban(req: Req, room_id: str):
 
 async def unban(req: Req, room_id: str):
     target = _target(req)
-    head = await req.hs.membership.head(room_id)
+    head = await req.hs.membership.head(room_id, req.user_id)
     if head.membership_of(target) != "ban":
         raise forbidden("the user is not banned")
     await req.hs.membership.set_membership(req.user_id, room_id, target, "leave", _reason(req))
@@ -113,7 +113,7 @@ async def joined_rooms(req: Req):
 
 async def members(req: Req, room_id: str):
     hist = await visibility.require_can_read(req.hs, room_id, req.user_id)
-    head = await req.hs.membership.head(room_id)
+    head = await req.hs.membership.head(room_id, req.user_id)
     at = req.query("at")
     membership = req.query("membership")
     not_membership = req.query("not_membership")
@@ -158,7 +158,7 @@ async def _members_at(req: Req, room_id: str, at: str | None, hist) -> list:
 
 
 async def joined_members(req: Req, room_id: str):
-    head = await req.hs.membership.head(room_id)
+    head = await req.hs.membership.head(room_id, req.user_id)
     if head.membership_of(req.user_id) != "join":
         raise forbidden("you are not in this room")
     joined = {}

@@ -44,7 +44,7 @@ async def sync(req: Req):
 
 
 async def _joined_head(req: Req, room_id: str):
-    head = await req.hs.room_heads.get(room_id)
+    head = await req.hs.tenancy.head_for(req.user_id, room_id)
     if head is None:
         raise not_found("unknown room")
     if head.membership_of(req.user_id) != "join":
@@ -114,7 +114,8 @@ async def read_markers(req: Req, room_id: str):
 async def get_presence(req: Req, user_id: str):
     if not req.hs.config.presence.enabled:
         raise forbidden("presence is disabled on this server")
-    if user_id != req.user_id and user_id not in req.hs.sync.sharing_users(req.user_id):
+    if user_id != req.user_id and (user_id not in req.hs.sync.sharing_users(req.user_id)
+                                   or not await req.hs.tenancy.visible_users(req.user_id, [user_id])):
         raise forbidden("you do not share a room with this user")
     if not await req.hs.db.run(_user_exists, user_id):
         raise not_found("unknown user")
