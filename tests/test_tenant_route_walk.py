@@ -154,6 +154,15 @@ NOT_WALKED = {
 }
 
 
+# Routes whose path names a thing, but where "missing" cannot answer like "another
+# tenant's" by nature; what they must do instead is tested where named.
+NOT_COMPARABLE = {
+    "PUT /_synapse/admin/v2/users/{user_id}": "creates a missing user (201), as in Synapse; user ids "
+        "are taken server-wide like /register's; another tenant's user is 404 and untouched "
+        "(test_synapse_admin_api.py)",
+}
+
+
 def q(value: str) -> str:
     return urllib.parse.quote(value, safe="")
 
@@ -240,6 +249,11 @@ def _setup_person(srv: ServerProcess, admin: Http, person: Person) -> None:
     if person.tenant:
         status, body = admin.request("PUT", f"/_homeserver/admin/v1/users/{q(login['user_id'])}/tenant",
                                      {"tenant_id": person.tenant})
+        assert status == 200, body
+        # Tenanted askers are also their tenant's admins, so the walk asks the admin APIs
+        # too as someone who may use them (a tenant admin's client routes are anyone's).
+        status, body = admin.request("PUT", f"/_homeserver/admin/v1/users/{q(login['user_id'])}/admin_tenant",
+                                     {"admin_tenant": person.tenant})
         assert status == 200, body
     status, room = h.request("POST", f"{V3}/createRoom", {
         "preset": "public_chat", "visibility": "public", "room_alias_name": f"hall{person.name}",
@@ -422,6 +436,8 @@ def _things_with(base: Things, values: dict[str, str]) -> Things:
 @pytest.mark.parametrize("route", ROUTES, ids=[route_name(r) for r in ROUTES])
 def test_route_answers_another_tenants_things_as_missing(world, route, pair):
     srv, people = world
+    if route_name(route) in NOT_COMPARABLE:
+        pytest.skip(f"not walked: {route_name(route)}: {NOT_COMPARABLE[route_name(route)]}")
     identifying = identifying_params(route)
     if not identifying:
         name = route_name(route)

@@ -255,10 +255,10 @@ async def purge_history(req: Req, room_id: str, event_id: str | None = None):
             raise bad_json("purge_up_to_event_id must be a string")
     if event_id is not None:
         position = await req.hs.db.run(events_store.get_event_position, event_id)
-        if position is None:
+        # An event of another room answers like a missing one (Synapse says "wrong room"):
+        # it may be another tenant's.
+        if position is None or position[0] != room_id:
             raise not_found("Could not find event " + event_id)
-        if position[0] != room_id:
-            raise MatrixError(400, "M_UNKNOWN", "Event is for wrong room.")
         cutoff_depth = position[1]
     elif "purge_up_to_ts" in body:
         ts = body["purge_up_to_ts"]
