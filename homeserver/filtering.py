@@ -70,6 +70,12 @@ class EventFilter:
         return (self.types is None and not self.not_types and self.senders is None
                 and not self.not_senders and self.contains_url is None)
 
+    def allows_type(self, event_type: str) -> bool:
+        """Whether events of this type can pass at all (whatever their sender)."""
+        if _type_matches(self.not_types, event_type):
+            return False
+        return self.types is None or _type_matches(self.types, event_type)
+
     def allows(self, event_type: str, sender: str, content: dict | None = None) -> bool:
         if _type_matches(self.not_types, event_type) or sender in self.not_senders:
             return False
