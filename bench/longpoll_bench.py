@@ -19,8 +19,8 @@ Users are registered by an application service when the target has one (ours: th
 writes a registration; `--as-token` for another server), else with `POST /register`.
 Syncs use `set_presence=offline` so that thousands of users coming online do not turn the
 setup into a presence storm (every presence change wakes everyone sharing a room), and a
-filter without presence and account data; the long-polls lazy-load members, as Element
-does.
+stored filter (its id in the query, as Element does) without presence and account data;
+the long-polls lazy-load members, as Element does.
 
 The client is built for 10,000 concurrent HTTP/1.1 connections from one Python process:
 plain asyncio protocols with keep-alive, no JSON decoding on the hot path (a response is
@@ -35,6 +35,8 @@ import json
 import re
 import resource
 import shutil
+import signal
+import socket
 import statistics
 import sys
 import tempfile
@@ -131,7 +133,9 @@ class Api:
         return proto
 
     async def call(self, method: str, path: str, token: str | None = None, body: Any = None,
-                   timeout: float = 120) -> tuple[int, Any]:
+                   timeout: float = 600) -> tuple[int, Any]:
+        while self._pool and self._pool[-1].closed:  # closed while idle in the pool
+            self._pool.pop()
         conn = self._pool.pop() if self._pool else await self.connect()
         try:
             raw = json.dumps(body).encode() if body is not None else None
@@ -163,8 +167,9 @@ async def gather_limited(n: int, coros) -> list:
     return await asyncio.gather(*(one(c) for c in coros))
 
 
-async def register_users(api: Api, prefix: str, count: int, as_token: str | None) -> list[tuple[str, str]]:
-    async def one(i: int) -> tuple[str, str]:
+async def register_users(api: Api, prefix: str, count: int, as_token: str | None) -> list[tuple[str, str, str]]:
+    """(user id, access token, id of the user's stored long-poll filter) for each user."""
+    async def one(i: int) -> tuple[str, str, str]:
         name = f"{prefix}{i}"
         if as_token:
             body = {"type": "m.login.application_service", "username": name}
@@ -175,15 +180,18 @@ async def register_users(api: Api, prefix: str, count: int, as_token: str | None
             if status == 401 and "session" in data:
                 body["auth"]["session"] = data["session"]
                 data = await api.ok("POST", "/_matrix/client/v3/register", None, body)
-        return data["user_id"], data["access_token"]
+        user_id, token = data["user_id"], data["access_token"]
+        stored = await api.ok("POST", f"/_matrix/client/v3/user/{quote(user_id)}/filter", token,
+                              json.loads(LONG_POLL_FILTER))
+        return user_id, token, stored["filter_id"]
     return await gather_limited(20, (one(i) for i in range(count)))
 
 
-async def make_room(api: Api, owner_token: str, members: list[tuple[str, str]], name: str) -> str:
+async def make_room(api: Api, owner_token: str, members: list[tuple[str, str, str]], name: str) -> str:
     room_id = (await api.ok("POST", "/_matrix/client/v3/createRoom", owner_token,
                             {"name": name, "preset": "public_chat"}))["room_id"]
     await gather_limited(20, (api.ok("POST", f"/_matrix/client/v3/rooms/{quote(room_id)}/join", tok, {})
-                              for _, tok in members))
+                              for _, tok, _ in members))
     return room_id
 
 
@@ -199,11 +207,11 @@ async def send(api: Api, token: str, room_id: str, body: str) -> str:
 # ---- wake: N idle long-polls, one message ---------------------------------------------
 
 async def wake_round(api: Api, meter: CpuMeter, sender_token: str, room_id: str,
-                     polls: list[tuple[HttpConn, str, str]], settle_s: float) -> tuple[dict, list[str]]:
-    """`polls`: (connection, access token, since). Returns the round's figures and each
-    poll's next token."""
-    waiters = [conn.request("GET", sync_path(since, 120_000, LONG_POLL_FILTER), api.hostport, tok)
-               for conn, tok, since in polls]
+                     polls: list[tuple[HttpConn, str, str, str]], settle_s: float) -> tuple[dict, list[str]]:
+    """`polls`: (connection, access token, filter id, since). Returns the round's figures
+    and each poll's next token."""
+    waiters = [conn.request("GET", sync_path(since, 120_000, filter_id), api.hostport, tok)
+               for conn, tok, filter_id, since in polls]
     await asyncio.sleep(settle_s)  # every request parsed and parked on the server
     early = sum(1 for w in waiters if w.done())
     meter.start()
@@ -213,7 +221,7 @@ async def wake_round(api: Api, meter: CpuMeter, sender_token: str, room_id: str,
     done, pending = await asyncio.wait(waiters, timeout=60)
     server_cpu, pg_cpu = meter.stop()
     latencies, tokens, missing = [], [], 0
-    for w, (_, _, since) in zip(waiters, polls):
+    for w, (_, _, _, since) in zip(waiters, polls):
         if w in pending or w.exception() is not None:
             tokens.append(since)
             missing += 1
@@ -235,18 +243,18 @@ async def wake_round(api: Api, meter: CpuMeter, sender_token: str, room_id: str,
             "pg_cpu_ms": 1000 * pg_cpu}, tokens
 
 
-async def wake_scenario(api: Api, meter: CpuMeter, users: list[tuple[str, str]], owner_token: str,
+async def wake_scenario(api: Api, meter: CpuMeter, users: list[tuple[str, str, str]], owner_token: str,
                         rounds: int, server_pid: int | None) -> dict:
     print(f"  room with {len(users)} members", file=sys.stderr)
     room_id = await make_room(api, owner_token, users, "all hands")
     print("  sync tokens", file=sys.stderr)
-    tokens = await gather_limited(50, (current_token(api, tok) for _, tok in users))
+    tokens = await gather_limited(50, (current_token(api, tok) for _, tok, _ in users))
     print(f"  opening {len(users)} connections", file=sys.stderr)
     conns = await asyncio.gather(*(api.connect() for _ in users))
     settle = 3 + len(users) / 2000
     results = []
     for r in range(rounds):
-        polls = [(c, tok, since) for c, (_, tok), since in zip(conns, users, tokens)]
+        polls = [(c, tok, fid, since) for c, (_, tok, fid), since in zip(conns, users, tokens)]
         res, tokens = await wake_round(api, meter, owner_token, room_id, polls, settle)
         if server_pid:
             res["server_rss_mib"] = rss_mib(server_pid)
@@ -263,25 +271,26 @@ async def wake_scenario(api: Api, meter: CpuMeter, users: list[tuple[str, str]],
 
 # ---- fan-out: M members long-polling in a loop, K messages ------------------------------
 
-async def fanout_scenario(api: Api, meter: CpuMeter, members: list[tuple[str, str]], owner_token: str,
+async def fanout_scenario(api: Api, meter: CpuMeter, members: list[tuple[str, str, str]], owner_token: str,
                           messages: int, gap_s: float) -> dict:
     print(f"  room with {len(members)} members", file=sys.stderr)
     room_id = await make_room(api, owner_token, members, "fan-out")
-    tokens = await gather_limited(50, (current_token(api, tok) for _, tok in members))
+    tokens = await gather_limited(50, (current_token(api, tok) for _, tok, _ in members))
     sent_at: dict[int, float] = {}
     latencies: list[float] = []
     errors = 0
     stop = asyncio.Event()
 
-    async def member_loop(tok: str, since: str) -> None:
+    async def member_loop(tok: str, filter_id: str, since: str) -> None:
         nonlocal errors
         conn = await api.connect()
         while not stop.is_set():
-            fut = conn.request("GET", sync_path(since, 30_000, LONG_POLL_FILTER), api.hostport, tok)
+            fut = conn.request("GET", sync_path(since, 30_000, filter_id), api.hostport, tok)
             stopping = asyncio.ensure_future(stop.wait())
             await asyncio.wait([fut, stopping], return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
             if not fut.done():
+                fut.cancel()  # the connection is closed below: nothing to wait for
                 break
             try:
                 arrived, status, body = fut.result()
@@ -301,7 +310,7 @@ async def fanout_scenario(api: Api, meter: CpuMeter, members: list[tuple[str, st
                     latencies.append(arrived - sent_at[i])
         conn.transport.close()
 
-    tasks = [asyncio.ensure_future(member_loop(tok, since)) for (_, tok), since in zip(members, tokens)]
+    tasks = [asyncio.ensure_future(member_loop(tok, fid, since)) for (_, tok, fid), since in zip(members, tokens)]
     await asyncio.sleep(3 + len(members) / 2000)
     meter.start()
     t_start = time.perf_counter()
@@ -363,7 +372,14 @@ async def run(base_url: str, server_pid: int | None, postmaster_pid: int | None,
     return results
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def start_ours_with_appservice(workdir: Path, port: int):
+    port = port or free_port()  # the machine is shared: never a fixed port someone else holds
     as_token, hs_token = uuid.uuid4().hex, uuid.uuid4().hex
     reg = workdir / "longpoll-bench-as.yaml"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -375,7 +391,7 @@ def start_ours_with_appservice(workdir: Path, port: int):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ours", action="store_true", help="start our server (fresh data dir) and measure it")
-    p.add_argument("--ours-port", type=int, default=18449)
+    p.add_argument("--ours-port", type=int, default=0, help="default: a free port")
     p.add_argument("--base-url", help="measure an already running server instead")
     p.add_argument("--as-token", help="with --base-url: an application service token to register users")
     p.add_argument("--server-pid", type=int, help="with --base-url: the server's pid, for CPU figures")
@@ -388,6 +404,7 @@ def main() -> None:
     p.add_argument("--json", help="write the raw results here")
     args = p.parse_args()
     print(f"file descriptors: {raise_fd_limit()}", file=sys.stderr)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop our server on the way out
     proc = workdir = None
     try:
         if args.ours:

@@ -16,6 +16,7 @@ from twisted.web import server
 from twisted.web.resource import Resource
 
 from homeserver.errors import MatrixError
+from homeserver.lru import LRU
 from storage import accounts as accounts_store
 from storage.accounts import TokenOwner
 from storage.database import NulCharacterError
@@ -47,17 +48,30 @@ class Route:
 class Router:
     def __init__(self) -> None:
         self.routes: list[Route] = []
+        # (method, path) -> match: a long-polling client asks for the same path again and
+        # again, and walking every route's regex costs more than the rest of the routing.
+        self._matched: LRU[tuple[str, str], tuple[Route | None, dict[str, str], bool]] = LRU(4096)
 
     def add(self, method: str, pattern: str, handler: Handler, auth: bool = True) -> None:
         """`pattern` is a regex source in which `{name}` stands for one path segment."""
         source = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern)
         self.routes.append(Route(method, re.compile("^" + source + "$"), handler, auth))
+        self._matched = LRU(4096)
 
     def client(self, method: str, path: str, handler: Handler, auth: bool = True) -> None:
         self.add(method, CLIENT_PREFIX + path, handler, auth)
 
     def match(self, method: str, path: str) -> tuple[Route | None, dict[str, str], bool]:
         """(route, params, path_known): path_known tells 405 apart from 404."""
+        key = (method, path)
+        found = self._matched.get(key)
+        if found is None:
+            found = self._match(method, path)
+            self._matched.put(key, found)
+        route, params, known = found
+        return route, dict(params), known
+
+    def _match(self, method: str, path: str) -> tuple[Route | None, dict[str, str], bool]:
         path_known = False
         for route in self.routes:
             m = route.regex.match(path)
@@ -272,12 +286,18 @@ async def _appservice_requester(req: Req, reg: Any, token: str) -> Requester:
     return Requester(user_id, device_id, bool(user["is_admin"]), token, app_service=reg)
 
 
+class _Site(server.Site):
+    def log(self, request) -> None:
+        """No Twisted access log: nothing reads it (our logging is the stdlib's), and
+        formatting a line per request was a measurable share of answering a long-poll."""
+
+
 def build_site(hs: "HomeServer") -> server.Site:
     from client_api.routes import register_all_routes
 
     router = Router()
     register_all_routes(router)
-    site = server.Site(ApiResource(hs, router))
+    site = _Site(ApiResource(hs, router))
     LimitedRequest.max_body = hs.config.limits.max_request_body_bytes
     site.requestFactory = LimitedRequest
     site.noisy = False

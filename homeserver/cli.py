@@ -26,6 +26,17 @@ def _load(path: str) -> Config:
         raise SystemExit(2) from None
 
 
+def _tune_gc() -> None:
+    """Python's default collector thresholds made cyclic garbage collection a fifth of the
+    server's CPU under many long-polls (each request lives long enough to reach the
+    oldest generation, so full collections came every few seconds). Collect the young
+    generation less often and the old ones rarely; what start-up built is never garbage."""
+    import gc
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     _setup_logging(config.log_level)
@@ -56,10 +67,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         hs.sync.ephemeral_listeners.append(hs.appservices.on_ephemeral)
         site = build_site(hs)
         for listener in config.listeners:
-            port = reactor.listenTCP(listener.port, site, interface=listener.bind_address)
+            # A deep accept queue: thousands of long-polling clients reconnect at once
+            # after a restart or a network blip.
+            port = reactor.listenTCP(listener.port, site, backlog=1024, interface=listener.bind_address)
             host = port.getHost()
             logger.info("listening for %s on http://%s:%d (server_name %s)",
                         ",".join(listener.resources), host.host, host.port, config.server_name)
+        _tune_gc()
 
     def failed(f):
         if f.check(RegistrationError):
