@@ -201,7 +201,10 @@ async def current_token(api: Api, token: str) -> str:
 
 async def send(api: Api, token: str, room_id: str, body: str) -> str:
     path = f"/_matrix/client/v3/rooms/{quote(room_id)}/send/m.room.message/{uuid.uuid4().hex}"
-    return (await api.ok("PUT", path, token, {"msgtype": "m.text", "body": body}))["event_id"]
+    try:
+        return (await api.ok("PUT", path, token, {"msgtype": "m.text", "body": body}))["event_id"]
+    except ConnectionError:  # a pooled connection closed under us: same txn id, nothing sent twice
+        return (await api.ok("PUT", path, token, {"msgtype": "m.text", "body": body}))["event_id"]
 
 
 # ---- wake: N idle long-polls, one message ---------------------------------------------
@@ -416,6 +419,10 @@ def main() -> None:
                 p.error("--ours or --base-url is required")
             base, spid, ppid, as_token = args.base_url, args.server_pid, args.postmaster_pid, args.as_token
         results = asyncio.run(run(base, spid, ppid, as_token, args))
+    except BaseException:
+        if workdir is not None:  # keep the server's view of what went wrong
+            print((workdir / "server.log").read_text()[-3000:], file=sys.stderr)
+        raise
     finally:
         if proc is not None:
             proc.terminate()

@@ -12,12 +12,11 @@ changed (`SyncEngine.shares_room`), and a room's summary is computed once per st
 change, not once per member."""
 from __future__ import annotations
 
+import heapq
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-
-import heapq
 
 from homeserver import visibility
 from homeserver.event import Event
@@ -86,7 +85,8 @@ class SyncHandler:
                         if remaining_ms <= 0:
                             break
                         must_wait = False
-                        await self.engine.notifier.wait(user_id, remaining_ms)
+                        if await self.engine.notifier.wait(user_id, remaining_ms):
+                            break  # woken for something of ours: the build tells if it passes the filter
                 result, has_news = await self._build(user_id, device_id, since, full_state, filt)
                 if has_news or since is None or full_state or time.monotonic() >= deadline:
                     return result

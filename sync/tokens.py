@@ -19,7 +19,8 @@ class StreamToken:
     device_lists: int = 0
 
     def encode(self) -> str:
-        return "s" + "_".join(str(getattr(self, name)) for name in _NAMES)
+        return (f"s{self.events}_{self.typing}_{self.receipts}_{self.presence}_{self.account_data}"
+                f"_{self.to_device}_{self.device_lists}")
 
     @classmethod
     def parse(cls, token: str) -> "StreamToken":
