@@ -360,6 +360,8 @@ class SyncHandler:
                 self._visibility[ev.room_id].append((ev.stream_ordering or 0, vis if isinstance(vis, str) else "shared"))
 
     async def _serialize(self, events: list[Event], device_key: str, filt: Filter) -> list[dict]:
+        if not events:
+            return []
         redaction_ids = [e.internal["redacted_by"] for e in events if e.internal.get("redacted_by")]
         redactions = await self.hs.event_cache.get_many(redaction_ids) if redaction_ids else {}
         if filt.event_format == "federation":

@@ -35,7 +35,10 @@ class StreamToken:
         return cls(*parts)
 
     def copy_with(self, **changes: int) -> "StreamToken":
-        return StreamToken(*(changes.get(name, getattr(self, name)) for name in _NAMES))
+        values = [getattr(self, name) for name in _NAMES]
+        for name, value in changes.items():
+            values[_NAMES.index(name)] = value
+        return StreamToken(*values)
 
 
 _NAMES = tuple(f.name for f in fields(StreamToken))  # once: fields() is slow per call
