@@ -34,9 +34,6 @@ class ChangeLog:
             del self._streams[:drop]
             del self._keys[:drop]
 
-    def covers(self, since: int) -> bool:
-        return since >= self.floor
-
     def changed_after(self, since: int, upto: int | None = None) -> set[str] | None:
         """Keys changed at positions in (since, upto]; None if the log cannot tell."""
         if since < self.floor:
@@ -47,5 +44,12 @@ class ChangeLog:
         j = bisect.bisect_right(self._streams, upto, lo=i)
         return set(self._keys[i:j])
 
-    def count_after(self, since: int) -> int:
-        return len(self._streams) - bisect.bisect_right(self._streams, since)
+    def keys_after(self, since: int, at_most: int) -> list[str] | None:
+        """The keys recorded after `since` (with repeats); None if the log cannot tell or
+        there are more than `at_most` of them."""
+        if since < self.floor:
+            return None
+        i = bisect.bisect_right(self._streams, since)
+        if len(self._streams) - i > at_most:
+            return None
+        return self._keys[i:]

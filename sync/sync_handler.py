@@ -136,18 +136,13 @@ class SyncHandler:
         engine = self.engine
         if since.typing > engine.typing.stream.current:
             return None  # typing positions restarted with the process
-        logs = ((engine.room_log, since.events), (engine.typing.log, since.typing),
-                (engine.receipts.log, since.receipts))
         budget = 4 * len(rooms) + 64
-        for log, pos in logs:
-            if not log.covers(pos) or log.count_after(pos) > budget:
-                return None
-        out: set[str] = set()
-        for log, pos in logs:
-            for room_id in log.changed_after(pos) or ():
-                if room_id in rooms:
-                    out.add(room_id)
-        return out
+        event_rooms = engine.room_log.keys_after(since.events, budget)
+        typing_rooms = engine.typing.log.keys_after(since.typing, budget)
+        receipt_rooms = engine.receipts.log.keys_after(since.receipts, budget)
+        if event_rooms is None or typing_rooms is None or receipt_rooms is None:
+            return None
+        return {r for keys in (event_rooms, typing_rooms, receipt_rooms) for r in keys if r in rooms}
 
     # ---- building one response ----------------------------------------------------
 

@@ -15,9 +15,8 @@ def test_changed_after_matches_a_scan(recorded, since, upto, keep):
         log.record(stream, key)
     answer = log.changed_after(since, upto)
     if since < log.floor:
-        assert answer is None and not log.covers(since)
+        assert answer is None
         return
-    assert log.covers(since)
     # Everything after the floor is still there.
     expected = {k for s, k in recorded if since < s <= upto}
     assert answer == expected
@@ -31,4 +30,21 @@ def test_floor_rises_as_old_entries_go():
     assert log.floor > 10
     assert log.changed_after(10) is None
     assert log.changed_after(18) == {"r19"}
-    assert log.count_after(17) == 2
+    assert log.keys_after(17, 5) == ["r18", "r19"]
+    assert log.keys_after(17, 1) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(changes, st.integers(0, 210), st.integers(0, 50))
+def test_keys_after_agrees_with_changed_after(recorded, since, at_most):
+    log = ChangeLog(0, keep=30)
+    for stream, key in recorded:
+        log.record(stream, key)
+    keys = log.keys_after(since, at_most)
+    changed = log.changed_after(since)
+    if changed is None:
+        assert keys is None
+    elif len([s for s, _ in recorded if s > since]) > at_most:
+        assert keys is None
+    else:
+        assert set(keys) == changed
