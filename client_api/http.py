@@ -100,7 +100,7 @@ class Req:
     hs: "HomeServer"
     method: str
     path: str
-    args: dict[str, list[str]]
+    args: dict[bytes, list[bytes]]  # as Twisted parsed them; `query` decodes what is asked for
     body: bytes
     headers: Any
     client_ip: str
@@ -113,8 +113,8 @@ class Req:
         return self.requester.user_id
 
     def query(self, name: str, default: str | None = None) -> str | None:
-        values = self.args.get(name)
-        return values[0] if values else default
+        values = self.args.get(name.encode())
+        return values[0].decode("utf-8", "replace") if values else default
 
     def query_int(self, name: str, default: int | None = None) -> int | None:
         value = self.query(name)
@@ -221,9 +221,7 @@ class ApiResource(Resource):
         if getattr(request, "too_large", False):
             raise MatrixError(413, "M_TOO_LARGE", "request body too large")
         request.content.seek(0)
-        args = {k.decode("utf-8", "replace"): [v.decode("utf-8", "replace") for v in vs]
-                for k, vs in request.args.items()}
-        req = Req(self.hs, method, path, args, request.content.read(), request.requestHeaders,
+        req = Req(self.hs, method, path, request.args, request.content.read(), request.requestHeaders,
                   request.getClientAddress().host if request.getClientAddress() else "")
         if route.auth:
             req.requester = await authenticate(req)
