@@ -21,6 +21,20 @@ def _load(path: str) -> Config:
         raise SystemExit(2) from None
 
 
+def _tune_gc() -> None:
+    """Python's default collector thresholds made cyclic garbage collection a fifth of the
+    server's CPU under many long-polls (each parked request lives long enough to reach the
+    oldest generation, so full collections came every few seconds). Collect the young
+    generation every 50,000 net allocations (objects that live a few milliseconds, such
+    as a response waiting for the socket, die before being scanned), the middle one every
+    5 of those (its pauses stay short), the old one rarely; what start-up built is never
+    garbage."""
+    import gc
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 5, 100)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     setup_logging(config.log_level, config.log_format)
@@ -61,7 +75,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             site.api_resource = template.api_resource if "client" in listener.resources else None
             site.log = lambda request: None  # our own access line replaces Twisted's
             connections.track(site)
-            port = reactor.listenTCP(listener.port, site, interface=listener.bind_address)
+            # A deep accept queue: thousands of long-polling clients reconnect at once
+            # after a restart or a network blip.
+            port = reactor.listenTCP(listener.port, site, backlog=1024, interface=listener.bind_address)
             ports.append(port)
             host = port.getHost()
             logger.info("listening for %s on http://%s:%d (server_name %s)",
@@ -85,6 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         hs.ratelimiter = Ratelimiter(hs)
         hs.ready = True
         logger.info("start-up complete: serving requests")
+        _tune_gc()
 
     def failed(f):
         nonlocal exit_code

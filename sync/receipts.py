@@ -5,6 +5,7 @@ import time
 from typing import TYPE_CHECKING, Callable
 
 from storage import receipts as receipts_store
+from sync.change_log import ChangeLog
 from sync.stream_ids import StreamIdGen
 
 if TYPE_CHECKING:
@@ -19,9 +20,11 @@ class Receipts:
         self._on_change = on_change
         self.stream: StreamIdGen = None  # type: ignore[assignment]
         self._room_stream: dict[str, int] = {}
+        self.log: ChangeLog = None  # type: ignore[assignment]  # (stream, room), from start
 
     async def start(self) -> None:
         self.stream = StreamIdGen(await self.hs.db.run(receipts_store.max_stream))
+        self.log = ChangeLog(self.stream.current)
 
     async def put(self, room_id: str, receipt_type: str, user_id: str, event_id: str,
                   thread_id: str | None) -> None:
@@ -33,6 +36,7 @@ class Receipts:
             self.stream.finish(stream_id)
         await self._reset_counts(room_id, user_id, event_id, thread_id, stream_id)
         self._room_stream[room_id] = max(self._room_stream.get(room_id, 0), stream_id)
+        self.log.record(stream_id, room_id)
         receipt: dict = {"ts": int(time.time() * 1000)}
         if thread_id:
             receipt["thread_id"] = thread_id

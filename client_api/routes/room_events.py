@@ -32,6 +32,13 @@ async def serialize_for(req: Req, events: list[Event],
             for e in events]
 
 
+async def _not_ignored(req: Req):
+    """A predicate keeping events whose sender the asker does not ignore (their state
+    events are always kept), per m.ignored_user_list."""
+    ignored = await req.hs.sync.account_data.ignored_users(req.user_id)
+    return lambda e: not ignored or e.state_key is not None or e.sender not in ignored
+
+
 def _txn(req: Req, txn_id: str) -> tuple[str, str, str]:
     check_txn_id(txn_id)
     return (req.user_id, req.requester.device_id, txn_id)
@@ -196,7 +203,9 @@ async def messages(req: Req, room_id: str):
     head = await req.hs.room_heads.get(room_id)
     events = req.hs.event_cache.from_stored_list(stored, head.room_version.identifier)
     # The last row's position is the next token; wildcard types are matched here.
-    visible = [e for e in events if hist.may_see(e) and (f.passes_all or f.allows(e.type, e.sender, e.content))]
+    not_ignored = await _not_ignored(req)
+    visible = [e for e in events if hist.may_see(e) and not_ignored(e)
+               and (f.passes_all or f.allows(e.type, e.sender, e.content))]
     result: dict[str, Any] = {
         "chunk": await serialize_for(req, visible, hist),
         "start": from_token or topo_token(start),
@@ -213,6 +222,9 @@ async def messages(req: Req, room_id: str):
 
 async def context(req: Req, room_id: str, event_id: str):
     ev, hist = await _visible_event(req, room_id, event_id)
+    not_ignored = await _not_ignored(req)
+    if not not_ignored(ev):
+        raise not_found("event not found")
     limit = min(max(req.query_int("limit", 10) or 0, 0), MAX_LIMIT)
     f = _parse_filter(req)
     pos = (ev.depth, ev.stream_ordering)
@@ -238,8 +250,8 @@ async def context(req: Req, room_id: str, event_id: str):
         state_events = [e for k, e in state.items() if k[0] != "m.room.member" or k[1] in senders]
     return {
         "event": (await serialize_for(req, [ev], hist))[0],
-        "events_before": await serialize_for(req, [e for e in before if hist.may_see(e)], hist),
-        "events_after": await serialize_for(req, [e for e in after if hist.may_see(e)], hist),
+        "events_before": await serialize_for(req, [e for e in before if hist.may_see(e) and not_ignored(e)], hist),
+        "events_after": await serialize_for(req, [e for e in after if hist.may_see(e) and not_ignored(e)], hist),
         "start": topo_token((first.depth, first.stream_ordering)),
         "end": topo_token((last.depth, last.stream_ordering)),
         "state": await serialize_for(req, state_events),

@@ -6,25 +6,39 @@ from client_api.http import Req, Router, parse_json_body
 from client_api.routes.room_events import check_txn_id
 from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.filtering import Filter
+from homeserver.lru import LRU
 from storage import account_data as account_data_store
 
 MAX_SYNC_TIMEOUT_MS = 300_000
+_NO_FILTER = Filter()
+# Parsed filters: a client sends the same one with every /sync (inline, or the id of a
+# stored filter, which never changes once created), so a re-poll neither parses JSON nor
+# reads the database. Keyed by user for stored ids (ids are per user).
+_filters: LRU[tuple[str, str], Filter] = LRU(20_000)
 
 
 async def _load_filter(req: Req, raw: str | None) -> Filter:
     if not raw:
-        return Filter()
-    if raw.lstrip().startswith("{"):
+        return _NO_FILTER
+    inline = raw.lstrip().startswith("{")
+    key = ("", raw) if inline else (req.user_id, raw)
+    cached = _filters.get(key)
+    if cached is not None:
+        return cached
+    if inline:
         try:
-            return Filter.parse(parse_json_body(raw.encode("utf-8")))
+            parsed = Filter.parse(parse_json_body(raw.encode("utf-8")))
         except MatrixError:
             raise MatrixError(400, "M_INVALID_PARAM", "filter is not valid JSON") from None
-    if not (raw.isascii() and raw.isdigit()):
-        raise MatrixError(400, "M_INVALID_PARAM", "filter must be a filter id or JSON")
-    stored = await req.hs.db.run(account_data_store.get_filter, req.user_id, int(raw))
-    if stored is None:
-        raise MatrixError(400, "M_INVALID_PARAM", f"no filter with id {raw}")
-    return Filter.parse(stored)
+    else:
+        if not (raw.isascii() and raw.isdigit()):
+            raise MatrixError(400, "M_INVALID_PARAM", "filter must be a filter id or JSON")
+        stored = await req.hs.db.run(account_data_store.get_filter, req.user_id, int(raw))
+        if stored is None:
+            raise MatrixError(400, "M_INVALID_PARAM", f"no filter with id {raw}")
+        parsed = Filter.parse(stored)
+    _filters.put(key, parsed)
+    return parsed
 
 
 async def sync(req: Req):
