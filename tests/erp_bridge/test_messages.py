@@ -89,7 +89,7 @@ def test_erp_post_is_idempotent_on_txn_id(env, unique):
     assert status == 403, err
     status, err = post(env, tenant, order, {"sender": unique("ghost"), "body": "hi", "txn_id": "m4"})
     assert status == 404
-    status, err = post(env, unique("nosuch"), {"body": "hi", "txn_id": "m5"})
+    status, err = post(env, tenant, unique("nosuch"), {"body": "hi", "txn_id": "m5"})
     assert status == 404
 
 

@@ -99,7 +99,7 @@ def test_object_room_and_membership_sync(env, unique):
                                    "participants": [a, b], "fields": fields})
     assert status == 200, (body, env.bridge.log_text())
     room, alias = body["room_id"], body["alias"]
-    assert alias == f"#_erp_order_{order.lower()}:{SERVER}" or alias.startswith("#_erp_order_")
+    assert alias == f"#_erp_obj.{tenant}.order.=53=4f{order[2:]}:{SERVER}"
     hs, bot = env.hs, bot_of(tenant)
     assert hs.resolve(alias, bot) == room
     assert hs.state(room, "m.room.name", "", bot)["name"] == f"Order {order}"
@@ -114,6 +114,7 @@ def test_object_room_and_membership_sync(env, unique):
     status, again = put(env, path, {"tenant_id": tenant, "title": f"Order {order}",
                                     "participants": [a, b], "fields": fields})
     assert status == 200 and again == body
+    assert body["state"] == "open"
     assert hs.joined(room, bot) == {bot, ua, ub}
 
     # Participants change: anna removed, cleo added; title and fields follow.
@@ -252,24 +253,27 @@ def test_unknown_references_create_nothing(env, unique):
     assert status == 404 and body["unknown_participants"] == ["ghost1"]
     status, body = put(env, f"/_erp/v1/tenants/{tenant}/objects/order/{order}",
                        {"tenant_id": tenant, "title": "x", "participants": [a, stranger]})
-    assert status == 403 and body["foreign_participants"] == [stranger]
+    # Another tenant's user is as unknown here as one that does not exist.
+    assert status == 404 and body["unknown_participants"] == [stranger]
     assert env.hs.resolve(f"#_erp_order_{order}:{SERVER}", bot_of(tenant)) is None
     status, _ = env.erp.request("GET", f"/_erp/v1/tenants/{tenant}/objects/order/{order}/messages")
     assert status == 404
 
-    # A user cannot move tenants; an object cannot either.
+    # A user cannot move tenants; an object's body cannot name another tenant than its path.
     status, body = put(env, f"/_erp/v1/users/{a}", {"tenant_id": other, "display_name": "A", "active": True})
+    assert status == 409
+    status, body = put(env, f"/_erp/v1/tenants/{other}/users/{a}", {"display_name": "A", "active": True})
     assert status == 409
     status, _ = put(env, f"/_erp/v1/tenants/{tenant}/objects/order/{order}", {"tenant_id": tenant, "title": "x"})
     assert status == 200
     status, body = put(env, f"/_erp/v1/tenants/{tenant}/objects/order/{order}", {"tenant_id": other, "title": "x"})
-    assert status == 409
+    assert status == 400 and body["errcode"] == "M_INVALID_PARAM"
 
 
 def test_unknown_paths(env):
     status, body = env.erp.request("GET", "/_erp/v1/nothing-here")
     assert status == 404 and body["errcode"] == "M_UNRECOGNIZED"
-    status, body = env.erp.request("DELETE", "/_erp/v1/tenants/x")
+    status, body = env.erp.request("POST", "/_erp/v1/tenants/x")
     assert status == 405 and body["errcode"] == "M_UNRECOGNIZED"
 
 
