@@ -10,7 +10,7 @@ from urllib.parse import quote, urlencode
 
 import treq
 from twisted.internet import defer, reactor
-from twisted.web.client import HTTPConnectionPool
+from twisted.web.client import FileBodyProducer, HTTPConnectionPool
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,8 @@ class MatrixClient:
             try:
                 if raw_body is not None:
                     raw_body.seek(0)
-                resp = await treq.request(method, url, data=data if raw_body is None else raw_body,
+                    data = FileBodyProducer(raw_body)
+                resp = await treq.request(method, url, data=data,
                                           headers=headers, pool=self._pool, timeout=self.timeout_s)
                 raw = await treq.content(resp)
             except Exception as e:  # connection refused, timeout, reset...

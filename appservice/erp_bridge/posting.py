@@ -115,9 +115,9 @@ class Poster:
             row = before or await self.db.run(store.claim_erp_message, key, txn_id, wanted)
             if row.request_hash != wanted.request_hash:
                 raise conflict(f"txn_id {txn_id!r} was already used for a different message")
-            if row.event_id:
-                return {"event_id": row.event_id, "room_id": row.room_id}
             uri = row.content_uri
+            if row.event_id:
+                return self._answer(row.event_id, row.room_id, uri if upload else None)
             if upload is not None and uri is None:
                 uri = await self.matrix.upload(row.sender_user_id, upload.file, upload.content_type,
                                                upload.filename)
@@ -136,9 +136,13 @@ class Poster:
                                                   content_of(uri), row.sender_user_id)
                 _fault_point("after-send", txn_id)
             await self.db.run(store.set_erp_message_event, key, txn_id, event_id)
-        out = {"event_id": event_id, "room_id": row.room_id}
-        if upload is not None:
-            out["content_uri"] = uri
+        return self._answer(event_id, row.room_id, uri if upload else None)
+
+    @staticmethod
+    def _answer(event_id: str, room_id: str, content_uri: str | None) -> dict:
+        out = {"event_id": event_id, "room_id": room_id}
+        if content_uri is not None:
+            out["content_uri"] = content_uri
         return out
 
     async def _find_sent(self, room_id: str, sender: str, txn_id: str, reader: str) -> str | None:

@@ -180,14 +180,23 @@ class Reader:
                                  "body": (root.get("content") or {}).get("body"),
                                  "reply_count": summary.get("count", 0),
                                  "last_reply_ts": latest.get("origin_server_ts")})
-        history = await self._history(tenant, obj.room_id, last, None) if last else {"chunk": []}
+        latest: list[dict] = []
+        token = None
+        for _ in range(10):  # redacted messages and edits do not count: look further back
+            if len(latest) >= last:
+                break
+            page = await self._history(tenant, obj.room_id, max(last, 10), token)
+            latest += page["chunk"]
+            token = page["next_from"]
+            if not token:
+                break
         return {"tenant_id": tenant_id, "object_type": object_type, "object_id": object_id,
                 "state": obj.state, "title": obj.title,
                 "participant_count": len(joined),
                 "message_count": stats["message_count"],
                 "last_activity_ts": stats["last_activity_ts"],
                 "open_threads": open_threads,
-                "last_messages": history["chunk"]}
+                "last_messages": latest[:last]}
 
     async def _ensure_indexed(self, tenant: store.Tenant, room_id: str) -> None:
         """Rooms made before the event index (schema 2) are indexed from history once."""
