@@ -18,6 +18,7 @@ from twisted.web.iweb import IRequest
 
 from appservice.erp_bridge.config import BridgeConfig
 from appservice.erp_bridge.errors import ApiError, invalid
+from appservice.erp_bridge.ids import is_object_type
 from appservice.erp_bridge.http import Router, check_token, parse_body, query_arg, read_optional_json
 from appservice.erp_bridge.matrix import MatrixError
 from appservice.erp_bridge.media_proxy import MediaProxy
@@ -199,6 +200,8 @@ class ErpApi:
     async def list_objects(self, request: IRequest, tenant_id: str):
         limit = int_arg(request, "limit", 50, 1, 500)
         object_type = query_arg(request, "type")
+        if object_type is not None and not is_object_type(object_type):
+            raise invalid("type must be 1-32 characters of a-z 0-9 - starting with a letter")
         return 200, await self.reader.list_objects(tenant_id, object_type, limit, query_arg(request, "from"))
 
     async def put_object(self, request: IRequest, tenant_id: str, object_type: str, object_id: str):
