@@ -2,8 +2,9 @@
 """ERP bridge demo, against `make run` (homeserver + bridge with their default configs).
 
 Plays the ERP: creates a tenant, three users and an order with two of them, posts a
-notice into the order's room, shows the room's history, and prints a link that signs one
-of the users in to Element with a one-time login token (no password).
+notice (Markdown) and a file into the order's room, reads the order back as its room
+holds it now, shows its summary and history, closes and reopens it, and prints a link
+that signs one of the users in to Element with a one-time login token (no password).
 
     .venv/bin/python examples/erp_demo.py                        # finds the bridge config
     .venv/bin/python examples/erp_demo.py --bridge-config data/erp-bridge.yaml
@@ -31,11 +32,12 @@ class Erp:
         self.base_url = base_url.rstrip("/")
         self.token = token
 
-    def call(self, method: str, path: str, body: dict | None = None) -> dict:
-        data = json.dumps(body).encode() if body is not None else None
+    def call(self, method: str, path: str, body: dict | None = None, *, raw: bytes | None = None,
+             content_type: str = "application/json") -> dict:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         req = urllib.request.Request(self.base_url + path, data=data, method=method)
         req.add_header("Authorization", f"Bearer {self.token}")
-        req.add_header("Content-Type", "application/json")
+        req.add_header("Content-Type", content_type)
         try:
             with urllib.request.urlopen(req, timeout=60) as resp:
                 return json.loads(resp.read() or b"{}")
@@ -87,13 +89,13 @@ def main() -> int:
         "ben": ("Ben Weber", "ben@acme.example"),
         "carla": ("Carla Rossi", "carla@acme.example"),
     }
+    T = f"/_erp/v1/tenants/{tenant}"
     for erp_id, (name, email) in people.items():
-        u = erp.call("PUT", f"/_erp/v1/users/{erp_id}",
-                     {"tenant_id": tenant, "display_name": name, "email": email, "active": True})
+        u = erp.call("PUT", f"{T}/users/{erp_id}", {"display_name": name, "email": email, "active": True})
         print(f"user {erp_id}: {u['user_id']} ({name})")
 
-    o = erp.call("PUT", f"/_erp/v1/objects/order/{order}", {
-        "tenant_id": tenant,
+    O = f"{T}/objects/order/{order}"
+    o = erp.call("PUT", O, {
         "title": f"Order {order} – Müller KG",
         "participants": ["anna", "ben"],
         "fields": {"customer": "Müller KG", "total": "12480.00", "currency": "EUR",
@@ -101,19 +103,42 @@ def main() -> int:
     })
     print(f"order {order}: room {o['room_id']}, alias {o['alias']} (participants anna, ben)")
 
-    m = erp.call("POST", f"/_erp/v1/objects/order/{order}/messages", {
-        "body": f"Order {order} was confirmed in the ERP; delivery planned for next week.",
-        "txn_id": f"demo-{order}-confirmed",
+    m = erp.call("POST", f"{O}/messages", {
+        "body": f"Order **{order}** was confirmed in the ERP; delivery planned for *next week*.",
+        "format": "markdown", "txn_id": f"demo-{order}-confirmed",
     })
-    print(f"notice posted: {m['event_id']}")
+    print(f"notice posted (Markdown): {m['event_id']}")
+    invoice = f"Invoice for order {order}\nTotal: 12480.00 EUR\n".encode()
+    f = erp.call("POST", f"{O}/attachments?filename=invoice-{order}.txt&txn_id=demo-{order}-invoice"
+                         f"&sender=anna&caption=The+invoice", raw=invoice, content_type="text/plain")
+    print(f"file posted by anna: {f['event_id']} ({f['content_uri']})")
 
-    history = erp.call("GET", f"/_erp/v1/objects/order/{order}/messages?limit=5")
+    got = erp.call("GET", O)
+    members = ", ".join(f"{p['erp_user_id']}={p['membership']}" for p in got["participants"])
+    print(f"\nread back from the room: name {got['room_name']!r}, state {got['state']}, "
+          f"fields {got['fields']}, participants {members}")
+    summary = erp.call("GET", f"{O}/summary?last=3")
+    print(f"summary: {summary['participant_count']} participants, {summary['message_count']} messages, "
+          f"{len(summary['open_threads'])} threads, last activity {summary['last_activity_ts']}")
+
+    history = erp.call("GET", f"{O}/messages?limit=5")
     print("\nlatest messages in the order room (newest first):")
     for msg in history["chunk"]:
         who = msg["sender"] or "ERP (bridge bot)"
-        print(f"  [{msg['msgtype']}] {who}: {msg['body']}")
+        extra = f" [file {msg['attachment']['filename']}: {msg['attachment']['url'][:60]}...]" if msg["attachment"] else ""
+        print(f"  [{msg['msgtype']}] {who}: {msg['body']}{extra}")
 
-    login = erp.call("POST", "/_erp/v1/users/anna/login-token", {})
+    closed = erp.call("DELETE", O)
+    print(f"\norder closed (room read-only for people): state {closed['state']}, "
+          f"name now {erp.call('GET', O)['room_name']!r}")
+    reopened = erp.call("PUT", O, {"title": f"Order {order} – Müller KG", "participants": ["anna", "ben"],
+                                   "fields": got["fields"], "state": "open"})
+    print(f"order reopened: state {reopened['state']}")
+
+    objects = erp.call("GET", f"{T}/objects?type=order&limit=10")
+    print(f"orders of {tenant}: {[x['object_id'] for x in objects['chunk']]}")
+
+    login = erp.call("POST", f"{T}/users/anna/login-token", {})
     seconds = (login.get("expires_in_ms") or 0) // 1000
     print(f"\nSign in as Anna ({login['user_id']}) in Element (one-time link, valid {seconds} s):")
     print(f"  {login['login_url']}")

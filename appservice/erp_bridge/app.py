@@ -14,9 +14,13 @@ from appservice.erp_bridge.config import BridgeConfig
 from appservice.erp_bridge.db import Database, apply_migrations, wait_for_database
 from appservice.erp_bridge.erp_api import ErpApi
 from appservice.erp_bridge.element_login import PAGE
-from appservice.erp_bridge.http import RawBody, Router
+from appservice.erp_bridge.http import LimitedRequest, RawBody, Router
 from appservice.erp_bridge.matrix import MatrixClient, MatrixError
+from appservice.erp_bridge.media_links import MediaLinks
+from appservice.erp_bridge.media_proxy import MediaProxy
+from appservice.erp_bridge.posting import Poster
 from appservice.erp_bridge.provisioning import Provisioner
+from appservice.erp_bridge.readback import Reader
 from appservice.erp_bridge.webhook import WebhookSender
 
 logger = logging.getLogger("erp_bridge")
@@ -30,6 +34,7 @@ class Bridge:
         self.db = Database(config.database.effective_dsn, config.database.max_connections)
         self.matrix = MatrixClient(config.homeserver.url, config.appservice.as_token or "")
         self.provisioner = Provisioner(config, self.db, self.matrix)
+        self.links = MediaLinks(config.bridge_url, config.erp.api_token or "", config.erp.media_link_ttl_s)
         self.webhook: WebhookSender | None = None
         if config.erp.webhook_url:
             self.webhook = WebhookSender(
@@ -38,8 +43,9 @@ class Bridge:
                 initial_backoff_s=config.erp.webhook_initial_backoff_s,
                 max_backoff_s=config.erp.webhook_max_backoff_s)
         self.router = Router()
-        ErpApi(config, self.provisioner).register(self.router)
-        AppServiceApi(config, self.db, self.provisioner, self._queued).register(self.router)
+        ErpApi(config, self.provisioner, Poster(self.provisioner), Reader(self.provisioner, self.links),
+               MediaProxy(self.db, self.matrix, self.provisioner.ids, self.links)).register(self.router)
+        AppServiceApi(config, self.db, self.provisioner, self._queued, self.links).register(self.router)
         self.router.add("GET", "/" + config.element_login_page.lstrip("/"), self._element_login_page)
         self.port = None
         self._stopping = False
@@ -61,6 +67,10 @@ class Bridge:
         logger.info("database ready (erp_bridge schema version %d)", version)
         site = server.Site(self.router)
         site.noisy = False
+        # Bodies up to an attachment (plus room for a multipart envelope); JSON routes
+        # read at most 1 MiB of it.
+        site.requestFactory = type("BridgeRequest", (LimitedRequest,), {
+            "max_body_bytes": self.config.erp.max_attachment_bytes + 65536})
         self.port = reactor.listenTCP(self.config.listen.port, site, interface=self.config.listen.host)
         host = self.port.getHost()
         logger.info("ERP bridge listening on http://%s:%d (homeserver %s, as %s)",
@@ -85,6 +95,7 @@ class Bridge:
                 result = await self.matrix.ping(self.config.appservice.id, f"erp-bridge-{uuid.uuid4().hex[:8]}")
                 logger.info("homeserver reached us in %s ms (application-service ping)",
                             result.get("duration_ms"))
+                await self._move_legacy_aliases()
                 return
             except MatrixError as e:
                 if e.status != 0:
@@ -96,6 +107,16 @@ class Bridge:
             await d
             delay = min(delay * 2, 5)
         logger.warning("homeserver at %s not reachable", self.config.homeserver.url)
+
+    async def _move_legacy_aliases(self) -> None:
+        """Objects of schema 1 get their tenant-carrying alias on the homeserver; what
+        fails is retried every minute."""
+        while not self._stopping:
+            if await self.provisioner.move_all_legacy_aliases() == 0:
+                return
+            d: defer.Deferred = defer.Deferred()
+            reactor.callLater(60, d.callback, None)
+            await d
 
     def _prune(self) -> None:
         if self._stopping:

@@ -14,6 +14,7 @@ from appservice.erp_bridge.errors import ApiError
 from appservice.erp_bridge.http import Router, check_token, read_json, read_optional_json
 from appservice.erp_bridge.ids import Ids
 from appservice.erp_bridge.matrix import MatrixError
+from appservice.erp_bridge.media_links import MediaLinks
 from appservice.erp_bridge.provisioning import Provisioner
 from appservice.erp_bridge.webhook import queue_transaction
 
@@ -23,7 +24,8 @@ MAX_TRANSACTION_BYTES = 64 * 1024 * 1024
 
 class AppServiceApi:
     def __init__(self, config: BridgeConfig, db: Database, provisioner: Provisioner,
-                 on_queued: Callable[[list[str]], None]) -> None:
+                 on_queued: Callable[[list[str]], None], links: MediaLinks | None = None) -> None:
+        self.links = links
         self.config = config
         self.db = db
         self.provisioner = provisioner
@@ -52,7 +54,7 @@ class AppServiceApi:
             raise ApiError(400, "M_BAD_JSON", "body must be an object with an `events` array")
         events = data.get("events", [])
         # 200 only once the messages are durably queued: the commit happens first.
-        rooms = await self.db.run(queue_transaction, txn_id, events, self.webhook_enabled)
+        rooms = await self.db.run(queue_transaction, txn_id, events, self.webhook_enabled, self.links)
         if rooms is None:
             logger.debug("transaction %s already taken in", txn_id)
         else:

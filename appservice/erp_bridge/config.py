@@ -121,8 +121,14 @@ class ErpConfig(_Strict):
     # Retries back off exponentially from webhook_initial_backoff_s up to this cap.
     webhook_initial_backoff_s: float = Field(0.5, gt=0, le=60)
     webhook_max_backoff_s: float = Field(10.0, gt=0, le=3600)
+    # How the ERP reaches the bridge, for file download links; None = http://<listen.host>:<listen.port>.
+    bridge_url: str | None = None
+    # How long a file download link (webhook, message history) stays valid.
+    media_link_ttl_s: int = Field(7 * 24 * 3600, ge=60, le=365 * 24 * 3600)
+    # Largest attachment the ERP may post.
+    max_attachment_bytes: int = Field(50 * 1024 * 1024, ge=1024)
 
-    @field_validator("webhook_url")
+    @field_validator("webhook_url", "bridge_url")
     @classmethod
     def _url(cls, v: str | None) -> str | None:
         return _http_url(v)
@@ -186,6 +192,13 @@ class BridgeConfig(_Strict):
     def appservice_url(self) -> str:
         if self.appservice.url:
             return self.appservice.url
+        return self._listen_url()
+
+    @property
+    def bridge_url(self) -> str:
+        return self.erp.bridge_url or self._listen_url()
+
+    def _listen_url(self) -> str:
         host = self.listen.host
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
@@ -297,6 +310,13 @@ erp:
   # Retry backoff: doubles from the initial delay up to the cap.
   webhook_initial_backoff_s: 0.5
   webhook_max_backoff_s: 10
+  # How the ERP reaches the bridge (used in file download links);
+  # null = http://<listen.host>:<listen.port>.
+  bridge_url: null
+  # How long a file download link stays valid (seconds).
+  media_link_ttl_s: 604800
+  # Largest file the ERP may post as an attachment (bytes).
+  max_attachment_bytes: 52428800
 
 database:
   # libpq DSN of the PostgreSQL holding the bridge's schema `erp_bridge`.

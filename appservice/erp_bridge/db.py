@@ -134,10 +134,14 @@ def apply_migrations(cur: Cursor) -> int:
         raise SchemaTooNewError(
             f"the {SCHEMA} schema is version {have} but this bridge only knows up to {code}; "
             "refusing to run an older bridge against a newer database")
-    for number, name, sql in MIGRATIONS:
+    for number, name, steps in MIGRATIONS:
         if number > have:
             logger.info("applying bridge schema migration %03d_%s", number, name)
-            cur.execute(sql)
+            for step in steps:
+                if callable(step):
+                    step(cur)
+                else:
+                    cur.execute(step)
             cur.execute(f"INSERT INTO {SCHEMA}.schema_version (version) VALUES (%s)", (number,))
             have = number
     return have

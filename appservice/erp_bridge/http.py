@@ -23,6 +23,33 @@ MAX_BODY_BYTES = 1_048_576
 Handler = Callable[..., Awaitable[tuple[int, Any]]]
 
 
+class Streamed:
+    """The handler wrote (or is writing) the response itself."""
+
+
+class LimitedRequest(server.Request):
+    """Keeps at most `max_body_bytes` of a request body (the site sets it): a larger one
+    is dropped while it arrives and the request answered 413, so nobody can fill the
+    bridge's memory or disk."""
+
+    max_body_bytes = MAX_BODY_BYTES
+    too_large = False
+
+    def gotLength(self, length):  # type: ignore[override]
+        if length is not None and length > self.max_body_bytes:
+            self.too_large = True
+            length = 0
+        super().gotLength(length)
+        self._received = 0
+
+    def handleContentChunk(self, data: bytes) -> None:
+        self._received = getattr(self, "_received", 0) + len(data)
+        if self._received > self.max_body_bytes:
+            self.too_large = True
+        if not self.too_large:
+            super().handleContentChunk(data)
+
+
 class RawBody:
     """A non-JSON response body."""
 
@@ -131,6 +158,9 @@ class Router(resource.Resource):
         self._routes.append((re.compile(regex), {method: handler}))
 
     def render(self, request: server.Request):  # type: ignore[override]
+        if getattr(request, "too_large", False):
+            request.setHeader(b"connection", b"close")
+            return self._finish(request, 413, {"errcode": "M_TOO_LARGE", "error": "request body too large"})
         path = request.path.decode("latin-1")
         method = request.method.decode("ascii", "replace")
         for compiled, methods in self._routes:
@@ -157,7 +187,7 @@ class Router(resource.Resource):
         except Exception:
             logger.exception("error handling %s %s", request.method.decode(), request.path.decode())
             status, body = 500, {"errcode": "M_UNKNOWN", "error": "internal error"}
-        if not finished:
+        if not finished and not isinstance(body, Streamed):
             self._finish(request, status, body)
 
     @staticmethod

@@ -9,12 +9,18 @@ bridges escape; the mapping is one-to-one.
     tenant t's bot         @<prefix>bot_<t>:server
     tenant t's space       #<prefix>space.<t>:server
     tenant t's general     #<prefix>general.<t>:server
-    object (type, id)      #<prefix><type>_<id>:server
+    tenant t's object      #<prefix>obj.<t'>.<type>.<id>:server
 
-Object types contain no `_` or `.`, so the three alias forms never collide.
+In an object alias the tenant is written with `.` escaped too (`=2e`), so it holds no
+`.`; object types hold none either, so the alias splits back into (tenant, type, id)
+and two tenants' objects of the same id never share a name. The three forms start with
+different words and never collide; neither do they with the aliases of schema version 1
+(`#<prefix><type>_<id>`, object types contain no `.`). An object alias longer than Matrix
+allows (255 bytes) is replaced by `#<prefix>obj.h<digest>`, a hash of the three parts.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 
 ERP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -33,6 +39,14 @@ def is_object_type(value: str) -> bool:
 def encode_localpart(erp_id: str) -> str:
     """Escape an ERP id into characters allowed in a Matrix localpart."""
     return "".join(c if c in _KEEP else "".join(f"={b:02x}" for b in c.encode()) for c in erp_id)
+
+
+def encode_tenant_segment(tenant_id: str) -> str:
+    """A tenant id as one dot-free alias segment (one-to-one)."""
+    return encode_localpart(tenant_id).replace(".", "=2e")
+
+
+MAX_ALIAS_BYTES = 255
 
 
 class Ids:
@@ -60,7 +74,16 @@ class Ids:
     def general_alias_localpart(self, tenant_id: str) -> str:
         return f"{self.prefix}general.{encode_localpart(tenant_id)}"
 
-    def object_alias_localpart(self, object_type: str, object_id: str) -> str:
+    def object_alias_localpart(self, tenant_id: str, object_type: str, object_id: str) -> str:
+        lp = (f"{self.prefix}obj.{encode_tenant_segment(tenant_id)}.{object_type}."
+              f"{encode_localpart(object_id)}")
+        if len(self.alias(lp).encode()) <= MAX_ALIAS_BYTES:
+            return lp
+        digest = hashlib.sha256(f"{tenant_id}\0{object_type}\0{object_id}".encode()).hexdigest()
+        return f"{self.prefix}obj.h{digest[:40]}"
+
+    def legacy_object_alias_localpart(self, object_type: str, object_id: str) -> str:
+        """Schema version 1's tenant-less object alias (only for migrating)."""
         return f"{self.prefix}{object_type}_{encode_localpart(object_id)}"
 
     def alias(self, localpart: str) -> str:

@@ -10,7 +10,7 @@ from urllib.parse import quote, urlencode
 
 import treq
 from twisted.internet import defer, reactor
-from twisted.web.client import HTTPConnectionPool
+from twisted.web.client import FileBodyProducer, HTTPConnectionPool
 
 logger = logging.getLogger(__name__)
 
@@ -45,22 +45,33 @@ class MatrixClient:
     async def close(self) -> None:
         await self._pool.closeCachedConnections()
 
-    async def request(self, method: str, path: str, body: Any = None, *,
-                      as_user: str | None = None, query: dict[str, Any] | None = None) -> Any:
+    def _url(self, path: str, as_user: str | None, query: dict[str, Any] | None) -> str:
         params = dict(query or {})
         if as_user:
             params["user_id"] = as_user
         url = self.base_url + path
         if params:
             url += "?" + urlencode(params)
+        return url
+
+    async def request(self, method: str, path: str, body: Any = None, *,
+                      as_user: str | None = None, query: dict[str, Any] | None = None,
+                      raw_body: Any = None, content_type: str | None = None) -> Any:
+        """JSON in (or `raw_body`, a file object rewound before each attempt), JSON out."""
+        url = self._url(path, as_user, query)
         data = json.dumps(body).encode() if body is not None else None
         headers = {"Authorization": [f"Bearer {self.as_token}"]}
         if data is not None:
             headers["Content-Type"] = ["application/json"]
+        if raw_body is not None:
+            headers["Content-Type"] = [content_type or "application/octet-stream"]
         for attempt in range(self.max_rate_limit_retries + 1):
             try:
-                resp = await treq.request(method, url, data=data, headers=headers,
-                                          pool=self._pool, timeout=self.timeout_s)
+                if raw_body is not None:
+                    raw_body.seek(0)
+                    data = FileBodyProducer(raw_body)
+                resp = await treq.request(method, url, data=data,
+                                          headers=headers, pool=self._pool, timeout=self.timeout_s)
                 raw = await treq.content(resp)
             except Exception as e:  # connection refused, timeout, reset...
                 raise MatrixError(0, "M_CONNECTION_FAILED",
@@ -207,14 +218,79 @@ class MatrixClient:
         return body["event_id"]
 
     async def messages(self, room_id: str, as_user: str, *, limit: int, from_token: str | None,
-                       types: list[str] | None = None) -> dict:
-        query: dict[str, Any] = {"dir": "b", "limit": limit}
+                       types: list[str] | None = None, senders: list[str] | None = None,
+                       direction: str = "b") -> dict:
+        query: dict[str, Any] = {"dir": direction, "limit": limit}
         if from_token:
             query["from"] = from_token
+        event_filter: dict[str, Any] = {}
         if types:
-            query["filter"] = json.dumps({"types": types})
+            event_filter["types"] = types
+        if senders:
+            event_filter["senders"] = senders
+        if event_filter:
+            query["filter"] = json.dumps(event_filter)
         return await self.request("GET", f"/_matrix/client/v3/rooms/{q(room_id)}/messages",
                                   as_user=as_user, query=query)
+
+    async def member_events(self, room_id: str, as_user: str) -> dict[str, dict]:
+        """user_id -> the member event (sender, content) of the room's current state."""
+        body = await self.request("GET", f"/_matrix/client/v3/rooms/{q(room_id)}/members",
+                                  as_user=as_user)
+        return {ev["state_key"]: ev for ev in body.get("chunk", [])}
+
+    async def threads(self, room_id: str, as_user: str, limit: int = 10) -> dict:
+        return await self.request("GET", f"/_matrix/client/v1/rooms/{q(room_id)}/threads",
+                                  as_user=as_user, query={"limit": limit})
+
+    async def redact(self, room_id: str, event_id: str, txn_id: str, reason: str, as_user: str) -> str:
+        body = await self.request(
+            "PUT", f"/_matrix/client/v3/rooms/{q(room_id)}/redact/{q(event_id)}/{q(txn_id)}",
+            {"reason": reason}, as_user=as_user)
+        return body.get("event_id", "")
+
+    async def delete_alias(self, alias: str, as_user: str) -> None:
+        try:
+            await self.request("DELETE", f"/_matrix/client/v3/directory/room/{q(alias)}", as_user=as_user)
+        except MatrixError as e:
+            if e.status != 404:
+                raise
+
+    async def set_avatar_url(self, user_id: str, url: str) -> None:
+        await self.request("PUT", f"/_matrix/client/v3/profile/{q(user_id)}/avatar_url",
+                           {"avatar_url": url}, as_user=user_id)
+
+    async def deactivate(self, user_id: str, erase: bool) -> None:
+        """`POST /account/deactivate` as the user: application services need no
+        user-interactive auth for their own users (as in Synapse)."""
+        await self.request("POST", "/_matrix/client/v3/account/deactivate", {"erase": erase},
+                           as_user=user_id)
+
+    # ---- media ---------------------------------------------------------------------------
+
+    async def upload(self, as_user: str, fileobj: Any, content_type: str, filename: str) -> str:
+        body = await self.request("POST", "/_matrix/media/v3/upload", as_user=as_user,
+                                  query={"filename": filename}, raw_body=fileobj,
+                                  content_type=content_type)
+        return body["content_uri"]
+
+    async def open_download(self, server: str, media_id: str, as_user: str):
+        """The homeserver's response to an authenticated media download, body unread (the
+        caller streams it); MatrixError for an error answer."""
+        url = self._url(f"/_matrix/client/v1/media/download/{q(server)}/{q(media_id)}", as_user, None)
+        try:
+            resp = await treq.get(url, headers={"Authorization": [f"Bearer {self.as_token}"]},
+                                  pool=self._pool, timeout=self.timeout_s, unbuffered=True)
+        except Exception as e:
+            raise MatrixError(0, "M_CONNECTION_FAILED", f"media download: homeserver unreachable ({e})") from e
+        if resp.code >= 400:
+            raw = await treq.content(resp)
+            try:
+                payload = json.loads(raw)
+            except ValueError:
+                payload = {}
+            raise MatrixError(resp.code, payload.get("errcode", "M_UNKNOWN"), payload.get("error", ""), payload)
+        return resp
 
 
 def _sleep(seconds: float) -> defer.Deferred:

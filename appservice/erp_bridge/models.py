@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
@@ -44,15 +45,17 @@ class TenantBody(_Body):
 
 
 class UserBody(_Body):
-    tenant_id: str
+    # Required on PUT /_erp/v1/users/{id}; under /tenants/{t}/users/{id} it may be left out
+    # (and must name the path's tenant if given).
+    tenant_id: str | None = None
     display_name: str
     email: str | None = None
     active: StrictBool
 
     @field_validator("tenant_id")
     @classmethod
-    def _tenant(cls, v: str) -> str:
-        return _erp_id(v, "tenant_id")
+    def _tenant(cls, v: str | None) -> str | None:
+        return None if v is None else _erp_id(v, "tenant_id")
 
     @field_validator("display_name")
     @classmethod
@@ -70,15 +73,18 @@ class UserBody(_Body):
 
 
 class ObjectBody(_Body):
-    tenant_id: str
+    # The path names the tenant; a tenant_id in the body must be the same.
+    tenant_id: str | None = None
     title: str
     participants: list[str] = Field(default_factory=list)
     fields: dict = Field(default_factory=dict)
+    # None: unchanged (a new object is open).
+    state: Literal["open", "closed"] | None = None
 
     @field_validator("tenant_id")
     @classmethod
-    def _tenant(cls, v: str) -> str:
-        return _erp_id(v, "tenant_id")
+    def _tenant(cls, v: str | None) -> str | None:
+        return None if v is None else _erp_id(v, "tenant_id")
 
     @field_validator("title")
     @classmethod
@@ -129,6 +135,8 @@ class MessageBody(_Body):
     sender: str | None = None
     body: str
     txn_id: str
+    # "markdown": `body` is Markdown, sent with a rendered, sanitized formatted_body.
+    format: Literal["plain", "markdown"] = "plain"
 
     @field_validator("sender")
     @classmethod
@@ -143,6 +151,24 @@ class MessageBody(_Body):
     @field_validator("txn_id")
     @classmethod
     def _txn_id(cls, v: str) -> str:
-        if not re.fullmatch(r"[\x21-\x7e]{1,128}", v):
-            raise ValueError("txn_id must be 1-128 printable ASCII characters without spaces")
-        return v
+        return check_txn_id(v)
+
+
+def check_txn_id(v: str) -> str:
+    if not re.fullmatch(r"[\x21-\x7e]{1,128}", v):
+        raise ValueError("txn_id must be 1-128 printable ASCII characters without spaces")
+    return v
+
+
+class DeleteUserBody(_Body):
+    # Also erase the profile and redact every message the user sent in the bridge's rooms.
+    erase: StrictBool = False
+
+
+class RemoveTenantBody(_Body):
+    # Erase every user of the tenant (see DeleteUserBody) instead of only deactivating them.
+    erase_users: StrictBool = False
+
+
+class ObjectStateBody(_Body):
+    state: Literal["open", "closed"]

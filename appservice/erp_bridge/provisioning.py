@@ -30,7 +30,7 @@ from appservice.erp_bridge.errors import ApiError, conflict, forbidden, invalid,
 from appservice.erp_bridge.ids import Ids, is_erp_id, is_object_type
 from appservice.erp_bridge.locks import KeyedLock
 from appservice.erp_bridge.matrix import MatrixClient, MatrixError
-from appservice.erp_bridge.models import MessageBody, ObjectBody, TenantBody, UserBody
+from appservice.erp_bridge.models import ObjectBody, TenantBody, UserBody
 
 logger = logging.getLogger(__name__)
 
@@ -56,13 +56,25 @@ def general_room_name(tenant_name: str) -> str:
     return f"{tenant_name} – General"
 
 
-def request_hash(sender: str | None, body: str) -> str:
-    return hashlib.sha256(json.dumps([sender, body]).encode()).hexdigest()
+CLOSED_PREFIX = "[Closed] "
+# events_default of a closed object room: above every person's level (0), so only the
+# tenant's bot (100) can post; history stays readable.
+CLOSED_EVENTS_DEFAULT = 100
+OPEN_EVENTS_DEFAULT = 0
 
 
-def homeserver_txn_id(object_type: str, object_id: str, txn_id: str) -> str:
-    digest = hashlib.sha256(f"{object_type}\0{object_id}\0{txn_id}".encode()).hexdigest()
+def request_hash(sender: str | None, body: str, *extra: str) -> str:
+    """What a txn_id stands for: the same txn_id with another request is a conflict."""
+    return hashlib.sha256(json.dumps([sender, body, *extra] if extra else [sender, body]).encode()).hexdigest()
+
+
+def homeserver_txn_id(tenant_id: str, object_type: str, object_id: str, txn_id: str) -> str:
+    digest = hashlib.sha256(f"{tenant_id}\0{object_type}\0{object_id}\0{txn_id}".encode()).hexdigest()
     return f"erp.{digest[:40]}"
+
+
+def room_title(title: str, state: str) -> str:
+    return CLOSED_PREFIX + title if state == "closed" else title
 
 
 def check_object_key(object_type: str, object_id: str) -> None:
@@ -84,14 +96,48 @@ class Provisioner:
         self.matrix = matrix
         self.ids = Ids(config.appservice.namespace_prefix, config.homeserver.server_name)
         self.server_name = config.homeserver.server_name
-        self._lock = KeyedLock()
+        self.lock = KeyedLock()
         self._bots_ready: set[str] = set()
+
+    # ---- look-ups shared by every route ------------------------------------------------
+
+    async def tenant(self, tenant_id: str, *, writable: bool = False) -> store.Tenant:
+        """The tenant, or 404; `writable`: a removed tenant is read-only (409)."""
+        check_erp_id(tenant_id, "tenant_id")
+        tenant = await self.db.run(store.get_tenant, tenant_id)
+        if tenant is None:
+            raise not_found(f"unknown tenant {tenant_id!r}")
+        if writable and tenant.state == "removed":
+            raise conflict(f"tenant {tenant_id!r} was removed")
+        return tenant
+
+    async def object(self, tenant_id: str, object_type: str, object_id: str) -> tuple[store.Tenant, store.Object]:
+        """The tenant's object, or 404: another tenant's object of the same type and id
+        is a different object, so it is as missing as one that does not exist."""
+        check_object_key(object_type, object_id)
+        tenant = await self.tenant(tenant_id)
+        obj = await self.db.run(store.get_object, tenant_id, object_type, object_id)
+        if obj is None:
+            raise not_found(f"unknown {object_type} {object_id!r} of tenant {tenant_id!r}")
+        return tenant, obj
+
+    async def user(self, tenant_id: str, erp_user_id: str) -> tuple[store.Tenant, store.User]:
+        """The tenant's user, or 404 (another tenant's user answers the same)."""
+        check_erp_id(erp_user_id, "erp_user_id")
+        tenant = await self.tenant(tenant_id)
+        user = await self.db.run(store.get_user, erp_user_id)
+        if user is None or user.tenant_id != tenant_id:
+            raise not_found(f"unknown user {erp_user_id!r} of tenant {tenant_id!r}")
+        return tenant, user
 
     # ---- tenants -----------------------------------------------------------------------
 
     async def put_tenant(self, tenant_id: str, body: TenantBody) -> dict:
         check_erp_id(tenant_id, "tenant_id")
-        async with self._lock(("tenant", tenant_id)):
+        async with self.lock(("tenant", tenant_id)):
+            existing = await self.db.run(store.get_tenant, tenant_id)
+            if existing is not None and existing.state == "removed":
+                raise conflict(f"tenant {tenant_id!r} was removed")
             bot = await self._ensure_bot(tenant_id)
             space_id = await self._ensure_room(
                 self.ids.space_alias_localpart(tenant_id), bot,
@@ -124,6 +170,26 @@ class Provisioner:
             await self.db.run(store.upsert_tenant, store.Tenant(
                 tenant_id, body.name, bot, space_id, general_id))
         return {"tenant_id": tenant_id, "space_id": space_id, "general_room_id": general_id}
+
+    async def remove_tenant(self, tenant_id: str, erase_users: bool) -> dict:
+        """Users deactivated (or erased), object rooms and the general room closed; the
+        tenant stays readable. Marked removed first, so a repeat finishes a cut-off run."""
+        tenant = await self.tenant(tenant_id)
+        async with self.lock(("tenant", tenant_id)):
+            await self.db.run(store.set_tenant_state, tenant_id, "removed")
+        users = await self.db.run(store.tenant_users, tenant_id)
+        for user in users:
+            if user.state != "deleted" or (erase_users and not user.erase):
+                await self.delete_user(tenant_id, user.erp_user_id, erase_users)
+        objects = await self.db.run(store.tenant_objects, tenant_id)
+        for obj in objects:
+            if obj.state != "closed":
+                await self.set_object_state(tenant_id, obj.object_type, obj.object_id, "closed")
+        bot = await self._ensure_bot(tenant_id)
+        await self._ensure_closed(tenant.general_room_id, True, bot)
+        await self._ensure_name(tenant.general_room_id, room_title(general_room_name(tenant.name), "closed"), bot)
+        logger.info("tenant %s removed: %d users, %d objects", tenant_id, len(users), len(objects))
+        return {"tenant_id": tenant_id, "state": "removed", "users": len(users), "objects": len(objects)}
 
     async def _ensure_bot(self, tenant_id: str) -> str:
         bot = self.ids.tenant_bot(tenant_id)
@@ -174,6 +240,15 @@ class Provisioner:
         if (current or {}).get("name") != name:
             await self.matrix.put_state(room_id, "m.room.name", "", {"name": name}, as_user)
 
+    async def _ensure_closed(self, room_id: str, closed: bool, bot: str) -> None:
+        """Closed: people cannot post, react or redact (events_default above their level);
+        open: they can again. Everything else in the power levels is kept."""
+        levels = await self.matrix.get_state(room_id, "m.room.power_levels", "", bot) or {}
+        wanted = CLOSED_EVENTS_DEFAULT if closed else OPEN_EVENTS_DEFAULT
+        if levels.get("events_default", 0) != wanted:
+            await self.matrix.put_state(room_id, "m.room.power_levels", "",
+                                        {**levels, "events_default": wanted}, bot)
+
     async def _ensure_member(self, room_id: str, user_id: str, inviter: str,
                              members: dict[str, str] | None = None) -> None:
         if members is None:
@@ -187,54 +262,142 @@ class Provisioner:
 
     # ---- users -------------------------------------------------------------------------
 
-    async def put_user(self, erp_user_id: str, body: UserBody) -> dict:
+    async def put_user(self, path_tenant: str | None, erp_user_id: str, body: UserBody) -> dict:
         check_erp_id(erp_user_id, "erp_user_id")
-        async with self._lock(("user", erp_user_id)):
-            tenant = await self.db.run(store.get_tenant, body.tenant_id)
+        if path_tenant is not None and body.tenant_id not in (None, path_tenant):
+            raise invalid("tenant_id in the body names another tenant than the path")
+        tenant_id = path_tenant or body.tenant_id
+        if tenant_id is None:
+            raise ApiError(400, "M_BAD_JSON", "tenant_id: Field required")
+        async with self.lock(("user", erp_user_id)):
+            tenant = await self.db.run(store.get_tenant, tenant_id)
             if tenant is None:
-                raise not_found(f"unknown tenant {body.tenant_id!r}: PUT /_erp/v1/tenants/{{tenant_id}} first")
+                raise not_found(f"unknown tenant {tenant_id!r}: PUT /_erp/v1/tenants/{{tenant_id}} first")
+            if tenant.state == "removed":
+                raise conflict(f"tenant {tenant_id!r} was removed")
             existing = await self.db.run(store.get_user, erp_user_id)
-            if existing and existing.tenant_id != body.tenant_id:
+            if existing and existing.tenant_id != tenant_id:
                 raise conflict(f"user {erp_user_id!r} belongs to tenant {existing.tenant_id!r}; "
                                "a user cannot move to another tenant")
+            if existing and existing.state in ("deleting", "deleted"):
+                raise conflict(f"user {erp_user_id!r} was deleted; a deleted user cannot come back "
+                               "(Matrix user ids are never reused): give the person a new id")
             user_id = self.ids.user(erp_user_id)
             await self.matrix.register(self.ids.user_localpart(erp_user_id))
             # Tenant first: the homeserver only lets tenant users into the tenant's rooms.
-            await self.matrix.set_tenant(user_id, body.tenant_id)
+            await self.matrix.set_tenant(user_id, tenant_id)
             if await self.matrix.get_displayname(user_id) != body.display_name:
                 await self.matrix.set_displayname(user_id, body.display_name)
             if body.active:
-                await self._ensure_bot(tenant.tenant_id)
+                bot = await self._ensure_bot(tenant.tenant_id)
                 for room_id in (tenant.space_id, tenant.general_room_id):
-                    await self._ensure_member(room_id, user_id, tenant.bot_user_id)
+                    await self._ensure_member(room_id, user_id, bot)
                 if existing is not None and not existing.active:
-                    # Reactivated: back into the objects that still list them.
-                    for obj in await self.db.run(store.objects_with_participant, erp_user_id):
-                        await self._ensure_member(obj.room_id, user_id, tenant.bot_user_id)
+                    # Reactivated: back into the objects that still list them (unless they
+                    # had left one by themselves).
+                    for obj in await self.db.run(store.objects_with_participant, tenant_id, erp_user_id):
+                        members = await self.matrix.member_events(obj.room_id, bot)
+                        if not self._left_by_themselves(members.get(user_id), user_id):
+                            await self._ensure_member(obj.room_id, user_id, bot)
             else:
-                await self._deactivate(user_id)
+                await self.matrix.logout_all(user_id)
+                await self._remove_from_rooms(tenant, user_id, "deactivated in the ERP")
+            state = "active" if body.active else "inactive"
             await self.db.run(store.upsert_user, store.User(
-                erp_user_id, user_id, body.tenant_id, body.display_name, body.email, body.active))
+                erp_user_id, user_id, tenant_id, body.display_name, body.email, body.active, state))
         return {"user_id": user_id}
 
-    async def _deactivate(self, user_id: str) -> None:
-        """Log the user out of every device and take them out of every room (their
-        messages stay in the rooms' history)."""
-        await self.matrix.logout_all(user_id)
+    async def _remove_from_rooms(self, tenant: store.Tenant, user_id: str, reason: str) -> None:
+        """Take the user out of every room they are in: the tenant's bot kicks them from the
+        bridge's rooms (so the bridge can tell this from leaving by themselves); any other
+        room they leave themselves. Their messages stay in the rooms' history."""
+        bridge_rooms = {r.room_id for r in await self.db.run(store.tenant_rooms, tenant.tenant_id)}
         for room_id in await self.matrix.joined_rooms(user_id):
             try:
-                await self.matrix.leave(room_id, user_id)
+                if room_id in bridge_rooms:
+                    await self.matrix.kick(room_id, user_id, reason, tenant.bot_user_id)
+                else:
+                    await self.matrix.leave(room_id, user_id)
             except MatrixError as e:
                 if e.status != 403:  # not in the room any more: nothing to do
                     raise
 
-    async def login_token(self, erp_user_id: str) -> dict:
+    async def delete_user(self, tenant_id: str, erp_user_id: str, erase: bool) -> dict:
+        """Deactivate the user's Matrix account for good; with `erase`, first clear their
+        profile and redact everything they sent in the tenant's rooms (GDPR erasure). Only
+        the client-server and application-service APIs are used, so this works against
+        Synapse too. Repeatable: a cut-off run is finished by repeating it."""
+        tenant, user = await self.user(tenant_id, erp_user_id)
+        erase = erase or user.erase
+        async with self.lock(("user", erp_user_id)):
+            await self.db.run(store.set_user_state, erp_user_id,
+                              "deleted" if user.state == "deleted" else "deleting", erase)
+            account_usable = True
+            try:
+                await self.matrix.logout_all(user.user_id)
+            except MatrixError as e:
+                if e.status not in (401, 403):
+                    raise
+                account_usable = False  # deactivated already (an earlier run got that far)
+            if account_usable:
+                await self._remove_from_rooms(tenant, user.user_id, "removed in the ERP")
+                if erase:
+                    await self.matrix.set_displayname(user.user_id, "")
+                    await self.matrix.set_avatar_url(user.user_id, "")
+            redacted = await self._redact_everything_of(tenant, user.user_id) if erase else 0
+            if account_usable:
+                try:
+                    await self.matrix.deactivate(user.user_id, erase)
+                except MatrixError as e:
+                    if e.status != 403:
+                        raise
+            await self.db.run(store.set_user_state, erp_user_id, "deleted", erase)
+            if erase:
+                await self.db.run(store.forget_user_details, erp_user_id)
+        logger.info("user %s deleted%s (%d events redacted)", erp_user_id, " and erased" if erase else "", redacted)
+        return {"erp_user_id": erp_user_id, "user_id": user.user_id, "state": "deleted",
+                "erased": erase, "redacted_events": redacted}
+
+    async def _redact_everything_of(self, tenant: store.Tenant, user_id: str) -> int:
+        """Redact, as the tenant's bot, every event `user_id` sent in the tenant's rooms
+        that is not redacted yet (messages, reactions, edits, and their member events,
+        which carry the display name). Redaction transaction ids derive from the event, so
+        a repeat never redacts twice."""
+        count = 0
+        bot = await self._ensure_bot(tenant.tenant_id)
+        for room in await self.db.run(store.tenant_rooms, tenant.tenant_id):
+            token = None
+            while True:
+                page = await self.matrix.messages(room.room_id, bot, limit=100, from_token=token,
+                                                  senders=[user_id])
+                for ev in page.get("chunk", []):
+                    if ev.get("sender") != user_id or ev.get("type") == "m.room.redaction":
+                        continue
+                    if (ev.get("unsigned") or {}).get("redacted_because"):
+                        continue
+                    content = ev.get("content") or {}
+                    if ev.get("type") == "m.room.member" and set(content) <= {"membership"}:
+                        continue  # nothing personal left in it
+                    if not content:
+                        continue
+                    txn = "erase." + hashlib.sha256(ev["event_id"].encode()).hexdigest()[:32]
+                    await self.matrix.redact(room.room_id, ev["event_id"], txn, "erased at the ERP's request", bot)
+                    count += 1
+                token = page.get("end")
+                if not page.get("chunk") or not token:
+                    break
+        return count
+
+    async def login_token(self, tenant_id: str | None, erp_user_id: str) -> dict:
         check_erp_id(erp_user_id, "erp_user_id")
-        user = await self.db.run(store.get_user, erp_user_id)
-        if user is None:
-            raise not_found(f"unknown user {erp_user_id!r}")
+        if tenant_id is not None:
+            _, user = await self.user(tenant_id, erp_user_id)
+        else:
+            user = await self.db.run(store.get_user, erp_user_id)
+            if user is None:
+                raise not_found(f"unknown user {erp_user_id!r}")
         if not user.active:
-            raise forbidden(f"user {erp_user_id!r} is deactivated")
+            raise forbidden(f"user {erp_user_id!r} is {'deleted' if user.state in ('deleting', 'deleted') else 'deactivated'}")
         result = await self.matrix.get_login_token(user.user_id)
         token = result["login_token"]
         return {
@@ -252,165 +415,125 @@ class Provisioner:
 
     # ---- business objects --------------------------------------------------------------
 
-    async def put_object(self, object_type: str, object_id: str, body: ObjectBody) -> dict:
+    async def put_object(self, tenant_id: str, object_type: str, object_id: str, body: ObjectBody) -> dict:
         check_object_key(object_type, object_id)
-        async with self._lock(("object", object_type, object_id)):
-            tenant = await self.db.run(store.get_tenant, body.tenant_id)
-            if tenant is None:
-                raise not_found(f"unknown tenant {body.tenant_id!r}")
-            existing = await self.db.run(store.get_object, object_type, object_id)
-            if existing and existing.tenant_id != body.tenant_id:
-                raise conflict(f"{object_type} {object_id!r} belongs to tenant {existing.tenant_id!r}")
+        if body.tenant_id not in (None, tenant_id):
+            raise invalid("tenant_id in the body names another tenant than the path")
+        async with self.lock(("object", tenant_id, object_type, object_id)):
+            tenant = await self.tenant(tenant_id, writable=True)
+            existing = await self.db.run(store.get_object, tenant_id, object_type, object_id)
             users = await self.db.run(store.get_users, body.participants)
-            missing = [p for p in body.participants if p not in users]
+            missing = [p for p in body.participants if p not in users or users[p].tenant_id != tenant_id]
+            # Another tenant's user is as unknown here as one that does not exist.
             if missing:
                 raise ApiError(404, "M_NOT_FOUND", f"unknown participants: {', '.join(missing)}",
                                unknown_participants=missing)
-            foreign = [p for p in body.participants if users[p].tenant_id != body.tenant_id]
-            if foreign:
-                raise ApiError(403, "M_FORBIDDEN",
-                               f"participants of another tenant: {', '.join(foreign)}",
-                               foreign_participants=foreign)
+            state = body.state or (existing.state if existing else "open")
+            return await self._apply_object(tenant, object_type, object_id, existing, body.title,
+                                            body.fields, body.participants, state, users)
 
-            bot = await self._ensure_bot(tenant.tenant_id)
-            alias_lp = self.ids.object_alias_localpart(object_type, object_id)
-            object_state = {"object_type": object_type, "object_id": object_id,
-                            "tenant_id": tenant.tenant_id, "fields": body.fields}
+    async def set_object_state(self, tenant_id: str, object_type: str, object_id: str, state: str) -> dict:
+        """Close (or reopen) an object: everything else stays as the last PUT made it."""
+        async with self.lock(("object", tenant_id, object_type, object_id)):
+            tenant, obj = await self.object(tenant_id, object_type, object_id)
+            if state == "open" and tenant.state == "removed":
+                raise conflict(f"tenant {tenant_id!r} was removed")
+            users = await self.db.run(store.get_users, obj.participants)
+            return await self._apply_object(tenant, object_type, object_id, obj, obj.title, obj.fields,
+                                            obj.participants, state, users)
+
+    async def _apply_object(self, tenant: store.Tenant, object_type: str, object_id: str,
+                            existing: store.Object | None, title: str, fields: dict,
+                            participants: list[str], state: str, users: dict[str, store.User]) -> dict:
+        bot = await self._ensure_bot(tenant.tenant_id)
+        object_state = {"object_type": object_type, "object_id": object_id,
+                        "tenant_id": tenant.tenant_id, "fields": fields, "state": state}
+        name = room_title(title, state)
+        if existing is not None:
+            room_id, alias = existing.room_id, existing.alias
+            await self.move_legacy_alias(room_id)
+        else:
+            alias_lp = self.ids.object_alias_localpart(tenant.tenant_id, object_type, object_id)
+            alias = self.ids.alias(alias_lp)
             room_id = await self._ensure_room(
                 alias_lp, bot,
                 store.Room("", tenant.tenant_id, "object", object_type, object_id, ""),
                 {
-                    "name": body.title,
+                    "name": name,
                     "topic": f"{object_type} {object_id}",
                     "preset": "private_chat",
                     "visibility": "private",
                     "creation_content": {TENANT_KEY: tenant.tenant_id},
                     # Membership follows the ERP: participants cannot invite others.
-                    "power_level_content_override": {"invite": 50},
+                    "power_level_content_override": {
+                        "invite": 50,
+                        "events_default": CLOSED_EVENTS_DEFAULT if state == "closed" else OPEN_EVENTS_DEFAULT},
                     "initial_state": [
                         self._parent_state(tenant.space_id),
                         {"type": OBJECT_STATE, "state_key": "", "content": object_state},
                     ],
                 })
-            await self._ensure_state(tenant.space_id, "m.space.child", room_id,
-                                     {"via": [self.server_name]}, bot)
-            await self._ensure_name(room_id, body.title, bot)
-            await self._ensure_state(room_id, OBJECT_STATE, "", object_state, bot)
-            wanted = {users[p].user_id for p in body.participants if users[p].active}
-            await self._sync_members(room_id, bot, wanted, f"removed from {object_type} {object_id} in the ERP")
-            alias = self.ids.alias(alias_lp)
-            await self.db.run(store.upsert_object, store.Object(
-                object_type, object_id, tenant.tenant_id, room_id, alias, body.title,
-                body.fields, body.participants))
-        return {"room_id": room_id, "alias": alias}
+        await self._ensure_state(tenant.space_id, "m.space.child", room_id,
+                                 {"via": [self.server_name]}, bot)
+        await self._ensure_name(room_id, name, bot)
+        await self._ensure_state(room_id, OBJECT_STATE, "", object_state, bot)
+        await self._ensure_closed(room_id, state == "closed", bot)
+        previously = set(existing.participants) if existing else set()
+        wanted = {users[p].user_id: p in previously for p in participants if users[p].active}
+        await self._sync_members(room_id, bot, wanted, f"removed from {object_type} {object_id} in the ERP")
+        await self.db.run(store.upsert_object, store.Object(
+            object_type, object_id, tenant.tenant_id, room_id, alias, title, fields, participants, state))
+        return {"room_id": room_id, "alias": alias, "state": state}
 
-    async def _sync_members(self, room_id: str, bot: str, wanted: set[str], reason: str) -> None:
-        """Make the bridge's users in the room exactly `wanted`. Users the bridge did not
-        make (bots, native Matrix users of the tenant) are left alone."""
-        members = await self.matrix.members(room_id, bot)
-        for user_id in sorted(wanted):
+    @staticmethod
+    def _left_by_themselves(member_event: dict | None, user_id: str) -> bool:
+        if member_event is None:
+            return False
+        content = member_event.get("content") or {}
+        return content.get("membership") == "leave" and member_event.get("sender") == user_id
+
+    async def _sync_members(self, room_id: str, bot: str, wanted: dict[str, bool], reason: str) -> None:
+        """Make the bridge's users in the room exactly `wanted` (user id -> listed by the
+        previous PUT too). Someone who left the room by themselves stays out while the ERP
+        keeps listing them; listed anew (after a PUT without them) they are invited again.
+        Users the bridge did not make (bots, native Matrix users) are left alone."""
+        events = await self.matrix.member_events(room_id, bot)
+        members = {u: (ev.get("content") or {}).get("membership", "leave") for u, ev in events.items()}
+        for user_id, listed_before in sorted(wanted.items()):
+            if listed_before and self._left_by_themselves(events.get(user_id), user_id):
+                continue
             await self._ensure_member(room_id, user_id, bot, members)
         for user_id, membership in sorted(members.items()):
             if (membership in ("join", "invite", "knock") and self.ids.is_puppet(user_id)
                     and user_id not in wanted):
                 await self.matrix.kick(room_id, user_id, reason, bot)
 
-    # ---- messages ----------------------------------------------------------------------
+    async def move_legacy_alias(self, room_id: str) -> None:
+        """A room of schema 1 still named by its tenant-less alias: give it the new one
+        (and make it canonical), then drop the old one."""
+        room = await self.db.run(store.get_room, room_id)
+        if room is None or not room.legacy_alias:
+            return
+        bot = await self._ensure_bot(room.tenant_id)
+        if await self.matrix.resolve_alias(room.alias, bot) != room_id:
+            await self.matrix.set_alias(room.alias, room_id, as_user=bot)
+        canonical = await self.matrix.get_state(room_id, "m.room.canonical_alias", "", bot) or {}
+        if canonical.get("alias") != room.alias:
+            await self.matrix.put_state(room_id, "m.room.canonical_alias", "", {"alias": room.alias}, bot)
+        await self.matrix.delete_alias(room.legacy_alias, bot)
+        await self.db.run(store.clear_legacy_alias, room_id)
+        logger.info("room %s: alias %s replaced by %s", room_id, room.legacy_alias, room.alias)
 
-    async def post_message(self, object_type: str, object_id: str, body: MessageBody) -> dict:
-        check_object_key(object_type, object_id)
-        obj = await self.db.run(store.get_object, object_type, object_id)
-        if obj is None:
-            raise not_found(f"unknown {object_type} {object_id!r}")
-        tenant = await self.db.run(store.get_tenant, obj.tenant_id)
-        assert tenant is not None
-        if body.sender is not None:
-            user = await self.db.run(store.get_user, body.sender)
-            if user is None:
-                raise not_found(f"unknown sender {body.sender!r}")
-            if user.tenant_id != obj.tenant_id:
-                raise forbidden(f"sender {body.sender!r} belongs to another tenant")
-            if not user.active:
-                raise forbidden(f"sender {body.sender!r} is deactivated")
-            if body.sender not in obj.participants:
-                raise forbidden(f"sender {body.sender!r} is not a participant of {object_type} {object_id!r}")
-            sender_id, msgtype = user.user_id, "m.text"
-        else:
-            sender_id, msgtype = tenant.bot_user_id, "m.notice"
-        content = {"msgtype": msgtype, "body": body.body, ERP_TXN_KEY: body.txn_id}
-        wanted = store.ErpMessage(obj.room_id, sender_id, request_hash(body.sender, body.body),
-                                  homeserver_txn_id(object_type, object_id, body.txn_id), None)
-        async with self._lock(("message", object_type, object_id, body.txn_id)):
-            before = await self.db.run(store.get_erp_message, object_type, object_id, body.txn_id)
-            row = before or await self.db.run(store.claim_erp_message, object_type, object_id,
-                                              body.txn_id, wanted)
-            if row.request_hash != wanted.request_hash:
-                raise conflict(f"txn_id {body.txn_id!r} was already used for a different message")
-            if row.event_id:
-                return {"event_id": row.event_id, "room_id": row.room_id}
-            event_id = None
-            if before is not None:
-                # An earlier attempt stopped between "row written" and "event id stored":
-                # its send may have reached the homeserver. Look before sending again.
-                event_id = await self._find_sent(row.room_id, row.sender_user_id, body.txn_id,
-                                                 tenant.bot_user_id)
-                logger.info("message %s/%s txn %s: retry of an unfinished post; %s",
-                            object_type, object_id, body.txn_id,
-                            f"it had landed as {event_id}" if event_id else "sending it now")
-            if event_id is None:
-                event_id = await self.matrix.send(row.room_id, "m.room.message", row.hs_txn_id,
-                                                  content, row.sender_user_id)
-                _fault_point("after-send", body.txn_id)
-            await self.db.run(store.set_erp_message_event, object_type, object_id, body.txn_id, event_id)
-        return {"event_id": event_id, "room_id": row.room_id}
-
-    async def _find_sent(self, room_id: str, sender: str, txn_id: str, reader: str) -> str | None:
-        token = None
-        for _ in range(_FIND_SENT_PAGES):
-            page = await self.matrix.messages(room_id, reader, limit=_FIND_SENT_PAGE_SIZE,
-                                              from_token=token, types=["m.room.message"])
-            for ev in page.get("chunk", []):
-                if (ev.get("sender") == sender and ev.get("type") == "m.room.message"
-                        and (ev.get("content") or {}).get(ERP_TXN_KEY) == txn_id):
-                    return ev["event_id"]
-            token = page.get("end")
-            if not page.get("chunk") or not token:
-                return None
-        return None
-
-    async def get_messages(self, object_type: str, object_id: str, limit: int,
-                           from_token: str | None) -> dict:
-        check_object_key(object_type, object_id)
-        obj = await self.db.run(store.get_object, object_type, object_id)
-        if obj is None:
-            raise not_found(f"unknown {object_type} {object_id!r}")
-        tenant = await self.db.run(store.get_tenant, obj.tenant_id)
-        assert tenant is not None
-        try:
-            page = await self.matrix.messages(obj.room_id, tenant.bot_user_id, limit=limit,
-                                              from_token=from_token, types=["m.room.message"])
-        except MatrixError as e:
-            if e.status == 400 and from_token:
-                raise invalid("from is not a valid pagination token") from None
-            raise
-        events = [ev for ev in page.get("chunk", [])
-                  if ev.get("type") == "m.room.message" and "state_key" not in ev
-                  and (ev.get("content") or {}).get("body") is not None]
-        senders = await self.db.run(store.erp_ids_of, sorted({ev["sender"] for ev in events}))
-        chunk = []
-        for ev in events:
-            content = ev.get("content") or {}
-            chunk.append({
-                "event_id": ev["event_id"],
-                "sender": senders.get(ev["sender"]),
-                "sender_user_id": ev["sender"],
-                "msgtype": content.get("msgtype"),
-                "body": content.get("body"),
-                "origin_server_ts": ev.get("origin_server_ts"),
-                "erp_txn_id": content.get(ERP_TXN_KEY) if isinstance(content.get(ERP_TXN_KEY), str) else None,
-            })
-        more = bool(page.get("chunk")) and page.get("end")
-        return {"chunk": chunk, "next_from": page.get("end") if more else None}
+    async def move_all_legacy_aliases(self) -> int:
+        """Start-up task after the schema migration; returns how many are left to do."""
+        left = 0
+        for room in await self.db.run(store.rooms_with_legacy_alias):
+            try:
+                await self.move_legacy_alias(room.room_id)
+            except MatrixError as e:
+                logger.warning("moving the alias of %s failed (will retry): %s", room.room_id, e)
+                left += 1
+        return left
 
     # ---- application-service queries ---------------------------------------------------
 

@@ -131,3 +131,23 @@ def test_appservice_login_and_timestamp(as_server):
                              {"msgtype": "m.text", "body": "now"})
     _, ev2 = carol.request("GET", f"/_matrix/client/v3/rooms/{room['room_id']}/event/{sent2['event_id']}")
     assert ev2["origin_server_ts"] > 1500000000000
+
+
+def test_appservice_deactivates_its_users_without_uia(as_server):
+    """As in Synapse: a service holds no password for its users, so /account/deactivate
+    asks it for none; a user with a password still gets the UIA challenge."""
+    srv, reg, _ = as_server
+    http = Http(srv.base_url)
+    status, _ = http.request("POST", "/_matrix/client/v3/register",
+                             {"type": "m.login.application_service", "username": "_mx_gone",
+                              "inhibit_login": True}, token=reg["as_token"])
+    assert status == 200
+    status, body = http.request("POST", "/_matrix/client/v3/account/deactivate?user_id=@_mx_gone:test.local",
+                                {"erase": True}, token=reg["as_token"])
+    assert status == 200, body
+    status, body = http.request("GET", "/_matrix/client/v3/account/whoami?user_id=@_mx_gone:test.local",
+                                token=reg["as_token"])
+    assert status == 403  # deactivated: the service cannot act as it any more
+    person = Http(srv.base_url, http.register(f"person{secrets.token_hex(4)}")["access_token"])
+    status, body = person.request("POST", "/_matrix/client/v3/account/deactivate", {})
+    assert status == 401 and "flows" in body

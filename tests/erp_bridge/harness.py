@@ -83,16 +83,18 @@ class WebhookReceiver:
             self._server.server_close()
             self._server = None
 
-    def snapshot(self) -> list[Delivery]:
+    def snapshot(self, types: tuple[str, ...] | None = ("io.erpchat.message",)) -> list[Delivery]:
+        """What arrived, of the given payload types (messages by default; None: all)."""
         with self._lock:
-            return list(self.deliveries)
+            return [d for d in self.deliveries if types is None or d.body.get("type") in types]
 
-    def unique(self, room_id: str | None = None) -> list[Delivery]:
+    def unique(self, room_id: str | None = None,
+               types: tuple[str, ...] | None = ("io.erpchat.message",)) -> list[Delivery]:
         """Deliveries deduplicated by idempotency key (first arrival kept), optionally of
         one room, in arrival order: what a careful ERP would process."""
         seen: set[str] = set()
         out = []
-        for d in self.snapshot():
+        for d in self.snapshot(types):
             if room_id and d.body["room"]["room_id"] != room_id:
                 continue
             if d.key not in seen:

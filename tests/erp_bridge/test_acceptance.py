@@ -20,7 +20,7 @@ OUTAGE_S = float(os.environ.get("WEBHOOK_OUTAGE_SECONDS", "120"))
 def test_erp_user_signs_in_with_nio_and_replies(env: Env, unique):
     tenant, users, order, room_id = setup_object(env, unique)
     fields = {"customer": "Initech", "total": "1200.00", "status": "packed"}
-    status, _ = env.erp.request("PUT", f"/_erp/v1/objects/order/{order}", {
+    status, _ = env.erp.request("PUT", f"/_erp/v1/tenants/{tenant}/objects/order/{order}", {
         "tenant_id": tenant, "title": f"Order {order}", "fields": fields,
         "participants": [users["anna"][0], users["ben"][0]]})
     assert status == 200
@@ -71,7 +71,7 @@ def test_webhook_down_two_minutes_during_500_messages(env: Env, unique):
                     "PUT", f"/_matrix/client/v3/rooms/{quote(room_id)}/send/m.room.message/b{i}",
                     anna_mxid, {"msgtype": "m.text", "body": f"burst {i}"})
             else:
-                status, body = env.erp.request("POST", f"/_erp/v1/objects/order/{order}/messages",
+                status, body = env.erp.request("POST", f"/_erp/v1/tenants/{tenant}/objects/order/{order}/messages",
                                                {"sender": anna_erp, "body": f"burst {i}", "txn_id": f"b{i}"})
             assert status == 200, body
             sent.append(f"burst {i}")

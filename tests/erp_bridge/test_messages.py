@@ -25,15 +25,15 @@ def setup_object(env: Env, unique, participants=("anna", "ben")):
         assert status == 200, body
         users[name] = (erp_id, body["user_id"])
     order = unique("o")
-    status, obj = env.erp.request("PUT", f"/_erp/v1/objects/order/{order}", {
+    status, obj = env.erp.request("PUT", f"/_erp/v1/tenants/{tenant}/objects/order/{order}", {
         "tenant_id": tenant, "title": f"Order {order}",
         "participants": [erp_id for erp_id, _ in users.values()]})
     assert status == 200, obj
     return tenant, users, order, obj["room_id"]
 
 
-def post(env: Env, order: str, body: dict, erp: Http | None = None):
-    return (erp or env.erp).request("POST", f"/_erp/v1/objects/order/{order}/messages", body)
+def post(env: Env, tenant: str, order: str, body: dict, erp: Http | None = None):
+    return (erp or env.erp).request("POST", f"/_erp/v1/tenants/{tenant}/objects/order/{order}/messages", body)
 
 
 def room_messages(env: Env, room_id: str, tenant: str) -> list[dict]:
@@ -65,13 +65,13 @@ def login(env: Env, erp_user_id: str) -> Http:
 def test_erp_post_is_idempotent_on_txn_id(env, unique):
     tenant, users, order, room = setup_object(env, unique)
     anna = users["anna"][0]
-    status, first = post(env, order, {"sender": anna, "body": "Price confirmed", "txn_id": "m1"})
+    status, first = post(env, tenant, order, {"sender": anna, "body": "Price confirmed", "txn_id": "m1"})
     assert status == 200, first
-    status, again = post(env, order, {"sender": anna, "body": "Price confirmed", "txn_id": "m1"})
+    status, again = post(env, tenant, order, {"sender": anna, "body": "Price confirmed", "txn_id": "m1"})
     assert status == 200 and again == first
-    status, notice = post(env, order, {"body": "Order shipped", "txn_id": "m2"})
+    status, notice = post(env, tenant, order, {"body": "Order shipped", "txn_id": "m2"})
     assert status == 200
-    status, conflict = post(env, order, {"sender": anna, "body": "Something else", "txn_id": "m1"})
+    status, conflict = post(env, tenant, order, {"sender": anna, "body": "Something else", "txn_id": "m1"})
     assert status == 409, conflict
 
     msgs = room_messages(env, room, tenant)
@@ -85,11 +85,11 @@ def test_erp_post_is_idempotent_on_txn_id(env, unique):
     outsider = unique("x")
     env.erp.request("PUT", f"/_erp/v1/users/{outsider}",
                     {"tenant_id": tenant, "display_name": "X", "active": True})
-    status, err = post(env, order, {"sender": outsider, "body": "hi", "txn_id": "m3"})
+    status, err = post(env, tenant, order, {"sender": outsider, "body": "hi", "txn_id": "m3"})
     assert status == 403, err
-    status, err = post(env, order, {"sender": unique("ghost"), "body": "hi", "txn_id": "m4"})
+    status, err = post(env, tenant, order, {"sender": unique("ghost"), "body": "hi", "txn_id": "m4"})
     assert status == 404
-    status, err = post(env, unique("nosuch"), {"body": "hi", "txn_id": "m5"})
+    status, err = post(env, tenant, unique("nosuch"), {"body": "hi", "txn_id": "m5"})
     assert status == 404
 
 
@@ -97,11 +97,11 @@ def test_history_newest_first_with_pages(env, unique):
     tenant, users, order, room = setup_object(env, unique)
     anna = users["anna"][0]
     for i in range(7):
-        status, _ = post(env, order, {"sender": anna, "body": f"msg {i}", "txn_id": f"h{i}"})
+        status, _ = post(env, tenant, order, {"sender": anna, "body": f"msg {i}", "txn_id": f"h{i}"})
         assert status == 200
     seen, token = [], None
     for _ in range(10):
-        path = f"/_erp/v1/objects/order/{order}/messages?limit=3"
+        path = f"/_erp/v1/tenants/{tenant}/objects/order/{order}/messages?limit=3"
         if token:
             path += f"&from={quote(token)}"
         status, page = env.erp.request("GET", path)
@@ -112,16 +112,16 @@ def test_history_newest_first_with_pages(env, unique):
             break
     assert [m["body"] for m in seen] == [f"msg {i}" for i in reversed(range(7))]
     assert all(m["sender"] == anna and m["erp_txn_id"] for m in seen)
-    status, err = env.erp.request("GET", f"/_erp/v1/objects/order/{order}/messages?limit=0")
+    status, err = env.erp.request("GET", f"/_erp/v1/tenants/{tenant}/objects/order/{order}/messages?limit=0")
     assert status == 400
-    status, err = env.erp.request("GET", f"/_erp/v1/objects/order/{order}/messages?limit=abc")
+    status, err = env.erp.request("GET", f"/_erp/v1/tenants/{tenant}/objects/order/{order}/messages?limit=abc")
     assert status == 400
 
 
 def test_matrix_reply_reaches_webhook(env, unique):
     tenant, users, order, room = setup_object(env, unique)
     ben_erp, ben_mxid = users["ben"]
-    status, _ = post(env, order, {"sender": users["anna"][0], "body": "Can you confirm?", "txn_id": "q1"})
+    status, _ = post(env, tenant, order, {"sender": users["anna"][0], "body": "Can you confirm?", "txn_id": "q1"})
     assert status == 200
     ben = login(env, ben_erp)
     status, sent = ben.request("PUT", f"/_matrix/client/v3/rooms/{quote(room)}/send/m.room.message/r1",
@@ -188,7 +188,7 @@ def test_webhook_outage_then_every_message_once_in_order(env, unique):
     env.webhook.stop()
     try:
         for i in range(10):
-            status, _ = post(env, order, {"sender": anna, "body": f"during outage {i}", "txn_id": f"w{i}"})
+            status, _ = post(env, tenant, order, {"sender": anna, "body": f"during outage {i}", "txn_id": f"w{i}"})
             assert status == 200
         time.sleep(2)  # the bridge keeps retrying against a closed port
         env.webhook.start()
@@ -219,7 +219,7 @@ def test_bridge_killed_during_burst_loses_and_doubles_nothing(env, unique):
         for i in indices:
             while not stop.is_set():
                 try:
-                    status, body = post(env, order, {"sender": anna, "body": f"burst {i}",
+                    status, body = post(env, tenant, order, {"sender": anna, "body": f"burst {i}",
                                                      "txn_id": f"b{i}"}, erp)
                 except OSError:
                     status, body = 0, None
@@ -267,19 +267,19 @@ def test_crash_between_send_and_record_does_not_double(env, unique):
     env.bridge.stop()
     env.bridge.start(extra_env={"ERP_BRIDGE_FAULT": "after-send:crash-1"})
     try:
-        status, _ = post(env, order, request)
+        status, _ = post(env, tenant, order, request)
     except OSError:
         status = 0
     assert status != 200
     assert env.bridge.proc.wait(10) == 137
     env.bridge.proc = None
     env.bridge.start()
-    status, body = post(env, order, request)
+    status, body = post(env, tenant, order, request)
     assert status == 200, body
     msgs = room_messages(env, room, tenant)
     assert [m["content"]["body"] for m in msgs] == ["exactly once"]
     assert body["event_id"] == msgs[0]["event_id"]
-    status, again = post(env, order, request)
+    status, again = post(env, tenant, order, request)
     assert again == body
     env.webhook.wait_for(lambda ds: any(d.key == body["event_id"] for d in ds))
     _assert_room_delivered_once_in_order(env, room, [body["event_id"]])

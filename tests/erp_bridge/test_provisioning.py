@@ -93,13 +93,13 @@ def test_object_room_and_membership_sync(env, unique):
     a, b, c = (unique(n) for n in ("anna", "ben", "cleo"))
     ua, ub, uc = (make_user(env, tenant, x) for x in (a, b, c))
     order = unique("SO")
-    path = f"/_erp/v1/objects/order/{order}"
+    path = f"/_erp/v1/tenants/{tenant}/objects/order/{order}"
     fields = {"customer": "Müller KG", "total": "1200.00", "lines": 3}
     status, body = put(env, path, {"tenant_id": tenant, "title": f"Order {order}",
                                    "participants": [a, b], "fields": fields})
     assert status == 200, (body, env.bridge.log_text())
     room, alias = body["room_id"], body["alias"]
-    assert alias == f"#_erp_order_{order.lower()}:{SERVER}" or alias.startswith("#_erp_order_")
+    assert alias == f"#_erp_obj.{tenant}.order.=53=4f{order[2:]}:{SERVER}"
     hs, bot = env.hs, bot_of(tenant)
     assert hs.resolve(alias, bot) == room
     assert hs.state(room, "m.room.name", "", bot)["name"] == f"Order {order}"
@@ -114,6 +114,7 @@ def test_object_room_and_membership_sync(env, unique):
     status, again = put(env, path, {"tenant_id": tenant, "title": f"Order {order}",
                                     "participants": [a, b], "fields": fields})
     assert status == 200 and again == body
+    assert body["state"] == "open"
     assert hs.joined(room, bot) == {bot, ua, ub}
 
     # Participants change: anna removed, cleo added; title and fields follow.
@@ -157,7 +158,7 @@ def test_deactivation_logs_out_and_removes_from_rooms(env, unique):
     a, b = unique("anna"), unique("ben")
     ua, ub = make_user(env, tenant, a), make_user(env, tenant, b)
     order = unique("o")
-    status, obj = put(env, f"/_erp/v1/objects/order/{order}",
+    status, obj = put(env, f"/_erp/v1/tenants/{tenant}/objects/order/{order}",
                       {"tenant_id": tenant, "title": "O", "participants": [a, b]})
     assert status == 200
     status, tok = env.erp.request("POST", f"/_erp/v1/users/{a}/login-token", {})
@@ -178,15 +179,15 @@ def test_deactivation_logs_out_and_removes_from_rooms(env, unique):
         assert ua not in hs.joined(room, bot)
     assert ub in hs.joined(obj["room_id"], bot)
     # History stays.
-    status, page = env.erp.request("GET", f"/_erp/v1/objects/order/{order}/messages")
+    status, page = env.erp.request("GET", f"/_erp/v1/tenants/{tenant}/objects/order/{order}/messages")
     assert [m["body"] for m in page["chunk"]] == ["before deactivation"]
     # No more login tokens, no posting, and re-syncing the object does not re-add them.
     status, err = env.erp.request("POST", f"/_erp/v1/users/{a}/login-token", {})
     assert status == 403
-    status, err = env.erp.request("POST", f"/_erp/v1/objects/order/{order}/messages",
+    status, err = env.erp.request("POST", f"/_erp/v1/tenants/{tenant}/objects/order/{order}/messages",
                                   {"sender": a, "body": "x", "txn_id": "t"})
     assert status == 403
-    status, _ = put(env, f"/_erp/v1/objects/order/{order}",
+    status, _ = put(env, f"/_erp/v1/tenants/{tenant}/objects/order/{order}",
                     {"tenant_id": tenant, "title": "O", "participants": [a, b]})
     assert status == 200 and ua not in hs.joined(obj["room_id"], bot)
     # Repeating the deactivation is harmless; reactivation brings them back.
@@ -214,8 +215,8 @@ def test_auth_errors(env, unique):
     ("/_erp/v1/tenants/bad%20id", {"name": "x"}),
     ("/_erp/v1/users/{u}", {"tenant_id": "{t}", "display_name": "A"}),
     ("/_erp/v1/users/{u}", {"tenant_id": "{t}", "display_name": "A", "active": "yes"}),
-    ("/_erp/v1/objects/Order/{u}", {"tenant_id": "{t}", "title": "x"}),
-    ("/_erp/v1/objects/order/{u}", {"tenant_id": "{t}", "title": "x", "fields": {"p": 1.5}}),
+    ("/_erp/v1/tenants/{t}/objects/Order/{u}", {"tenant_id": "{t}", "title": "x"}),
+    ("/_erp/v1/tenants/{t}/objects/order/{u}", {"tenant_id": "{t}", "title": "x", "fields": {"p": 1.5}}),
 ])
 def test_bad_requests_are_400(env, unique, path, body):
     tenant, _ = make_tenant(env, unique)
@@ -247,29 +248,32 @@ def test_unknown_references_create_nothing(env, unique):
     assert status == 404 and body["errcode"] == "M_NOT_FOUND"
 
     order = unique("o")
-    status, body = put(env, f"/_erp/v1/objects/order/{order}",
+    status, body = put(env, f"/_erp/v1/tenants/{tenant}/objects/order/{order}",
                        {"tenant_id": tenant, "title": "x", "participants": [a, "ghost1"]})
     assert status == 404 and body["unknown_participants"] == ["ghost1"]
-    status, body = put(env, f"/_erp/v1/objects/order/{order}",
+    status, body = put(env, f"/_erp/v1/tenants/{tenant}/objects/order/{order}",
                        {"tenant_id": tenant, "title": "x", "participants": [a, stranger]})
-    assert status == 403 and body["foreign_participants"] == [stranger]
+    # Another tenant's user is as unknown here as one that does not exist.
+    assert status == 404 and body["unknown_participants"] == [stranger]
     assert env.hs.resolve(f"#_erp_order_{order}:{SERVER}", bot_of(tenant)) is None
-    status, _ = env.erp.request("GET", f"/_erp/v1/objects/order/{order}/messages")
+    status, _ = env.erp.request("GET", f"/_erp/v1/tenants/{tenant}/objects/order/{order}/messages")
     assert status == 404
 
-    # A user cannot move tenants; an object cannot either.
+    # A user cannot move tenants; an object's body cannot name another tenant than its path.
     status, body = put(env, f"/_erp/v1/users/{a}", {"tenant_id": other, "display_name": "A", "active": True})
     assert status == 409
-    status, _ = put(env, f"/_erp/v1/objects/order/{order}", {"tenant_id": tenant, "title": "x"})
-    assert status == 200
-    status, body = put(env, f"/_erp/v1/objects/order/{order}", {"tenant_id": other, "title": "x"})
+    status, body = put(env, f"/_erp/v1/tenants/{other}/users/{a}", {"display_name": "A", "active": True})
     assert status == 409
+    status, _ = put(env, f"/_erp/v1/tenants/{tenant}/objects/order/{order}", {"tenant_id": tenant, "title": "x"})
+    assert status == 200
+    status, body = put(env, f"/_erp/v1/tenants/{tenant}/objects/order/{order}", {"tenant_id": other, "title": "x"})
+    assert status == 400 and body["errcode"] == "M_INVALID_PARAM"
 
 
 def test_unknown_paths(env):
     status, body = env.erp.request("GET", "/_erp/v1/nothing-here")
     assert status == 404 and body["errcode"] == "M_UNRECOGNIZED"
-    status, body = env.erp.request("DELETE", "/_erp/v1/tenants/x")
+    status, body = env.erp.request("POST", "/_erp/v1/tenants/x")
     assert status == 405 and body["errcode"] == "M_UNRECOGNIZED"
 
 

@@ -17,7 +17,7 @@ from appservice.erp_bridge.ids import Ids, encode_localpart, is_erp_id, is_objec
 from appservice.erp_bridge.models import MessageBody, ObjectBody, TenantBody, UserBody
 from appservice.erp_bridge.provisioning import homeserver_txn_id, request_hash
 from appservice.erp_bridge.registration import registration
-from appservice.erp_bridge.store import Room
+from appservice.erp_bridge.media_links import MediaLinks
 
 SECRETS = {"appservice": {"as_token": "a" * 20, "hs_token": "h" * 20},
            "erp": {"api_token": "e" * 20}}
@@ -25,26 +25,26 @@ SECRETS = {"appservice": {"as_token": "a" * 20, "hs_token": "h" * 20},
 
 # ---- HMAC signing ----------------------------------------------------------------------
 
-def test_signature_is_hmac_sha256_hex_of_raw_body():
+def test_signature_is_hmac_sha256_of_timestamp_dot_body():
     body = b'{"b":1,"a":"\xc3\xa9"}'
-    expected = hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
-    assert webhook.sign("s3cret", body) == "sha256=" + expected
+    expected = hmac.new(b"s3cret", b"1760000000." + body, hashlib.sha256).hexdigest()
+    assert webhook.sign("s3cret", 1760000000, body) == f"t=1760000000,v1={expected}"
 
 
-def test_signature_known_vector():
-    # RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?"
-    assert webhook.sign("Jefe", b"what do ya want for nothing?") == (
-        "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
-
-
-def test_verify_rejects_tampering_and_wrong_key():
+def test_verify_rejects_tampering_wrong_key_and_replays():
     body = b'{"x":1}'
-    header = webhook.sign("k1", body)
-    assert webhook.verify("k1", body, header)
-    assert not webhook.verify("k1", body + b" ", header)
-    assert not webhook.verify("k2", body, header)
-    assert not webhook.verify("k1", body, None)
-    assert not webhook.verify("k1", body, "sha256=00")
+    now = 1_760_000_000
+    header = webhook.sign("k1", now, body)
+    assert webhook.verify("k1", body, header, now=now)
+    assert webhook.verify("k1", body, header, now=now + 299)
+    assert not webhook.verify("k1", body, header, now=now + 301)  # a replay, too late
+    assert not webhook.verify("k1", body + b" ", header, now=now)
+    assert not webhook.verify("k2", body, header, now=now)
+    assert not webhook.verify("k1", body, None, now=now)
+    assert not webhook.verify("k1", body, "t=x,v1=00", now=now)
+    # The timestamp is signed: moving it forward breaks the signature.
+    forged = header.replace(f"t={now}", f"t={now + 200}")
+    assert not webhook.verify("k1", body, forged, now=now + 200)
 
 
 def test_backoff_doubles_and_caps():
@@ -52,20 +52,27 @@ def test_backoff_doubles_and_caps():
     assert delays == [0.5, 1, 2, 4, 8, 10, 10, 10]
 
 
-def test_payload_format():
-    room = Room("!r:hs", "acme", "object", "order", "4711", "#_erp_order_4711:hs")
-    event = {"event_id": "$e", "sender": "@_erp_u_alice:hs", "type": "m.room.message",
-             "origin_server_ts": 123, "content": {"msgtype": "m.text", "body": "hi"}}
-    p = webhook.build_payload(seq=7, event=event, room=room, sender_erp_id="alice",
-                              sender_kind="erp_user", origin="matrix", erp_txn_id=None)
-    assert p["idempotency_key"] == "$e" and p["sequence"] == 7
-    assert p["object"] == {"type": "order", "id": "4711"} and p["tenant_id"] == "acme"
-    assert p["sender"] == {"user_id": "@_erp_u_alice:hs", "erp_user_id": "alice", "kind": "erp_user"}
-    assert p["body"] == "hi" and p["msgtype"] == "m.text" and p["origin"] == "matrix"
-    general = Room("!g:hs", "acme", "general", None, None, "#_erp_general.acme:hs")
-    assert webhook.build_payload(seq=1, event=event, room=general, sender_erp_id=None,
-                                 sender_kind="matrix_user", origin="matrix",
-                                 erp_txn_id=None)["object"] is None
+def test_message_fields_sanitize_and_link():
+    links = MediaLinks("http://bridge", "t" * 20, 3600)
+    content = {"msgtype": "m.file", "body": "x.pdf", "url": "mxc://hs/abcDEF_12",
+               "info": {"size": 3, "mimetype": "application/pdf"},
+               "format": "org.matrix.custom.html", "formatted_body": "<b>x</b><script>1</script>",
+               "m.relates_to": {"rel_type": "m.thread", "event_id": "$root",
+                                "m.in_reply_to": {"event_id": "$parent"}}}
+    f = webhook.message_fields(content, "acme", links)
+    assert f["formatted_body"] == "<b>x</b>" and f["content"]["formatted_body"] == "<b>x</b>"
+    assert content["formatted_body"].endswith("</script>")  # the event itself is untouched
+    assert f["thread_root"] == "$root" and f["in_reply_to"] == "$parent"
+    att = f["attachment"]
+    assert att["filename"] == "x.pdf" and att["size"] == 3 and att["content_uri"] == "mxc://hs/abcDEF_12"
+    url, query = att["url"].split("?")
+    assert url == "http://bridge/_erp/v1/media/acme/hs/abcDEF_12"
+    q = dict(p.split("=") for p in query.split("&"))
+    assert links.check("acme", "hs", "abcDEF_12", q["exp"], q["sig"])
+    assert not links.check("other", "hs", "abcDEF_12", q["exp"], q["sig"])  # tenant-bound
+    assert not links.check("acme", "hs", "abcDEF_13", q["exp"], q["sig"])
+    assert not links.check("acme", "hs", "abcDEF_12", str(int(q["exp"]) + 1), q["sig"])
+    assert not links.check("acme", "hs", "abcDEF_12", q["exp"], q["sig"], now=int(q["exp"]) + 1)
 
 
 # ---- config ----------------------------------------------------------------------------
@@ -164,7 +171,11 @@ def test_ids_and_aliases():
     assert ids.user("alice") == "@_erp_u_alice:hs"
     assert ids.user("U-7") == "@_erp_u_=55-7:hs"
     assert ids.tenant_bot("acme") == "@_erp_bot_acme:hs"
-    assert ids.alias(ids.object_alias_localpart("order", "SO.1")) == "#_erp_order_=53=4f.1:hs"
+    assert ids.alias(ids.object_alias_localpart("acme", "order", "SO.1")) == "#_erp_obj.acme.order.=53=4f.1:hs"
+    assert ids.alias(ids.object_alias_localpart("a.b", "order", "1")) == "#_erp_obj.a=2eb.order.1:hs"
+    assert ids.object_alias_localpart("a", "order", "1") != ids.object_alias_localpart("b", "order", "1")
+    long = ids.alias(ids.object_alias_localpart("T" * 64, "o" * 32, "I" * 64))
+    assert len(long.encode()) <= 255 and long.startswith("#_erp_obj.h")
     assert ids.alias(ids.space_alias_localpart("acme")) == "#_erp_space.acme:hs"
     assert ids.alias(ids.general_alias_localpart("acme")) == "#_erp_general.acme:hs"
     assert ids.is_puppet("@_erp_u_alice:hs") and not ids.is_puppet("@_erp_bot_acme:hs")
@@ -191,9 +202,10 @@ def test_id_rules():
 
 
 def test_homeserver_txn_id_is_stable_and_distinct():
-    assert homeserver_txn_id("order", "1", "t") == homeserver_txn_id("order", "1", "t")
-    assert homeserver_txn_id("order", "1", "t") != homeserver_txn_id("order", "1", "u")
-    assert homeserver_txn_id("order", "1", "t") != homeserver_txn_id("order", "11", "t")
+    assert homeserver_txn_id("a", "order", "1", "t") == homeserver_txn_id("a", "order", "1", "t")
+    assert homeserver_txn_id("a", "order", "1", "t") != homeserver_txn_id("a", "order", "1", "u")
+    assert homeserver_txn_id("a", "order", "1", "t") != homeserver_txn_id("a", "order", "11", "t")
+    assert homeserver_txn_id("a", "order", "1", "t") != homeserver_txn_id("b", "order", "1", "t")
     assert request_hash("a", "b") != request_hash(None, "b")
 
 

@@ -67,7 +67,7 @@ def test_delivers_each_room_in_order():
     assert db.rows == []
     _, body, headers = erp.calls[0]
     assert headers[IDEMPOTENCY_HEADER] == ["$e1"]
-    assert verify("secret", body, headers[SIGNATURE_HEADER][0])
+    assert verify("secret", body, headers[SIGNATURE_HEADER][0], now=clock.seconds())
     sender.stop()
 
 
