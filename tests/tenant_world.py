@@ -29,6 +29,14 @@ class World:
             assert status == 200, body
         return user
 
+    def tenant_admin(self, name: str, tenant: str) -> Http:
+        """Register `name` in `tenant` and make them that tenant's admin."""
+        user = self.user(name, tenant)
+        status, body = self.admin.request("PUT", f"/_homeserver/admin/v1/users/{user.user_id}/admin_tenant",
+                                          {"admin_tenant": tenant})
+        assert status == 200, body
+        return user
+
 
 @contextmanager
 def running_world(data_dir, extra_config: str = "") -> Iterator[World]:

@@ -151,6 +151,9 @@ NOT_WALKED = {
     "GET /_synapse/admin/v1/purge_history_status/{purge_id}": _ADMIN,
     "GET /_synapse/admin/v1/event_reports/{report_id}": _ADMIN,
     "DELETE /_synapse/admin/v1/event_reports/{report_id}": _ADMIN,
+    "POST /_synapse/admin/v1/media/delete": _ADMIN + " (test_synapse_admin_media.py)",
+    "POST /_synapse/admin/v1/media/{server_name}/delete": _ADMIN + " (test_synapse_admin_media.py)",
+    "POST /_synapse/admin/v1/purge_media_cache": "server admins only; no remote media is cached",
 }
 
 
