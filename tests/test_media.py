@@ -12,7 +12,6 @@ import io
 import json
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.parse
@@ -26,51 +25,28 @@ from PIL import Image
 
 from bench.procstats import rss_mib
 from tests.media_client import LEGACY, SERVER_NAME, V1, get, image_bytes, raw, upload, upload_ok
-from tests.server_harness import REPO, Http, ServerProcess
+from tests.server_harness import Http, ServerProcess
+from tests.tenant_world import running_world
 
 MiB = 1024 * 1024
 
 ALLOWED_TYPES = '["image/*", "text/*", "application/octet-stream", "application/json", "video/*", "audio/*"]'
 
 
-def _start(tmp_path_factory, name: str, media_config: str) -> ServerProcess:
-    srv = ServerProcess(tmp_path_factory.mktemp(name), extra_config="media:\n" + media_config)
-    srv.write_config()
-    subprocess.run([sys.executable, "-m", "homeserver.cli", "register-user", "admin", "--password", "adm-pw",
-                    "--admin", "--config", str(srv.config_path)], cwd=REPO, check=True, capture_output=True)
-    srv.start()
-    return srv
-
-
-def _users(srv: ServerProcess, tenants: dict[str, str | None]) -> dict[str, Http]:
-    http = Http(srv.base_url)
-    _, login = http.request("POST", "/_matrix/client/v3/login",
-                            {"type": "m.login.password", "user": "admin", "password": "adm-pw"})
-    admin = Http(srv.base_url, login["access_token"])
-    users = {}
-    for name, tenant in tenants.items():
-        reg = http.register(name)
-        users[name] = Http(srv.base_url, reg["access_token"])
-        users[name].user_id = reg["user_id"]
-        users[name].name = name
-        if tenant:
-            status, body = admin.request("PUT", f"/_homeserver/admin/v1/users/{reg['user_id']}/tenant",
-                                         {"tenant_id": tenant})
-            assert status == 200, body
-    return users
+def _world(data_dir, media_config: str, tenants: dict[str, str | None]):
+    """A server with `media_config` and users in `tenants`; yields (server, users)."""
+    with running_world(data_dir, extra_config="media:\n" + media_config) as w:
+        yield w.srv, {name: w.user(name, tenant) for name, tenant in tenants.items()}
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """URL previews on, with loopback whitelisted so a local page can be previewed; an
     upload allowlist; the default 50 MiB upload limit."""
-    srv = _start(tmp_path_factory, "media", (
+    yield from _world(tmp_path_factory.mktemp("media"), (
         f"  allowed_content_types: {ALLOWED_TYPES}\n"
-        "  url_preview:\n    enabled: true\n    ip_range_whitelist: ['127.0.0.0/8']\n"))
-    users = _users(srv, {"alice": "acme", "carol": "acme", "bob": "globex", "dave": None, "erin": None})
-    yield srv, users
-    srv.stop()
-    srv.stop_postgres()
+        "  url_preview:\n    enabled: true\n    ip_range_whitelist: ['127.0.0.0/8']\n"),
+        {"alice": "acme", "carol": "acme", "bob": "globex", "dave": None, "erin": None})
 
 
 @pytest.fixture(scope="module")
@@ -78,14 +54,10 @@ def tight(tmp_path_factory):
     """A 1 MiB upload limit, previews on with the default address ranges, the deprecated
     unauthenticated routes turned off, reserved media ids that expire after a second, and
     thumbnails only of images up to 10000 pixels."""
-    srv = _start(tmp_path_factory, "media-tight", (
+    yield from _world(tmp_path_factory.mktemp("media-tight"), (
         "  max_upload_bytes: 1048576\n  legacy_unauthenticated_media: false\n"
         "  unused_expiration_ms: 1000\n  max_image_pixels: 10000\n"
-        "  url_preview:\n    enabled: true\n"))
-    users = _users(srv, {"tina": None})
-    yield srv, users
-    srv.stop()
-    srv.stop_postgres()
+        "  url_preview:\n    enabled: true\n"), {"tina": None})
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -497,7 +469,7 @@ def test_tenant_walls(world):
     for user, prefix in ((bob, V1), (dave, V1), (None, LEGACY)):
         for path in (f"/download/{SERVER_NAME}/{acme_id}", f"/download/{SERVER_NAME}/{acme_id}/x.png",
                      f"/thumbnail/{SERVER_NAME}/{acme_id}{thumb_q}"):
-            assert answer(user, prefix + path) == missing, (user and user.name, prefix, path)
+            assert answer(user, prefix + path) == missing, (user and user.user_id, prefix, path)
     # Media of users without a tenant is walled off from tenants too.
     assert answer(dave, f"{V1}/download/{SERVER_NAME}/{plain_id}") == (200, b"plain")
     assert answer(None, f"{LEGACY}/download/{SERVER_NAME}/{plain_id}") == (200, b"plain")

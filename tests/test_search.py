@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 import uuid
-from dataclasses import dataclass
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nio import AsyncClient, Api, RoomCreateResponse, RoomSendResponse
 
-from tests.server_harness import REPO, Http, ServerProcess
+from tests.server_harness import Http, ServerProcess
+from tests.tenant_world import running_world
 
 V3 = "/_matrix/client/v3"
 
@@ -36,35 +34,12 @@ def run(coro):
     return asyncio.run(coro)
 
 
-@dataclass
-class Account:
-    user_id: str
-    device_id: str
-    token: str
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    srv = ServerProcess(tmp_path_factory.mktemp("search"))
-    srv.write_config()
-    subprocess.run([sys.executable, "-m", "homeserver.cli", "register-user", "admin", "--password", "adm-pw",
-                    "--admin", "--config", str(srv.config_path)], cwd=REPO, check=True, capture_output=True)
-    srv.start()
-    http = Http(srv.base_url)
-    _, login = http.request("POST", f"{V3}/login", {"type": "m.login.password", "user": "admin",
-                                                    "password": "adm-pw"})
-    admin = Http(srv.base_url, login["access_token"])
-    accounts = {}
-    for name, tenant in (("alice", "acme"), ("bob", "acme"), ("carol", "acme"), ("dave", "acme"),
-                         ("trent", "acme"), ("mallory", "globex")):
-        reg = http.register(name)
-        accounts[name] = Account(reg["user_id"], reg["device_id"], reg["access_token"])
-        status, body = admin.request("PUT", f"/_homeserver/admin/v1/users/{reg['user_id']}/tenant",
-                                     {"tenant_id": tenant})
-        assert status == 200, body
-    yield srv, admin, accounts
-    srv.stop()
-    srv.stop_postgres()
+    with running_world(tmp_path_factory.mktemp("search")) as w:
+        yield w.srv, w.admin, {name: w.user(name, tenant) for name, tenant in (
+            ("alice", "acme"), ("bob", "acme"), ("carol", "acme"), ("dave", "acme"), ("trent", "acme"),
+            ("mallory", "globex"))}
 
 
 class Users:
