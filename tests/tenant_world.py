@@ -82,9 +82,12 @@ def create_room(user: Http, **body) -> str:
     return room["room_id"]
 
 
-def joined_room(owner: Http, *members: Http, **body) -> str:
-    """A room `owner` creates inviting `members`, who join it."""
-    room_id = create_room(owner, **{"invite": [m.user_id for m in members], **body})
+def joined_room(owner: Http, *members: Http, invite: bool = True, **body) -> str:
+    """A room `owner` creates, inviting `members` (unless `invite` is false: then the room
+    must be public), who join it."""
+    if invite:
+        body = {"invite": [m.user_id for m in members], **body}
+    room_id = create_room(owner, **body)
     for member in members:
         status, resp = member.request("POST", f"{V3}/rooms/{room_id}/join", {})
         assert status == 200, resp

@@ -1,7 +1,7 @@
 """Request validation and error answers as the spec (and Synapse) give them: stored
 filters, m.room.canonical_alias content, events the asker may not see, redactions across
-rooms, malformed push-rule paths; and the shapes of joined_members and of /messages for
-a room the user has left."""
+rooms, malformed push-rule paths, transaction id limits; and the shapes of joined_members
+and of /messages for a room the user has left."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.server_harness import Http, new_user
-from tests.tenant_world import create_room
+from tests.tenant_world import create_room, joined_room
 
 V3 = "/_matrix/client/v3"
 
@@ -179,3 +179,15 @@ def test_messages_of_a_left_room_page_back_from_the_leave(server, unique):
         "GET", f"{V3}/rooms/{quote(room_id)}/messages?dir=b&limit=1&from={quote(sync['next_batch'])}")
     assert status == 200 and page["chunk"][0]["content"]["membership"] == "leave", page
     assert not any(json.dumps(e).count("after-") for e in page["chunk"])
+
+
+def test_transaction_ids_are_bounded(server, unique):
+    A, B = _user(server, unique, "a"), _user(server, unique, "b")
+    room_id = joined_room(A, B, invite=False, preset="public_chat")
+    status, body = A.request("PUT", f"{V3}/rooms/{room_id}/send/m.room.message/{'t' * 300}",
+                             {"msgtype": "m.text", "body": "x"})
+    assert status == 400 and body["errcode"] == "M_INVALID_PARAM"
+    status, _ = A.request("PUT", f"{V3}/sendToDevice/m.test/{'t' * 300}", {"messages": {}})
+    assert status == 400
+    # and the room still works for everyone
+    assert B.request("PUT", f"{V3}/rooms/{room_id}/send/m.room.message/ok", {"msgtype": "m.text", "body": "y"})[0] == 200
