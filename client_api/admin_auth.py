@@ -101,6 +101,14 @@ def query_count(req: Req, name: str, default: int) -> int:
     return value
 
 
+def decimal_id(value: str, error: str) -> int:
+    """A stored id or position given as decimal digits (at most 18, so it fits a BIGINT);
+    anything else is 400 M_INVALID_PARAM with `error`."""
+    if not value.isascii() or not value.isdigit() or len(value) > 18:
+        raise MatrixError(400, "M_INVALID_PARAM", error)
+    return int(value)
+
+
 def offset_page(req: Req, default_limit: int = 100) -> tuple[int, int]:
     """Synapse's offset paging: (`from`, `limit`)."""
     return query_count(req, "from", 0), query_count(req, "limit", default_limit)
