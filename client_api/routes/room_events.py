@@ -148,7 +148,9 @@ async def get_event(req: Req, room_id: str, event_id: str):
     return (await serialize_for(req, [ev], hist))[0]
 
 
-def _parse_filter(req: Req) -> EventFilter:
+def parse_event_filter(req: Req) -> EventFilter:
+    """The request's `filter` query parameter (a RoomEventFilter as JSON); none: one that
+    lets everything through. Not JSON: 400 M_INVALID_PARAM."""
     raw = req.query("filter")
     if not raw:
         return EventFilter()
@@ -197,7 +199,7 @@ async def messages(req: Req, room_id: str):
         start = min(start, await _leave_position(req, room_id, hist) or start)
     to_token = req.query("to")
     to_pos = await token_position(req, room_id, to_token) if to_token else None
-    f = _parse_filter(req)
+    f = parse_event_filter(req)
     stored = await req.hs.db.run(
         events_store.paginate_room, room_id, start, direction, limit, to_pos, f.sql_lists())
     head = await req.hs.room_heads.get(room_id)
@@ -226,7 +228,7 @@ async def context(req: Req, room_id: str, event_id: str):
     if not not_ignored(ev):
         raise not_found("event not found")
     limit = min(max(req.query_int("limit", 10) or 0, 0), MAX_LIMIT)
-    f = _parse_filter(req)
+    f = parse_event_filter(req)
     pos = (ev.depth, ev.stream_ordering)
     filters = f.sql_lists()
     before_n = limit // 2

@@ -9,7 +9,7 @@ from client_api.admin_auth import SYNAPSE_V2 as V2
 from client_api.admin_auth import AdminScope, check_room_id, origin_of, require_admin
 from client_api.admin_auth import offset_page, query_bool, query_choice, query_count, query_dir
 from client_api.http import Req, Router
-from client_api.routes.room_events import MAX_LIMIT, _parse_filter, token_position, serialize_for
+from client_api.routes.room_events import MAX_LIMIT, parse_event_filter, token_position, serialize_for
 from homeserver import admin_tasks
 from homeserver.errors import MatrixError, bad_json, not_found
 from homeserver.pagination import END, START, topo_token
@@ -84,7 +84,7 @@ async def room_messages(req: Req, room_id: str):
         start = END if direction == "b" else START
     to_token = req.query("to")
     to_pos = await token_position(req, room_id, to_token) if to_token else None
-    f = _parse_filter(req)
+    f = parse_event_filter(req)
     stored = await req.hs.db.run(events_store.paginate_room, room_id, start, direction, limit, to_pos,
                                  f.sql_lists())
     head = await req.hs.room_heads.get(room_id)
