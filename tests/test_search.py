@@ -395,6 +395,32 @@ def test_left_user_finds_history_only_up_to_leaving(world):
     assert late in ids(alice_sees) and alice_sees["count"] == 4
 
 
+def test_bundles_of_results_leave_out_what_came_after_leaving(world):
+    """A result's bundled aggregations (unsigned.m.relations) hold only relations the
+    asker may see: not a thread reply or an edit sent after they left."""
+    w = word()
+
+    async def flow():
+        async with Users(world) as u:
+            alice, carol = u["alice"], u["carol"]
+            room = await create_room(alice, initial_state=[{"type": "m.room.history_visibility", "state_key": "",
+                                                             "content": {"history_visibility": "joined"}}])
+            await join(alice, carol, room)
+            root = await send(alice, room, f"{w} root")
+            await carol.room_leave(room)
+            await send(alice, room, "a reply carol never saw", **{
+                "m.relates_to": {"rel_type": "m.thread", "event_id": root}})
+            await send(alice, room, f"* {w} edited", **{
+                "m.new_content": {"msgtype": "m.text", "body": f"{w} edited"},
+                "m.relates_to": {"rel_type": "m.replace", "event_id": root}})
+            return root, await search(carol, w), await search(alice, w)
+
+    root, carol_sees, alice_sees = run(flow())
+    assert ids(carol_sees) == [root] == ids(alice_sees)
+    assert "m.relations" not in carol_sees["results"][0]["result"].get("unsigned", {})
+    assert set(alice_sees["results"][0]["result"]["unsigned"]["m.relations"]) == {"m.thread", "m.replace"}
+
+
 def test_joined_history_visibility_hides_what_came_before_joining(world):
     w = word()
 

@@ -1,7 +1,7 @@
 """Sending and reading room events: send, state, event, messages, context, redact."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from client_api.http import Req, Router, parse_json_body
 from homeserver.filtering import EventFilter
@@ -16,12 +16,18 @@ from storage import state as state_store
 MAX_LIMIT = 1000
 
 
+class SeesEvents(Protocol):
+    """The asker's history visibility: a room's (visibility.UserRoomHistory), or that of
+    each room of a search's results (search.Page)."""
+
+    def may_see(self, event: Event) -> bool: ...
+
+
 async def serialize_for(req: Req, events: list[Event],
-                        hist: visibility.UserRoomHistory | None = None) -> list[dict[str, Any]]:
+                        hist: SeesEvents | None = None) -> list[dict[str, Any]]:
     """Client format, with the redacted form (and redacted_because) where redacted, and
     the bundled aggregations (unsigned.m.relations) where there are any, less what `hist`
-    (the asker's history of the room) hides. Every endpoint serving room events goes
-    through here."""
+    (the asker's history) hides. Every endpoint serving room events goes through here."""
     redaction_ids = [e.internal["redacted_by"] for e in events if e.internal.get("redacted_by")]
     redactions = await req.hs.event_cache.get_many(redaction_ids) if redaction_ids else {}
     bundles = await req.hs.aggregations.bundle(events, req.requester.user_id if req.requester else None,
