@@ -1,5 +1,5 @@
 """Relations and threads under load, over the client-server API only (like
-bench/matrix_bench.py, whose server start-up and client it reuses): a room with 1,000
+bench/matrix_bench.py, whose client it reuses; servers from bench/common.py): a room with 1,000
 threads (each root with replies, an edit and a reaction) and one long thread, then
 
 - /threads: the first page (repeated), every page to the end, include=participated;
