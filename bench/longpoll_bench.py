@@ -34,19 +34,17 @@ import asyncio
 import json
 import re
 import resource
-import shutil
 import signal
-import socket
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from bench.matrix_bench import pct, start_ours
+from bench.common import command_line, ours, report
+from bench.matrix_bench import pct
 from bench.procstats import CpuMeter, rss_mib
 
 # The token-only sync: no rooms, so it is cheap even for a member of a huge room.
@@ -375,20 +373,14 @@ async def run(base_url: str, server_pid: int | None, postmaster_pid: int | None,
     return results
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_ours_with_appservice(workdir: Path, port: int):
-    port = port or free_port()  # the machine is shared: never a fixed port someone else holds
-    as_token, hs_token = uuid.uuid4().hex, uuid.uuid4().hex
-    reg = workdir / "longpoll-bench-as.yaml"
-    workdir.mkdir(parents=True, exist_ok=True)
-    reg.write_text(AS_REGISTRATION.format(as_token=as_token, hs_token=hs_token))
-    proc, target = start_ours(workdir, port, extra_config=f"app_service_config_files:\n  - {reg}\n")
-    return proc, target, as_token
+def appservice_config(as_token: str):
+    """Our server's config lines for the benchmark's application service, whose
+    registration file is written into the data directory."""
+    def write(workdir: Path) -> str:
+        reg = workdir / "longpoll-bench-as.yaml"
+        reg.write_text(AS_REGISTRATION.format(as_token=as_token, hs_token=uuid.uuid4().hex))
+        return f"app_service_config_files:\n  - {reg}\n"
+    return write
 
 
 def main() -> None:
@@ -408,32 +400,17 @@ def main() -> None:
     args = p.parse_args()
     print(f"file descriptors: {raise_fd_limit()}", file=sys.stderr)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop our server on the way out
-    proc = workdir = None
-    try:
-        if args.ours:
-            workdir = Path(tempfile.mkdtemp(prefix="bench-lp-"))
-            proc, target, as_token = start_ours_with_appservice(workdir, args.ours_port)
-            base, spid, ppid = target.base_url, target.server_pid, target.postmaster_pid
-        else:
-            if not args.base_url:
-                p.error("--ours or --base-url is required")
-            base, spid, ppid, as_token = args.base_url, args.server_pid, args.postmaster_pid, args.as_token
-        results = asyncio.run(run(base, spid, ppid, as_token, args))
-    except BaseException:
-        if workdir is not None:  # keep the server's view of what went wrong
-            print((workdir / "server.log").read_text()[-3000:], file=sys.stderr)
-        raise
-    finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(60)
-        if workdir is not None:
-            shutil.rmtree(workdir, ignore_errors=True)
-    results["command"] = "python -m bench.longpoll_bench " + " ".join(sys.argv[1:])
-    out = json.dumps(results, indent=2)
-    print(out)
-    if args.json:
-        Path(args.json).write_text(out)
+    if args.ours:
+        as_token = uuid.uuid4().hex
+        # The machine is shared: a free port unless one is asked for.
+        with ours("bench-lp-", args.ours_port, appservice_config(as_token)) as target:
+            results = asyncio.run(run(target.base_url, target.server_pid, target.postmaster_pid, as_token, args))
+    else:
+        if not args.base_url:
+            p.error("--ours or --base-url is required")
+        results = asyncio.run(run(args.base_url, args.server_pid, args.postmaster_pid, args.as_token, args))
+    results["command"] = command_line("bench.longpoll_bench")
+    report(results, None, args.json)
 
 
 if __name__ == "__main__":

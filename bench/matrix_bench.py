@@ -14,30 +14,18 @@ import argparse
 import asyncio
 import json
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from bench.common import Target, add_target_args, command_line, each_target, report
 from bench.procstats import CpuMeter, rss_mib
-from homeserver.config import lifted_rate_limits_yaml
 
 NO_PRESENCE = json.dumps({"presence": {"not_types": ["*"]}, "account_data": {"not_types": ["*"]},
                           "room": {"timeline": {"limit": 50}}})
-
-
-@dataclass
-class Target:
-    name: str
-    base_url: str
-    server_pid: int
-    postmaster_pid: int | None
 
 
 class Client:
@@ -333,35 +321,6 @@ async def run_target(target: Target, args) -> dict:
     return results
 
 
-# ---- servers -----------------------------------------------------------------------
-
-def start_ours(workdir: Path, port: int, extra_config: str = "") -> tuple[subprocess.Popen, Target]:
-    repo = Path(__file__).resolve().parent.parent
-    cfg = workdir / "homeserver.yaml"
-    cfg.write_text(f"server_name: bench.ours\npublic_baseurl: http://127.0.0.1:{port}/\n"
-                   f"data_dir: {workdir}\nlog_level: WARNING\nlisteners:\n  - port: {port}\n"
-                   "registration:\n  bcrypt_rounds: 10\n"
-                   # one client sending as fast as it can: limits off, as in the anchor's Synapse
-                   + lifted_rate_limits_yaml() + extra_config)
-    proc = subprocess.Popen([sys.executable, "-m", "homeserver.cli", "run", "--config", str(cfg)],
-                            cwd=repo, stdout=open(workdir / "server.log", "ab"), stderr=subprocess.STDOUT)
-    import urllib.request
-    for _ in range(600):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/_matrix/client/versions", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.1)
-    pm = int((workdir / "postgres" / "postmaster.pid").read_text().split()[0])
-    return proc, Target("ours", f"http://127.0.0.1:{port}", proc.pid, pm)
-
-
-def synapse_target(script: Path) -> Target:
-    out = subprocess.run(["bash", str(script), "start"], capture_output=True, text=True, check=True).stdout
-    info = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-    return Target("synapse", info["BASE_URL"], int(info["SYNAPSE_PID"]), int(info["POSTGRES_PID"]))
-
-
 def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}" if b else "n/a"
 
@@ -405,27 +364,9 @@ def markdown(results: dict[str, dict], command: str) -> str:
     return f"Command: `{command}`\n\n" + "\n".join(lines) + "\n"
 
 
-async def main_async(args) -> dict:
-    results: dict[str, dict] = {}
-    if args.ours:
-        workdir = Path(tempfile.mkdtemp(prefix="bench-ours-"))
-        proc, target = start_ours(workdir, args.ours_port)
-        try:
-            results["ours"] = await run_target(target, args)
-        finally:
-            proc.terminate()
-            proc.wait(60)
-    if args.synapse:
-        results["synapse"] = await run_target(synapse_target(Path(args.synapse_script)), args)
-    return results
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ours", action="store_true", help="start and measure our server")
-    p.add_argument("--ours-port", type=int, default=18448)
-    p.add_argument("--synapse", action="store_true", help="measure Synapse (started by the anchor script)")
-    p.add_argument("--synapse-script", default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "synapse_anchor.sh"))
+    add_target_args(p, ours_port=18448)
     p.add_argument("--senders", type=int, default=20)
     p.add_argument("--messages", type=int, default=2000)
     p.add_argument("--syncers", type=int, default=50)
@@ -436,16 +377,8 @@ def main() -> None:
     p.add_argument("--json", help="write the raw results here")
     p.add_argument("--markdown", help="write the comparison table here (appended under a heading)")
     args = p.parse_args()
-    results = asyncio.run(main_async(args))
-    command = "python -m bench.matrix_bench " + " ".join(sys.argv[1:])
-    table = markdown(results, command)
-    print(json.dumps(results, indent=2))
-    print(table)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
-    if args.markdown:
-        with open(args.markdown, "a") as f:
-            f.write(f"\n## Run of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n\n{table}")
+    results = asyncio.run(each_target(args, lambda target: run_target(target, args), "bench-ours-"))
+    report(results, markdown(results, command_line("bench.matrix_bench")), args.json, args.markdown)
 
 
 if __name__ == "__main__":

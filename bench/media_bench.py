@@ -14,18 +14,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import json
 import os
 import statistics
-import sys
-import tempfile
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from bench.common import command_line, ours, report
 from bench.procstats import rss_mib
 
 MiB = 1024 * 1024
@@ -178,26 +175,17 @@ def main() -> None:
     if not args.ours and not args.base_url:
         p.error("give --ours or --base-url")
     size = int(args.size_mib * MiB)
-    proc = None
-    try:
-        if args.ours:
-            from bench.matrix_bench import start_ours
 
-            workdir = Path(tempfile.mkdtemp(prefix="media-bench-"))
-            proc, target = start_ours(workdir, args.ours_port)
-            base, pid = target.base_url, target.server_pid
-        else:
-            base, pid = args.base_url.rstrip("/"), args.pid
+    def measure(base: str, pid: int | None) -> dict[str, Any]:
         token = args.token or asyncio.run(register_user(base))
-        results = asyncio.run(run(base, token, pid, size, args.rounds, args.concurrency))
-    finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(60)
-    print(json.dumps(results, indent=2))
-    print(markdown(results, "python -m bench.media_bench " + " ".join(sys.argv[1:])))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        return asyncio.run(run(base, token, pid, size, args.rounds, args.concurrency))
+
+    if args.ours:
+        with ours("media-bench-", args.ours_port) as target:
+            results = measure(target.base_url, target.server_pid)
+    else:
+        results = measure(args.base_url.rstrip("/"), args.pid)
+    report(results, markdown(results, command_line("bench.media_bench")), args.json)
 
 
 if __name__ == "__main__":

@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import aiohttp
 
-from bench.matrix_bench import Client, make_room, pct, register, send, start_ours, synapse_target, timed_sync
+from bench.common import add_target_args, command_line, each_target, report
+from bench.matrix_bench import Client, make_room, pct, register, send, timed_sync
 from bench.procstats import CpuMeter
 
 
@@ -153,28 +151,9 @@ def markdown(results: dict[str, dict], command: str) -> str:
     return "\n".join(out)
 
 
-async def main_async(args) -> dict:
-    results: dict[str, dict] = {}
-    if args.ours:
-        workdir = Path(tempfile.mkdtemp(prefix="push-bench-ours-"))
-        proc, target = start_ours(workdir, args.ours_port)
-        try:
-            results["ours"] = await run_target(target, args)
-        finally:
-            proc.terminate()
-            proc.wait(60)
-    if args.synapse:
-        results["synapse"] = await run_target(synapse_target(Path(args.synapse_script)), args)
-    return results
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ours", action="store_true", help="start and measure our server")
-    p.add_argument("--ours-port", type=int, default=18450)
-    p.add_argument("--synapse", action="store_true", help="measure Synapse (started by the anchor script)")
-    p.add_argument("--synapse-script",
-                   default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "synapse_anchor.sh"))
+    add_target_args(p, ours_port=18450)
     p.add_argument("--members", type=int, default=1000)
     p.add_argument("--messages", type=int, default=300)
     p.add_argument("--in-flight", type=int, default=4, help="concurrent sends")
@@ -186,11 +165,8 @@ def main() -> None:
     args = p.parse_args()
     if not (args.ours or args.synapse):
         p.error("choose --ours and/or --synapse")
-    results = asyncio.run(main_async(args))
-    print(json.dumps(results, indent=2))
-    print(markdown(results, "python -m bench.push_bench " + " ".join(sys.argv[1:])))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+    results = asyncio.run(each_target(args, lambda target: run_target(target, args), "push-bench-ours-"))
+    report(results, markdown(results, command_line("bench.push_bench")), args.json)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Relations and threads under load, over the client-server API only (like
-bench/matrix_bench.py, whose server start-up and client it reuses): a room with 1,000
+bench/matrix_bench.py, whose client it reuses; servers from bench/common.py): a room with 1,000
 threads (each root with replies, an edit and a reaction) and one long thread, then
 
 - /threads: the first page (repeated), every page to the end, include=participated;
@@ -18,17 +18,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from bench.matrix_bench import Client, Target, make_room, pct, register, start_ours, synapse_target, txn
+from bench.common import Target, add_target_args, command_line, each_target, report
+from bench.matrix_bench import Client, make_room, pct, register, txn
 from bench.procstats import CpuMeter
 
 V1 = "/_matrix/client/v1"
@@ -187,43 +185,16 @@ def markdown(results: dict[str, dict], command: str) -> str:
     return f"Command: `{command}`\n\n" + "\n".join(lines) + "\n"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def main_async(args) -> dict:
-    results: dict[str, dict] = {}
-    if args.ours:
-        workdir = Path(tempfile.mkdtemp(prefix="bench-relations-"))
-        proc, target = start_ours(workdir, args.ours_port or _free_port())
-        try:
-            results["ours"] = await run_target(target, args)
-        finally:
-            proc.terminate()
-            proc.wait(60)
-    if args.synapse:
-        results["synapse"] = await run_target(synapse_target(Path(args.synapse_script)), args)
-    return results
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ours", action="store_true", help="start and measure our server")
-    p.add_argument("--ours-port", type=int, default=0, help="default: a free port")
-    p.add_argument("--synapse", action="store_true", help="measure Synapse (started by the anchor script)")
-    p.add_argument("--synapse-script", default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "synapse_anchor.sh"))
+    add_target_args(p)
     p.add_argument("--threads", type=int, default=1000)
     p.add_argument("--long-thread", type=int, default=300, help="replies in the one long thread")
     p.add_argument("--repeats", type=int, default=50)
     p.add_argument("--json", help="write the raw results here")
     args = p.parse_args()
-    results = asyncio.run(main_async(args))
-    print(json.dumps(results, indent=2))
-    print(markdown(results, "python -m bench.relations_bench " + " ".join(sys.argv[1:])))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+    results = asyncio.run(each_target(args, lambda target: run_target(target, args), "bench-relations-"))
+    report(results, markdown(results, command_line("bench.relations_bench")), args.json)
 
 
 if __name__ == "__main__":

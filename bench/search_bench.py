@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
 import sys
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import aiohttp
 
-from bench.matrix_bench import Client, pct, register, start_ours, synapse_target
+from bench.common import add_target_args, command_line, each_target, report
+from bench.matrix_bench import Client, pct, register
 
 VOCABULARY = [w for w in """
     report order customer ship deliver warehouse stock price quote update status please thanks
@@ -136,31 +134,10 @@ def markdown(results: dict[str, dict], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def main_async(args) -> dict:
-    results: dict[str, dict] = {}
-    if args.ours:
-        workdir = Path(tempfile.mkdtemp(prefix="search-bench-ours-"))
-        proc, target = start_ours(workdir, args.ours_port)
-        try:
-            results["ours"] = await run_target(target.base_url, args)
-        finally:
-            proc.terminate()
-            proc.wait(60)
-    if args.url:
-        results[args.url] = await run_target(args.url.rstrip("/"), args)
-    if args.synapse:
-        results["synapse"] = await run_target(synapse_target(Path(args.synapse_script)).base_url, args)
-    return results
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ours", action="store_true", help="start and measure our server")
-    p.add_argument("--ours-port", type=int, default=18449)
+    add_target_args(p, ours_port=18449)
     p.add_argument("--url", help="measure an already running homeserver (registration must be open)")
-    p.add_argument("--synapse", action="store_true", help="measure Synapse (started by the anchor script)")
-    p.add_argument("--synapse-script",
-                   default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "synapse_anchor.sh"))
     p.add_argument("--messages", type=int, default=100_000)
     p.add_argument("--senders", type=int, default=50)
     p.add_argument("--in-flight", type=int, default=100, help="concurrent send requests")
@@ -171,15 +148,9 @@ def main() -> None:
     args = p.parse_args()
     if not (args.ours or args.url or args.synapse):
         p.error("choose at least one of --ours, --url, --synapse")
-    results = asyncio.run(main_async(args))
-    table = markdown(results, "python -m bench.search_bench " + " ".join(sys.argv[1:]))
-    print(json.dumps(results, indent=2))
-    print(table)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
-    if args.markdown:
-        with open(args.markdown, "a") as f:
-            f.write(f"\n## Search, run of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n\n{table}")
+    results = asyncio.run(each_target(args, lambda target: run_target(target.base_url, args), "search-bench-ours-"))
+    report(results, markdown(results, command_line("bench.search_bench")), args.json, args.markdown,
+           heading="Search, run")
 
 
 if __name__ == "__main__":

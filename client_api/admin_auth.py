@@ -15,6 +15,8 @@ from homeserver.ids import is_valid_room_id, is_valid_user_id
 from storage import admin_rooms as admin_rooms_store
 from storage import admin_users as admin_users_store
 
+SYNAPSE_V1 = "/_synapse/admin/v1"
+SYNAPSE_V2 = "/_synapse/admin/v2"
 USER_NOT_FOUND = "User not found"
 ROOM_NOT_FOUND = "Room not found"
 
@@ -97,6 +99,24 @@ def query_count(req: Req, name: str, default: int) -> int:
     if value < 0:
         raise MatrixError(400, "M_INVALID_PARAM", f"Query parameter {name!r} must be a positive integer.")
     return value
+
+
+def decimal_id(value: str, error: str) -> int:
+    """A stored id or position given as decimal digits (at most 18, so it fits a BIGINT);
+    anything else is 400 M_INVALID_PARAM with `error`."""
+    if not value.isascii() or not value.isdigit() or len(value) > 18:
+        raise MatrixError(400, "M_INVALID_PARAM", error)
+    return int(value)
+
+
+def offset_page(req: Req, default_limit: int = 100) -> tuple[int, int]:
+    """Synapse's offset paging: (`from`, `limit`)."""
+    return query_count(req, "from", 0), query_count(req, "limit", default_limit)
+
+
+def next_offset(start: int, limit: int, returned: int, total: int) -> int | None:
+    """The `from` of the next page (Synapse's `next_token`), or None after the last."""
+    return start + returned if start + limit < total else None
 
 
 def query_choice(req: Req, name: str, default: str, allowed) -> str:

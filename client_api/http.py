@@ -315,7 +315,13 @@ class ApiResource(Resource):
         try:
             result = await self._dispatch(request, method)
             if isinstance(result, DirectResponse):
-                if not request._disconnected:
+                # It writes on after this returns (a file streams): the request ends, for
+                # the access log and the in-flight count, when its response is finished.
+                if request._disconnected:
+                    request_log.end(request, self.hs, method, request.code, started)
+                else:
+                    request.notifyFinish().addBoth(
+                        lambda _: request_log.end(request, self.hs, method, request.code, started))
                     result.send(request)
                 return
             status, body = result

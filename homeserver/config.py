@@ -213,8 +213,6 @@ class Config(_Strict):
     presence: PresenceConfig = PresenceConfig()
     guest_access: GuestAccessConfig = GuestAccessConfig()
     openid: OpenIdConfig = OpenIdConfig()
-
-
     media: MediaConfig = MediaConfig()
     search: SearchConfig = SearchConfig()
     shutdown: ShutdownConfig = ShutdownConfig()

@@ -19,6 +19,7 @@ from storage import search as search_store
 from storage.search import KEY_OF_TYPE, Criteria, Hit
 
 if TYPE_CHECKING:
+    from homeserver.event import Event
     from homeserver.server import HomeServer
 
 DEFAULT_LIMIT = 10
@@ -50,6 +51,12 @@ class Page:
     # (group key, value) -> token for the groups on this page with more hits after it
     group_next: dict[tuple[str, str], str]
     histories: dict[str, UserRoomHistory]  # of the rooms searched, for context
+
+    def may_see(self, event: Event) -> bool:
+        """Whether the asker may see `event`, by their history of its room (bundled
+        aggregations of results from several rooms leave out what it hides)."""
+        history = self.histories.get(event.room_id)
+        return history is not None and history.may_see(event)
 
 
 # ---- tokens --------------------------------------------------------------------------

@@ -5,7 +5,7 @@ import time
 from dataclasses import dataclass
 
 from storage import e2e_keys
-from storage.database import Cursor
+from storage.database import Cursor, like_escape
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,7 @@ def rename_device(cur: Cursor, user_id: str, device_id: str, display_name: str) 
 def search_users(cur: Cursor, term: str, limit: int, searcher: str, all_users: bool) -> list[dict]:
     """Substring search over user ids and display names of active users of the searcher's
     tenant (or, for a searcher without one, of users without one)."""
-    pattern = "%" + term.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    pattern = "%" + like_escape(term.lower()) + "%"
     shared_clause = "" if all_users else (
         " AND (u.user_id = %(me)s OR EXISTS (SELECT 1 FROM current_state a"
         " JOIN current_state b ON a.room_id = b.room_id"

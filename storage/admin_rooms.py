@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from storage.database import Cursor
+from storage.database import Cursor, like_escape
 
 # order_by value -> (SQL column of the stats below, ascending when dir=f), as Synapse sorts.
 ROOM_ORDER = {
@@ -82,7 +82,7 @@ def list_rooms(cur: Cursor, server_name: str, start: int, limit: int, order_by: 
     where, params = [], []
     if search_term:
         where.append("(lower(s.name) LIKE %s OR lower(s.canonical_alias) LIKE %s OR s.room_id = %s)")
-        term = search_term.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        term = like_escape(search_term.lower())
         params += [f"%{term}%", f"#%{term}%:%", search_term]
     if public_rooms is not None:
         where.append("s.is_public = %s")

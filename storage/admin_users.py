@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from storage.database import Cursor
+from storage.database import Cursor, like_escape
 
 # order_by value -> SQL expression; Synapse's fields we do not have sort as equal
 # (then by name, which always breaks ties).
@@ -19,7 +19,7 @@ _LAST_SEEN = "LEFT JOIN (SELECT user_id, max(last_seen_ts) AS last_seen_ts FROM 
 
 
 def _like(term: str) -> str:
-    return term.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return like_escape(term.lower())
 
 
 def list_users(cur: Cursor, start: int, limit: int, user_id: str | None, name: str | None,

@@ -190,3 +190,8 @@ class Database:
 def execute_values(cur: Cursor, sql: str, rows: list[tuple], page_size: int = 500) -> None:
     if rows:
         psycopg2.extras.execute_values(cur, sql, rows, page_size=page_size)
+
+
+def like_escape(text: str) -> str:
+    """`text` matched literally inside a LIKE pattern (backslash is LIKE's escape)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

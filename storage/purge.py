@@ -8,7 +8,7 @@ from typing import Callable
 
 from storage import relations as relations_store
 from storage import search as search_store
-from storage.database import Cursor
+from storage.database import Cursor, like_escape
 
 # Kept when a room is deleted: moderation and administration records about it.
 KEEP_ON_DELETE = frozenset({"content_reports", "blocked_rooms", "admin_tasks", "audit_log"})
@@ -36,7 +36,7 @@ def purge_history(cur: Cursor, room_id: str, cutoff_depth: int, local_suffix: st
     params: list = [room_id, cutoff_depth]
     if not delete_local:
         sql += " AND e.sender NOT LIKE %s"
-        params.append("%" + local_suffix.replace("_", "\\_").replace("%", "\\%"))
+        params.append("%" + like_escape(local_suffix))
     cur.execute(sql, params)
     purged = [r[0] for r in cur.fetchall()]
     if not purged:

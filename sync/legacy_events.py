@@ -74,7 +74,7 @@ class LegacyEvents:
                 return chunk
             # Nothing for this stream up to chunk.end: wait in memory for news after it.
             since = chunk.end
-            while not await handler._has_news(user_id, device_id, since):
+            while not await handler.has_news(user_id, device_id, since):
                 remaining_ms = int((deadline - time.monotonic()) * 1000)
                 if remaining_ms <= 0 or not await engine.notifier.wait(user_id, remaining_ms):
                     return StreamChunk(start, since)
@@ -136,7 +136,7 @@ class LegacyEvents:
                 out.append({"type": "m.typing", "room_id": room_id,
                             "content": {"user_ids": engine.typing.typing_users(room_id)}})
         if now.receipts > since.receipts and joined:
-            await engine.handler._remember_receipt_streams(joined)
+            await engine.handler.remember_receipt_streams(joined)
             changed = [r for r in joined if (engine.receipts.known_room_stream(r) or 0) > since.receipts]
             if changed:
                 receipts = await engine.receipts.receipt_events(changed, since.receipts, now.receipts, user_id)
@@ -156,9 +156,9 @@ class LegacyEvents:
         rooms = await engine.user_rooms.rooms_of(user_id)
         filt = Filter()
         filt.room.include_leave = archived
-        plans = handler._plan_rooms(user_id, rooms, None, {}, None, now, False, filt)
+        plans = handler.plan_rooms(user_id, rooms, None, {}, None, now, False, filt)
         ignored = await engine.account_data.ignored_users(user_id)
-        await handler._load_timelines(user_id, plans, limit, EventFilter(), ignored=ignored)
+        await handler.load_timelines(user_id, plans, limit, EventFilter(), ignored=ignored)
         global_ad, room_ad = await engine.account_data.changed_since(user_id, 0)
         snapshots = []
         for plan in plans:
@@ -208,6 +208,6 @@ class LegacyEvents:
         upto = hist.memberships[-1][0] if left else now.events
         plan = RoomPlan(room_id, "join" if membership == "join" else "leave", True, 0, upto, True)
         ignored = await self.engine.account_data.ignored_users(user_id)
-        await self.engine.handler._load_timelines(user_id, [plan], limit, EventFilter(), ignored=ignored)
+        await self.engine.handler.load_timelines(user_id, [plan], limit, EventFilter(), ignored=ignored)
         _, room_ad = await self.engine.account_data.changed_since(user_id, 0)
         return await self._snapshot(head, membership, plan, now, left, room_ad.get(room_id, []))

@@ -80,7 +80,7 @@ class SyncHandler:
                 if check_from is not None and not full_state:
                     # Wait in memory until something concerns this user: an idle
                     # long-poll never touches Postgres.
-                    while must_wait or not await self._has_news(user_id, device_id, check_from):
+                    while must_wait or not await self.has_news(user_id, device_id, check_from):
                         remaining_ms = int((deadline - time.monotonic()) * 1000)
                         if remaining_ms <= 0 or self.engine.notifier.closing:  # closing: answer now
                             break
@@ -99,7 +99,12 @@ class SyncHandler:
             if presence_on:
                 self.engine.presence.sync_finished(user_id)
 
-    async def _has_news(self, user_id: str, device_id: str, since: StreamToken) -> bool:
+    async def has_news(self, user_id: str, device_id: str, since: StreamToken) -> bool:
+        """Whether anything for this device happened after `since`: a membership change,
+        events and ephemeral updates of its joined rooms, account data, to-device
+        messages, device lists and presence of users it shares a room with.
+        From its last await on it does not yield, so a caller that waits on the notifier
+        right after a False misses no wake-up."""
         engine = self.engine
         rooms = await engine.user_rooms.rooms_of(user_id)
         ad_stream = await engine.account_data.user_stream(user_id)
@@ -157,15 +162,15 @@ class SyncHandler:
         global_ad, room_ad = await self._account_data(user_id, since, now)
         changed = None if full_state else self._changed_rooms(rooms, since)
         if changed is None:  # every room is looked at: know each one's receipt position
-            await self._remember_receipt_streams(list(rooms))
+            await self.remember_receipt_streams(list(rooms))
         timeline_filter = filt.room.timeline
         limit = min(timeline_filter.limit if timeline_filter.limit is not None else DEFAULT_TIMELINE_LIMIT,
                     MAX_TIMELINE_LIMIT)
-        plans = self._plan_rooms(user_id, rooms, changed, room_ad, since, now, full_state, filt)
+        plans = self.plan_rooms(user_id, rooms, changed, room_ad, since, now, full_state, filt)
         if changed is not None:
-            await self._remember_receipt_streams([p.room_id for p in plans if p.full])
+            await self.remember_receipt_streams([p.room_id for p in plans if p.full])
         await self._complete_left_rooms(user_id, plans, since)
-        await self._load_timelines(user_id, plans, limit, timeline_filter, since, ignored)
+        await self.load_timelines(user_id, plans, limit, timeline_filter, since, ignored)
 
         device_key = f"{user_id}|{device_id}"
         join: dict[str, Any] = {}
@@ -221,11 +226,14 @@ class SyncHandler:
                         or device_changes)
         return result, has_news
 
-    def _plan_rooms(self, user_id: str, rooms: dict[str, tuple[str, int]], changed: set[str] | None,
+    def plan_rooms(self, user_id: str, rooms: dict[str, tuple[str, int]], changed: set[str] | None,
                     room_ad: dict[str, list[dict]], since: StreamToken | None, now: StreamToken,
                     full_state: bool, filt: Filter) -> list[RoomPlan]:
-        """`changed`: the only rooms that can have news (None: look at every room); rooms
-        with new room account data are looked at too."""
+        """Which of the user's `rooms` (room id -> (membership, its stream position)) a
+        sync from `since` (None: an initial sync) up to `now` sends, and how: in full or
+        from `since`, as join, invite, knock or leave. `changed`: the only rooms that can
+        have news (None: look at every room); rooms with new room account data
+        (`room_ad`) are looked at too."""
         plans = []
         forgotten = self.engine.user_rooms.forgotten(user_id)
         room_stream = self.engine.user_rooms.room_stream
@@ -272,7 +280,9 @@ class SyncHandler:
         s = self.engine.receipts.known_room_stream(room_id)
         return s is not None and s > since.receipts
 
-    async def _remember_receipt_streams(self, room_ids: list[str]) -> None:
+    async def remember_receipt_streams(self, room_ids: list[str]) -> None:
+        """Load, once per room, the latest receipt stream position of rooms whose receipts
+        the engine has not seen yet, so later syncs can tell unchanged rooms in memory."""
         receipts = self.engine.receipts
         unknown = [r for r in room_ids if receipts.known_room_stream(r) is None and r not in self._receipts_loaded]
         if unknown:
@@ -301,9 +311,12 @@ class SyncHandler:
             return not (history and e.sender in ad.ignored_at(user_id, e.stream_ordering or 0))
         return keep
 
-    async def _load_timelines(self, user_id: str, plans: list[RoomPlan], limit: int,
+    async def load_timelines(self, user_id: str, plans: list[RoomPlan], limit: int,
                               tf: EventFilter, since: StreamToken | None = None,
                               ignored: frozenset[str] = frozenset()) -> None:
+        """Fill in each plan's timeline (`events`, `limited`): at most `limit` events the
+        filter `tf` keeps and `ignored` senders did not send, from the recent-timeline
+        cache where it holds them, else from PostgreSQL in one query for all the rest."""
         need_db = []
         cache = self.engine.timeline_cache
         keeps: dict[str, Any] = {}

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from tests.server_harness import Http, ServerProcess
+from tests.server_harness import Http, ServerProcess, serving
 
 _counter = itertools.count()
 
@@ -14,12 +14,16 @@ _counter = itertools.count()
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     # Short presence timers so "goes offline when the user stops syncing" is quick to see.
-    srv = ServerProcess(tmp_path_factory.mktemp("hs"),
-                        extra_config="presence:\n  offline_after_ms: 1500\n")
-    srv.start()
-    yield srv
-    srv.stop()
-    srv.stop_postgres()
+    with serving(ServerProcess(tmp_path_factory.mktemp("hs"),
+                               extra_config="presence:\n  offline_after_ms: 1500\n")) as srv:
+        yield srv
+
+
+@pytest.fixture
+def own_server(tmp_path):
+    """A fresh server of the test's own, for tests that stop, break or fill it."""
+    with serving(ServerProcess(tmp_path / "hs")) as srv:
+        yield srv
 
 
 @pytest.fixture

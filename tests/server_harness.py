@@ -11,9 +11,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from homeserver.config import lifted_rate_limits_yaml
 
@@ -166,12 +167,27 @@ class ServerProcess:
         return f"postgresql://postgres:@/postgres?host={self.data_dir / 'postgres'}"
 
 
+@contextmanager
+def serving(srv: ServerProcess) -> Iterator[ServerProcess]:
+    """Start `srv` (its config as written, or the default one); stop it and its embedded
+    PostgreSQL afterwards."""
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+        srv.stop_postgres()
+
+
 class Http:
-    """Tiny blocking JSON client for raw protocol checks."""
+    """Tiny blocking JSON client for raw protocol checks. `user_id` and `device_id` are
+    set when it is a registered user's (`new_user`)."""
 
     def __init__(self, base_url: str, token: str | None = None) -> None:
         self.base_url = base_url
         self.token = token
+        self.user_id: str | None = None
+        self.device_id: str | None = None
 
     def request(self, method: str, path: str, body: Any = None, raw: bytes | None = None,
                 token: str | None = None, headers: dict | None = None) -> tuple[int, Any]:
@@ -199,3 +215,11 @@ class Http:
             "username": username, "password": password, "auth": {"type": "m.login.dummy"}})
         assert status == 200, body
         return body
+
+
+def new_user(base_url: str, name: str, password: str = "secret-pw") -> Http:
+    """The client of a newly registered user `name`."""
+    reg = Http(base_url).register(name, password)
+    user = Http(base_url, reg["access_token"])
+    user.user_id, user.device_id = reg["user_id"], reg["device_id"]
+    return user

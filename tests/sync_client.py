@@ -3,6 +3,8 @@ need exact control of the JSON (tokens, filters, sections)."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
 from typing import Any
 from urllib.parse import quote
@@ -77,6 +79,30 @@ class User:
             query["filter"] = json.dumps(filt)
         qs = "&".join(f"{k}={quote(v)}" for k, v in query.items())
         return self.ok("GET", f"/sync?{qs}")
+
+    def long_poll(self, since: str, filt: dict | None = None, timeout: int = 10_000) -> "LongPoll":
+        """Start a /sync long-poll from `since` on a thread."""
+        return LongPoll(self, since, filt, timeout)
+
+
+class LongPoll:
+    """A /sync long-poll running on a thread: `result()` waits for its answer and how long
+    it took."""
+
+    def __init__(self, user: User, since: str, filt: dict | None, timeout: int) -> None:
+        self._answer: dict = {}
+        self._thread = threading.Thread(target=self._run, args=(user, since, filt, timeout))
+        self._thread.start()
+
+    def _run(self, user: User, since: str, filt: dict | None, timeout: int) -> None:
+        started = time.monotonic()
+        self._answer["resp"] = user.sync(since=since, filt=filt, timeout=timeout)
+        self._answer["elapsed"] = time.monotonic() - started
+
+    def result(self, wait_s: float) -> tuple[dict, float]:
+        """(the sync response, seconds it took), waiting up to `wait_s` for it."""
+        self._thread.join(wait_s)
+        return self._answer["resp"], self._answer["elapsed"]
 
 
 def timeline_ids(room: dict) -> list[str]:

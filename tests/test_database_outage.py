@@ -12,22 +12,10 @@ import urllib.request
 from urllib.parse import quote
 
 import psycopg2
-import pytest
 
 from tests.server_harness import Http, ServerProcess
 
 V3 = "/_matrix/client/v3"
-
-
-@pytest.fixture
-def own_server(tmp_path):
-    srv = ServerProcess(tmp_path / "hs")
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-        srv.stop_postgres()
 
 
 def _raw(srv: ServerProcess, method: str, path: str, body=None, token: str | None = None):

@@ -9,15 +9,13 @@ import time
 
 import psycopg2
 
-from tests.server_harness import Http, ServerProcess
+from tests.server_harness import Http, ServerProcess, new_user
 
 V3 = "/_matrix/client/v3"
 
 
 def _user(srv, name: str) -> Http:
-    http = Http(srv.base_url)
-    http.token = http.register(name)["access_token"]
-    return http
+    return new_user(srv.base_url, name)
 
 
 def test_sigterm_during_a_burst_of_sends(tmp_path):

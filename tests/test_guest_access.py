@@ -6,40 +6,25 @@ an account joins a support room with matrix-nio."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 import urllib.parse
 
-import pytest
 from nio import AsyncClient, JoinError, JoinResponse, RoomCreateError, RoomMessagesResponse, RoomSendResponse
 
-from tests.server_harness import REPO, Http, ServerProcess
+from tests.server_harness import Http, ServerProcess, new_user
+from tests.tenant_world import create_room, module_world
 
 V3 = "/_matrix/client/v3"
 CAN_JOIN = {"type": "m.room.guest_access", "content": {"guest_access": "can_join"}}
 
 
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory):
-    s = ServerProcess(tmp_path_factory.mktemp("guests"), extra_config="guest_access:\n  enabled: true\n")
-    s.write_config()
-    subprocess.run([sys.executable, "-m", "homeserver.cli", "register-user", "admin", "--password", "adm-pw",
-                    "--admin", "--config", str(s.config_path)], cwd=REPO, check=True, capture_output=True)
-    s.start()
-    yield s
-    s.stop()
-    s.stop_postgres()
-
+world, srv, admin = module_world("guests", "guest_access:\n  enabled: true\n")
 
 _n = iter(range(10**6))
 
 
 def _user(srv: ServerProcess, name: str) -> Http:
-    http = Http(srv.base_url)
-    me = http.register(f"{name}{next(_n)}")
-    http.token, http.user_id = me["access_token"], me["user_id"]
-    return http
+    return new_user(srv.base_url, f"{name}{next(_n)}")
 
 
 def _guest(srv: ServerProcess, body: dict | None = None) -> Http:
@@ -54,9 +39,7 @@ def _room(owner: Http, guests: bool, **body) -> str:
     body.setdefault("preset", "public_chat")
     if guests:
         body["initial_state"] = body.get("initial_state", []) + [CAN_JOIN]
-    status, room = owner.request("POST", f"{V3}/createRoom", body)
-    assert status == 200, room
-    return room["room_id"]
+    return create_room(owner, **body)
 
 
 def test_off_by_default(server):
@@ -166,10 +149,7 @@ def test_guests_leave_a_room_that_stops_admitting_them(srv):
     assert status == 403 and body["errcode"] == "M_FORBIDDEN"
 
 
-def test_tenant_rooms_never_admit_guests(srv):
-    http = Http(srv.base_url)
-    _, login = http.request("POST", f"{V3}/login", {"type": "m.login.password", "user": "admin", "password": "adm-pw"})
-    admin = Http(srv.base_url, login["access_token"])
+def test_tenant_rooms_never_admit_guests(srv, admin):
     acme = _user(srv, "acmeagent")
     assert admin.request("PUT", f"/_homeserver/admin/v1/users/{acme.user_id}/tenant", {"tenant_id": "acme"})[0] == 200
     room_id = _room(acme, True, room_alias_name="acme-help")

@@ -3,7 +3,6 @@ from /sync, /messages and /context; a change of the list applies from the next s
 and events sent while a user was ignored are not sent later."""
 from __future__ import annotations
 
-import threading
 import time
 from urllib.parse import quote
 
@@ -21,13 +20,19 @@ def _room_timeline(resp: dict, room_id: str) -> list[str]:
     return timeline_ids(room) if room else []
 
 
-def test_sync_drops_ignored_senders_but_keeps_their_state(server, unique):
+def _b_ignores_c(server, unique) -> tuple[User, User, User, str, str]:
+    """a's public room with b and c in it, and b's sync token from before b ignored c."""
     a, b, c = (User.register(server.base_url, unique(p)) for p in "abc")
     room_id = a.create_room(preset="public_chat")
     b.join(room_id)
     c.join(room_id)
     token = b.sync(filt=NO_PRESENCE)["next_batch"]
     _ignore(b, c)
+    return a, b, c, room_id, token
+
+
+def test_sync_drops_ignored_senders_but_keeps_their_state(server, unique):
+    a, b, c, room_id, token = _b_ignores_c(server, unique)
     hidden = c.send(room_id, "you cannot see me")
     shown = a.send(room_id, "hello")
     state_change = c.set_displayname(room_id, "C renamed")
@@ -51,20 +56,12 @@ def test_ignored_sender_does_not_end_a_long_poll(server, unique):
     b.join(room_id)
     _ignore(b, a)
     token = b.sync(filt=NO_PRESENCE)["next_batch"]
-    result: dict = {}
-
-    def poll():
-        t0 = time.monotonic()
-        result["resp"] = b.sync(since=token, filt=NO_PRESENCE, timeout=1500)
-        result["elapsed"] = time.monotonic() - t0
-
-    t = threading.Thread(target=poll)
-    t.start()
+    poll = b.long_poll(token, NO_PRESENCE, timeout=1500)
     time.sleep(0.3)
     hidden = a.send(room_id, "ignored")
-    t.join(10)
-    assert hidden not in _room_timeline(result["resp"], room_id)
-    assert result["elapsed"] >= 1.4
+    resp, elapsed = poll.result(10)
+    assert hidden not in _room_timeline(resp, room_id)
+    assert elapsed >= 1.4
 
 
 def test_invites_from_ignored_users_are_not_sent(server, unique):
@@ -103,12 +100,7 @@ def test_messages_and_context_drop_ignored_senders(server, unique):
 
 
 def test_unignoring_resumes_without_what_was_missed(server, unique):
-    a, b, c = (User.register(server.base_url, unique(p)) for p in "abc")
-    room_id = a.create_room(preset="public_chat")
-    b.join(room_id)
-    c.join(room_id)
-    token = b.sync(filt=NO_PRESENCE)["next_batch"]
-    _ignore(b, c)
+    a, b, c, room_id, token = _b_ignores_c(server, unique)
     missed = c.send(room_id, "while ignored")
     _ignore(b)  # the list is empty again
     resumed = c.send(room_id, "after")

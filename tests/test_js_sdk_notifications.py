@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.server_harness import Http, ServerProcess
+from tests.server_harness import Http, ServerProcess, serving
 from tests.test_js_sdk import JS_DIR, _ensure_npm_deps, _Script
 
 V3 = "/_matrix/client/v3"
@@ -102,12 +102,9 @@ def test_js_sdk_unread_counts(server, http, unique, tmp_path):
 
 @pytest.fixture(scope="module")
 def limited_server(tmp_path_factory):
-    srv = ServerProcess(tmp_path_factory.mktemp("jsrl"),
-                        extra_config="rc_message: {per_second: 5, burst_count: 3}\n")
-    srv.start()
-    yield srv
-    srv.stop()
-    srv.stop_postgres()
+    with serving(ServerProcess(tmp_path_factory.mktemp("jsrl"),
+                               extra_config="rc_message: {per_second: 5, burst_count: 3}\n")) as srv:
+        yield srv
 
 
 def test_js_sdk_retries_429_until_every_message_is_sent(limited_server, unique, tmp_path):

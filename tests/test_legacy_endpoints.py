@@ -4,47 +4,24 @@ GET /initialSync (limit, archived) and GET /rooms/{roomId}/initialSync, includin
 tenant wall (another tenant's event or room looks exactly like a missing one)."""
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 import urllib.parse
 
-import pytest
-
-from tests.server_harness import REPO, Http, ServerProcess
+from tests.server_harness import Http, ServerProcess, new_user
+from tests.tenant_world import create_room, module_world
 
 V3 = "/_matrix/client/v3"
 R0 = "/_matrix/client/r0"
 
 
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory):
-    s = ServerProcess(tmp_path_factory.mktemp("legacy"))
-    s.write_config()
-    subprocess.run([sys.executable, "-m", "homeserver.cli", "register-user", "admin", "--password", "adm-pw",
-                    "--admin", "--config", str(s.config_path)], cwd=REPO, check=True, capture_output=True)
-    s.start()
-    yield s
-    s.stop()
-    s.stop_postgres()
-
+world, srv, admin = module_world("legacy")
 
 _n = iter(range(10**6))
 
 
 def _user(srv: ServerProcess, name: str) -> Http:
-    http = Http(srv.base_url)
-    me = http.register(f"{name}{next(_n)}")
-    http.token = me["access_token"]
-    http.user_id = me["user_id"]
-    return http
-
-
-def _room(owner: Http, **body) -> str:
-    status, room = owner.request("POST", f"{V3}/createRoom", body)
-    assert status == 200, room
-    return room["room_id"]
+    return new_user(srv.base_url, f"{name}{next(_n)}")
 
 
 def _send(user: Http, room_id: str, body: str) -> str:
@@ -73,7 +50,7 @@ def _events(user: Http, token: str, timeout: int = 0, prefix: str = V3, extra: s
 
 def test_event_stream_long_polls_and_is_woken_by_a_message(srv):
     alice, bob = _user(srv, "alice"), _user(srv, "bob")
-    room_id = _room(alice, preset="public_chat")
+    room_id = create_room(alice, preset="public_chat")
     _join(bob, room_id)
     token = _now_token(alice)
     result: dict = {}
@@ -104,7 +81,7 @@ def test_event_stream_long_polls_and_is_woken_by_a_message(srv):
 
 def test_event_stream_times_out_empty_and_refuses_bad_tokens(srv):
     alice = _user(srv, "idle")
-    _room(alice)
+    create_room(alice)
     token = _now_token(alice)
     started = time.time()
     body = _events(alice, token, timeout=1000)
@@ -117,7 +94,7 @@ def test_event_stream_times_out_empty_and_refuses_bad_tokens(srv):
 
 def test_event_stream_pages_a_burst_without_loss_and_filters_by_room(srv):
     alice = _user(srv, "burst")
-    busy, quiet = _room(alice), _room(alice)
+    busy, quiet = create_room(alice), create_room(alice)
     token = _now_token(alice)
     sent = [_send(alice, busy if i % 10 else quiet, f"m{i}") for i in range(105)]
     first = _events(alice, token)
@@ -129,14 +106,14 @@ def test_event_stream_pages_a_burst_without_loss_and_filters_by_room(srv):
     assert {e["room_id"] for e in only_quiet["chunk"]} == {quiet}
     assert [e["event_id"] for e in only_quiet["chunk"]] == sent[::10]
     # A room the user is not in cannot be peeked at through the stream.
-    other = _room(_user(srv, "stranger"), preset="public_chat")
+    other = create_room(_user(srv, "stranger"), preset="public_chat")
     status, err = alice.request("GET", f"{V3}/events?timeout=0&room_id={urllib.parse.quote(other)}")
     assert status == 403 and err["errcode"] == "M_FORBIDDEN"
 
 
 def test_event_stream_respects_history_visibility_and_leaving(srv):
     alice, carol = _user(srv, "host"), _user(srv, "guestish")
-    room_id = _room(alice, preset="public_chat",
+    room_id = create_room(alice, preset="public_chat",
                     initial_state=[{"type": "m.room.history_visibility", "content": {"history_visibility": "joined"}}])
     token = _now_token(carol)
     before = _send(alice, room_id, "before carol")
@@ -156,7 +133,7 @@ def test_event_stream_respects_history_visibility_and_leaving(srv):
 
 def test_get_event_by_id(srv):
     alice, bob = _user(srv, "evowner"), _user(srv, "evstranger")
-    room_id = _room(alice)
+    room_id = create_room(alice)
     event_id = _send(alice, room_id, "secret")
     status, ev = alice.request("GET", f"{V3}/events/{urllib.parse.quote(event_id)}")
     assert status == 200 and ev["event_id"] == event_id and ev["room_id"] == room_id
@@ -168,15 +145,15 @@ def test_get_event_by_id(srv):
 
 def test_initial_sync_snapshot_limit_and_archived(srv):
     alice, bob = _user(srv, "snap"), _user(srv, "snapper")
-    joined = _room(alice, name="joined room", preset="public_chat", visibility="public")
+    joined = create_room(alice, name="joined room", preset="public_chat", visibility="public")
     for i in range(5):
         _send(alice, joined, f"msg{i}")
-    left = _room(bob, preset="public_chat")
+    left = create_room(bob, preset="public_chat")
     _join(alice, left)
     last_seen = _send(bob, left, "seen before leaving")
     assert alice.request("POST", f"{V3}/rooms/{left}/leave", {})[0] == 200
     unseen = _send(bob, left, "after leaving")
-    invited = _room(bob, invite=[alice.user_id])
+    invited = create_room(bob, invite=[alice.user_id])
     alice.request("PUT", f"{V3}/user/{alice.user_id}/account_data/org.example.cfg", {"k": "v"})
 
     status, snap = alice.request("GET", f"{V3}/initialSync?limit=3")
@@ -216,7 +193,7 @@ def test_initial_sync_snapshot_limit_and_archived(srv):
 
 def test_room_initial_sync_for_members_past_members_and_peekers(srv):
     alice, bob, peeker = _user(srv, "rsa"), _user(srv, "rsb"), _user(srv, "rsc")
-    room_id = _room(alice, preset="public_chat", name="room snap")
+    room_id = create_room(alice, preset="public_chat", name="room snap")
     _join(bob, room_id)
     _send(alice, room_id, "one")
     assert bob.request("POST", f"{V3}/rooms/{room_id}/leave", {})[0] == 200
@@ -235,7 +212,7 @@ def test_room_initial_sync_for_members_past_members_and_peekers(srv):
     assert refused[0] == 403 and refused[1]["errcode"] == "M_FORBIDDEN"
     assert peeker.request("GET", f"{V3}/rooms/%21unknown%3Atest.local/initialSync") == refused
     # A world-readable room can be peeked at.
-    open_room = _room(alice, preset="public_chat", initial_state=[
+    open_room = create_room(alice, preset="public_chat", initial_state=[
         {"type": "m.room.history_visibility", "content": {"history_visibility": "world_readable"}}])
     _send(alice, open_room, "for everyone")
     status, snap = peeker.request("GET", f"{V3}/rooms/{open_room}/initialSync")
@@ -243,14 +220,11 @@ def test_room_initial_sync_for_members_past_members_and_peekers(srv):
     assert [e["content"]["body"] for e in snap["messages"]["chunk"] if e["type"] == "m.room.message"] == ["for everyone"]
 
 
-def test_another_tenants_event_and_room_look_like_missing_ones(srv):
-    http = Http(srv.base_url)
-    _, login = http.request("POST", f"{V3}/login", {"type": "m.login.password", "user": "admin", "password": "adm-pw"})
-    admin = Http(srv.base_url, login["access_token"])
+def test_another_tenants_event_and_room_look_like_missing_ones(srv, admin):
     acme, outsider = _user(srv, "acme"), _user(srv, "outsider")
     status, body = admin.request("PUT", f"/_homeserver/admin/v1/users/{acme.user_id}/tenant", {"tenant_id": "acme"})
     assert status == 200, body
-    room_id = _room(acme, preset="public_chat", initial_state=[
+    room_id = create_room(acme, preset="public_chat", initial_state=[
         {"type": "m.room.history_visibility", "content": {"history_visibility": "world_readable"}}])
     event_id = _send(acme, room_id, "acme only")
     assert acme.request("GET", f"{V3}/events/{urllib.parse.quote(event_id)}")[0] == 200

@@ -12,7 +12,6 @@ import io
 import json
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.parse
@@ -25,54 +24,29 @@ from nio import AsyncClient, LoginResponse, ResizingMethod, UploadResponse
 from PIL import Image
 
 from bench.procstats import rss_mib
-from tests.server_harness import REPO, Http, ServerProcess
+from tests.media_client import LEGACY, SERVER_NAME, V1, get, image_bytes, raw, upload, upload_ok
+from tests.server_harness import Http, ServerProcess
+from tests.tenant_world import running_world
 
-V1 = "/_matrix/client/v1/media"
-LEGACY = "/_matrix/media/v3"
-SERVER_NAME = "test.local"
 MiB = 1024 * 1024
 
 ALLOWED_TYPES = '["image/*", "text/*", "application/octet-stream", "application/json", "video/*", "audio/*"]'
 
 
-def _start(tmp_path_factory, name: str, media_config: str) -> ServerProcess:
-    srv = ServerProcess(tmp_path_factory.mktemp(name), extra_config="media:\n" + media_config)
-    srv.write_config()
-    subprocess.run([sys.executable, "-m", "homeserver.cli", "register-user", "admin", "--password", "adm-pw",
-                    "--admin", "--config", str(srv.config_path)], cwd=REPO, check=True, capture_output=True)
-    srv.start()
-    return srv
-
-
-def _users(srv: ServerProcess, tenants: dict[str, str | None]) -> dict[str, Http]:
-    http = Http(srv.base_url)
-    _, login = http.request("POST", "/_matrix/client/v3/login",
-                            {"type": "m.login.password", "user": "admin", "password": "adm-pw"})
-    admin = Http(srv.base_url, login["access_token"])
-    users = {}
-    for name, tenant in tenants.items():
-        reg = http.register(name)
-        users[name] = Http(srv.base_url, reg["access_token"])
-        users[name].user_id = reg["user_id"]
-        users[name].name = name
-        if tenant:
-            status, body = admin.request("PUT", f"/_homeserver/admin/v1/users/{reg['user_id']}/tenant",
-                                         {"tenant_id": tenant})
-            assert status == 200, body
-    return users
+def _world(data_dir, media_config: str, tenants: dict[str, str | None]):
+    """A server with `media_config` and users in `tenants`; yields (server, users)."""
+    with running_world(data_dir, extra_config="media:\n" + media_config) as w:
+        yield w.srv, {name: w.user(name, tenant) for name, tenant in tenants.items()}
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """URL previews on, with loopback whitelisted so a local page can be previewed; an
     upload allowlist; the default 50 MiB upload limit."""
-    srv = _start(tmp_path_factory, "media", (
+    yield from _world(tmp_path_factory.mktemp("media"), (
         f"  allowed_content_types: {ALLOWED_TYPES}\n"
-        "  url_preview:\n    enabled: true\n    ip_range_whitelist: ['127.0.0.0/8']\n"))
-    users = _users(srv, {"alice": "acme", "carol": "acme", "bob": "globex", "dave": None, "erin": None})
-    yield srv, users
-    srv.stop()
-    srv.stop_postgres()
+        "  url_preview:\n    enabled: true\n    ip_range_whitelist: ['127.0.0.0/8']\n"),
+        {"alice": "acme", "carol": "acme", "bob": "globex", "dave": None, "erin": None})
 
 
 @pytest.fixture(scope="module")
@@ -80,65 +54,13 @@ def tight(tmp_path_factory):
     """A 1 MiB upload limit, previews on with the default address ranges, the deprecated
     unauthenticated routes turned off, reserved media ids that expire after a second, and
     thumbnails only of images up to 10000 pixels."""
-    srv = _start(tmp_path_factory, "media-tight", (
+    yield from _world(tmp_path_factory.mktemp("media-tight"), (
         "  max_upload_bytes: 1048576\n  legacy_unauthenticated_media: false\n"
         "  unused_expiration_ms: 1000\n  max_image_pixels: 10000\n"
-        "  url_preview:\n    enabled: true\n"))
-    users = _users(srv, {"tina": None})
-    yield srv, users
-    srv.stop()
-    srv.stop_postgres()
+        "  url_preview:\n    enabled: true\n"), {"tina": None})
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-def raw(method: str, url: str, body: bytes | None = None, headers: dict | None = None,
-        token: str | None = None) -> tuple[int, dict, bytes]:
-    """(status, headers with lowercase names, body) of one request over http.client."""
-    parts = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
-    hdrs = dict(headers or {})
-    if token:
-        hdrs["Authorization"] = f"Bearer {token}"
-    path = parts.path + (f"?{parts.query}" if parts.query else "")
-    conn.request(method, path, body=body, headers=hdrs)
-    resp = conn.getresponse()
-    data = resp.read()
-    conn.close()
-    return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
-
-
-def upload(user: Http, data: bytes, content_type: str | None = "application/octet-stream",
-           filename: str | None = None) -> tuple[int, dict]:
-    q = f"?filename={urllib.parse.quote(filename)}" if filename is not None else ""
-    headers = {"Content-Type": content_type} if content_type is not None else {}
-    status, _, body = raw("POST", f"{user.base_url}{LEGACY}/upload{q}", data, headers, user.token)
-    return status, json.loads(body)
-
-
-def upload_ok(user: Http, data: bytes, content_type: str = "application/octet-stream",
-              filename: str | None = None) -> str:
-    status, body = upload(user, data, content_type, filename)
-    assert status == 200, body
-    assert body["content_uri"].startswith(f"mxc://{SERVER_NAME}/")
-    return body["content_uri"].rsplit("/", 1)[1]
-
-
-def get(user: Http | None, path: str, headers: dict | None = None, base: str | None = None):
-    base_url = base or (user.base_url if user else None)
-    return raw("GET", base_url + path, headers=headers, token=user.token if user else None)
-
-
-def image_bytes(size=(1000, 600), fmt="PNG", mode="RGB") -> bytes:
-    im = Image.new(mode, size)
-    px = im.load()
-    for x in range(0, size[0], 7):  # some structure, so encoders cannot collapse it
-        for y in range(0, size[1], 5):
-            px[x, y] = (x % 256, y % 256, (x * y) % 256) if mode == "RGB" else px[x, y]
-    buf = io.BytesIO()
-    im.save(buf, fmt)
-    return buf.getvalue()
-
 
 def animated_gif(size=(300, 200), frames=3) -> bytes:
     images = [Image.new("RGB", size, (80 * i + 40, 20, 200 - 60 * i)) for i in range(frames)]
@@ -547,7 +469,7 @@ def test_tenant_walls(world):
     for user, prefix in ((bob, V1), (dave, V1), (None, LEGACY)):
         for path in (f"/download/{SERVER_NAME}/{acme_id}", f"/download/{SERVER_NAME}/{acme_id}/x.png",
                      f"/thumbnail/{SERVER_NAME}/{acme_id}{thumb_q}"):
-            assert answer(user, prefix + path) == missing, (user and user.name, prefix, path)
+            assert answer(user, prefix + path) == missing, (user and user.user_id, prefix, path)
     # Media of users without a tenant is walled off from tenants too.
     assert answer(dave, f"{V1}/download/{SERVER_NAME}/{plain_id}") == (200, b"plain")
     assert answer(None, f"{LEGACY}/download/{SERVER_NAME}/{plain_id}") == (200, b"plain")

@@ -5,13 +5,12 @@ counts of a 200'd event survive a crash."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import urllib.parse
 
 import pytest
 
-from tests.server_harness import REPO, Http, ServerProcess
+from tests.server_harness import Http, ServerProcess, new_user
+from tests.tenant_world import joined_room, running_world
 
 V3 = "/_matrix/client/v3"
 GATEWAY = "http://127.0.0.1:9/_matrix/push/v1/notify"  # never reached: nobody notified here
@@ -19,33 +18,18 @@ GATEWAY = "http://127.0.0.1:9/_matrix/push/v1/notify"  # never reached: nobody n
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    srv = ServerProcess(tmp_path_factory.mktemp("notif"),
-                        extra_config="push:\n  gateway_ip_range_whitelist: ['127.0.0.0/8']\n")
-    srv.write_config()
-    subprocess.run([sys.executable, "-m", "homeserver.cli", "register-user", "admin", "--password", "adm-pw",
-                    "--admin", "--config", str(srv.config_path)], cwd=REPO, check=True, capture_output=True)
-    srv.start()
-    http = Http(srv.base_url)
-    _, login = http.request("POST", f"{V3}/login", {"type": "m.login.password", "user": "admin", "password": "adm-pw"})
-    admin = Http(srv.base_url, login["access_token"])
-    yield srv, admin
-    srv.stop()
-    srv.stop_postgres()
+    with running_world(tmp_path_factory.mktemp("notif"),
+                       extra_config="push:\n  gateway_ip_range_whitelist: ['127.0.0.0/8']\n") as w:
+        yield w.srv, w.admin
 
 
 def _user(srv, unique, prefix="u") -> Http:
-    reg = Http(srv.base_url).register(unique(prefix))
-    h = Http(srv.base_url, reg["access_token"])
-    h.user_id = reg["user_id"]
-    return h
+    return new_user(srv.base_url, unique(prefix))
 
 
 def _pair(srv, unique, **room) -> tuple[Http, Http, str]:
     a, b = _user(srv, unique, "a"), _user(srv, unique, "b")
-    status, body = a.request("POST", f"{V3}/createRoom", {"invite": [b.user_id], **room})
-    assert status == 200, body
-    assert b.request("POST", f"{V3}/rooms/{body['room_id']}/join", {})[0] == 200
-    return a, b, body["room_id"]
+    return a, b, joined_room(a, b, **room)
 
 
 def _send(h: Http, room: str, body: str = "hi", **content) -> str:

@@ -12,7 +12,8 @@ import time
 import pytest
 
 from tests.push_gateway import PushGateway
-from tests.server_harness import Http, ServerProcess, free_port
+from tests.server_harness import Http, ServerProcess, free_port, new_user, serving
+from tests.tenant_world import joined_room
 
 V3 = "/_matrix/client/v3"
 OUTAGE_S = float(os.environ.get("PUSH_OUTAGE_SECONDS", "60"))
@@ -24,31 +25,19 @@ CONFIG = ("push:\n  gateway_ip_range_whitelist: ['127.0.0.0/8']\n  retry_initial
 def env(tmp_path_factory):
     gateway = PushGateway(free_port())
     gateway.start()
-    srv = ServerProcess(tmp_path_factory.mktemp("push"), extra_config=CONFIG)
-    srv.start()
-    yield srv, gateway
-    srv.stop()
-    srv.stop_postgres()
+    with serving(ServerProcess(tmp_path_factory.mktemp("push"), extra_config=CONFIG)) as srv:
+        yield srv, gateway
     gateway.stop()
 
 
-def _user(srv, unique, prefix="u") -> Http:
-    reg = Http(srv.base_url).register(unique(prefix))
-    h = Http(srv.base_url, reg["access_token"])
-    h.user_id = reg["user_id"]
-    return h
-
-
 def _setup(srv, gateway_url: str, unique, pushkey: str, **data) -> tuple[Http, Http, str]:
-    a, b = _user(srv, unique, "a"), _user(srv, unique, "b")
-    status, room = a.request("POST", f"{V3}/createRoom", {"invite": [b.user_id], "name": "Sales"})
-    assert status == 200, room
-    assert b.request("POST", f"{V3}/rooms/{room['room_id']}/join", {})[0] == 200
+    a, b = new_user(srv.base_url, unique("a")), new_user(srv.base_url, unique("b"))
+    room_id = joined_room(a, b, name="Sales")
     status, body = b.request("POST", f"{V3}/pushers/set", {
         "kind": "http", "app_id": "com.example.app", "pushkey": pushkey, "app_display_name": "App",
         "device_display_name": "Phone", "lang": "en", "data": {"url": gateway_url, **data}})
     assert status == 200, body
-    return a, b, room["room_id"]
+    return a, b, room_id
 
 
 def _send(h: Http, room: str, txn: str, body: str, **content) -> str:
@@ -61,7 +50,7 @@ def _send(h: Http, room: str, txn: str, body: str, **content) -> str:
 def test_mention_of_offline_user_is_pushed_once_with_counts(env, unique):
     srv, gw = env
     a, b, room = _setup(srv, gw.url, unique, "key-mention", custom="kept")
-    c = _user(srv, unique, "c")  # three members: a plain message has no sound, so low priority
+    c = new_user(srv.base_url, unique("c"))  # three members: a plain message has no sound, so low priority
     assert a.request("POST", f"{V3}/rooms/{room}/invite", {"user_id": c.user_id})[0] == 200
     assert c.request("POST", f"{V3}/rooms/{room}/join", {})[0] == 200
     plain = _send(a, room, "t1", "lunch?")

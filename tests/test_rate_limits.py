@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -18,7 +16,8 @@ import pytest
 import yaml
 from nio import AsyncClient, AsyncClientConfig, RoomSendResponse
 
-from tests.server_harness import REPO, Http, ServerProcess
+from tests.server_harness import Http, ServerProcess, new_user
+from tests.tenant_world import create_room, running_world
 
 V3 = "/_matrix/client/v3"
 LIMITS = ("rc_message: {per_second: 4, burst_count: 3}\n"
@@ -38,32 +37,17 @@ def env(tmp_path_factory):
                    namespaces={"users": [{"exclusive": True, "regex": "@_lim_.*"}], "aliases": [], "rooms": []})
     (d / "free.yaml").write_text(yaml.safe_dump(reg))
     (d / "lim.yaml").write_text(yaml.safe_dump(limited))
-    srv = ServerProcess(d / "hs", extra_config=LIMITS + f"app_service_config_files: [{d / 'free.yaml'}, {d / 'lim.yaml'}]\n")
-    srv.write_config()
-    subprocess.run([sys.executable, "-m", "homeserver.cli", "register-user", "admin", "--password", "adm-pw",
-                    "--admin", "--config", str(srv.config_path)], cwd=REPO, check=True, capture_output=True)
-    srv.start()
-    _, login = Http(srv.base_url).request("POST", f"{V3}/login", {"type": "m.login.password", "user": "admin",
-                                                                  "password": "adm-pw"})
-    admin = Http(srv.base_url, login["access_token"])
-    admin.user_id = login["user_id"]
-    yield srv, admin, reg, limited
-    srv.stop()
-    srv.stop_postgres()
+    extra = LIMITS + f"app_service_config_files: [{d / 'free.yaml'}, {d / 'lim.yaml'}]\n"
+    with running_world(d / "hs", extra_config=extra) as w:
+        yield w.srv, w.admin, reg, limited
 
 
 def _user(srv, unique) -> Http:
-    reg = Http(srv.base_url).register(unique("rl"))
-    h = Http(srv.base_url, reg["access_token"])
-    h.user_id = reg["user_id"]
-    h.name = reg["user_id"][1:].split(":")[0]
-    return h
+    return new_user(srv.base_url, unique("rl"))
 
 
 def _room(h: Http) -> str:
-    status, body = h.request("POST", f"{V3}/createRoom", {"preset": "public_chat"})
-    assert status == 200, body
-    return body["room_id"]
+    return create_room(h, preset="public_chat")
 
 
 def _raw_send(base: str, token: str, room: str, txn: str) -> tuple[int, dict, dict]:

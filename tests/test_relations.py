@@ -6,8 +6,6 @@ threaded read receipts; and the tenant wall on the new endpoints."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from contextlib import asynccontextmanager
 from urllib.parse import quote
 
@@ -29,7 +27,8 @@ from nio import (
 )
 from nio.api import ReceiptType, ThreadInclusion
 
-from tests.server_harness import REPO, Http, ServerProcess
+from tests.server_harness import Http
+from tests.tenant_world import running_world
 
 V1, V3 = "/_matrix/client/v1", "/_matrix/client/v3"
 PASSWORD = "secret-pw"
@@ -38,27 +37,9 @@ PASSWORD = "secret-pw"
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A server with an admin, three users of tenant acme and one of tenant globex."""
-    srv = ServerProcess(tmp_path_factory.mktemp("relations"))
-    srv.write_config()
-    subprocess.run([sys.executable, "-m", "homeserver.cli", "register-user", "admin", "--password",
-                    "adm-pw", "--admin", "--config", str(srv.config_path)],
-                   cwd=REPO, check=True, capture_output=True)
-    srv.start()
-    http = Http(srv.base_url)
-    _, login = http.request("POST", f"{V3}/login", {"type": "m.login.password", "user": "admin",
-                                                    "password": "adm-pw"})
-    admin = Http(srv.base_url, login["access_token"])
-    users = {}
-    for name, tenant in (("alice", "acme"), ("bob", "acme"), ("carol", "acme"), ("eve", "globex")):
-        reg = http.register(name, PASSWORD)
-        status, body = admin.request("PUT", f"/_homeserver/admin/v1/users/{reg['user_id']}/tenant",
-                                     {"tenant_id": tenant})
-        assert status == 200, body
-        users[name] = Http(srv.base_url, reg["access_token"])
-        users[name].user_id = reg["user_id"]
-    yield srv, users
-    srv.stop()
-    srv.stop_postgres()
+    with running_world(tmp_path_factory.mktemp("relations")) as w:
+        yield w.srv, {name: w.user(name, tenant, PASSWORD) for name, tenant in (
+            ("alice", "acme"), ("bob", "acme"), ("carol", "acme"), ("eve", "globex"))}
 
 
 def run(coro):

@@ -20,7 +20,7 @@ from nio import (
 )
 
 from homeserver.room_versions import KNOWN_ROOM_VERSIONS
-from tests.server_harness import Http, ServerProcess
+from tests.server_harness import Http
 
 V3 = "/_matrix/client/v3"
 ALL_VERSIONS = list(KNOWN_ROOM_VERSIONS)
@@ -151,17 +151,6 @@ def test_unknown_room_version_is_refused(server, unique):
     for bad in ("13", "0", "", 12):
         status, body = http.request("POST", f"{V3}/createRoom", {"room_version": bad})
         assert status == 400 and body["errcode"] == "M_UNSUPPORTED_ROOM_VERSION", (bad, body)
-
-
-@pytest.fixture
-def own_server(tmp_path):
-    srv = ServerProcess(tmp_path / "hs")
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-        srv.stop_postgres()
 
 
 def test_v1_room_keeps_working_after_a_restart(own_server, unique):

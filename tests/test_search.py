@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 import uuid
-from dataclasses import dataclass
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nio import AsyncClient, Api, RoomCreateResponse, RoomSendResponse
 
-from tests.server_harness import REPO, Http, ServerProcess
+from tests.server_harness import Http, ServerProcess
+from tests.tenant_world import running_world
 
 V3 = "/_matrix/client/v3"
 
@@ -36,35 +34,12 @@ def run(coro):
     return asyncio.run(coro)
 
 
-@dataclass
-class Account:
-    user_id: str
-    device_id: str
-    token: str
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    srv = ServerProcess(tmp_path_factory.mktemp("search"))
-    srv.write_config()
-    subprocess.run([sys.executable, "-m", "homeserver.cli", "register-user", "admin", "--password", "adm-pw",
-                    "--admin", "--config", str(srv.config_path)], cwd=REPO, check=True, capture_output=True)
-    srv.start()
-    http = Http(srv.base_url)
-    _, login = http.request("POST", f"{V3}/login", {"type": "m.login.password", "user": "admin",
-                                                    "password": "adm-pw"})
-    admin = Http(srv.base_url, login["access_token"])
-    accounts = {}
-    for name, tenant in (("alice", "acme"), ("bob", "acme"), ("carol", "acme"), ("dave", "acme"),
-                         ("trent", "acme"), ("mallory", "globex")):
-        reg = http.register(name)
-        accounts[name] = Account(reg["user_id"], reg["device_id"], reg["access_token"])
-        status, body = admin.request("PUT", f"/_homeserver/admin/v1/users/{reg['user_id']}/tenant",
-                                     {"tenant_id": tenant})
-        assert status == 200, body
-    yield srv, admin, accounts
-    srv.stop()
-    srv.stop_postgres()
+    with running_world(tmp_path_factory.mktemp("search")) as w:
+        yield w.srv, w.admin, {name: w.user(name, tenant) for name, tenant in (
+            ("alice", "acme"), ("bob", "acme"), ("carol", "acme"), ("dave", "acme"), ("trent", "acme"),
+            ("mallory", "globex"))}
 
 
 class Users:
@@ -418,6 +393,32 @@ def test_left_user_finds_history_only_up_to_leaving(world):
     early, during, late, carol_sees, alice_sees = run(flow())
     assert set(ids(carol_sees)) == {early, during} and carol_sees["count"] == 2
     assert late in ids(alice_sees) and alice_sees["count"] == 4
+
+
+def test_bundles_of_results_leave_out_what_came_after_leaving(world):
+    """A result's bundled aggregations (unsigned.m.relations) hold only relations the
+    asker may see: not a thread reply or an edit sent after they left."""
+    w = word()
+
+    async def flow():
+        async with Users(world) as u:
+            alice, carol = u["alice"], u["carol"]
+            room = await create_room(alice, initial_state=[{"type": "m.room.history_visibility", "state_key": "",
+                                                             "content": {"history_visibility": "joined"}}])
+            await join(alice, carol, room)
+            root = await send(alice, room, f"{w} root")
+            await carol.room_leave(room)
+            await send(alice, room, "a reply carol never saw", **{
+                "m.relates_to": {"rel_type": "m.thread", "event_id": root}})
+            await send(alice, room, f"* {w} edited", **{
+                "m.new_content": {"msgtype": "m.text", "body": f"{w} edited"},
+                "m.relates_to": {"rel_type": "m.replace", "event_id": root}})
+            return root, await search(carol, w), await search(alice, w)
+
+    root, carol_sees, alice_sees = run(flow())
+    assert ids(carol_sees) == [root] == ids(alice_sees)
+    assert "m.relations" not in carol_sees["results"][0]["result"].get("unsigned", {})
+    assert set(alice_sees["results"][0]["result"]["unsigned"]["m.relations"]) == {"m.thread", "m.replace"}
 
 
 def test_joined_history_visibility_hides_what_came_before_joining(world):

@@ -18,12 +18,8 @@ A1, A2 = "/_synapse/admin/v1", "/_synapse/admin/v2"
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     with running_world(tmp_path_factory.mktemp("sadmin")) as w:
-        users = {n: w.user(n, "acme") for n in ("alice", "carol", "tadmin")}
-        users["bob"] = w.user("bob", "globex")
-        users["nadia"] = w.user("nadia", None)
-        status, _ = w.admin.request("PUT", f"/_homeserver/admin/v1/users/{users['tadmin'].user_id}/admin_tenant",
-                                    {"admin_tenant": "acme"})
-        assert status == 200
+        users = {n: w.user(n, "acme") for n in ("alice", "carol")}
+        users.update(tadmin=w.tenant_admin("tadmin", "acme"), bob=w.user("bob", "globex"), nadia=w.user("nadia", None))
         acme_room = create_room(users["alice"], name="Acme floor", preset="public_chat")
         assert users["carol"].request("POST", f"{V3}/rooms/{acme_room}/join", {})[0] == 200
         globex_room = create_room(users["bob"], name="Globex floor")

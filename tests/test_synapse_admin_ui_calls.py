@@ -6,7 +6,8 @@ data provider builds them (src/synapse/dataProvider.ts: resource paths, `from`/`
 bodies of create/update/delete) and checks each answer has what the page's mapper
 reads. Pages: login, users (list, show with devices/connections/rooms, create, edit,
 delete), rooms (list, show with members/state/forward extremities, delete), reports
-(list, show, delete). Media tabs are not replayed: media is not served yet."""
+(list, show, delete), a user's media tab (list, protect, quarantine, delete) and the
+"delete media" dialog."""
 from __future__ import annotations
 
 import time
@@ -14,6 +15,7 @@ from urllib.parse import quote, urlencode
 
 import pytest
 
+from tests.media_client import upload_ok
 from tests.server_harness import Http
 from tests.tenant_world import V3, create_room, running_world
 
@@ -36,6 +38,7 @@ class DataProvider:
         "room_members": ("/_synapse/admin/v1/rooms/{id}/members", "members"),
         "room_state": ("/_synapse/admin/v1/rooms/{id}/state", "state"),
         "forward_extremities": ("/_synapse/admin/v1/rooms/{id}/forward_extremities", "results"),
+        "users_media": ("/_synapse/admin/v1/users/{id}/media", "media"),
     }
     DATA = {"users": "users", "rooms": "rooms", "reports": "event_reports"}
 
@@ -57,11 +60,20 @@ class DataProvider:
 
     def get_many_reference(self, resource: str, record_id: str, field: str = "id", order: str = "ASC") -> list:
         path, data = self.REFERENCES[resource]
-        encoded = quote(record_id, safe="") if resource in ("devices", "joined_rooms") else record_id
+        encoded = quote(record_id, safe="") if resource in ("devices", "joined_rooms", "users_media") else record_id
         query = {"from": 0, "limit": 25, "order_by": field, "dir": "b" if order == "DESC" else "f"}
         answer = self._ok("GET", path.format(id=encoded) + "?" + _qs(query))
         assert isinstance(answer[data], list)
         return answer[data]
+
+    def post_without_body(self, path: str) -> dict:
+        """What the media buttons send (react-admin's create with no body)."""
+        return self._ok("POST", path)
+
+    def delete_media(self, before_ts: int, size_gt: int = 0, keep_profiles: bool = True) -> dict:
+        """The custom deleteMedia: the deprecated path with the server name, no body."""
+        return self._ok("POST", f"/_synapse/admin/v1/media/{SERVER}/delete?before_ts={before_ts}"
+                                f"&size_gt={size_gt}&keep_profiles={str(keep_profiles).lower()}")
 
     def update(self, resource: str, record_id: str, data: dict) -> dict:
         body = {k: v for k, v in data.items() if v is not None or k == "user_type"}  # filterNullValues
@@ -177,3 +189,23 @@ def test_reports_pages(world):
     status, _ = w.admin.request("DELETE", f"/_synapse/admin/v1/event_reports/{report['id']}", shown)
     assert status == 200
     assert dp.get_list("reports", 1, 10, "received_ts", "DESC")["total"] == 0
+
+
+def test_user_media_tab_and_delete_media_dialog(world):
+    w, alice, _, _ = world
+    dp = DataProvider(w.admin)
+    media_id = upload_ok(alice, b"a receipt", "text/plain", "receipt.txt")
+    listed = dp.get_many_reference("users_media", alice.user_id, field="created_ts", order="DESC")
+    [mine] = [m for m in listed if m["media_id"] == media_id]
+    assert {"created_ts", "last_access_ts", "media_id", "media_length", "media_type", "quarantined_by",
+            "safe_from_quarantine", "upload_name"} <= set(mine)
+    assert (mine["media_length"], mine["upload_name"], mine["safe_from_quarantine"]) == (9, "receipt.txt", False)
+    for path in (f"protect/{media_id}", f"unprotect/{media_id}", f"quarantine/{SERVER}/{media_id}",
+                 f"unquarantine/{SERVER}/{media_id}"):
+        assert dp.post_without_body(f"/_synapse/admin/v1/media/{path}") == {}
+    assert dp._ok("DELETE", f"/_synapse/admin/v1/media/{SERVER}/{media_id}") == {"deleted_media": [media_id],
+                                                                               "total": 1}
+    assert media_id not in [m["media_id"] for m in dp.get_many_reference("users_media", alice.user_id, "created_ts")]
+    kept = upload_ok(alice, b"kept: newer than the cut-off")
+    assert dp.delete_media(before_ts=int(time.time() * 1000) - 60_000) == {"deleted_media": [], "total": 0}
+    assert kept in [m["media_id"] for m in dp.get_many_reference("users_media", alice.user_id, "created_ts")]

@@ -2,7 +2,6 @@
 incremental /sync, and wakes a waiting long-poll."""
 from __future__ import annotations
 
-import threading
 import time
 from urllib.parse import quote
 
@@ -37,20 +36,12 @@ def test_tag_alone_brings_the_room_and_wakes_the_long_poll(server, unique):
     a = User.register(server.base_url, unique("a"))
     room_id = a.create_room(preset="private_chat")
     token = a.sync(filt=NO_PRESENCE)["next_batch"]
-    result: dict = {}
-
-    def poll():
-        t0 = time.monotonic()
-        result["resp"] = a.sync(since=token, filt=NO_PRESENCE, timeout=10_000)
-        result["elapsed"] = time.monotonic() - t0
-
-    t = threading.Thread(target=poll)
-    t.start()
+    poll = a.long_poll(token, NO_PRESENCE, timeout=10_000)
     time.sleep(0.5)
     a.ok("PUT", f"/user/{quote(a.user_id)}/rooms/{quote(room_id)}/tags/m.favourite", {"order": 0.5})
-    t.join(15)
-    assert result["elapsed"] < 5
-    assert _room_account_data(result["resp"], room_id)["m.tag"] == {"tags": {"m.favourite": {"order": 0.5}}}
+    resp, elapsed = poll.result(15)
+    assert elapsed < 5
+    assert _room_account_data(resp, room_id)["m.tag"] == {"tags": {"m.favourite": {"order": 0.5}}}
 
 
 def test_room_account_data_respects_the_room_filter(server, unique):

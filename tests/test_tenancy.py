@@ -6,15 +6,14 @@ tenant's rooms, aliases, users and keys answer exactly like missing ones.
 from __future__ import annotations
 
 import secrets
-import subprocess
-import sys
 import urllib.parse
 
 import psycopg2
 import pytest
 import yaml
 
-from tests.server_harness import REPO, Http, ServerProcess
+from tests.server_harness import Http
+from tests.tenant_world import running_world
 
 V3 = "/_matrix/client/v3"
 ADMIN = "/_homeserver/admin/v1"
@@ -32,27 +31,9 @@ def q(value: str) -> str:
 def world(tmp_path_factory):
     d = tmp_path_factory.mktemp("tenancy")
     (d / "svc.yaml").write_text(yaml.safe_dump(SERVICE))
-    srv = ServerProcess(d / "hs", extra_config=f"app_service_config_files: [{d / 'svc.yaml'}]\n")
-    srv.write_config()
-    subprocess.run([sys.executable, "-m", "homeserver.cli", "register-user", "admin", "--password", "adm-pw",
-                    "--admin", "--config", str(srv.config_path)], cwd=REPO, check=True, capture_output=True)
-    srv.start()
-    http = Http(srv.base_url)
-    _, login = http.request("POST", f"{V3}/login", {"type": "m.login.password", "user": "admin", "password": "adm-pw"})
-    admin = Http(srv.base_url, login["access_token"])
-    users = {}
-    for name, tenant in (("alice", "acme"), ("carol", "acme"), ("bob", "globex"), ("dave", None)):
-        reg = http.register(name)
-        users[name] = Http(srv.base_url, reg["access_token"])
-        users[name].user_id = reg["user_id"]
-        users[name].device_id = reg["device_id"]
-        if tenant:
-            status, body = admin.request("PUT", f"/_homeserver/admin/v1/users/{reg['user_id']}/tenant",
-                                         {"tenant_id": tenant})
-            assert status == 200, body
-    yield srv, admin, users
-    srv.stop()
-    srv.stop_postgres()
+    with running_world(d / "hs", extra_config=f"app_service_config_files: [{d / 'svc.yaml'}]\n") as w:
+        yield w.srv, w.admin, {name: w.user(name, tenant) for name, tenant in (
+            ("alice", "acme"), ("carol", "acme"), ("bob", "globex"), ("dave", None))}
 
 
 def _public_room(user: Http, alias: str, spoof_tenant: str | None = None, **extra) -> str:
@@ -359,22 +340,10 @@ def test_service_namespace_aliases_follow_their_rooms_wall(world):
 
 def test_aliases_made_before_the_split_move_to_their_tenants_part(tmp_path):
     """Migration 005 puts old aliases where their rooms now say they belong."""
-    srv = ServerProcess(tmp_path / "hs")
-    srv.write_config()
-    subprocess.run([sys.executable, "-m", "homeserver.cli", "register-user", "admin", "--password", "adm-pw",
-                    "--admin", "--config", str(srv.config_path)], cwd=REPO, check=True, capture_output=True)
-    srv.start()
-    try:
-        http = Http(srv.base_url)
-        _, login = http.request("POST", f"{V3}/login", {"type": "m.login.password", "user": "admin",
-                                                        "password": "adm-pw"})
-        admin = Http(srv.base_url, login["access_token"])
-        people = {}
-        for name, tenant in (("alice", "acme.eu"), ("dave", None), ("svc", "acme.eu")):
-            reg = http.register(name)
-            people[name] = Http(srv.base_url, reg["access_token"])
-            if tenant:
-                admin.request("PUT", f"{ADMIN}/users/{q(reg['user_id'])}/tenant", {"tenant_id": tenant})
+    with running_world(tmp_path / "hs") as w:
+        srv = w.srv
+        people = {name: w.user(name, tenant) for name, tenant in (
+            ("alice", "acme.eu"), ("dave", None), ("svc", "acme.eu"))}
         acme_room = people["alice"].request("POST", f"{V3}/createRoom", {})[1]["room_id"]
         plain_room = people["dave"].request("POST", f"{V3}/createRoom", {})[1]["room_id"]
         old = {  # alias -> (room, creator), as an older server stored them
@@ -411,6 +380,3 @@ def test_aliases_made_before_the_split_move_to_their_tenants_part(tmp_path):
         }
         assert people["alice"].request("GET", f"{V3}/directory/room/{q('#acme=2eeu.lobby:test.local')}") \
             == (200, {"room_id": acme_room, "servers": ["test.local"]})
-    finally:
-        srv.stop()
-        srv.stop_postgres()

@@ -18,8 +18,6 @@ import hashlib
 import json
 import re
 import secrets
-import subprocess
-import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -30,7 +28,8 @@ import pytest
 
 from client_api.http import Route, Router
 from client_api.routes import register_all_routes
-from tests.server_harness import REPO, Http, ServerProcess
+from tests.server_harness import Http, ServerProcess
+from tests.tenant_world import running_world
 
 V3 = "/_matrix/client/v3"
 SERVER = "test.local"
@@ -151,6 +150,9 @@ NOT_WALKED = {
     "GET /_synapse/admin/v1/purge_history_status/{purge_id}": _ADMIN,
     "GET /_synapse/admin/v1/event_reports/{report_id}": _ADMIN,
     "DELETE /_synapse/admin/v1/event_reports/{report_id}": _ADMIN,
+    "POST /_synapse/admin/v1/media/delete": _ADMIN + " (test_synapse_admin_media.py)",
+    "POST /_synapse/admin/v1/media/{server_name}/delete": _ADMIN + " (test_synapse_admin_media.py)",
+    "POST /_synapse/admin/v1/purge_media_cache": "server admins only; no remote media is cached",
 }
 
 
@@ -278,22 +280,12 @@ def _setup_person(srv: ServerProcess, admin: Http, person: Person) -> None:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    srv = ServerProcess(tmp_path_factory.mktemp("walk"))
-    srv.write_config()
-    subprocess.run([sys.executable, "-m", "homeserver.cli", "register-user", "walkadmin", "--password",
-                    "adm-pw", "--admin", "--config", str(srv.config_path)],
-                   cwd=REPO, check=True, capture_output=True)
-    srv.start()
-    _, login = Http(srv.base_url).request("POST", f"{V3}/login", {
-        "type": "m.login.password", "user": "walkadmin", "password": "adm-pw"})
-    admin = Http(srv.base_url, login["access_token"])
-    # globex.eu has a dot: its alias part must not be confused with another's.
-    people = {p.name: p for p in (Person("alice", "acme"), Person("bob", "globex.eu"), Person("dave", None))}
-    for p in people.values():
-        _setup_person(srv, admin, p)
-    yield srv, people
-    srv.stop()
-    srv.stop_postgres()
+    with running_world(tmp_path_factory.mktemp("walk")) as w:
+        # globex.eu has a dot: its alias part must not be confused with another's.
+        people = {p.name: p for p in (Person("alice", "acme"), Person("bob", "globex.eu"), Person("dave", None))}
+        for p in people.values():
+            _setup_person(w.srv, w.admin, p)
+        yield w.srv, people
 
 
 # (asker, owner of the other things): a tenant against a tenant, a tenant against the

@@ -10,18 +10,14 @@ from urllib.parse import quote
 import psycopg2
 
 from client_api.uia import SESSION_LIFETIME_MS
-from tests.server_harness import Http
+from tests.server_harness import Http, new_user
 
 V3 = "/_matrix/client/v3"
 PASSWORD = "secret-pw"
 
 
 def _user(server, unique, prefix: str = "u") -> Http:
-    http = Http(server.base_url)
-    reg = http.register(unique(prefix))
-    http.token = reg["access_token"]
-    http.user_id, http.device_id = reg["user_id"], reg["device_id"]
-    return http
+    return new_user(server.base_url, unique(prefix))
 
 
 def _password_auth(session: str | None, user: str, password: str = PASSWORD) -> dict:

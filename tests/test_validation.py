@@ -1,7 +1,7 @@
 """Request validation and error answers as the spec (and Synapse) give them: stored
 filters, m.room.canonical_alias content, events the asker may not see, redactions across
-rooms, malformed push-rule paths; and the shapes of joined_members and of /messages for
-a room the user has left."""
+rooms, malformed push-rule paths, transaction id limits; and the shapes of joined_members
+and of /messages for a room the user has left."""
 from __future__ import annotations
 
 import json
@@ -9,23 +9,14 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.server_harness import Http
+from tests.server_harness import Http, new_user
+from tests.tenant_world import create_room, joined_room
 
 V3 = "/_matrix/client/v3"
 
 
 def _user(server, unique, prefix: str = "v") -> Http:
-    http = Http(server.base_url)
-    reg = http.register(unique(prefix))
-    http.token = reg["access_token"]
-    http.user_id = reg["user_id"]
-    return http
-
-
-def _room(user: Http, **body) -> str:
-    status, room = user.request("POST", f"{V3}/createRoom", body)
-    assert status == 200, room
-    return room["room_id"]
+    return new_user(server.base_url, unique(prefix))
 
 
 def _send(user: Http, room_id: str, text: str) -> str:
@@ -53,7 +44,7 @@ def test_invalid_filter_is_refused_when_uploaded(server, unique, body):
 
 def test_valid_filter_is_stored_and_used_by_sync(server, unique):
     user = _user(server, unique)
-    room_id = _room(user)
+    room_id = create_room(user)
     body = {"room": {"timeline": {"limit": 1}}, "presence": {"types": []}}
     status, resp = user.request("POST", f"{V3}/user/{quote(user.user_id)}/filter", body)
     assert status == 200, resp
@@ -70,7 +61,7 @@ def _put_alias_event(user: Http, room_id: str, content: dict):
 
 def test_canonical_alias_must_point_to_the_room(server, unique):
     user = _user(server, unique)
-    here, elsewhere = _room(user), _room(user)
+    here, elsewhere = create_room(user), create_room(user)
     mine, theirs = f"#{unique('here')}:test.local", f"#{unique('there')}:test.local"
     assert user.request("PUT", f"{V3}/directory/room/{quote(mine)}", {"room_id": here})[0] == 200
     assert user.request("PUT", f"{V3}/directory/room/{quote(theirs)}", {"room_id": elsewhere})[0] == 200
@@ -98,7 +89,7 @@ def test_canonical_alias_must_point_to_the_room(server, unique):
 
 def test_canonical_alias_refusal_comes_after_permission(server, unique):
     owner, member = _user(server, unique, "own"), _user(server, unique, "mem")
-    room_id = _room(owner, preset="public_chat")
+    room_id = create_room(owner, preset="public_chat")
     assert member.request("POST", f"{V3}/join/{quote(room_id)}", {})[0] == 200
     status, resp = _put_alias_event(member, room_id, {"alias": f"#{unique('n')}:test.local"})
     assert (status, resp["errcode"]) == (403, "M_FORBIDDEN"), resp
@@ -108,7 +99,7 @@ def test_canonical_alias_refusal_comes_after_permission(server, unique):
 
 def test_event_of_a_room_the_asker_is_not_in_is_not_found(server, unique):
     owner, stranger = _user(server, unique, "own"), _user(server, unique, "str")
-    room_id = _room(owner)
+    room_id = create_room(owner)
     event_id = _send(owner, room_id, "private")
     status, resp = stranger.request("GET", f"{V3}/rooms/{quote(room_id)}/event/{quote(event_id)}")
     assert (status, resp["errcode"]) == (404, "M_NOT_FOUND"), resp
@@ -117,7 +108,7 @@ def test_event_of_a_room_the_asker_is_not_in_is_not_found(server, unique):
 
 def test_redacting_an_event_of_another_room_is_a_bad_request(server, unique):
     user = _user(server, unique)
-    room_a, room_b = _room(user), _room(user)
+    room_a, room_b = create_room(user), create_room(user)
     event_id = _send(user, room_a, "keep")
     status, resp = user.request("PUT", f"{V3}/rooms/{quote(room_b)}/redact/{quote(event_id)}/r1", {})
     assert (status, resp["errcode"]) == (400, "M_UNKNOWN"), resp
@@ -155,7 +146,7 @@ def test_unknown_push_rule_kind_is_invalid(server, unique, method, body):
 
 def test_joined_members_omit_absent_profile_fields(server, unique):
     user = _user(server, unique)
-    room_id = _room(user)
+    room_id = create_room(user)
     status, resp = user.request("GET", f"{V3}/rooms/{quote(room_id)}/joined_members")
     assert status == 200, resp
     me = resp["joined"][user.user_id]
@@ -168,7 +159,7 @@ def test_joined_members_omit_absent_profile_fields(server, unique):
 
 def test_messages_of_a_left_room_page_back_from_the_leave(server, unique):
     owner, leaver = _user(server, unique, "own"), _user(server, unique, "lv")
-    room_id = _room(owner, preset="public_chat")
+    room_id = create_room(owner, preset="public_chat")
     assert leaver.request("POST", f"{V3}/join/{quote(room_id)}", {})[0] == 200
     before = [_send(owner, room_id, f"before-{i}") for i in range(3)]
     status, leave = leaver.request("POST", f"{V3}/rooms/{quote(room_id)}/leave", {})
@@ -188,3 +179,15 @@ def test_messages_of_a_left_room_page_back_from_the_leave(server, unique):
         "GET", f"{V3}/rooms/{quote(room_id)}/messages?dir=b&limit=1&from={quote(sync['next_batch'])}")
     assert status == 200 and page["chunk"][0]["content"]["membership"] == "leave", page
     assert not any(json.dumps(e).count("after-") for e in page["chunk"])
+
+
+def test_transaction_ids_are_bounded(server, unique):
+    A, B = _user(server, unique, "a"), _user(server, unique, "b")
+    room_id = joined_room(A, B, invite=False, preset="public_chat")
+    status, body = A.request("PUT", f"{V3}/rooms/{room_id}/send/m.room.message/{'t' * 300}",
+                             {"msgtype": "m.text", "body": "x"})
+    assert status == 400 and body["errcode"] == "M_INVALID_PARAM"
+    status, _ = A.request("PUT", f"{V3}/sendToDevice/m.test/{'t' * 300}", {"messages": {}})
+    assert status == 400
+    # and the room still works for everyone
+    assert B.request("PUT", f"{V3}/rooms/{room_id}/send/m.room.message/ok", {"msgtype": "m.text", "body": "y"})[0] == 200

@@ -24,6 +24,7 @@ from client_api.routes import (
     search,
     spaces,
     sync,
+    synapse_admin_media,
     synapse_admin_reports,
     synapse_admin_rooms,
     synapse_admin_users,
@@ -39,5 +40,5 @@ def register_all_routes(router: Router) -> None:
                    push_rules, client_misc, keys, key_backup, admin, appservice, spaces, reports,
                    openid, thirdparty, legacy_events, media, relations,
                    admin_export, synapse_admin_users, synapse_admin_rooms, synapse_admin_reports,
-                   notifications):
+                   synapse_admin_media, notifications):
         module.register(router)

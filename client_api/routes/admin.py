@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, AsyncIterator
 
-from client_api.admin_auth import origin_of, query_count, query_dir, require_admin, require_server_admin
+from client_api.admin_auth import decimal_id, origin_of, query_count, query_dir, require_admin, require_server_admin
 from client_api.http import Req, Router
 from client_api.streaming import JsonLines
 from homeserver.errors import MatrixError, forbidden
@@ -82,11 +82,7 @@ def _audit_query(req: Req, scope) -> audit_store.AuditQuery:
 
 def _after(req: Req) -> int | None:
     token = req.query("from")
-    if token is None:
-        return None
-    if not token.isascii() or not token.isdigit() or len(token) > 18:
-        raise MatrixError(400, "M_INVALID_PARAM", "from must be a next_token from an earlier page")
-    return int(token)
+    return None if token is None else decimal_id(token, "from must be a next_token from an earlier page")
 
 
 async def get_audit(req: Req):

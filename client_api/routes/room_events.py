@@ -1,7 +1,7 @@
 """Sending and reading room events: send, state, event, messages, context, redact."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from client_api.http import Req, Router, parse_json_body
 from homeserver.filtering import EventFilter
@@ -16,12 +16,18 @@ from storage import state as state_store
 MAX_LIMIT = 1000
 
 
+class SeesEvents(Protocol):
+    """The asker's history visibility: a room's (visibility.UserRoomHistory), or that of
+    each room of a search's results (search.Page)."""
+
+    def may_see(self, event: Event) -> bool: ...
+
+
 async def serialize_for(req: Req, events: list[Event],
-                        hist: visibility.UserRoomHistory | None = None) -> list[dict[str, Any]]:
+                        hist: SeesEvents | None = None) -> list[dict[str, Any]]:
     """Client format, with the redacted form (and redacted_because) where redacted, and
     the bundled aggregations (unsigned.m.relations) where there are any, less what `hist`
-    (the asker's history of the room) hides. Every endpoint serving room events goes
-    through here."""
+    (the asker's history) hides. Every endpoint serving room events goes through here."""
     redaction_ids = [e.internal["redacted_by"] for e in events if e.internal.get("redacted_by")]
     redactions = await req.hs.event_cache.get_many(redaction_ids) if redaction_ids else {}
     bundles = await req.hs.aggregations.bundle(events, req.requester.user_id if req.requester else None,
@@ -148,7 +154,9 @@ async def get_event(req: Req, room_id: str, event_id: str):
     return (await serialize_for(req, [ev], hist))[0]
 
 
-def _parse_filter(req: Req) -> EventFilter:
+def parse_event_filter(req: Req) -> EventFilter:
+    """The request's `filter` query parameter (a RoomEventFilter as JSON); none: one that
+    lets everything through. Not JSON: 400 M_INVALID_PARAM."""
     raw = req.query("filter")
     if not raw:
         return EventFilter()
@@ -197,7 +205,7 @@ async def messages(req: Req, room_id: str):
         start = min(start, await _leave_position(req, room_id, hist) or start)
     to_token = req.query("to")
     to_pos = await token_position(req, room_id, to_token) if to_token else None
-    f = _parse_filter(req)
+    f = parse_event_filter(req)
     stored = await req.hs.db.run(
         events_store.paginate_room, room_id, start, direction, limit, to_pos, f.sql_lists())
     head = await req.hs.room_heads.get(room_id)
@@ -226,7 +234,7 @@ async def context(req: Req, room_id: str, event_id: str):
     if not not_ignored(ev):
         raise not_found("event not found")
     limit = min(max(req.query_int("limit", 10) or 0, 0), MAX_LIMIT)
-    f = _parse_filter(req)
+    f = parse_event_filter(req)
     pos = (ev.depth, ev.stream_ordering)
     filters = f.sql_lists()
     before_n = limit // 2

@@ -103,7 +103,7 @@ async def search(req: Req):
     found = await req.hs.event_cache.get_many([h.event_id for h in page.hits])
     hits = [h for h in page.hits if h.event_id in found]
     events = [found[h.event_id] for h in hits]
-    serialized = await serialize_for(req, events)
+    serialized = await serialize_for(req, events, page)  # bundles: without what the asker may not see
     results: list[dict[str, Any]] = [{"rank": h.rank, "result": ev} for h, ev in zip(hits, serialized)]
     if context_limits is not None:
         contexts = await _contexts(req, page, events, *context_limits, query.filter)
@@ -115,7 +115,7 @@ async def search(req: Req):
     if query.group_by:
         out["groups"] = _groups(page, query.group_by)
     if include_state:
-        out["state"] = {room_id: await serialize_for(req, list((await state_for_reader(req, room_id)).values()))
+        out["state"] = {room_id: await serialize_for(req, list((await state_for_reader(req, room_id)).values()), page)
                         for room_id in dict.fromkeys(h.room_id for h in hits)}
     return {"search_categories": {"room_events": out}}
 
@@ -168,8 +168,8 @@ async def _contexts(req: Req, page: Page, events: list[Event], before_n: int, af
         first = before[-1] if before else ev
         last = after[-1] if after else ev
         context: dict[str, Any] = {
-            "events_before": await serialize_for(req, before),
-            "events_after": await serialize_for(req, after),
+            "events_before": await serialize_for(req, before, page),
+            "events_after": await serialize_for(req, after, page),
             "start": topo_token((first.depth, first.stream_ordering)),
             "end": topo_token((last.depth, last.stream_ordering)),
         }

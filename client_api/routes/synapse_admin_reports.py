@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import orjson
 
-from client_api.admin_auth import origin_of, query_count, query_dir, require_admin
+from client_api.admin_auth import SYNAPSE_V1 as V1
+from client_api.admin_auth import decimal_id, next_offset, offset_page, origin_of, query_dir, require_admin
 from client_api.http import Req, Router
-from homeserver.errors import MatrixError, not_found
+from homeserver.errors import not_found
 from storage import admin_reports as reports_store
-
-V1 = "/_synapse/admin/v1"
 
 
 def _public(report: dict) -> dict:
@@ -18,22 +17,21 @@ def _public(report: dict) -> dict:
 
 async def list_reports(req: Req):
     scope = await require_admin(req)
-    start = query_count(req, "from", 0)
-    limit = query_count(req, "limit", 100)
+    start, limit = offset_page(req)
     reports, total = await req.hs.db.run(
         reports_store.list_event_reports, start, limit, query_dir(req, "b"), req.query("user_id"),
         req.query("room_id"), req.query("event_sender_user_id"), scope.tenant, not scope.server_admin)
     result: dict = {"event_reports": [_public(r) for r in reports], "total": total}
-    if start + limit < total:
-        result["next_token"] = start + len(reports)
+    after = next_offset(start, limit, len(reports), total)
+    if after is not None:
+        result["next_token"] = after
     return result
 
 
 async def _report(req: Req, report_id: str) -> dict:
     scope = await require_admin(req)
-    if not report_id.isascii() or not report_id.isdigit() or len(report_id) > 18:
-        raise MatrixError(400, "M_INVALID_PARAM", "The report_id parameter must be a string representing a positive integer.")
-    report = await req.hs.db.run(reports_store.get_event_report, int(report_id))
+    number = decimal_id(report_id, "The report_id parameter must be a string representing a positive integer.")
+    report = await req.hs.db.run(reports_store.get_event_report, number)
     if report is None or not scope.covers(report["tenant_id"]):
         raise not_found("Event report not found")
     return report

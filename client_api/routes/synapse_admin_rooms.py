@@ -4,18 +4,12 @@ synchronous), purge history and its status. Tenant admins see and manage only th
 404 like a missing one. Every change is audited."""
 from __future__ import annotations
 
-from client_api.admin_auth import (
-    AdminScope,
-    check_room_id,
-    origin_of,
-    query_bool,
-    query_choice,
-    query_count,
-    query_dir,
-    require_admin,
-)
+from client_api.admin_auth import SYNAPSE_V1 as V1
+from client_api.admin_auth import SYNAPSE_V2 as V2
+from client_api.admin_auth import AdminScope, check_room_id, origin_of, require_admin
+from client_api.admin_auth import offset_page, query_bool, query_choice, query_count, query_dir
 from client_api.http import Req, Router
-from client_api.routes.room_events import MAX_LIMIT, _parse_filter, token_position, serialize_for
+from client_api.routes.room_events import MAX_LIMIT, parse_event_filter, token_position, serialize_for
 from homeserver import admin_tasks
 from homeserver.errors import MatrixError, bad_json, not_found
 from homeserver.pagination import END, START, topo_token
@@ -23,14 +17,9 @@ from storage import admin_rooms as admin_rooms_store
 from storage import admin_tasks as tasks_store
 from storage import events as events_store
 
-V1 = "/_synapse/admin/v1"
-V2 = "/_synapse/admin/v2"
-
-
 async def list_rooms(req: Req):
     scope = await require_admin(req)
-    start = query_count(req, "from", 0)
-    limit = query_count(req, "limit", 100)
+    start, limit = offset_page(req)
     order_by = query_choice(req, "order_by", "name", admin_rooms_store.ROOM_ORDER)
     search_term = req.query("search_term")
     if search_term == "":
@@ -95,7 +84,7 @@ async def room_messages(req: Req, room_id: str):
         start = END if direction == "b" else START
     to_token = req.query("to")
     to_pos = await token_position(req, room_id, to_token) if to_token else None
-    f = _parse_filter(req)
+    f = parse_event_filter(req)
     stored = await req.hs.db.run(events_store.paginate_room, room_id, start, direction, limit, to_pos,
                                  f.sql_lists())
     head = await req.hs.room_heads.get(room_id)
@@ -111,13 +100,14 @@ async def room_messages(req: Req, room_id: str):
 
 # ---- block ------------------------------------------------------------------------------
 
-async def _block_scope(req: Req, room_id: str) -> tuple[AdminScope, str | None]:
-    """Blocking works for unknown rooms too (server admins); a tenant admin reaches only
-    their tenant's rooms, known or blocked before."""
+async def _room_scope(req: Req, room_id: str, blocked_too: bool = False) -> tuple[AdminScope, str | None]:
+    """The admin and the room's tenant, for what works on unknown rooms too (server
+    admins): a tenant admin reaches only their tenant's rooms (`blocked_too`: and rooms
+    blocked before for their tenant); anything else is 404."""
     scope = await require_admin(req)
     check_room_id(room_id)
     exists, tenant = await req.hs.db.run(admin_rooms_store.room_tenant, room_id)
-    if not exists:
+    if not exists and blocked_too:
         exists, tenant = await req.hs.db.run(admin_rooms_store.blocked_tenant, room_id)
     if not scope.server_admin and (not exists or tenant != scope.tenant):
         raise not_found("Room not found")
@@ -125,13 +115,13 @@ async def _block_scope(req: Req, room_id: str) -> tuple[AdminScope, str | None]:
 
 
 async def get_block(req: Req, room_id: str):
-    await _block_scope(req, room_id)
+    await _room_scope(req, room_id, blocked_too=True)
     by = req.hs.room_blocks.blocked_by(room_id)
     return {"block": True, "user_id": by} if by is not None else {"block": False}
 
 
 async def put_block(req: Req, room_id: str):
-    _, tenant = await _block_scope(req, room_id)
+    _, tenant = await _room_scope(req, room_id, blocked_too=True)
     body = req.json()
     block = body.get("block")
     if "block" not in body:
@@ -176,17 +166,8 @@ async def _delete_params(req: Req, scope: AdminScope) -> admin_tasks.DeleteParam
     return params
 
 
-async def _room_to_delete(req: Req, room_id: str) -> tuple[AdminScope, str | None]:
-    scope = await require_admin(req)
-    check_room_id(room_id)
-    exists, tenant = await req.hs.db.run(admin_rooms_store.room_tenant, room_id)
-    if not scope.server_admin and (not exists or tenant != scope.tenant):
-        raise not_found("Room not found")
-    return scope, tenant
-
-
 async def delete_room_v2(req: Req, room_id: str):
-    scope, tenant = await _room_to_delete(req, room_id)
+    scope, tenant = await _room_scope(req, room_id)
     params = await _delete_params(req, scope)
     origin = origin_of(req)
     delete_id = await admin_tasks.start_delete_room(req.hs, room_id, tenant, params, origin)
@@ -197,7 +178,7 @@ async def delete_room_v2(req: Req, room_id: str):
 
 async def delete_room_v1(req: Req, room_id: str):
     """The synchronous form: answers once the room is shut down (and purged)."""
-    scope, tenant = await _room_to_delete(req, room_id)
+    scope, tenant = await _room_scope(req, room_id)
     params = await _delete_params(req, scope)
     exists = await req.hs.room_heads.get(room_id) is not None
     if not exists and not params.block:

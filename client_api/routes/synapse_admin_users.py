@@ -10,16 +10,10 @@ import hmac
 import secrets
 import time
 
-from client_api.admin_auth import (
-    AdminScope,
-    origin_of,
-    query_bool,
-    query_choice,
-    query_count,
-    query_dir,
-    require_admin,
-    require_server_admin,
-)
+from client_api.admin_auth import SYNAPSE_V1 as V1
+from client_api.admin_auth import SYNAPSE_V2 as V2
+from client_api.admin_auth import AdminScope, origin_of, require_admin, require_server_admin
+from client_api.admin_auth import next_offset, offset_page, query_bool, query_choice, query_dir
 from client_api.http import Req, Router
 from homeserver.accounts import hash_token
 from homeserver.deactivation import deactivate_user
@@ -27,8 +21,6 @@ from homeserver.errors import MatrixError, bad_json, forbidden, not_found
 from storage import accounts as accounts_store
 from storage import admin_users as admin_users_store
 
-V1 = "/_synapse/admin/v1"
-V2 = "/_synapse/admin/v2"
 SERVER_VERSION = "erp-homeserver 0.1.0"
 NONCE_TIMEOUT_S = 60
 _nonces: dict[str, float] = {}  # nonce -> when it was handed out
@@ -113,8 +105,7 @@ async def register_with_secret(req: Req):
 
 async def list_users(req: Req):
     scope = await require_admin(req)
-    start = query_count(req, "from", 0)
-    limit = query_count(req, "limit", 100)
+    start, limit = offset_page(req)
     order_by = query_choice(req, "order_by", "name", admin_users_store.USER_ORDER)
     backwards = query_dir(req)
     users, total = await req.hs.db.run(
@@ -122,8 +113,9 @@ async def list_users(req: Req):
         query_bool(req, "guests", True), None if query_bool(req, "deactivated") else False,
         query_bool(req, "admins"), order_by, backwards, scope.tenant, not scope.server_admin)
     result: dict = {"users": users, "total": total}
-    if start + limit < total:
-        result["next_token"] = str(start + len(users))
+    after = next_offset(start, limit, len(users), total)
+    if after is not None:
+        result["next_token"] = str(after)
     return result
 
 

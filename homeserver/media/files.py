@@ -31,10 +31,13 @@ class MediaFiles:
     def content_path(self, sha256: str) -> Path:
         return self.root / "content" / self._fan_out(sha256)
 
+    def thumbnail_dir(self, sha256: str) -> Path:
+        return self.root / "thumbnails" / self._fan_out(sha256)
+
     def thumbnail_path(self, sha256: str, width: int, height: int, method: str,
                        animated: bool, ext: str) -> Path:
         name = f"{width}x{height}-{method}{'-animated' if animated else ''}.{ext}"
-        return self.root / "thumbnails" / self._fan_out(sha256) / name
+        return self.thumbnail_dir(sha256) / name
 
     def commit(self, tmp_path: Path, sha256: str) -> Path:
         """Move a received file to its content address. Identical content is stored once:
@@ -50,3 +53,9 @@ class MediaFiles:
     def place(self, tmp_path: Path, final: Path) -> None:
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp_path, final)
+
+    def remove(self, sha256: str) -> None:
+        """Remove a content file and its thumbnails (missing ones are fine). The fan-out
+        directories stay: another upload may be placing a file in them."""
+        self.content_path(sha256).unlink(missing_ok=True)
+        shutil.rmtree(self.thumbnail_dir(sha256), ignore_errors=True)

@@ -1,8 +1,11 @@
 """The media repository: uploads (direct, or to an id reserved with /create), the tenant
-wall on every read, waiting for content not uploaded yet, and cached thumbnails.
+wall on every read, waiting for content not uploaded yet, cached thumbnails, and deletion.
 
 Bytes are content-addressed files (`files.py`); metadata is in PostgreSQL
-(`storage/media.py`). All file and image work runs on the repository's own thread pool."""
+(`storage/media.py`). A file is shared by every media row of the same content, so it is
+removed only with the last row naming it; placing a file and deciding to remove one hold
+the same per-content lock, so an upload of the same bytes never loses its file. All file
+and image work runs on the repository's own thread pool."""
 from __future__ import annotations
 
 import logging
@@ -16,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet import defer, reactor, threads
 from twisted.python.threadpool import ThreadPool
 
-from homeserver.async_utils import Coalescer
+from homeserver.async_utils import Coalescer, KeyedLock
 from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.media import content_types
 from homeserver.media.files import MediaFiles
@@ -28,6 +31,7 @@ from homeserver.media.thumbnails import (
     make_thumbnail,
 )
 from homeserver.media.upload_sink import Producer, ReceivedFile, UploadSink
+from homeserver.write_behind import WriteBehind
 from storage import media as media_store
 from storage.media import MediaRow, ThumbnailRow
 
@@ -40,6 +44,7 @@ MEDIA_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,255}")
 DEFAULT_WAIT_MS = 20_000
 MAX_WAIT_MS = 60_000
 MAX_UPLOAD_NAME = 255
+ACCESS_FLUSH_S = 10.0
 
 
 def now_ms() -> int:
@@ -61,12 +66,18 @@ class MediaRepository:
         self.pool = ThreadPool(minthreads=0, maxthreads=4, name="media")
         self._waiters: dict[str, list[defer.Deferred]] = {}
         self._thumbnailing = Coalescer()
+        self._content_locks = KeyedLock()  # by SHA-256: placing a file vs removing it
+        # Downloads note when media was last used; deleting media by date goes by it.
+        self._accesses: WriteBehind[str, int] = WriteBehind(hs, media_store.note_accesses, ACCESS_FLUSH_S,
+                                                            "media last-access times")
 
     async def start(self) -> None:
         self.pool.start()
         await self.run_in_pool(self.files.prepare)
+        self._accesses.start()
 
     def stop(self) -> None:
+        self._accesses.stop()
         self.pool.stop()
 
     def run_in_pool(self, fn: Any, *args: Any) -> defer.Deferred:
@@ -98,11 +109,12 @@ class MediaRepository:
                              upload_name: str | None) -> str:
         """Keep a received file (an upload, a URL preview's image) as new media of `user_id`."""
         try:
-            await self.run_in_pool(self.files.commit, received.path, received.sha256)
             media_id = secrets.token_urlsafe(18)
             tenant = await self.hs.tenancy.tenant_of(user_id)
-            await self.hs.db.run(media_store.insert_uploaded, media_id, user_id, tenant, content_type,
-                                 upload_name, received.size, received.sha256, now_ms())
+            async with self._content_locks.hold(received.sha256):
+                await self.run_in_pool(self.files.commit, received.path, received.sha256)
+                await self.hs.db.run(media_store.insert_uploaded, media_id, user_id, tenant, content_type,
+                                     upload_name, received.size, received.sha256, now_ms())
         finally:
             await self.run_in_pool(received.path.unlink, True)
         return media_id
@@ -128,9 +140,10 @@ class MediaRepository:
             raise MatrixError(409, "M_CANNOT_OVERWRITE_MEDIA", "media already uploaded")
         received = await sink.finish()
         try:
-            await self.run_in_pool(self.files.commit, received.path, received.sha256)
-            done = await self.hs.db.run(media_store.complete_pending, media_id, content_type,
-                                        upload_name, received.size, received.sha256, now_ms())
+            async with self._content_locks.hold(received.sha256):
+                await self.run_in_pool(self.files.commit, received.path, received.sha256)
+                done = await self.hs.db.run(media_store.complete_pending, media_id, content_type,
+                                            upload_name, received.size, received.sha256, now_ms())
         finally:
             await self.run_in_pool(received.path.unlink, True)
         if not done:
@@ -166,6 +179,7 @@ class MediaRepository:
             raise not_found("media not found")
         if row.uploaded_ts is None:
             row = await self._wait_for_upload(row, timeout_ms)
+        self._accesses.note(row.media_id, now_ms())
         return row
 
     async def _wait_for_upload(self, row: MediaRow, timeout_ms: int | None) -> MediaRow:
@@ -226,11 +240,42 @@ class MediaRepository:
             raise MatrixError(400, "M_UNKNOWN", "cannot generate a thumbnail of this content") from None
         thumb = ThumbnailRow(size.width, size.height, size.method, animated, made.content_type,
                              int(row.size or 0), made.is_original)
-        if made.path is not None:
-            final = self._thumbnail_path(row.sha256 or "", thumb)
-            thumb = replace(thumb, size=await self.run_in_pool(_place, self.files, made.path, final))
-        await self.hs.db.run(media_store.insert_thumbnail, row.sha256, thumb, now_ms())
+        sha = row.sha256 or ""
+        async with self._content_locks.hold(sha):
+            if not await self.hs.db.run(media_store.content_in_use, sha):  # deleted meanwhile
+                if made.path is not None:
+                    await self.run_in_pool(made.path.unlink, True)
+                raise not_found("media not found")
+            if made.path is not None:
+                final = self._thumbnail_path(sha, thumb)
+                thumb = replace(thumb, size=await self.run_in_pool(_place, self.files, made.path, final))
+            await self.hs.db.run(media_store.insert_thumbnail, sha, thumb, now_ms())
         return thumb
+
+    # --- deletion ----------------------------------------------------------------------
+
+    async def delete(self, media_ids: list[str]) -> list[str]:
+        """Delete local media (uploaded or reserved): their rows, and each content file
+        with its thumbnails once no media row names that content any more. Returns the
+        ids deleted."""
+        if not media_ids:
+            return []
+        deleted, hashes = await self.hs.db.run(media_store.delete_media, media_ids,
+                                               f"mxc://{self.hs.server_name}/")
+        for sha in hashes:
+            async with self._content_locks.hold(sha):
+                if await self.hs.db.run(media_store.forget_content, sha):
+                    await self.run_in_pool(self.files.remove, sha)
+        return deleted
+
+    def last_access_ts(self, row: MediaRow) -> int | None:
+        """When the media was last downloaded, counting accesses not yet written."""
+        noted = self._accesses.pending.get(row.media_id)
+        return max(row.last_access_ts or 0, noted) if noted is not None else row.last_access_ts
+
+    def flush_accesses(self) -> defer.Deferred:
+        """Write the last-access times noted so far (before reading them)."""
+        return self._accesses.flush()
 
 
 def _place(files: MediaFiles, tmp: Path, final: Path) -> int:

@@ -2,16 +2,13 @@
 user and alias queries, and ephemeral data (typing, receipts) for services that ask."""
 from __future__ import annotations
 
-import json
 import secrets
-import threading
 import time
-import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import yaml
 
+from tests.json_receiver import Call, JsonReceiver
 from tests.server_harness import Http, ServerProcess, free_port
 
 V3 = "/_matrix/client/v3"
@@ -27,51 +24,32 @@ class LazyService:
         self.user_queries: list[str] = []
         self.alias_queries: list[str] = []
         self.room_for_alias: str | None = None
-        service = self
+        self._http = JsonReceiver(self._answer, port).start()
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def _reply(self, code: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self) -> None:
-                if self.headers.get("Authorization") != f"Bearer {reg['hs_token']}":
-                    return self._reply(403, {"errcode": "M_FORBIDDEN"})
-                path = urllib.parse.unquote(self.path.split("?")[0])
-                if path.startswith("/_matrix/app/v1/users/"):
-                    user_id = path.rsplit("/", 1)[1]
-                    service.user_queries.append(user_id)
-                    local = user_id[1:].split(":")[0]
-                    service.hs.request("POST", f"{V3}/register", {
-                        "type": "m.login.application_service", "username": local, "inhibit_login": True})
-                    return self._reply(200, {})
-                if path.startswith("/_matrix/app/v1/rooms/"):
-                    alias = path.rsplit("/", 1)[1]
-                    service.alias_queries.append(alias)
-                    _, room = service.hs.request("POST", f"{V3}/createRoom", {
-                        "preset": "public_chat", "room_alias_name": alias[1:].split(":")[0]})
-                    service.room_for_alias = room.get("room_id")
-                    return self._reply(200, {})
-                self._reply(404, {"errcode": "M_UNRECOGNIZED"})
-
-            def do_PUT(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                service.ephemeral.extend(body.get("ephemeral", []))
-                self._reply(200, {})
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def _answer(self, call: Call) -> tuple[int, dict]:
+        if call.method == "PUT":
+            self.ephemeral.extend(call.body.get("ephemeral", []))
+            return 200, {}
+        if not call.bears(self.reg["hs_token"]):
+            return 403, {"errcode": "M_FORBIDDEN"}
+        if call.path.startswith("/_matrix/app/v1/users/"):
+            user_id = call.path.rsplit("/", 1)[1]
+            self.user_queries.append(user_id)
+            local = user_id[1:].split(":")[0]
+            self.hs.request("POST", f"{V3}/register", {
+                "type": "m.login.application_service", "username": local, "inhibit_login": True})
+            return 200, {}
+        if call.path.startswith("/_matrix/app/v1/rooms/"):
+            alias = call.path.rsplit("/", 1)[1]
+            self.alias_queries.append(alias)
+            _, room = self.hs.request("POST", f"{V3}/createRoom", {
+                "preset": "public_chat", "room_alias_name": alias[1:].split(":")[0]})
+            self.room_for_alias = room.get("room_id")
+            return 200, {}
+        return 404, {"errcode": "M_UNRECOGNIZED"}
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._http.close()
 
 
 @pytest.fixture(scope="module")

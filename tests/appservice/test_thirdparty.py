@@ -5,16 +5,14 @@ out, and rooms published in a network's own directory
 third_party_instance_id / include_all_networks)."""
 from __future__ import annotations
 
-import json
 import secrets
-import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import yaml
 
+from tests.json_receiver import Call, JsonReceiver
 from tests.server_harness import Http, ServerProcess, free_port
 
 V3 = "/_matrix/client/v3"
@@ -42,44 +40,26 @@ class Bridge:
             "/_matrix/app/v1/thirdparty/user":
                 [{"userid": user, "protocol": "chat", "fields": {"nick": "bob"}}],
         }
-        bridge = self
+        self._answers, self._alias, self._user, self._hs_token = answers, alias, user, hs_token
+        self._http = JsonReceiver(self._answer).start()
+        self.port = self._http.port
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def _reply(self, code: int, body) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self) -> None:
-                if self.headers.get("Authorization") != f"Bearer {hs_token}":
-                    return self._reply(403, {"errcode": "M_FORBIDDEN"})
-                path, _, qs = self.path.partition("?")
-                query = dict(urllib.parse.parse_qsl(qs))
-                bridge.queries.append((path, query))
-                # Looking up anything but our channel / nick / alias / user finds nothing.
-                if query.keys() - {"access_token"} and not ({"lobby", "bob", alias, user} & set(query.values())):
-                    return self._reply(200, [])
-                if path in answers:
-                    return self._reply(200, answers[path])
-                self._reply(404, {"errcode": "M_UNRECOGNIZED"})
-
-            def do_PUT(self) -> None:
-                self.rfile.read(int(self.headers["Content-Length"]))
-                self._reply(200, {})
-
-        self.port = free_port()
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def _answer(self, call: Call) -> tuple[int, object]:
+        if call.method == "PUT":
+            return 200, {}
+        if not call.bears(self._hs_token):
+            return 403, {"errcode": "M_FORBIDDEN"}
+        self.queries.append((call.path, call.query))
+        # Looking up anything but our channel / nick / alias / user finds nothing.
+        if call.query.keys() - {"access_token"} and not (
+                {"lobby", "bob", self._alias, self._user} & set(call.query.values())):
+            return 200, []
+        if call.path in self._answers:
+            return 200, self._answers[call.path]
+        return 404, {"errcode": "M_UNRECOGNIZED"}
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._http.close()
 
 
 @pytest.fixture(scope="module")

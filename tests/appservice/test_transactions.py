@@ -5,16 +5,15 @@ typing update. Also: a registration written by matrix-appservice-bridge
 (`de.sorunome.msc2409.push_ephemeral`) gets ephemeral data."""
 from __future__ import annotations
 
-import json
 import secrets
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import yaml
 
-from tests.server_harness import Http, ServerProcess, free_port
+from tests.json_receiver import Call, JsonReceiver
+from tests.server_harness import Http, ServerProcess
 
 V3 = "/_matrix/client/v3"
 
@@ -29,46 +28,29 @@ class Receiver:
         self.accepted: list[tuple[str, dict]] = []   # first sighting of each id
         self.fail_once_marker: str | None = None     # answer 500 once to a txn with this body
         self._failed: set[str] = set()
-        receiver = self
+        self._hs_token = hs_token
+        self._http = JsonReceiver(self._answer).start()
+        self.port = self._http.port
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def _reply(self, code: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_PUT(self) -> None:
-                if self.headers.get("Authorization") != f"Bearer {hs_token}":
-                    return self._reply(403, {"errcode": "M_FORBIDDEN"})
-                path = self.path.split("?")[0]
-                prefix = "/_matrix/app/v1/transactions/"
-                if not path.startswith(prefix):
-                    return self._reply(404, {"errcode": "M_UNRECOGNIZED"})
-                txn_id = path[len(prefix):]
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with receiver.lock:
-                    receiver.attempts.append((txn_id, body))
-                    marker = receiver.fail_once_marker
-                    bodies = [e.get("content", {}).get("body") for e in body.get("events", [])]
-                    if marker is not None and marker in bodies and txn_id not in receiver._failed:
-                        receiver._failed.add(txn_id)
-                        return self._reply(500, {"errcode": "M_UNKNOWN"})
-                    if txn_id not in {t for t, _ in receiver.accepted}:
-                        receiver.accepted.append((txn_id, body))
-                self._reply(200, {})
-
-            def do_GET(self) -> None:
-                self._reply(404, {"errcode": "M_UNRECOGNIZED"})
-
-        self.port = free_port()
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def _answer(self, call: Call) -> tuple[int, dict]:
+        prefix = "/_matrix/app/v1/transactions/"
+        if call.method != "PUT":
+            return 404, {"errcode": "M_UNRECOGNIZED"}
+        if not call.bears(self._hs_token):
+            return 403, {"errcode": "M_FORBIDDEN"}
+        if not call.path.startswith(prefix):
+            return 404, {"errcode": "M_UNRECOGNIZED"}
+        txn_id, body = call.path[len(prefix):], call.body
+        with self.lock:
+            self.attempts.append((txn_id, body))
+            marker = self.fail_once_marker
+            bodies = [e.get("content", {}).get("body") for e in body.get("events", [])]
+            if marker is not None and marker in bodies and txn_id not in self._failed:
+                self._failed.add(txn_id)
+                return 500, {"errcode": "M_UNKNOWN"}
+            if txn_id not in {t for t, _ in self.accepted}:
+                self.accepted.append((txn_id, body))
+        return 200, {}
 
     def typing_states(self, room_id: str) -> list[list[str]]:
         with self.lock:
@@ -80,8 +62,7 @@ class Receiver:
             return [e["event_id"] for _, body in self.accepted for e in body.get("events", [])]
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._http.close()
 
 
 def _registration(as_id: str, url: str, prefix: str, ephemeral_key: str) -> dict:

@@ -104,13 +104,18 @@ def test_spec_event_signing_vector_minimal_event():
     assert verify_event_signature(pdu, V10, "domain", get_verify_key(KEY))
 
 
-def test_spec_event_signing_vector_redactable_content():
-    pdu = {
+def _spec_message_pdu() -> dict:
+    """The message event of the spec's second event-signing vector, unsigned."""
+    return {
         "content": {"body": "Here is the message content"}, "event_id": "$0:domain",
         "origin": "domain", "origin_server_ts": 1000000, "type": "m.room.message",
         "room_id": "!r:domain", "sender": "@u:domain", "signatures": {},
         "unsigned": {"age_ts": 1000000},
     }
+
+
+def test_spec_event_signing_vector_redactable_content():
+    pdu = _spec_message_pdu()
     add_content_hash(pdu)
     assert pdu["hashes"]["sha256"] == "onLKD1bGljeBWQhWZ1kaP9SorVmRQNdN5aM2JYU2n/g"
     pdu["signatures"] = {}
@@ -172,12 +177,7 @@ def test_v11_redaction_keeps_create_content_and_redacts_key():
 
 def test_spec_redactable_vector_is_a_v1_event():
     # The spec's second event-signing vector carries "$0:domain": a v1/v2-format event.
-    pdu = {
-        "content": {"body": "Here is the message content"}, "event_id": "$0:domain",
-        "origin": "domain", "origin_server_ts": 1000000, "type": "m.room.message",
-        "room_id": "!r:domain", "sender": "@u:domain", "signatures": {},
-        "unsigned": {"age_ts": 1000000},
-    }
+    pdu = _spec_message_pdu()
     add_content_hash(pdu)
     sign_event(pdu, V1, "domain", KEY)
     assert pdu["signatures"]["domain"]["ed25519:1"] == (
