@@ -60,6 +60,7 @@ class Route:
     auth: bool
     pattern: str = ""  # as registered, e.g. CLIENT_PREFIX + "/sync"
     body: StreamedBody | None = None
+    max_body: int | None = None  # a buffered body limit of its own (federation transactions)
 
 
 class DirectResponse:
@@ -74,10 +75,11 @@ class Router:
         self.routes: list[Route] = []
 
     def add(self, method: str, pattern: str, handler: Handler, auth: bool = True,
-            body: StreamedBody | None = None) -> None:
+            body: StreamedBody | None = None, max_body: int | None = None) -> None:
         """`pattern` is a regex source in which `{name}` stands for one path segment."""
         source = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern)
-        self.routes.append(Route(method, re.compile("^" + source + "$"), handler, auth, pattern, body))
+        self.routes.append(Route(method, re.compile("^" + source + "$"), handler, auth, pattern, body,
+                                 max_body))
 
     def client(self, method: str, path: str, handler: Handler, auth: bool = True) -> None:
         self.add(method, CLIENT_PREFIX + path, handler, auth)
@@ -120,6 +122,7 @@ class Req:
     requester: Requester | None = None
     upload: Any = None  # the sink of a StreamedBody route, holding the received body
     _json: Any = field(default=None, repr=False)
+    uri: bytes = b""  # the request target as sent (path and query), for X-Matrix signatures
 
     @property
     def user_id(self) -> str:
@@ -285,6 +288,8 @@ class ApiResource(Resource):
         if route is not None and route.body is not None:
             streamed = route.body
             return streamed.limit(self.hs), lambda producer: streamed.open_sink(self.hs, producer)
+        if route is not None and route.max_body is not None:
+            return route.max_body, None
         return self.hs.config.limits.max_request_body_bytes, None
 
     def render(self, request: server.Request) -> int:
@@ -333,7 +338,7 @@ class ApiResource(Resource):
             body = request.content.read()
         req = Req(self.hs, method, path, args, body, request.requestHeaders,
                   request.getClientAddress().host if request.getClientAddress() else "",
-                  upload=upload)
+                  upload=upload, uri=request.uri)
         if route.auth:
             req.requester = await authenticate(req)
             if req.requester.is_guest:
@@ -405,11 +410,14 @@ async def _appservice_requester(req: Req, reg: Any, token: str) -> Requester:
     return Requester(user_id, device_id, bool(user["is_admin"]), token, app_service=reg)
 
 
-def build_site(hs: "HomeServer") -> server.Site:
+def build_site(hs: "HomeServer", registrars: list[Callable[[Router], None]] | None = None) -> server.Site:
+    """A site serving the routes the registrars add (default: the client-server API);
+    the composition root passes the federation API's for federation listeners."""
     from client_api.routes import register_all_routes
 
     router = Router()
-    register_all_routes(router)
+    for register in registrars if registrars is not None else [register_all_routes]:
+        register(router)
     site = server.Site(ApiResource(hs, router))
     site.protocol = LimitedChannel
     site.requestFactory = LimitedRequest

@@ -59,12 +59,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         await hs.appservices.start()
         hs.persister.add_listener(hs.appservices.on_events)
         hs.sync.ephemeral_listeners.append(hs.appservices.on_ephemeral)
-        site = build_site(hs)
         for listener in config.listeners:
-            port = reactor.listenTCP(listener.port, site, interface=listener.bind_address)
+            site = build_site(hs, _route_registrars(listener.resources))
+            if listener.tls:  # the federation certificate (generated on first start)
+                from homeserver.federation.tls import certificate_paths, server_tls_options
+                tls = server_tls_options(*certificate_paths(config))
+                port = reactor.listenSSL(listener.port, site, tls, interface=listener.bind_address)
+            else:
+                port = reactor.listenTCP(listener.port, site, interface=listener.bind_address)
             host = port.getHost()
-            logger.info("listening for %s on http://%s:%d (server_name %s)",
-                        ",".join(listener.resources), host.host, host.port, config.server_name)
+            logger.info("listening for %s on %s://%s:%d (server_name %s)",
+                        ",".join(listener.resources), "https" if listener.tls else "http",
+                        host.host, host.port, config.server_name)
 
     def failed(f):
         if f.check(RegistrationError):
@@ -77,6 +83,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     reactor.addSystemEventTrigger("after", "shutdown", hs.shutdown)
     reactor.run()
     return 0
+
+
+def _route_registrars(resources: list[str]) -> list:
+    """What a listener serves: the client-server API and/or the federation API."""
+    registrars = []
+    if "client" in resources:
+        from client_api.routes import register_all_routes
+        registrars.append(register_all_routes)
+    if "federation" in resources:
+        from federation_api import register_all_routes as register_federation
+        registrars.append(register_federation)
+    return registrars
 
 
 def cmd_run_all(args: argparse.Namespace) -> int:

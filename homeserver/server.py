@@ -40,6 +40,8 @@ class HomeServer:
         self.appservices: Any = None  # appservice.registry.AppServices, likewise
         self.media: MediaRepository = None  # type: ignore[assignment]  # set in start()
         self.url_previews: Any = None  # homeserver.media.url_preview.UrlPreviewer when enabled
+        # homeserver.federation.service.Federation when federation.enabled, else None.
+        self.federation: Any = None
 
     def open_database(self) -> None:
         """Blocking: start the embedded Postgres if needed, connect, migrate."""
@@ -71,6 +73,10 @@ class HomeServer:
         if self.config.media.url_preview.enabled:
             from homeserver.media.url_preview import UrlPreviewer
             self.url_previews = UrlPreviewer(self)
+        if self.config.federation.enabled:
+            from homeserver.federation.service import Federation
+            self.federation = Federation(self)
+            await self.federation.start()
 
     async def _room_version_of(self, room_id: str) -> str | None:
         head = await self.room_heads.get(room_id)
@@ -95,7 +101,7 @@ class HomeServer:
     def shutdown(self) -> None:
         # Each part stops even if one before it fails (say, the database is gone and
         # presence cannot be saved): the embedded PostgreSQL must always be stopped.
-        for part in (self.sync, self.appservices, self.media, self.db, self.embedded):
+        for part in (self.federation, self.sync, self.appservices, self.media, self.db, self.embedded):
             if part is None:
                 continue
             try:

@@ -174,13 +174,21 @@ async def query_keys(req: Req):
         else:
             _unreachable(failures, user_id)
 
-    viewer = req.user_id
-    devices, cross_signing, signatures = await req.hs.db.run(_load_for_query, list(local))
+    result = await local_device_keys(req.hs, local, req.user_id)
+    result["failures"] = failures
+    return result
+
+
+async def local_device_keys(hs, local: dict[str, list[str]], viewer: str | None) -> dict[str, Any]:
+    """Device and cross-signing keys of local users (all devices, or the ones listed), as
+    `viewer` may see them (None: another server, which never gets user-signing keys).
+    Shared by /keys/query and the federation's user/keys/query."""
+    devices, cross_signing, signatures = await hs.db.run(_load_for_query, list(local))
     sigs_by_target: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
     for signer, signer_key, target_user, target_key, sig in signatures:
         sigs_by_target.setdefault((target_user, target_key), []).append((signer, signer_key, sig))
 
-    result: dict[str, Any] = {"device_keys": {u: {} for u in local}, "failures": failures,
+    result: dict[str, Any] = {"device_keys": {u: {} for u in local},
                               "master_keys": {}, "self_signing_keys": {}, "user_signing_keys": {}}
     for user_id, device_id, key_json, display_name in devices:
         only = local[user_id]
@@ -227,13 +235,18 @@ async def claim_keys(req: Req):
             continue
         requests.extend((user_id, d, a) for d, a in devices.items())
 
-    claimed = await req.hs.db.run(store.claim_keys, requests)
+    return {"one_time_keys": await claim_local_keys(req.hs, requests), "failures": failures}
+
+
+async def claim_local_keys(hs, requests: list[tuple[str, str, str]]) -> dict[str, Any]:
+    """Claim one key per (user, device, algorithm) of local users; shared with federation."""
+    claimed = await hs.db.run(store.claim_keys, requests)
     result: dict[str, Any] = {}
     for user_id, device_id, algorithm, key_id, key_json in claimed:
-        req.hs.sync.e2e_counts.invalidate(user_id, device_id)
+        hs.sync.e2e_counts.invalidate(user_id, device_id)
         result.setdefault(user_id, {}).setdefault(device_id, {})[f"{algorithm}:{key_id}"] = \
             json.loads(key_json)
-    return {"one_time_keys": result, "failures": failures}
+    return result
 
 
 # ---- /keys/changes -----------------------------------------------------------------------
