@@ -5,9 +5,9 @@ what it may see, and call the core (`hs.federation`)."""
 from __future__ import annotations
 
 from client_api.http import Router
-from federation_api import keys, queries
+from federation_api import events, keys, membership, queries
 
 
 def register_all_routes(router: Router) -> None:
-    for module in (keys, queries):
+    for module in (keys, queries, events, membership):
         module.register(router)

@@ -59,6 +59,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         await hs.appservices.start()
         hs.persister.add_listener(hs.appservices.on_events)
         hs.sync.ephemeral_listeners.append(hs.appservices.on_ephemeral)
+        if hs.federation is not None:
+            await hs.federation.attach_sync(hs.sync)  # outbound EDUs; starts the queues
         for listener in config.listeners:
             site = build_site(hs, _route_registrars(listener.resources))
             if listener.tls:  # the federation certificate (generated on first start)

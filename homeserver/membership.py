@@ -57,7 +57,16 @@ class Membership:
         return head
 
     async def join(self, user_id: str, room_id_or_alias: str, reason: str | None = None,
-                   txn: tuple[str, str, str] | None = None) -> str:
+                   txn: tuple[str, str, str] | None = None, servers: list[str] | None = None) -> str:
+        if self.hs.federation is not None:  # a room of another server: make_join/send_join
+            content: dict[str, Any] = {"membership": "join", **await self.hs.profiles.member_profile(user_id)}
+            if reason:
+                content["reason"] = reason
+            room_id_or_alias, joined = await self.hs.federation.membership.maybe_join(
+                user_id, room_id_or_alias, content, servers or [])
+            if joined:
+                await self.hs.db.run(state_store.unforget_room, user_id, room_id_or_alias)
+                return room_id_or_alias
         room_id = await self.resolve_room(room_id_or_alias)
         head = await self.head(room_id)
         if room_id_or_alias.startswith("#") and room_tenant(head) != await self.hs.tenancy.tenant_of(user_id):
@@ -127,6 +136,10 @@ class Membership:
             # the invitee's profile shows in the invite as clients expect
             content.update({k: v for k, v in (await self.hs.profiles.member_profile(target)).items()
                             if k not in content})
+        if self.hs.federation is not None:  # remote invitees; declining another server's invite
+            sent = await self.hs.federation.membership.send_membership(head, sender, target, content)
+            if sent is not None:
+                return sent
         return await self.hs.event_creator.send(room_id, sender, "m.room.member", content, target, txn=txn)
 
     async def propagate_profile(self, user_id: str) -> None:

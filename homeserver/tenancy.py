@@ -21,6 +21,8 @@ ENTERING = ("join", "invite", "knock")
 
 
 def room_tenant(head: RoomHead) -> str | None:
+    if head.remote_tenant is not None:  # another server's room: its tenant key means nothing here
+        return head.remote_tenant[0]
     create = head.state.get(("m.room.create", ""))
     value = create.content.get(TENANT_KEY) if create is not None else None
     return value if isinstance(value, str) else None
@@ -52,6 +54,11 @@ class Tenancy:
         """Refuse a join, invite or knock across the tenant wall. Synchronous, for the
         event builder: the target's tenant must have been looked up (`tenant_of`) first."""
         if membership not in ENTERING:
+            return
+        if not self.hs.accounts.is_mine(target):  # another server's user (federation)
+            federation = self.hs.federation
+            if federation is None or not federation.exposure.room_open(head):
+                raise forbidden("this room's organization does not take part in federation")
             return
         if self.hs.accounts.is_mine(target) and target not in self._users:
             raise forbidden("the user's organization is not known yet; try again")

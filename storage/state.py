@@ -43,14 +43,27 @@ def load_room_head(cur: Cursor, room_id: str) -> dict | None:
     )
     state = [to_stored(r) for r in cur.fetchall()]
     cur.execute(
-        "SELECT f.event_id, e.depth, e.state_group, g.chain_length FROM forward_extremities f"
+        "SELECT f.event_id, e.depth, e.state_group, g.chain_length, e.stream_ordering"
+        " FROM forward_extremities f"
         " JOIN events e USING (event_id) JOIN state_groups g ON g.id = e.state_group"
         " WHERE f.room_id = %s ORDER BY e.depth DESC, e.stream_ordering DESC",
         (room_id,),
     )
     extremities = cur.fetchall()
+    # The group of the current state: the newest extremity's, unless state resolution
+    # across several extremities (federation) produced one after it.
+    latest = max(extremities, key=lambda e: e[4])
+    current_group = (latest[2], latest[3])
+    cur.execute("SELECT state_group, chain_length, stream_ordering FROM room_state_heads WHERE room_id = %s",
+                (room_id,))
+    resolved = cur.fetchone()
+    if resolved is not None and resolved[2] >= latest[4]:
+        current_group = (resolved[0], resolved[1])
+    cur.execute("SELECT tenant_id FROM remote_rooms WHERE room_id = %s", (room_id,))
+    remote = cur.fetchone()
     return {"room_version": room_version, "is_public": is_public, "state": state,
-            "extremities": extremities}
+            "extremities": extremities, "state_group": current_group,
+            "remote_tenant": (remote[0],) if remote else None}
 
 
 def rooms_for_user(cur: Cursor, user_id: str, memberships: tuple[str, ...] = ("join",)) -> list[str]:

@@ -17,6 +17,7 @@ class DeviceLists:
         self._on_change = on_change  # told the user id; wakes those who share a room
         self.stream: StreamIdGen = None  # type: ignore[assignment]
         self._log: list[tuple[int, str]] = []  # (stream, user) recorded by this process
+        self.listeners: list[Callable[[str], None]] = []  # told each changed user (federation)
         self._start = 0
 
     async def start(self) -> None:
@@ -34,6 +35,8 @@ class DeviceLists:
             self._start = self._log[5_000][0]
             del self._log[:5_000]
         self._on_change(user_id)
+        for listener in self.listeners:
+            listener(user_id)
 
     def changed_in_memory(self, since: int) -> set[str]:
         """Users changed after `since` as far as this process knows (tokens from before

@@ -1,6 +1,6 @@
 """End-to-end encryption keys: upload, query, claim, changes, cross-signing keys and
-signatures. Only this server's users are served; other servers' users are reported under
-`failures` since there is no federation."""
+signatures. Other servers' users are asked over federation (when it is enabled; else they
+are reported under `failures`)."""
 from __future__ import annotations
 
 import json
@@ -166,17 +166,32 @@ async def query_keys(req: Req):
         raise bad_json("device_keys must be an object of user id to device ids")
     failures: dict[str, Any] = {}
     local: dict[str, list[str]] = {}
+    remote: dict[str, list[str]] = {}
     for user_id, device_ids in wanted.items():
         if not isinstance(device_ids, list) or not all(isinstance(d, str) for d in device_ids):
             raise bad_json("device_keys must map each user id to a list of device ids")
         if req.hs.accounts.is_mine(user_id):
             local[user_id] = device_ids
+        elif await _federates(req):
+            remote[user_id] = device_ids
         else:
             _unreachable(failures, user_id)
 
     result = await local_device_keys(req.hs, local, req.user_id)
+    if remote:  # other servers' users: asked over federation, each server at once
+        found, remote_failures = await req.hs.federation.queries.keys_query(remote)
+        for field, values in found.items():
+            result[field].update(values)
+        failures.update(remote_failures)
     result["failures"] = failures
     return result
+
+
+async def _federates(req: Req) -> bool:
+    """Whether the requester may reach other servers' users (tenant users of a tenant not
+    opened to federation may not)."""
+    federation = req.hs.federation
+    return federation is not None and federation.exposure.tenant_open(await req.hs.tenancy.tenant_of(req.user_id))
 
 
 async def local_device_keys(hs, local: dict[str, list[str]], viewer: str | None) -> dict[str, Any]:
@@ -227,15 +242,24 @@ async def claim_keys(req: Req):
         raise bad_json("one_time_keys must be an object of user id to device id to algorithm")
     failures: dict[str, Any] = {}
     requests: list[tuple[str, str, str]] = []
+    remote: dict[str, dict[str, str]] = {}
     for user_id, devices in wanted.items():
         if not isinstance(devices, dict) or not all(isinstance(a, str) for a in devices.values()):
             raise bad_json("one_time_keys must map each user id to device ids and algorithms")
         if not req.hs.accounts.is_mine(user_id):
-            _unreachable(failures, user_id)
+            if await _federates(req):
+                remote[user_id] = devices
+            else:
+                _unreachable(failures, user_id)
             continue
         requests.extend((user_id, d, a) for d, a in devices.items())
 
-    return {"one_time_keys": await claim_local_keys(req.hs, requests), "failures": failures}
+    claimed = await claim_local_keys(req.hs, requests)
+    if remote:
+        found, remote_failures = await req.hs.federation.queries.keys_claim(remote)
+        claimed.update(found)
+        failures.update(remote_failures)
+    return {"one_time_keys": claimed, "failures": failures}
 
 
 async def claim_local_keys(hs, requests: list[tuple[str, str, str]]) -> dict[str, Any]:

@@ -180,6 +180,12 @@ async def messages(req: Req, room_id: str):
     f = _parse_filter(req)
     stored = await req.hs.db.run(
         events_store.paginate_room, room_id, start, direction, limit, to_pos, f.sql_lists())
+    if direction == "b" and req.hs.federation is not None \
+            and await req.hs.federation.backfill.fill(room_id, limit, start[0], stored, len(stored) < limit):
+        # Paged into a gap (or past the oldest event) of a room shared with other servers:
+        # they sent the events missing there.
+        stored = await req.hs.db.run(
+            events_store.paginate_room, room_id, start, direction, limit, to_pos, f.sql_lists())
     head = await req.hs.room_heads.get(room_id)
     events = req.hs.event_cache.from_stored_list(stored, head.room_version.identifier)
     # The last row's position is the next token; wildcard types are matched here.

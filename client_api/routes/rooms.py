@@ -27,7 +27,9 @@ def _reason(req: Req) -> str | None:
 
 
 async def join(req: Req, room_id_or_alias: str):
-    room_id = await req.hs.membership.join(req.user_id, room_id_or_alias, _reason(req))
+    # `server_name` (and the newer `via`) name servers to join another server's room through.
+    servers = req.args.get("server_name", []) + req.args.get("via", [])
+    room_id = await req.hs.membership.join(req.user_id, room_id_or_alias, _reason(req), servers=servers)
     return {"room_id": room_id}
 
 

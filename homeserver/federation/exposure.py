@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from homeserver.ids import split_id
 from homeserver.room_heads import RoomHead
 from homeserver.tenancy import room_tenant
+from storage import federation as fed_store
 from storage import state as state_store
 
 if TYPE_CHECKING:
@@ -79,3 +80,29 @@ class Exposure:
         vis = head.state.get(("m.room.history_visibility", ""))
         return (rules is not None and rules.content.get("join_rule") == "public") or \
             (vis is not None and vis.content.get("history_visibility") == "world_readable")
+
+    async def may_see_event(self, origin: str, head: RoomHead, event_id: str) -> bool:
+        """History visibility for servers: `origin` may see the event if one of its users
+        was joined at it (invited too, for `invited` rooms), if the room is
+        world-readable then, or (`shared`) if it has a member now."""
+        fed = self.hs.federation
+        status = (await self.hs.db.run(fed_store.event_statuses, [event_id])).get(event_id)
+        if status is None or status[0] == "rejected":
+            return False
+        state, _ = await fed.inbound.state.group(status[1])
+        vis_id = state.get(("m.room.history_visibility", ""))
+        visibility = "shared"
+        if vis_id is not None:
+            vis = (await fed.inbound.state.events([vis_id], head.room_version)).get(vis_id)
+            if vis is not None:
+                visibility = vis.content.get("history_visibility", "shared")
+        if visibility == "world_readable":
+            return True
+        memberships = ("join", "invite") if visibility == "invited" else ("join",)
+        members = [eid for (etype, user), eid in state.items()
+                   if etype == "m.room.member" and server_of(user) == origin]
+        if members:
+            for ev in (await fed.inbound.state.events(members, head.room_version)).values():
+                if ev.membership in memberships:
+                    return True
+        return visibility == "shared" and server_in_room(head, origin)

@@ -200,3 +200,40 @@ def user(server: FederatedServer, name: str, tenant: str | None = None, admin: H
                                      {"tenant_id": tenant})
         assert status == 200, body
     return client
+
+
+class Syncer:
+    """Incremental /sync for one client, remembering its position."""
+
+    def __init__(self, client: Http) -> None:
+        self.client = client
+        self.since: str | None = None
+
+    def once(self, timeout_ms: int = 0) -> dict:
+        path = f"{V3}/sync?timeout={timeout_ms}" + (f"&since={self.since}" if self.since else "")
+        status, body = self.client.request("GET", path)
+        assert status == 200, body
+        self.since = body["next_batch"]
+        return body
+
+    def until(self, predicate, timeout: float = 30.0, what: str = "sync condition"):
+        """Sync until predicate(body) is truthy; returns its value."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            found = predicate(self.once(timeout_ms=1000))
+            if found:
+                return found
+        raise AssertionError(f"timed out waiting for {what}")
+
+
+def room_events(body: dict, room_id: str, section: str = "timeline") -> list[dict]:
+    room = body.get("rooms", {}).get("join", {}).get(room_id, {})
+    return room.get(section, {}).get("events", [])
+
+
+def bodies(client: Http, room_id: str, limit: int = 100) -> list[str]:
+    """Message bodies of a room, oldest first, as /messages pages them back."""
+    status, page = client.request("GET", f"{V3}/rooms/{room_id}/messages?dir=b&limit={limit}")
+    assert status == 200, page
+    return [e["content"]["body"] for e in reversed(page["chunk"])
+            if e["type"] == "m.room.message" and "body" in e.get("content", {})]
