@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from signedjson.key import VerifyKey, decode_verify_key_base64, encode_verify_key_base64
+from signedjson.key import VerifyKey, decode_verify_key_base64, encode_verify_key_base64, get_verify_key
 from signedjson.sign import SignatureVerifyException, sign_json, verify_signed_json
 
 from homeserver.async_utils import Coalescer
@@ -124,7 +124,7 @@ class KeyRing:
     def _own_key(self, key_id: str) -> FetchedKey | None:
         key = self.hs.signing_key
         if key_id == key_id_of(key):
-            return FetchedKey(key.verify_key, 2**62, None, "")
+            return FetchedKey(get_verify_key(key), 2**62, None, "")
         old = self.hs.config.federation.old_signing_keys.get(key_id)
         vk = _decode_key(key_id, old.key) if old else None
         return FetchedKey(vk, old.expired_ts, old.expired_ts, "") if vk and old else None

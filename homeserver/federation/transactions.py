@@ -40,6 +40,7 @@ class Transactions:
         seen = await self.hs.db.run(store.get_inbound_txn, origin, txn_id)
         if seen is not None:
             return json.loads(seen)
+        started = time.monotonic()
         pdus = body.get("pdus") or []
         edus = body.get("edus") or []
         by_room: dict[str, list] = {}
@@ -58,6 +59,8 @@ class Transactions:
                 logger.exception("EDU from %s failed", origin)
         response = {"pdus": results}
         await self.hs.db.run(store.put_inbound_txn, origin, txn_id, json.dumps(response), int(time.time() * 1000))
+        logger.info("transaction %s from %s: %d PDUs (%d refused), %d EDUs in %.0f ms", txn_id, origin, len(pdus),
+                    sum(1 for r in results.values() if r), len(edus), (time.monotonic() - started) * 1000)
         return response
 
     async def _room(self, origin: str, room_id: str, raws: list, results: dict) -> None:
