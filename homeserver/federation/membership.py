@@ -43,9 +43,17 @@ STRIPPED_TYPES = ("m.room.create", "m.room.join_rules", "m.room.name", "m.room.a
                   "m.room.canonical_alias", "m.room.encryption", "m.room.topic")
 
 
-def stripped_state(head: RoomHead, extra: list[Event] = ()) -> list[dict]:
+def stripped_state(head: RoomHead, extra: list[Event] = (), full: bool = False) -> list[dict]:
+    """The room state an invitee or knocker is shown. `full`: as signed PDUs (what newer
+    servers want in invite_room_state, to check the create event), else stripped."""
     events = [head.state[(t, "")] for t in STRIPPED_TYPES if (t, "") in head.state] + list(extra)
-    return [{"type": e.type, "state_key": e.state_key, "content": e.content, "sender": e.sender} for e in events]
+    if full:
+        return [e.pdu for e in events]
+    return [strip(e.pdu) for e in events]
+
+
+def strip(pdu: dict) -> dict:
+    return {k: pdu[k] for k in ("type", "state_key", "content", "sender") if k in pdu}
 
 
 def is_stub(head: RoomHead) -> bool:
@@ -209,7 +217,7 @@ class FederatedMembership:
 
     async def invite_state(self, room_id: str, user_id: str) -> list[dict]:
         text = await self.hs.db.run(store.get_invite_state, room_id, user_id)
-        events = json.loads(text) if text else []
+        events = [strip(e) for e in json.loads(text) if isinstance(e, dict)] if text else []
         head = await self.hs.room_heads.get(room_id)
         own = head.state.get(("m.room.member", user_id)) if head else None
         if own is not None:
@@ -389,7 +397,8 @@ class FederatedMembership:
             raise forbidden(failure)
         body = {"room_version": rv.identifier, "event": event.pdu,
                 "invite_room_state": stripped_state(head, [head.state[("m.room.member", inviter)]]
-                                                    if ("m.room.member", inviter) in head.state else [])}
+                                                    if ("m.room.member", inviter) in head.state else [],
+                                                    full=True)}
         try:
             answer = await self.federation.client.put(
                 destination, path(F2 + "/invite/%s/%s", head.room_id, event.event_id), body)

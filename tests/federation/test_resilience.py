@@ -1,12 +1,15 @@
 """Federation under stress: a peer down for a while (FEDERATION_OUTAGE_SECONDS, default
-two minutes) receives everything afterwards, in order; a forged signature, a tampered
-event and an event that fails the auth rules are each refused without disturbing the
-room; power-level changes made at once on both servers converge to the same state."""
+two minutes, between two instances of this server; shorter with Synapse on either side of
+the outage, where the point is how each catches up with the other) receives everything
+afterwards, in order; a forged signature, a tampered event and an event that fails the
+auth rules are each refused without disturbing the room; power-level changes made at once
+on both servers converge to the same state, with this server and with Synapse."""
 from __future__ import annotations
 
 import os
 import threading
 import time
+import uuid
 from urllib.parse import quote
 
 import pytest
@@ -15,21 +18,33 @@ from signedjson.key import generate_signing_key
 from homeserver.event_hashing import add_content_hash, compute_event_id, sign_event
 from homeserver.room_versions import KNOWN_ROOM_VERSIONS
 from tests.federation.harness import V3, FederatedServer, FedHttp, bodies, user, wait_for
+from tests.federation.synapse_harness import SynapseServer
+
+pytestmark = pytest.mark.timeout(900)
 
 OUTAGE_S = float(os.environ.get("FEDERATION_OUTAGE_SECONDS", "120"))
+SYNAPSE_OUTAGE_S = min(OUTAGE_S, 20.0)
 F1 = "/_matrix/federation/v1"
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory):
+def servers(tmp_path_factory):
     a = FederatedServer(tmp_path_factory.mktemp("res-a"))
     b = FederatedServer(tmp_path_factory.mktemp("res-b"))
+    s = SynapseServer(tmp_path_factory.mktemp("res-synapse"))
     a.start()
     b.start()
-    yield a, b
-    for s in (a, b):
-        s.stop()
-        s.stop_postgres()
+    s.start()
+    yield {"a": a, "b": b, "synapse": s}
+    s.stop()
+    for srv in (a, b):
+        srv.stop()
+        srv.stop_postgres()
+
+
+@pytest.fixture
+def pair(servers):
+    return servers["a"], servers["b"]
 
 
 def _shared_room(a, b, alice, bob, **extra) -> str:
@@ -47,28 +62,34 @@ def _send(client, room_id: str, text: str) -> None:
     assert status == 200, body
 
 
-def test_peer_down_receives_everything_in_order(pair):
-    a, b = pair
-    alice, bob = user(a, "olga"), user(b, "otto")
-    room_id = _shared_room(a, b, alice, bob)
-    b.stop()
+@pytest.mark.parametrize("sender,down", [("a", "b"), ("a", "synapse"), ("synapse", "a")])
+def test_peer_down_receives_everything_in_order(servers, sender, down):
+    host, peer = servers[sender], servers[down]
+    outage = OUTAGE_S if "synapse" not in (sender, down) else SYNAPSE_OUTAGE_S
+    alice, bob = _fresh(host, "olga"), _fresh(peer, "otto")
+    room_id = _shared_room(host, peer, alice, bob)
+    peer.stop()
     sent = []
-    deadline = time.time() + OUTAGE_S
+    deadline = time.time() + outage
     i = 0
     while time.time() < deadline or i < 30:
         text = f"during the outage {i}"
         _send(alice, room_id, text)
         sent.append(text)
         i += 1
-        time.sleep(max(0.0, min(OUTAGE_S / 30, deadline - time.time())))
-    b.start()
-    wait_for(lambda: sent[-1] in bodies(bob, room_id, 200), timeout=60, what="the last message on B")
-    assert bodies(bob, room_id, 200) == sent
+        time.sleep(max(0.0, min(outage / 30, deadline - time.time())))
+    peer.start()
+    wait_for(lambda: sent[-1] in bodies(bob, room_id, 200), timeout=90, what="the last message on the peer")
+    wait_for(lambda: bodies(bob, room_id, 200) == sent, timeout=30, what="every message, in order")
     # They arrived as new events (in /sync order too), not as history fetched later.
     status, page = bob.request("GET", f"{V3}/sync?filter=" + quote('{"room":{"timeline":{"limit":200}}}'))
     timeline = [e["content"].get("body") for e in page["rooms"]["join"][room_id]["timeline"]["events"]
                 if e["type"] == "m.room.message"]
     assert timeline == sent
+
+
+def _fresh(server, name: str):
+    return user(server, f"{name}{uuid.uuid4().hex[:6]}")
 
 
 def _pdu(room_id: str, sender: str, prev: str, depth: int, content: dict, etype: str = "m.room.message",
@@ -144,11 +165,12 @@ def _pl(client, room_id: str) -> dict:
     return body
 
 
-def test_conflicting_power_level_changes_converge(pair):
-    a, b = pair
+@pytest.mark.parametrize("other", ["b", "synapse"])
+def test_conflicting_power_level_changes_converge(servers, other):
+    a, b = servers["a"], servers[other]
     forked = False
     for attempt in range(5):
-        alice, bob = user(a, f"pa{attempt}x"), user(b, f"pb{attempt}x")
+        alice, bob = _fresh(a, "pa"), _fresh(b, "pb")
         room_id = _shared_room(a, b, alice, bob)
         levels = _pl(alice, room_id)
         levels["users"][bob.user_id] = 100
