@@ -102,3 +102,37 @@ def forget_room(cur: Cursor, user_id: str, room_id: str) -> None:
 
 def unforget_room(cur: Cursor, user_id: str, room_id: str) -> None:
     cur.execute("DELETE FROM forgotten_rooms WHERE user_id = %s AND room_id = %s", (user_id, room_id))
+
+
+def visibility_inputs(cur: Cursor, event_ids: list[str], user_id: str) -> dict[str, tuple[str | None, str | None]]:
+    """For each event: (the user's membership, the room's history_visibility) in the state
+    group of the event (the state after it). For state-based history visibility."""
+    if not event_ids:
+        return {}
+    cur.execute("SELECT event_id, state_group FROM events WHERE event_id = ANY(%s)", (list(event_ids),))
+    groups = dict(cur.fetchall())
+    if not groups:
+        return {}
+    cur.execute(
+        "WITH RECURSIVE chain(root, id, prev_group, n) AS ("
+        "  SELECT id, id, prev_group, 0 FROM state_groups WHERE id = ANY(%s)"
+        "  UNION ALL SELECT c.root, g.id, g.prev_group, c.n + 1 FROM state_groups g"
+        "  JOIN chain c ON g.id = c.prev_group)"
+        " SELECT DISTINCT ON (c.root, s.type) c.root, s.type, e.json::json->'content'"
+        " FROM chain c JOIN state_group_entries s ON s.state_group = c.id"
+        " JOIN events e ON e.event_id = s.event_id"
+        " WHERE (s.type = 'm.room.member' AND s.state_key = %s)"
+        "    OR (s.type = 'm.room.history_visibility' AND s.state_key = '')"
+        " ORDER BY c.root, s.type, c.n",
+        (list(set(groups.values())), user_id))
+    by_group: dict[int, dict[str, dict]] = {}
+    for root, etype, content in cur.fetchall():
+        by_group.setdefault(root, {})[etype] = content if isinstance(content, dict) else {}
+    out = {}
+    for event_id, group in groups.items():
+        found = by_group.get(group, {})
+        membership = found.get("m.room.member", {}).get("membership")
+        visibility = found.get("m.room.history_visibility", {}).get("history_visibility")
+        out[event_id] = (membership if isinstance(membership, str) else None,
+                         visibility if isinstance(visibility, str) else None)
+    return out

@@ -113,7 +113,7 @@ async def _visible_event(req: Req, room_id: str, event_id: str):
     if ev is None or ev.room_id != room_id:
         raise not_found("event not found")
     hist = await visibility.require_can_read(req.hs, room_id, req.user_id)
-    if not hist.may_see(ev):
+    if not await visibility.visible_events(req.hs, hist, room_id, [ev]):
         raise not_found("event not found")
     return ev, hist
 
@@ -189,7 +189,8 @@ async def messages(req: Req, room_id: str):
     head = await req.hs.room_heads.get(room_id)
     events = req.hs.event_cache.from_stored_list(stored, head.room_version.identifier)
     # The last row's position is the next token; wildcard types are matched here.
-    visible = [e for e in events if hist.may_see(e) and (f.passes_all or f.allows(e.type, e.sender, e.content))]
+    visible = [e for e in await visibility.visible_events(req.hs, hist, room_id, events)
+               if f.passes_all or f.allows(e.type, e.sender, e.content)]
     result: dict[str, Any] = {
         "chunk": await serialize_for(req, visible),
         "start": from_token or topo_token(start),
@@ -231,8 +232,8 @@ async def context(req: Req, room_id: str, event_id: str):
         state_events = [e for k, e in state.items() if k[0] != "m.room.member" or k[1] in senders]
     return {
         "event": (await serialize_for(req, [ev]))[0],
-        "events_before": await serialize_for(req, [e for e in before if hist.may_see(e)]),
-        "events_after": await serialize_for(req, [e for e in after if hist.may_see(e)]),
+        "events_before": await serialize_for(req, await visibility.visible_events(req.hs, hist, room_id, before)),
+        "events_after": await serialize_for(req, await visibility.visible_events(req.hs, hist, room_id, after)),
         "start": topo_token((first.depth, first.stream_ordering)),
         "end": topo_token((last.depth, last.stream_ordering)),
         "state": await serialize_for(req, state_events),
