@@ -145,16 +145,17 @@ class InboundEvents:
         others = sorted(servers_in_room(head) - {origin, self.hs.server_name}) if head else []
         return [origin, *others]
 
-    async def _ask(self, servers: list[str], fn) -> Any:
+    async def _ask(self, servers: list[str], what: str, path_: str, query: dict | None = None) -> Any:
+        """GET `path_` from the first of `servers` that answers."""
         last: Exception | None = None
         for server in servers:
             if not self.federation.client.may_contact(server):
                 continue
             try:
-                return await fn(server)
+                return await self.federation.client.get(server, path_, query)
             except FederationError as e:
                 last = e
-        raise PduError(f"no server could answer: {last}")
+        raise PduError(f"could not get {what} from any server: {last}")
 
     def _parse_all(self, raws: Any, rv: RoomVersion, room_id: str) -> list[Event]:
         out = []
@@ -168,8 +169,7 @@ class InboundEvents:
         return out
 
     async def fetch_event(self, servers: list[str], room_id: str, rv: RoomVersion, event_id: str) -> Event:
-        answer = await self._ask(servers, lambda s: self.federation.client.get(
-            s, path(F1 + "/event/%s", event_id)))
+        answer = await self._ask(servers, f"the event {event_id}", path(F1 + "/event/%s", event_id))
         events = [e for e in self._parse_all(answer.get("pdus") if isinstance(answer, dict) else None, rv, room_id)
                   if e.event_id == event_id]
         if not events:
@@ -233,8 +233,8 @@ class InboundEvents:
         statuses = await self.hs.db.run(store.event_statuses, ids)
         if all(a in statuses for a in ids):
             return
-        answer = await self._ask(self._sources(origin, room_id), lambda s: self.federation.client.get(
-            s, path(F1 + "/event_auth/%s/%s", room_id, event.event_id)))
+        answer = await self._ask(self._sources(origin, room_id), f"the auth chain of {event.event_id}",
+                                 path(F1 + "/event_auth/%s/%s", room_id, event.event_id))
         chain = self._parse_all(answer.get("auth_chain") if isinstance(answer, dict) else None, rv, room_id)
         await self.store_outliers(room_id, rv, chain)
 
@@ -291,8 +291,8 @@ class InboundEvents:
             state, chain = await self.state.group(status[1])
             return status[1], state, chain
         servers = self._sources(origin, room_id)
-        answer = await self._ask(servers, lambda s: self.federation.client.get(
-            s, path(F1 + "/state_ids/%s", room_id), {"event_id": prev_id}))
+        answer = await self._ask(servers, f"the state at {prev_id}", path(F1 + "/state_ids/%s", room_id),
+                                 {"event_id": prev_id})
         if not isinstance(answer, dict) or not isinstance(answer.get("pdu_ids"), list):
             raise PduError("bad /state_ids answer")
         state_ids = [i for i in answer["pdu_ids"] if isinstance(i, str)]
@@ -301,8 +301,8 @@ class InboundEvents:
         need = [i for i in dict.fromkeys(chain_ids + state_ids + [prev_id]) if i not in have]
         fetched: list[Event] = []
         if len(need) > FETCH_ONE_BY_ONE:
-            full = await self._ask(servers, lambda s: self.federation.client.get(
-                s, path(F1 + "/state/%s", room_id), {"event_id": prev_id}))
+            full = await self._ask(servers, f"the state at {prev_id}", path(F1 + "/state/%s", room_id),
+                                   {"event_id": prev_id})
             fetched = self._parse_all((full.get("pdus") or []) + (full.get("auth_chain") or []), rv, room_id)
             need = [i for i in need if i not in {e.event_id for e in fetched}]
         results = await defer.DeferredList(
@@ -404,6 +404,9 @@ class InboundEvents:
                                 new_room: tuple | None = None) -> None:
         prevs = set(event.prev_event_ids)
         for _ in range(5):
+            # The other extremities may be local events still being written: their state
+            # is read from the database, so wait for them.
+            await self.hs.persister.settled(room_id)
             head = await self._head(room_id)
             version = head.version
             others = [e for e in head.extremities if e not in prevs and e != event.event_id]
@@ -413,8 +416,11 @@ class InboundEvents:
                 current, current_group, current_chain = after, group, chain
             else:
                 states = [after]
+                statuses = await self.hs.db.run(store.event_statuses, others)
+                if any(x not in statuses for x in others):
+                    continue  # a local event queued meanwhile: wait for it too
                 for x in others:
-                    states.append((await self._state_after_prev(origin, room_id, rv, x))[1])
+                    states.append((await self.state.group(statuses[x][1]))[0])
                 current = await self.state.resolve(rv, room_id, states, extra={event.event_id: event})
                 base = (head.state_group, {k: e.event_id for k, e in head.state.items()}, head.chain_length)
                 resolved_group, current_chain = self.state.describe_group(room_id, current, base)
