@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 import threading
 import time
@@ -92,16 +93,20 @@ def latency(sender, room_id: str, peers: dict[str, object], n: int) -> dict[str,
 
 
 def inbound_cpu(ours: FederatedServer, receiver, room_id: str, sender, n: int) -> float:
-    """CPU ms (our process + its PostgreSQL) per PDU received from `sender`'s server."""
+    """CPU ms (our process + its PostgreSQL) per PDU received from `sender`'s server; the
+    arrivals are watched with one long-polling /sync, as a client would."""
+    watcher = Arrivals(receiver, room_id)
+    watcher.start()
     pid = ours.proc.pid
     postmaster = int((ours.data_dir / "postgres" / "postmaster.pid").read_text().split()[0])
     tag = uuid.uuid4().hex[:6]
     before = cpu_seconds(pid) + postgres_cpu_seconds(postmaster)
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda i: send(sender, room_id, f"inbound {tag} {i}"), range(n)))
-    wait_for(lambda: sum(1 for b in bodies(receiver, room_id, 1000) if b.startswith(f"inbound {tag}")) >= n,
-             timeout=600, interval=0.5, what="every inbound message")
+    wait_for(lambda: sum(1 for b in list(watcher.seen) if b.startswith(f"inbound {tag}")) >= n,
+             timeout=600, interval=0.2, what="every inbound message")
     after = cpu_seconds(pid) + postgres_cpu_seconds(postmaster)
+    watcher.stop()
     return (after - before) * 1000 / n
 
 
@@ -124,19 +129,20 @@ def main() -> None:
             assert status == 200, body
         send(alice, room_id, "warm-up")
         wait_for(lambda: "warm-up" in bodies(bob, room_id) and "warm-up" in bodies(sam, room_id), what="warm-up")
-        lat = latency(alice, room_id, {"Synapse peer": sam, "our peer": bob}, args.messages)
+        lat = latency(alice, room_id, {"a Synapse peer": sam, "a peer of ours": bob}, args.messages)
         cpu = {"from Synapse": inbound_cpu(ours, alice, room_id, sam, args.inbound),
-               "from our peer": inbound_cpu(ours, alice, room_id, bob, args.inbound)}
+               "from a peer of ours": inbound_cpu(ours, alice, room_id, bob, args.inbound)}
     finally:
         for s in (synapse, peer, ours):
             s.stop()
         for s in (peer, ours):
             s.stop_postgres()
+        shutil.rmtree(work, ignore_errors=True)
     print(f"\n### Federation ({args.messages} messages, {args.inbound} inbound PDUs per peer)\n")
     print("| delivery latency, ms | p50 | p90 | p99 | max | delivered |")
     print("|---|---|---|---|---|---|")
     for name, values in lat.items():
-        print(f"| to a user on the {name} | {pct(values, 50):.1f} | {pct(values, 90):.1f} | {pct(values, 99):.1f}"
+        print(f"| to a user on {name} | {pct(values, 50):.1f} | {pct(values, 90):.1f} | {pct(values, 99):.1f}"
               f" | {max(values):.1f} | {len(values)}/{args.messages} |")
     print("\n| our CPU per inbound PDU (process + PostgreSQL) | ms |")
     print("|---|---|")

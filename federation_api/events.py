@@ -4,11 +4,10 @@ room; history visibility for servers)."""
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from client_api.http import Req, Router
 from federation_api.auth import authenticate_origin
-from homeserver.errors import MatrixError, bad_json, forbidden, missing_param, not_found
+from homeserver.errors import bad_json, forbidden, missing_param, not_found
 from homeserver.federation.acl import server_allowed
 from homeserver.room_heads import RoomHead
 

@@ -100,9 +100,19 @@ class Membership:
                 return member
         raise forbidden("no member of this room who may invite can authorise the join")
 
-    async def knock(self, user_id: str, room_id_or_alias: str, reason: str | None = None) -> str:
+    async def knock(self, user_id: str, room_id_or_alias: str, reason: str | None = None,
+                    servers: list[str] | None = None) -> str:
         """Ask to be let in to a room whose join rule is knock or knock_restricted. A room
         that does not exist and another organization's room answer alike."""
+        if self.hs.federation is not None:  # a room of another server: make_knock/send_knock
+            content_: dict[str, Any] = {"membership": "knock", **await self.hs.profiles.member_profile(user_id)}
+            if reason:
+                content_["reason"] = reason
+            room_id_or_alias, knocked = await self.hs.federation.membership.maybe_join(
+                user_id, room_id_or_alias, content_, servers or [], membership="knock")
+            if knocked:
+                await self.hs.db.run(state_store.unforget_room, user_id, room_id_or_alias)
+                return room_id_or_alias
         room_id = await self.resolve_room(room_id_or_alias)
         head = await self.hs.room_heads.get(room_id)
         if head is None or room_tenant(head) != await self.hs.tenancy.tenant_of(user_id):

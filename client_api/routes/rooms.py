@@ -38,8 +38,9 @@ async def join_by_id(req: Req, room_id: str):
 
 
 async def knock(req: Req, room_id_or_alias: str):
-    # `via` / `server_name` name servers to knock through: every room we can knock on is here.
-    room_id = await req.hs.membership.knock(req.user_id, room_id_or_alias, _reason(req))
+    # `via` / `server_name` name servers to knock through (another server's room).
+    servers = req.args.get("server_name", []) + req.args.get("via", [])
+    room_id = await req.hs.membership.knock(req.user_id, room_id_or_alias, _reason(req), servers=servers)
     return {"room_id": room_id}
 
 

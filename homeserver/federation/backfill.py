@@ -63,7 +63,7 @@ class Backfill:
                 logger.info("backfill of %s from %s failed: %s", room_id, server, e)
                 continue
             events = inbound._parse_all(answer.get("pdus") if isinstance(answer, dict) else None, rv, room_id)
-            statuses = await self.hs.db.run(store.event_statuses, [e.event_id for e in events])
+            statuses = await self.federation.inbound.statuses([e.event_id for e in events])
             new = [e for e in events if statuses.get(e.event_id, ("outlier",))[0] == "outlier"]
             accepted = 0
             async with inbound.lock(room_id):

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 from homeserver.ids import split_id
 from homeserver.room_heads import RoomHead
 from homeserver.tenancy import room_tenant
-from storage import federation as fed_store
 from storage import state as state_store
 
 if TYPE_CHECKING:
@@ -86,7 +85,7 @@ class Exposure:
         was joined at it (invited too, for `invited` rooms), if the room is
         world-readable then, or (`shared`) if it has a member now."""
         fed = self.hs.federation
-        status = (await self.hs.db.run(fed_store.event_statuses, [event_id])).get(event_id)
+        status = (await self.hs.federation.inbound.statuses([event_id])).get(event_id)
         if status is None or status[0] == "rejected":
             return False
         state, _ = await fed.inbound.state.group(status[1])

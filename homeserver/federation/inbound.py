@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Iterable
 
 from twisted.internet import defer
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 F1 = "/_matrix/federation/v1"
+STATUS_CACHE = 50_000
 MISSING_EVENTS_ROUNDS = 5
 MISSING_EVENTS_LIMIT = 20
 FETCH_ONE_BY_ONE = 50  # beyond this many missing state events, /state fetches them at once
@@ -89,6 +91,27 @@ class InboundEvents:
         self.federation = federation
         self.state = StateAccess(hs)
         self._locks: dict[str, defer.DeferredLock] = {}
+        # Statuses that cannot change any more (events in the timeline, with their state
+        # group), so most PDUs need no query for their prev and auth events.
+        self._timeline: OrderedDict[str, int] = OrderedDict()
+
+    async def statuses(self, event_ids: Iterable[str]) -> dict[str, tuple[str, int]]:
+        """event_id -> ("timeline" | "outlier" | "rejected", state group) of stored events."""
+        ids = list(dict.fromkeys(event_ids))
+        out = {eid: ("timeline", self._timeline[eid]) for eid in ids if eid in self._timeline}
+        missing = [eid for eid in ids if eid not in out]
+        if missing:
+            found = await self.hs.db.run(store.event_statuses, missing)
+            for eid, status in found.items():
+                if status[0] == "timeline":
+                    self._remember_timeline(eid, status[1])
+            out.update(found)
+        return out
+
+    def _remember_timeline(self, event_id: str, group: int) -> None:
+        self._timeline[event_id] = group
+        if len(self._timeline) > STATUS_CACHE:
+            self._timeline.popitem(last=False)
 
     def lock(self, room_id: str) -> defer.DeferredLock:
         lock = self._locks.get(room_id)
@@ -117,7 +140,7 @@ class InboundEvents:
         """One PDU of a transaction (the caller holds the room's lock)."""
         head = await self._head(room_id)
         rv = head.room_version
-        status = (await self.hs.db.run(store.event_statuses, [event.event_id])).get(event.event_id)
+        status = (await self.statuses([event.event_id])).get(event.event_id)
         if status is not None and status[0] != "outlier":
             return  # already have it
         await self.verify_signatures(event)
@@ -183,7 +206,7 @@ class InboundEvents:
         are not part of the timeline. Returns the accepted ones by id; rejected ones are
         stored as such; unverifiable ones are dropped."""
         candidates = {e.event_id: e for e in events}
-        statuses = await self.hs.db.run(store.event_statuses, list(candidates))
+        statuses = await self.statuses(list(candidates))
         ordered = [e for e in topological(candidates.values()) if e.event_id not in statuses]
         known = await self.state.events([a for e in ordered for a in e.auth_parent_ids
                                          if a not in candidates], rv)
@@ -230,7 +253,7 @@ class InboundEvents:
 
     async def _ensure_auth_events(self, origin: str, room_id: str, rv: RoomVersion, event: Event) -> None:
         ids = event.auth_parent_ids
-        statuses = await self.hs.db.run(store.event_statuses, ids)
+        statuses = await self.statuses(ids)
         if all(a in statuses for a in ids):
             return
         answer = await self._ask(self._sources(origin, room_id), f"the auth chain of {event.event_id}",
@@ -243,7 +266,7 @@ class InboundEvents:
     async def _fetch_missing_prevs(self, origin: str, room_id: str, rv: RoomVersion, event: Event) -> None:
         """get_missing_events until the gap closes (or a few rounds), then accept what
         came, oldest first. Gaps left are bridged by the state at the missing events."""
-        statuses = await self.hs.db.run(store.event_statuses, event.prev_event_ids)
+        statuses = await self.statuses(event.prev_event_ids)
         if all(p in statuses for p in event.prev_event_ids):
             return
         head = await self._head(room_id)
@@ -265,15 +288,14 @@ class InboundEvents:
                 break
             for e in new:
                 collected[e.event_id] = e
-            known = await self.hs.db.run(store.event_statuses,
-                                         [p for e in collected.values() for p in e.prev_event_ids])
+            known = await self.statuses([p for e in collected.values() for p in e.prev_event_ids])
             frontier = [e.event_id for e in collected.values()
                         if any(p not in known and p not in collected for p in e.prev_event_ids)]
             if not frontier:
                 break
             latest = frontier
         for ev in sorted(collected.values(), key=lambda e: (e.depth, e.event_id)):
-            status = (await self.hs.db.run(store.event_statuses, [ev.event_id])).get(ev.event_id)
+            status = (await self.statuses([ev.event_id])).get(ev.event_id)
             if status is not None and status[0] != "outlier":
                 continue
             try:
@@ -286,7 +308,7 @@ class InboundEvents:
                                 prev_id: str) -> tuple[int, StateMap, int]:
         """(group, state map, chain) after an event we have with its state, or else
         after one fetched with the state at it from another server."""
-        status = (await self.hs.db.run(store.event_statuses, [prev_id])).get(prev_id)
+        status = (await self.statuses([prev_id])).get(prev_id)
         if status is not None and (status[0] != "outlier" or status[1] != 0):
             state, chain = await self.state.group(status[1])
             return status[1], state, chain
@@ -297,7 +319,7 @@ class InboundEvents:
             raise PduError("bad /state_ids answer")
         state_ids = [i for i in answer["pdu_ids"] if isinstance(i, str)]
         chain_ids = [i for i in answer.get("auth_chain_ids") or [] if isinstance(i, str)]
-        have = await self.hs.db.run(store.event_statuses, state_ids + chain_ids + [prev_id])
+        have = await self.statuses(state_ids + chain_ids + [prev_id])
         need = [i for i in dict.fromkeys(chain_ids + state_ids + [prev_id]) if i not in have]
         fetched: list[Event] = []
         if len(need) > FETCH_ONE_BY_ONE:
@@ -416,7 +438,7 @@ class InboundEvents:
                 current, current_group, current_chain = after, group, chain
             else:
                 states = [after]
-                statuses = await self.hs.db.run(store.event_statuses, others)
+                statuses = await self.statuses(others)
                 if any(x not in statuses for x in others):
                     continue  # a local event queued meanwhile: wait for it too
                 for x in others:
@@ -452,6 +474,7 @@ class InboundEvents:
         event.internal.update(redacted_by=None, unsigned=unsigned)
         self.hs.event_cache.put(event)
         await self.hs.persister.enqueue(row, event)
+        self._remember_timeline(event.event_id, group)
 
     def _apply_to_head(self, head: RoomHead, event: Event, current: StateMap, loaded: dict[str, Event],
                        group: int, chain: int, prevs: set[str]) -> None:

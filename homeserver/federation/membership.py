@@ -134,7 +134,7 @@ class FederatedMembership:
                 sign_event(event.pdu, rv, self.hs.server_name, self.hs.signing_key)
             try:
                 await inbound.verify_signatures(event)
-                status = (await self.hs.db.run(store.event_statuses, [event_id])).get(event_id)
+                status = (await self.federation.inbound.statuses([event_id])).get(event_id)
                 if status is None or status[0] == "outlier":
                     await inbound.accept(origin, room_id, rv, event, replaces_outlier=status is not None)
                 elif status[0] == "rejected":
@@ -230,10 +230,10 @@ class FederatedMembership:
     # ==== joining side ===============================================================
 
     async def maybe_join(self, user_id: str, room_id_or_alias: str, content: dict,
-                         servers: list[str]) -> tuple[str, bool]:
-        """Join over federation when this server is not in the room: (room id, True).
-        Otherwise (room id or alias to join locally, False); another server's alias is
-        resolved through that server."""
+                         servers: list[str], membership: str = "join") -> tuple[str, bool]:
+        """Join (or knock) over federation when this server is not in the room: (room id,
+        True). Otherwise (room id or alias to use locally, False); another server's alias
+        is resolved through that server."""
         if room_id_or_alias.startswith("#"):
             parts = split_id(room_id_or_alias, "#")
             if parts is None or parts[1] == self.hs.server_name:
@@ -267,8 +267,36 @@ class FederatedMembership:
         candidates = [s for s in dict.fromkeys(candidates) if s and s != self.hs.server_name]
         if not candidates:
             return room_id, False  # no server to ask: the local path answers
-        await self.join_remote(user_id, room_id, candidates, content)
+        if membership == "knock":
+            await self.knock_remote(user_id, room_id, candidates, content)
+        else:
+            await self.join_remote(user_id, room_id, candidates, content)
         return room_id, True
+
+    async def knock_remote(self, user_id: str, room_id: str, servers: list[str], content: dict) -> None:
+        """make_knock, our signature, send_knock; the room is then known here through the
+        knock (and the state its server showed) until the knock is answered."""
+        if not self.federation.exposure.tenant_open(await self.hs.tenancy.tenant_of(user_id)):
+            raise forbidden("your organization does not take part in rooms of other servers")
+        client = self.federation.client
+        last: Exception | None = None
+        for server in servers:
+            try:
+                made = await client.get(server, path(F1 + "/make_knock/%s/%s", room_id, user_id),
+                                        {"ver": list(KNOWN_ROOM_VERSIONS)})
+                rv = KNOWN_ROOM_VERSIONS.get(made.get("room_version", ""))
+                if rv is None or not rv.knock_join_rule or not isinstance(made.get("event"), dict):
+                    raise FederationError(server, 0, "M_UNKNOWN", "bad make_knock answer")
+                event = self._fill_template(made["event"], rv, user_id, "knock", content)
+                answer = await client.put(server, path(F1 + "/send_knock/%s/%s", room_id, event.event_id), event.pdu)
+                state = answer.get("knock_room_state") if isinstance(answer, dict) else None
+                await self._store_stub_membership(room_id, rv, event, state if isinstance(state, list) else [])
+                return
+            except FederationError as e:
+                last = e
+                if e.status == 403:
+                    raise forbidden(e.error or "the room's server refused the knock") from None
+        raise MatrixError(502 if last else 404, "M_UNKNOWN", f"could not knock on the room: {last}")
 
     async def join_remote(self, user_id: str, room_id: str, servers: list[str], content: dict) -> None:
         tenant = await self.hs.tenancy.tenant_of(user_id)

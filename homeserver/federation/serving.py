@@ -33,7 +33,7 @@ class Serving:
     async def state_before(self, head: RoomHead, event_id: str) -> list[Event]:
         """The room state before the event: its state group (the state after it) with
         its own key put back as it was (`replaces_state`)."""
-        status = (await self.hs.db.run(store.event_statuses, [event_id])).get(event_id)
+        status = (await self.federation.inbound.statuses([event_id])).get(event_id)
         if status is None or status[0] == "rejected":
             raise not_found("event not found")
         state, _ = await self.federation.inbound.state.group(status[1])

@@ -12,7 +12,7 @@ from tests.federation.harness import V3, Syncer, bodies, room_events, wait_for
 
 SCENARIOS = ["join_by_alias_and_talk_both_ways", "typing_receipts_and_presence", "remote_profiles",
              "leave_rejoin_and_backfill_after_a_long_absence", "invites_accepted_and_declined",
-             "device_keys_for_e2ee"]
+             "device_keys_for_e2ee", "knock_and_be_let_in"]
 
 
 def user(server, name: str):
@@ -178,3 +178,22 @@ def device_keys_for_e2ee(a, b):
     bob_sync = Syncer(bob)
     bob_sync.until(lambda s: any(e["sender"] == alice.user_id for e in s.get("to_device", {}).get("events", [])),
                    what="the to-device message on B")
+
+
+def knock_and_be_let_in(a, b):
+    alice, kim = user(a, "alice"), user(b, "kim")
+    room_id = _room(alice, preset="private_chat", initial_state=[
+        {"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}])
+    kim_sync = Syncer(kim)
+    kim_sync.once()
+    status, body = kim.request("POST", f"{V3}/knock/{quote(room_id)}?server_name={quote(a.server_name)}",
+                               {"reason": "let me in"})
+    assert status == 200 and body["room_id"] == room_id, body
+    wait_for(lambda: _members(alice, room_id).get(kim.user_id) == "knock", what="the knock on the room's server")
+    kim_sync.until(lambda s: room_id in s.get("rooms", {}).get("knock", {}), what="the knock in the knocker's sync")
+    status, body = alice.request("POST", f"{V3}/rooms/{room_id}/invite", {"user_id": kim.user_id})
+    assert status == 200, body
+    kim_sync.until(lambda s: room_id in s.get("rooms", {}).get("invite", {}), what="the invite after the knock")
+    assert kim.request("POST", f"{V3}/rooms/{room_id}/join", {})[0] == 200
+    _send(alice, room_id, "welcome kim")
+    wait_for(lambda: "welcome kim" in bodies(kim, room_id), what="a message for the knocker")
