@@ -16,7 +16,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 
 from homeserver.event import Event
 from homeserver.federation.acl import server_allowed
@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 MAX_PDUS = 50
 MAX_EDUS = 100
 CATCH_UP_BATCH = 500
+POSITION_SAVE_S = 5.0  # how often the queued position of events with no destination is saved
 NO_SEND = "federation_no_send"  # Event.internal flag: the event reached its servers another way
 
 
@@ -54,9 +55,12 @@ class Sender:
         self._memory_txn = 0
         self.sent_transactions = 0
         self._stopped = False
+        self._unsaved_position = 0
+        self._position_saver = task.LoopingCall(self._save_position)
 
     async def start(self) -> None:
         await self._catch_up()
+        self._position_saver.start(POSITION_SAVE_S, now=False)
         for destination in await self.hs.db.run(store.destinations_with_queue):
             retry = await self.hs.db.run(store.get_retry, destination)
             if retry is not None:
@@ -66,6 +70,8 @@ class Sender:
 
     def stop(self) -> None:
         self._stopped = True
+        if self._position_saver.running:
+            self._position_saver.stop()
         for timer in self._timers.values():
             if timer.active():
                 timer.cancel()
@@ -100,7 +106,9 @@ class Sender:
     def on_events(self, events: list[Event]) -> None:
         """Persist listener: queue this server's new events."""
         mine = [ev for ev in events if self.hs.accounts.is_mine(ev.sender) and not ev.internal.get(NO_SEND)]
-        last = max((ev.stream_ordering or 0) for ev in events) if events else 0
+        if not mine:
+            return  # (the queued position only matters for our own events: no write at all)
+        last = max((ev.stream_ordering or 0) for ev in mine)
         self._chain(lambda: self._queue_events(mine, last))
 
     async def _queue_events(self, events: list[Event], position: int | None) -> None:
@@ -109,6 +117,12 @@ class Sender:
             for d in self.destinations_for_event(ev):
                 rows.append((d, ev.event_id, None))
                 destinations.add(d)
+        if not rows:
+            # Nothing to send (rooms of this server alone): the position is saved by the
+            # timer, not with a write per event.
+            if position is not None:
+                self._unsaved_position = max(self._unsaved_position, position)
+            return
         await self.hs.db.run(store.queue_outbound, rows, _now(), position)
         for d in destinations:
             self.kick(d)
@@ -124,6 +138,11 @@ class Sender:
             for d in destinations:
                 self.kick(d)
         self._chain(write)
+
+    def _save_position(self) -> None:
+        position, self._unsaved_position = self._unsaved_position, 0
+        if position:
+            self._chain(lambda: self.hs.db.run(store.queue_outbound, [], _now(), position))
 
     def _chain(self, fn) -> None:
         """Queue writes one after another, so a destination's queue keeps stream order."""

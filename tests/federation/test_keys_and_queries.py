@@ -14,6 +14,7 @@ from signedjson.sign import verify_signed_json
 
 from tests.federation.harness import (
     V3, FederatedServer, FedHttp, admin_client, register_admin, user, x_matrix)
+from tests.server_harness import Http
 
 F1 = "/_matrix/federation/v1"
 OLD_KEY = "ed25519:old1"
@@ -58,14 +59,9 @@ def test_version_and_own_keys(servers):
 
 def test_well_known_server_delegation(servers):
     a, b = servers
-    assert a_http(a).request("GET", "/.well-known/matrix/server") == (200, {"m.server": "fed.example.org:443"})
-    status, body = a_http(b).request("GET", "/.well-known/matrix/server")
+    assert Http(a.base_url).request("GET", "/.well-known/matrix/server") == (200, {"m.server": "fed.example.org:443"})
+    status, body = Http(b.base_url).request("GET", "/.well-known/matrix/server")
     assert status == 404 and body["errcode"] == "M_NOT_FOUND"
-
-
-def a_http(server):
-    from tests.server_harness import Http
-    return Http(server.base_url)
 
 
 def test_notary_answers_for_another_server(servers):
