@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from twisted.internet import defer, reactor, task
 
 from appservice.queries import call
+from homeserver import metrics
 from appservice.registration import Registration
 from homeserver.serialize import serialize_event
 from storage import appservice as as_store
@@ -51,6 +52,9 @@ class Pusher:
         self._nudged = False
         self._stopped = False
         self.delivered_txns = 0
+        self.failing = False  # the last attempt failed; retrying with backoff
+        self._idle: list[defer.Deferred] = []
+        self._sleep: defer.Deferred | None = None
 
     async def start(self) -> None:
         last, txn, upto, ids = await self.hs.db.run(
@@ -62,6 +66,17 @@ class Pusher:
 
     def stop(self) -> None:
         self._stopped = True
+        if self._sleep is not None:
+            self._sleep.cancel()
+
+    def wait_stopped(self) -> defer.Deferred:
+        """After stop(): fires when the transaction in flight (if any) has finished and its
+        outcome is stored, so a restart resumes exactly where this process left off."""
+        if not self._running:
+            return defer.succeed(None)
+        d: defer.Deferred = defer.Deferred()
+        self._idle.append(d)
+        return d
 
     def nudge(self) -> None:
         if not self.reg.url or self._stopped:
@@ -107,9 +122,18 @@ class Pusher:
                     backoff = min(backoff * 2, MAX_BACKOFF_S)
         finally:
             self._running = False
+            idle, self._idle = self._idle, []
+            for d in idle:
+                d.callback(None)
 
     async def _wait(self, seconds: float) -> None:
-        await task.deferLater(reactor, seconds, lambda: None)
+        self._sleep = task.deferLater(reactor, seconds, lambda: None)
+        try:
+            await self._sleep
+        except defer.CancelledError:  # stop() cut the pause short
+            pass
+        finally:
+            self._sleep = None
 
     async def _next_transaction(self) -> _Txn | None:
         """The next transaction: the interesting events after our position (persisted as
@@ -190,9 +214,14 @@ class Pusher:
             code, content = await call(self.reg, "PUT", f"/_matrix/app/v1/transactions/{txn_id}", body, timeout=30)
         except Exception as e:
             logger.warning("transaction %s to %s failed: %s", txn_id, self.reg.id, e)
-            return False
+            return self._outcome(False)
         if code != 200:
             logger.warning("transaction %s to %s answered %d: %s", txn_id, self.reg.id, code, content[:200])
-            return False
-        return True
+            return self._outcome(False)
+        return self._outcome(True)
+
+    def _outcome(self, ok: bool) -> bool:
+        self.failing = not ok
+        metrics.APPSERVICE_TRANSACTIONS.labels(self.reg.id, "delivered" if ok else "failed").inc()
+        return ok
 

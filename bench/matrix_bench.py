@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp
 
 from bench.procstats import CpuMeter, rss_mib
+from homeserver.config import lifted_rate_limits_yaml
 
 NO_PRESENCE = json.dumps({"presence": {"not_types": ["*"]}, "account_data": {"not_types": ["*"]},
                           "room": {"timeline": {"limit": 50}}})
@@ -334,12 +335,14 @@ async def run_target(target: Target, args) -> dict:
 
 # ---- servers -----------------------------------------------------------------------
 
-def start_ours(workdir: Path, port: int) -> tuple[subprocess.Popen, Target]:
+def start_ours(workdir: Path, port: int, extra_config: str = "") -> tuple[subprocess.Popen, Target]:
     repo = Path(__file__).resolve().parent.parent
     cfg = workdir / "homeserver.yaml"
     cfg.write_text(f"server_name: bench.ours\npublic_baseurl: http://127.0.0.1:{port}/\n"
                    f"data_dir: {workdir}\nlog_level: WARNING\nlisteners:\n  - port: {port}\n"
-                   "registration:\n  bcrypt_rounds: 10\n")
+                   "registration:\n  bcrypt_rounds: 10\n"
+                   # one client sending as fast as it can: limits off, as in the anchor's Synapse
+                   + lifted_rate_limits_yaml() + extra_config)
     proc = subprocess.Popen([sys.executable, "-m", "homeserver.cli", "run", "--config", str(cfg)],
                             cwd=repo, stdout=open(workdir / "server.log", "ab"), stderr=subprocess.STDOUT)
     import urllib.request

@@ -7,9 +7,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from client_api.http import CLIENT_PREFIX, Req
+from homeserver import room_aliases
 from homeserver.errors import MatrixError, forbidden
 from homeserver.guests import guests_may_join
-from homeserver.tenancy import room_tenant
 
 if TYPE_CHECKING:
     from client_api.http import Route
@@ -57,14 +57,14 @@ async def check(req: Req, route: "Route", params: dict[str, str]) -> None:
 
 
 async def _check_join(req: Req, room_id_or_alias: str) -> None:
-    try:
-        room_id = await req.hs.membership.resolve_room(room_id_or_alias)
-    except MatrixError:
-        return  # the handler gives the same answer as for anyone
-    head = await req.hs.room_heads.get(room_id)
+    room_id = room_id_or_alias
+    if room_id_or_alias.startswith("#"):
+        try:
+            room_id, _ = await room_aliases.resolve(req.hs, req.user_id, room_id_or_alias)
+        except MatrixError:
+            return  # the handler gives the same answer as for anyone
+    head = await req.hs.tenancy.head_for(req.user_id, room_id)
     if head is None or head.membership_of(req.user_id) == "join":
-        return
-    if room_tenant(head) != await req.hs.tenancy.tenant_of(req.user_id):
-        return  # the tenant wall answers, exactly as for any user
+        return  # missing or another tenant's: the handler answers, exactly as for any user
     if not guests_may_join(head):
         raise forbidden("guests may not join this room")

@@ -22,7 +22,10 @@ from twisted.internet import defer, reactor
 from twisted.web import http, server
 from twisted.web.resource import Resource
 
+from client_api import request_log
+from client_api.streaming import JsonLines
 from homeserver.errors import MatrixError
+from homeserver.lru import LRU
 from storage import accounts as accounts_store
 from storage.accounts import TokenOwner
 from storage.database import DatabaseUnavailable, NulCharacterError
@@ -73,6 +76,9 @@ class DirectResponse:
 class Router:
     def __init__(self) -> None:
         self.routes: list[Route] = []
+        # (method, path) -> match: a long-polling client asks for the same path again and
+        # again, and walking every route's regex costs more than the rest of the routing.
+        self._matched: LRU[tuple[str, str], tuple[Route | None, dict[str, str], bool]] = LRU(4096)
 
     def add(self, method: str, pattern: str, handler: Handler, auth: bool = True,
             body: StreamedBody | None = None, max_body: int | None = None) -> None:
@@ -80,12 +86,22 @@ class Router:
         source = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern)
         self.routes.append(Route(method, re.compile("^" + source + "$"), handler, auth, pattern, body,
                                  max_body))
+        self._matched = LRU(4096)
 
     def client(self, method: str, path: str, handler: Handler, auth: bool = True) -> None:
         self.add(method, CLIENT_PREFIX + path, handler, auth)
 
     def match(self, method: str, path: str) -> tuple[Route | None, dict[str, str], bool]:
         """(route, params, path_known): path_known tells 405 apart from 404."""
+        key = (method, path)
+        found = self._matched.get(key)
+        if found is None:
+            found = self._match(method, path)
+            self._matched.put(key, found)
+        route, params, known = found
+        return route, dict(params), known
+
+    def _match(self, method: str, path: str) -> tuple[Route | None, dict[str, str], bool]:
         path_known = False
         for route in self.routes:
             m = route.regex.match(path)
@@ -115,7 +131,7 @@ class Req:
     hs: "HomeServer"
     method: str
     path: str
-    args: dict[str, list[str]]
+    args: dict[bytes, list[bytes]]  # as Twisted parsed them; `query` decodes what is asked for
     body: bytes
     headers: Any
     client_ip: str
@@ -130,8 +146,12 @@ class Req:
         return self.requester.user_id
 
     def query(self, name: str, default: str | None = None) -> str | None:
-        values = self.args.get(name)
-        return values[0] if values else default
+        values = self.args.get(name.encode())
+        return values[0].decode("utf-8", "replace") if values else default
+
+    def query_list(self, name: str) -> list[str]:
+        """Every value of a repeated query parameter (`?v=a&v=b`)."""
+        return [v.decode("utf-8", "replace") for v in self.args.get(name.encode(), [])]
 
     def query_int(self, name: str, default: int | None = None) -> int | None:
         value = self.query(name)
@@ -241,11 +261,12 @@ class LimitedChannel(http.HTTPChannel):
 
     def allHeadersReceived(self) -> None:
         req = self.requests[-1]
-        method = self._command.decode("ascii", "replace")
-        path = self._path.split(b"?", 1)[0].decode("utf-8", "replace")
-        resource = self.site.resource
-        req.matched = resource.router.match(method, path)
-        req.choose_body(*resource.body_rules(req.matched[0]))
+        api: ApiResource | None = getattr(self.site, "api_resource", None)
+        if api is not None:  # None: a listener without the client API (metrics only)
+            method = self._command.decode("ascii", "replace")
+            path = self._path.split(b"?", 1)[0].decode("utf-8", "replace")
+            req.matched = api.router.match(method, path)
+            req.choose_body(*api.body_rules(req.matched[0]))
         if self.length is not None and self.length > req.max_body:
             req.refused = True
             self.refuse_too_large()
@@ -298,6 +319,7 @@ class ApiResource(Resource):
 
     async def _handle(self, request: server.Request) -> None:
         method = request.method.decode("ascii", "replace")
+        started = request_log.begin(request, self.hs)
         headers: dict[bytes, bytes] = {}
         try:
             result = await self._dispatch(request, method)
@@ -308,6 +330,7 @@ class ApiResource(Resource):
             status, body = result
         except MatrixError as e:
             status, body = e.status, e.to_json()
+            headers.update(getattr(e, "headers", None) or {})  # Retry-After of a 429
         except NulCharacterError:  # PostgreSQL text cannot hold NUL: a client error
             status, body = 400, {"errcode": "M_INVALID_PARAM",
                                  "error": "strings may not contain NUL characters"}
@@ -319,7 +342,16 @@ class ApiResource(Resource):
         except Exception:
             logger.exception("unhandled error in %s %s", method, request.path)
             status, body = 500, {"errcode": "M_UNKNOWN", "error": "internal server error"}
-        self._respond(request, status, body, headers)
+        if isinstance(body, JsonLines):
+            try:
+                await body.write_to(request, CORS_HEADERS, encode_json)
+            except Exception:  # the status line is out: all we can do is cut the stream short
+                logger.exception("streaming %s %s failed", method, request.path)
+                if not request._disconnected:
+                    request.loseConnection()
+        else:
+            self._respond(request, status, body, headers)
+        request_log.end(request, self.hs, method, status, started)
 
     async def _dispatch(self, request: server.Request, method: str) -> tuple[int, Any] | DirectResponse:
         path = request.path.decode("utf-8", "replace")
@@ -330,17 +362,17 @@ class ApiResource(Resource):
             if known:
                 raise MatrixError(405, "M_UNRECOGNIZED", f"method {method} not allowed here")
             raise MatrixError(404, "M_UNRECOGNIZED", "unrecognized request")
-        args = {k.decode("utf-8", "replace"): [v.decode("utf-8", "replace") for v in vs]
-                for k, vs in request.args.items()}
+        request.route_pattern = route.pattern
         upload, body = (request.content, b"") if route.body is not None else (None, b"")
         if upload is None:
             request.content.seek(0)
             body = request.content.read()
-        req = Req(self.hs, method, path, args, body, request.requestHeaders,
+        req = Req(self.hs, method, path, request.args, body, request.requestHeaders,
                   request.getClientAddress().host if request.getClientAddress() else "",
                   upload=upload, uri=request.uri)
         if route.auth:
             req.requester = await authenticate(req)
+            request.requester_user = req.requester.user_id
             if req.requester.is_guest:
                 from client_api import guest_access  # imports this module
                 await guest_access.check(req, route, params)
@@ -390,8 +422,9 @@ async def authenticate(req: Req) -> Requester:
     if reg is not None:
         return await _appservice_requester(req, reg, token)
     owner: TokenOwner | None = await req.hs.accounts.owner_of_token(token)
-    if owner is None or owner.deactivated:
+    if owner is None or owner.deactivated or owner.expired():
         raise MatrixError(401, "M_UNKNOWN_TOKEN", "unknown access token", soft_logout=False)
+    req.hs.client_ips.seen(owner.user_id, owner.device_id, req.client_ip, req.headers)
     return Requester(owner.user_id, owner.device_id, owner.is_admin, token, is_guest=owner.is_guest)
 
 
@@ -410,6 +443,12 @@ async def _appservice_requester(req: Req, reg: Any, token: str) -> Requester:
     return Requester(user_id, device_id, bool(user["is_admin"]), token, app_service=reg)
 
 
+class _Site(server.Site):
+    def log(self, request) -> None:
+        """No Twisted access log: nothing reads it (our logging is the stdlib's), and
+        formatting a line per request was a measurable share of answering a long-poll."""
+
+
 def build_site(hs: "HomeServer", registrars: list[Callable[[Router], None]] | None = None) -> server.Site:
     """A site serving the routes the registrars add (default: the client-server API);
     the composition root passes the federation API's for federation listeners."""
@@ -419,6 +458,7 @@ def build_site(hs: "HomeServer", registrars: list[Callable[[Router], None]] | No
     for register in registrars if registrars is not None else [register_all_routes]:
         register(router)
     site = server.Site(ApiResource(hs, router))
+    site.api_resource = site.resource  # LimitedChannel asks it for each request's body rules
     site.protocol = LimitedChannel
     site.requestFactory = LimitedRequest
     site.noisy = False

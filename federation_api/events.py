@@ -89,7 +89,7 @@ async def get_event_auth(req: Req, room_id: str, event_id: str):
 async def backfill(req: Req, room_id: str):
     origin = await authenticate_origin(req)
     head = await _room(req, room_id, origin)
-    starts = req.args.get("v") or []
+    starts = req.query_list("v")
     if not starts:
         raise missing_param("v (the events to start from) is required")
     limit = max(0, min(req.query_int("limit", 10) or 0, MAX_BACKFILL))

@@ -13,7 +13,7 @@ BODY_LIMIT = 1024 * 1024
 def _make(membership: str):
     async def handler(req: Req, room_id: str, user_id: str):
         origin = await authenticate_origin(req)
-        versions = req.args.get("ver") if membership != "leave" else None
+        versions = (req.query_list("ver") or None) if membership != "leave" else None
         return await req.hs.federation.membership.make(origin, room_id, user_id, membership, versions)
     return handler
 

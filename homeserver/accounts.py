@@ -168,6 +168,8 @@ class Accounts:
 
     async def _devices_gone(self, user_id: str, token_hashes: list[bytes]) -> None:
         self.forget_tokens(token_hashes)
+        if self.hs.pushers is not None:
+            await self.hs.pushers.tokens_gone(user_id, token_hashes)
         await self.device_list_changed(user_id)
 
     async def deactivate(self, user_id: str) -> None:

@@ -1,9 +1,12 @@
 """Small async helpers on top of Twisted Deferreds."""
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable, Hashable
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Awaitable, Callable, Hashable, TypeVar
 
 from twisted.internet import defer
+
+T = TypeVar("T")
 
 
 class Coalescer:
@@ -29,3 +32,26 @@ class Coalescer:
         for w in self._waiters.pop(key):
             w.callback(result)
         return result
+
+
+class KeyedLock:
+    """One holder at a time per key; callers with the same key run one after another, in
+    arrival order."""
+
+    def __init__(self) -> None:
+        self._locks: dict[Hashable, defer.DeferredLock] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: Hashable) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(key, defer.DeferredLock())
+        await lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
+            if not lock.locked and not lock.waiting:
+                self._locks.pop(key, None)
+
+    async def run(self, key: Hashable, fn: Callable[[], Awaitable[T]]) -> T:
+        async with self.hold(key):
+            return await fn()

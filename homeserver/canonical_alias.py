@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
+from homeserver import room_aliases
 from homeserver.errors import MatrixError, invalid_param
 from homeserver.event import Event
 from homeserver.ids import is_valid_room_alias, split_id
@@ -48,7 +49,7 @@ async def _problem(hs: "HomeServer", head: RoomHead, content: dict[str, Any]) ->
     for a in new:
         if split_id(a, "#")[1] != hs.server_name:
             continue
-        found = await hs.membership.lookup_alias(a)
+        found = await room_aliases.lookup(hs, a)
         if not found or found[0] != head.room_id:
             return MatrixError(400, "M_BAD_ALIAS", f"the alias {a} does not point to this room")
     return None

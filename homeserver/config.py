@@ -17,9 +17,11 @@ class _Strict(BaseModel):
 class ListenerConfig(_Strict):
     port: int = Field(8008, ge=0, le=65535)
     bind_address: str = "127.0.0.1"
-    # "client": the client-server API; "federation": the server-server API and the key
-    # server (needs federation.enabled). One listener may serve both.
-    resources: list[Literal["client", "federation"]] = ["client"]
+    # client: the client-server API (and /health); metrics: Prometheus /metrics (and
+    # /health); federation: the server-server API and the key server (needs
+    # federation.enabled). Keep metrics off the public client port: give it its own listener.
+    resources: list[Literal["client", "metrics", "federation"]] = Field(default_factory=lambda: ["client"],
+                                                                        min_length=1)
     # Serve HTTPS with federation.tls_certificate_path / tls_private_key_path.
     tls: bool = False
 
@@ -190,12 +192,75 @@ class FederationConfig(_Strict):
         return _check_cidrs(v)
 
 
+class ShutdownConfig(_Strict):
+    # On SIGTERM: how long to wait for in-flight requests, queued writes and application-
+    # service deliveries before stopping anyway.
+    grace_period_ms: int = Field(10_000, ge=0, le=600_000)
+
+
+class PushConfig(_Strict):
+    # Deliver notifications to the push gateways of users' pushers (POST /pushers/set).
+    enabled: bool = True
+    # Event content in pushes (pushers with data.format event_id_only never get it).
+    include_content: bool = True
+    # Leave the phone quiet while the user reads along: no push for a notification when
+    # the user has a /sync in flight, or ended one less than synced_within_ms ago.
+    quiet_while_syncing: bool = True
+    synced_within_ms: int = Field(10_000, ge=0)
+    # A gateway that fails is retried after retry_initial_ms, doubling up to
+    # retry_max_ms; a notification still undelivered after give_up_after_ms is dropped.
+    retry_initial_ms: int = Field(1_000, ge=10)
+    retry_max_ms: int = Field(3_600_000, ge=10)
+    give_up_after_ms: int = Field(86_400_000, ge=0)
+    request_timeout_ms: int = Field(10_000, ge=100, le=120_000)
+    # The badge: the number of rooms with unread notifications (true), or the number of
+    # unread notifications (false).
+    group_unread_count_by_room: bool = True
+    # Push gateways are reached only at public addresses unless their range is listed
+    # here (e.g. a gateway in your own network: ["10.1.2.0/24"]).
+    gateway_ip_range_whitelist: list[str] = []
+
+    @field_validator("gateway_ip_range_whitelist")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        return _check_cidrs(v)
+
+
+class RateLimit(_Strict):
+    """A token bucket: `burst_count` actions at once, refilled at `per_second`."""
+    per_second: float = Field(gt=0)
+    burst_count: float = Field(ge=1)
+
+
+def _rate(per_second: float, burst_count: float):
+    return Field(default_factory=lambda: RateLimit(per_second=per_second, burst_count=burst_count))
+
+
+class LoginRateLimits(_Strict):
+    address: RateLimit = _rate(0.003, 5)          # login requests per client IP
+    account: RateLimit = _rate(0.003, 5)          # successful logins per account
+    failed_attempts: RateLimit = _rate(0.17, 3)   # wrong passwords per account
+
+
+class JoinRateLimits(_Strict):
+    local: RateLimit = _rate(0.1, 10)             # joins of rooms this server is in
+    remote: RateLimit = _rate(0.01, 10)           # joins over federation (none yet)
+
+
+class InviteRateLimits(_Strict):
+    per_room: RateLimit = _rate(0.3, 10)          # invites into one room
+    per_user: RateLimit = _rate(0.003, 5)         # invites received by one user
+    per_issuer: RateLimit = _rate(0.3, 10)        # invites sent by one user
+
+
 class Config(_Strict):
     server_name: str = "localhost"
     public_baseurl: str = "http://127.0.0.1:8008/"
     data_dir: Path = Path("data")
     signing_key_path: Path | None = None  # default <data_dir>/signing.key
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # text: one human-readable line per record; json: one JSON object per line.
+    log_format: Literal["text", "json"] = "text"
     listeners: list[ListenerConfig] = [ListenerConfig()]
     database: DatabaseConfig = DatabaseConfig()
     registration: RegistrationConfig = RegistrationConfig()
@@ -208,6 +273,15 @@ class Config(_Strict):
     federation: FederationConfig = FederationConfig()
     media: MediaConfig = MediaConfig()
     search: SearchConfig = SearchConfig()
+    shutdown: ShutdownConfig = ShutdownConfig()
+    push: PushConfig = PushConfig()
+    # Rate limits (Synapse's keys and defaults): 429 M_LIMIT_EXCEEDED with retry_after_ms.
+    rc_message: RateLimit = _rate(0.2, 10)        # events sent, per user
+    rc_registration: RateLimit = _rate(0.17, 3)   # registrations, per client IP
+    rc_login: LoginRateLimits = LoginRateLimits()
+    rc_joins: JoinRateLimits = JoinRateLimits()
+    rc_invites: InviteRateLimits = InviteRateLimits()
+    rc_media_create: RateLimit = _rate(10, 50)    # uploads and media ids created, per user
     # Application-service registration files (YAML), relative to this config file.
     app_service_config_files: list[Path] = []
 
@@ -227,6 +301,22 @@ class Config(_Strict):
     @property
     def signing_key_file(self) -> Path:
         return self.signing_key_path or self.data_dir / "signing.key"
+
+
+def lifted_rate_limits_yaml(per_second: float = 100_000, burst_count: float = 1_000_000) -> str:
+    """Config text setting every rate limit out of reach, for a test server or a load
+    tool driving the server far faster than people do (never the defaults)."""
+    value = f"{{per_second: {per_second}, burst_count: {burst_count}}}"
+    lines = []
+    for name, field in Config.model_fields.items():
+        if not name.startswith("rc_"):
+            continue
+        if field.annotation is RateLimit:
+            lines.append(f"{name}: {value}")
+        else:
+            lines.append(f"{name}:")
+            lines += [f"  {sub}: {value}" for sub in field.annotation.model_fields]
+    return "\n".join(lines) + "\n"
 
 
 SAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "config.sample.yaml"

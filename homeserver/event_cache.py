@@ -80,3 +80,8 @@ class EventCache:
     def forget(self, event_ids: list[str]) -> None:
         for eid in event_ids:
             self._cache.pop(eid, None)
+
+    def forget_room(self, room_id: str) -> None:
+        """Drop every cached event of a room (a deleted room): one pass over the cache."""
+        for eid in [eid for eid, ev in self._cache.items() if ev.room_id == room_id]:
+            del self._cache[eid]

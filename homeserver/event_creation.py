@@ -27,6 +27,7 @@ from homeserver.event_hashing import (
     sign_event,
 )
 from homeserver.ids import new_legacy_event_id
+from homeserver.relations import row_extra
 from homeserver.room_heads import RoomHead
 from homeserver.room_versions import RoomVersion
 from homeserver.tenancy import TENANT_KEY
@@ -78,7 +79,13 @@ class EventCreator:
 
     async def _send_now(self, room_id, sender, event_type, content, state_key, txn,
                         extra_check, ts) -> Event:
-        await self._head(room_id)
+        async with self.hs.relations.sending(room_id, sender, event_type, content):
+            return await self._send_checked(room_id, sender, event_type, content, state_key, txn,
+                                            extra_check, ts)
+
+    async def _send_checked(self, room_id, sender, event_type, content, state_key, txn,
+                            extra_check, ts) -> Event:
+        await self._head(room_id, sender)
         # Everything that needs Postgres happens first; the rest is synchronous.
         if event_type == "m.room.member" and isinstance(state_key, str):
             await self.hs.tenancy.tenant_of(state_key)  # for the tenant check in queue_event
@@ -86,24 +93,24 @@ class EventCreator:
         if event_type == "m.room.redaction":
             checks.append(await self._redaction_check(room_id, content))
         if event_type == "m.room.canonical_alias" and state_key == "":
-            checks.append(await canonical_alias_check(self.hs, await self._head(room_id), content))
+            checks.append(await canonical_alias_check(self.hs, await self._head(room_id, sender), content))
         # Read the head again: a failed batch may have replaced it while we awaited.
-        head = await self._head_with_prev_events(room_id)
+        head = await self._head_with_prev_events(room_id, sender)
         d = self.queue_event(head, sender, event_type, content, state_key, txn=txn,
                              extra_check=_all_of(checks), ts=ts)
         return await d
 
-    async def _head(self, room_id: str) -> RoomHead:
-        head = await self.hs.room_heads.get(room_id)
-        if head is None:
+    async def _head(self, room_id: str, sender: str) -> RoomHead:
+        head = await self.hs.tenancy.head_for(sender, room_id)
+        if head is None:  # missing, or another tenant's: the same answer
             raise not_found(f"unknown room {room_id}")
         return head
 
-    async def _head_with_prev_events(self, room_id: str) -> RoomHead:
+    async def _head_with_prev_events(self, room_id: str, sender: str) -> RoomHead:
         """The head, with (v1/v2) the extremity events in the cache so that their
         reference hashes can be cited. Events built here are cached as they are made,
         so this loads only after a restart or an eviction."""
-        head = await self._head(room_id)
+        head = await self._head(room_id, sender)
         for _ in range(3):
             if head.room_version.event_ids_are_hashes:
                 return head
@@ -112,7 +119,7 @@ class EventCreator:
             if not missing:
                 return head
             await self.hs.event_cache.get_many(missing)
-            head = await self._head(room_id)
+            head = await self._head(room_id, sender)
         return head
 
     def _prev_references(self, head: RoomHead) -> list:
@@ -133,13 +140,14 @@ class EventCreator:
                 or len(redacts.encode("utf-8")) > 255:
             raise MatrixError(400, "M_INVALID_PARAM", "redacts must be an event id")
         target = await self.hs.event_cache.get(redacts)
-        if target is not None and target.room_id != room_id:
+        if target is None or target.room_id != room_id:
             # 400 with Synapse's errcode (the spec names none): a request that cannot be
-            # right, not a missing event.
-            raise MatrixError(400, "M_UNKNOWN", "cannot redact an event of another room")
+            # right. A missing event answers the same as another room's (which may be
+            # another tenant's); without federation no event can still be on its way.
+            raise MatrixError(400, "M_UNKNOWN", "the event to redact is not in this room")
 
         def may_redact(head: RoomHead, redaction: Event) -> None:
-            if target is not None and target.sender == redaction.sender:
+            if target.sender == redaction.sender:
                 return
             level = auth_rules.get_user_power_level(redaction.sender, head.state)
             if level < auth_rules.get_named_level("redact", head.state):
@@ -281,7 +289,7 @@ def event_row(event: Event, state_group: int, new_group: NewStateGroup | None, u
         membership=event.membership,
         member_displayname=_text_column(content.get("displayname")) if event.membership else None,
         member_avatar_url=_text_column(content.get("avatar_url")) if event.membership else None,
-        txn=txn,
+        txn=txn, extra=row_extra(content),
     )
 
 

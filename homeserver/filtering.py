@@ -3,6 +3,7 @@ and applied in memory; the SQL side takes the same lists (storage.events.FilterL
 from __future__ import annotations
 
 import fnmatch
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,8 +20,10 @@ def _str_list(obj: dict, key: str, where: str) -> list[str] | None:
 
 
 def _type_matches(patterns: list[str], event_type: str) -> bool:
-    # Types may end in '*' as a wildcard.
-    return any(p == event_type or ("*" in p and fnmatch.fnmatchcase(event_type, p)) for p in patterns)
+    # Types may end in '*' as a wildcard; a lone '*' (a common "none of these") is decided
+    # without fnmatch, which is slow on the per-response path.
+    return any(p == event_type or p == "*" or ("*" in p and fnmatch.fnmatchcase(event_type, p))
+               for p in patterns)
 
 
 @dataclass
@@ -35,6 +38,8 @@ class EventFilter:
     lazy_load_members: bool = False
     include_redundant_members: bool = False
     contains_url: bool | None = None
+    unread_thread_notifications: bool = False
+    _types_allowed: dict[str, bool] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def parse(cls, obj: Any, where: str = "filter") -> "EventFilter":
@@ -57,6 +62,7 @@ class EventFilter:
             lazy_load_members=obj.get("lazy_load_members") is True,
             include_redundant_members=obj.get("include_redundant_members") is True,
             contains_url=contains_url if isinstance(contains_url, bool) else None,
+            unread_thread_notifications=obj.get("unread_thread_notifications") is True,
         )
 
     def allows_room(self, room_id: str) -> bool:
@@ -64,16 +70,22 @@ class EventFilter:
             return False
         return self.rooms is None or room_id in self.rooms
 
-    @property
+    @functools.cached_property
     def passes_all(self) -> bool:
-        """No type, sender or url condition: every event passes (callers skip the checks)."""
+        """No type, sender or url condition: every event passes (callers skip the checks).
+        Filters are not changed once parsed, so this is worked out once."""
         return (self.types is None and not self.not_types and self.senders is None
                 and not self.not_senders and self.contains_url is None)
 
     def allows_type(self, event_type: str) -> bool:
-        if _type_matches(self.not_types, event_type):
-            return False
-        return self.types is None or _type_matches(self.types, event_type)
+        """Whether events of this type can pass at all (whatever their sender). Remembered
+        per filter: a parsed filter is reused by every /sync of its client."""
+        known = self._types_allowed.get(event_type)
+        if known is None:
+            known = not _type_matches(self.not_types, event_type) and (
+                self.types is None or _type_matches(self.types, event_type))
+            self._types_allowed[event_type] = known
+        return known
 
     def allows(self, event_type: str, sender: str, content: dict | None = None) -> bool:
         if not self.allows_type(event_type) or sender in self.not_senders:

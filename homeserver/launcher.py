@@ -89,8 +89,9 @@ def run_all(config_path: Path, config: Config) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    listener = config.listeners[0]
-    if not _wait_for(f"http://{listener.bind_address}:{listener.port}/_matrix/client/versions", hs, 120):
+    listener = next((x for x in config.listeners if "client" in x.resources), config.listeners[0])
+    # /health answers 200 once start-up is complete (503 before).
+    if not _wait_for(f"http://{listener.bind_address}:{listener.port}/health", hs, 120):
         logger.error("the homeserver did not start; not starting the bridge")
         return _shutdown(procs, hs.poll() or 1)
     if bridge_config is not None:

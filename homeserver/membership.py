@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from homeserver import auth_rules, join_rules
+from homeserver import auth_rules, join_rules, room_aliases
 from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.event import Event
-from homeserver.ids import is_valid_room_alias, is_valid_user_id
+from homeserver.ids import is_valid_user_id
 from homeserver.room_heads import RoomHead
-from homeserver.tenancy import room_tenant
+from homeserver.tenancy import INVITE_ROOM_REFUSED, INVITEE_REFUSED, JOIN_REFUSED, KNOCK_REFUSED, room_tenant
 from storage import accounts as accounts_store
-from storage import directory as directory_store
 from storage import state as state_store
 
 if TYPE_CHECKING:
@@ -22,55 +21,57 @@ class Membership:
     def __init__(self, hs: "HomeServer") -> None:
         self.hs = hs
 
-    async def resolve_room(self, room_id_or_alias: str) -> str:
-        if room_id_or_alias.startswith("#"):
-            if not is_valid_room_alias(room_id_or_alias):
-                raise MatrixError(400, "M_INVALID_PARAM", "malformed room alias")
-            found = await self.lookup_alias(room_id_or_alias)
-            if not found:
-                raise not_found(f"room alias {room_id_or_alias} not found")
-            return found[0]
-        if not room_id_or_alias.startswith("!"):
-            raise MatrixError(400, "M_INVALID_PARAM", "expected a room id or alias")
-        return room_id_or_alias
+    async def require_invitable(self, tenant: str | None, invitee: str) -> None:
+        """The invitee must exist (an application service may create it on demand), be of
+        the room's tenant and be active. A user of another tenant is refused exactly like
+        one who does not exist."""
+        tenancy = self.hs.tenancy
+        if self.hs.accounts.is_mine(invitee):
+            appservices = getattr(self.hs, "appservices", None)
+            if appservices is not None and not await self.hs.db.run(accounts_store.user_exists, invitee):
+                await appservices.queries.query_user(invitee)
+            if invitee not in await tenancy.users_of_tenant(tenant, [invitee]):
+                raise forbidden(INVITEE_REFUSED)
+            await self.hs.accounts.require_active_user(invitee)
+        elif self.hs.federation is not None:  # another server's user: rooms open to federation
+            if not self.hs.federation.exposure.tenant_open(tenant):
+                raise forbidden(INVITEE_REFUSED)
+        elif await tenancy.tenant_of(invitee) != tenant:
+            raise forbidden(INVITEE_REFUSED)
 
-    async def lookup_alias(self, alias: str) -> tuple[str, str] | None:
-        """(room_id, creator); an application service owning the namespace is asked to
-        create an unknown alias first."""
-        found = await self.hs.db.run(directory_store.get_alias, alias)
-        appservices = getattr(self.hs, "appservices", None)
-        if found is None and appservices is not None and await appservices.queries.query_alias(alias):
-            found = await self.hs.db.run(directory_store.get_alias, alias)
-        return found
-
-    async def require_local_user(self, user_id: str) -> None:
-        """The user must exist (an application service may create it on demand) and be active."""
-        appservices = getattr(self.hs, "appservices", None)
-        if appservices is not None and not await self.hs.db.run(accounts_store.user_exists, user_id):
-            await appservices.queries.query_user(user_id)
-        await self.hs.accounts.require_active_user(user_id)
-
-    async def head(self, room_id: str) -> RoomHead:
-        head = await self.hs.room_heads.get(room_id)
+    async def head(self, room_id: str, user_id: str) -> RoomHead:
+        head = await self.hs.tenancy.head_for(user_id, room_id)
         if head is None:
             raise not_found(f"unknown room {room_id}")
         return head
 
+    async def _entered_room(self, user_id: str, room_id_or_alias: str, refusal: str) -> tuple[str, RoomHead]:
+        """The room a join or knock asks for. An unknown room and another tenant's answer
+        alike, with the spec's 403; aliases answer as `room_aliases.resolve` says."""
+        if room_id_or_alias.startswith("#"):
+            room_id, _ = await room_aliases.resolve(self.hs, user_id, room_id_or_alias)
+        elif room_id_or_alias.startswith("!"):
+            room_id = room_id_or_alias
+        else:
+            raise MatrixError(400, "M_INVALID_PARAM", "expected a room id or alias")
+        head = await self.hs.tenancy.head_for(user_id, room_id)
+        if head is None:
+            raise forbidden(refusal)
+        return room_id, head
+
     async def join(self, user_id: str, room_id_or_alias: str, reason: str | None = None,
                    txn: tuple[str, str, str] | None = None, servers: list[str] | None = None) -> str:
         if self.hs.federation is not None:  # a room of another server: make_join/send_join
-            content: dict[str, Any] = {"membership": "join", **await self.hs.profiles.member_profile(user_id)}
+            remote_content: dict[str, Any] = {"membership": "join", **await self.hs.profiles.member_profile(user_id)}
             if reason:
-                content["reason"] = reason
+                remote_content["reason"] = reason
             room_id_or_alias, joined = await self.hs.federation.membership.maybe_join(
-                user_id, room_id_or_alias, content, servers or [])
+                user_id, room_id_or_alias, remote_content, servers or [])
             if joined:
                 await self.hs.db.run(state_store.unforget_room, user_id, room_id_or_alias)
                 return room_id_or_alias
-        room_id = await self.resolve_room(room_id_or_alias)
-        head = await self.head(room_id)
-        if room_id_or_alias.startswith("#") and room_tenant(head) != await self.hs.tenancy.tenant_of(user_id):
-            raise not_found(f"room alias {room_id_or_alias} not found")
+        room_id, head = await self._entered_room(user_id, room_id_or_alias, JOIN_REFUSED)
+        self.hs.room_blocks.check(room_id)
         if head.membership_of(user_id) == "join":
             return room_id  # already in: joining again changes nothing
         content: dict[str, Any] = {"membership": "join", **await self.hs.profiles.member_profile(user_id)}
@@ -105,20 +106,16 @@ class Membership:
         """Ask to be let in to a room whose join rule is knock or knock_restricted. A room
         that does not exist and another organization's room answer alike."""
         if self.hs.federation is not None:  # a room of another server: make_knock/send_knock
-            content_: dict[str, Any] = {"membership": "knock", **await self.hs.profiles.member_profile(user_id)}
+            remote_content: dict[str, Any] = {"membership": "knock", **await self.hs.profiles.member_profile(user_id)}
             if reason:
-                content_["reason"] = reason
+                remote_content["reason"] = reason
             room_id_or_alias, knocked = await self.hs.federation.membership.maybe_join(
-                user_id, room_id_or_alias, content_, servers or [], membership="knock")
+                user_id, room_id_or_alias, remote_content, servers or [], membership="knock")
             if knocked:
                 await self.hs.db.run(state_store.unforget_room, user_id, room_id_or_alias)
                 return room_id_or_alias
-        room_id = await self.resolve_room(room_id_or_alias)
-        head = await self.hs.room_heads.get(room_id)
-        if head is None or room_tenant(head) != await self.hs.tenancy.tenant_of(user_id):
-            if room_id_or_alias.startswith("#"):
-                raise not_found(f"room alias {room_id_or_alias} not found")
-            raise forbidden("you are not allowed to knock on this room")
+        room_id, _ = await self._entered_room(user_id, room_id_or_alias, KNOCK_REFUSED)
+        self.hs.room_blocks.check(room_id)
         content: dict[str, Any] = {"membership": "knock", **await self.hs.profiles.member_profile(user_id)}
         if reason:
             content["reason"] = reason
@@ -132,9 +129,14 @@ class Membership:
         """invite / leave / kick (leave of another) / ban / unban (leave of a banned user)."""
         if not is_valid_user_id(target):
             raise MatrixError(400, "M_INVALID_PARAM", "invalid user id")
-        head = await self.head(room_id)
-        if membership == "invite" and self.hs.accounts.is_mine(target):
-            await self.require_local_user(target)
+        head = await self.hs.tenancy.head_for(sender, room_id)
+        if head is None:  # an unknown room and another tenant's answer alike
+            if membership == "invite":
+                raise forbidden(INVITE_ROOM_REFUSED)  # the spec's answer for a refused invite
+            raise not_found(f"unknown room {room_id}")
+        if membership == "invite":
+            self.hs.room_blocks.check(room_id)
+            await self.require_invitable(room_tenant(head), target)
         content: dict[str, Any] = {"membership": membership}
         if reason:
             content["reason"] = reason

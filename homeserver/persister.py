@@ -6,10 +6,11 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Awaitable, Callable
 
 from twisted.internet import defer, reactor
 
+from homeserver import metrics
 from homeserver.event import Event
 from storage import events as events_store
 from storage.database import DatabaseUnavailable
@@ -38,9 +39,12 @@ class Persister:
         self._running = False
         self._on_failure = on_failure  # told which rooms' heads are stale and which events died
         self._listeners: list[Callable[[list[Event]], None]] = []
+        self._enqueue_hooks: list[Callable[[EventRow, Event], None]] = []
+        self._preparers: list[Callable[[list[tuple[EventRow, Event]]], Awaitable[None]]] = []
         self.max_stream_ordering = 0
         self._next_state_group = 0
         self.batches = 0
+        self._idle_waiters: list[defer.Deferred] = []
 
     async def start(self) -> None:
         self.max_stream_ordering = await self._db.run(events_store.max_stream_ordering)
@@ -50,13 +54,36 @@ class Persister:
         """Called on the reactor with each committed batch, in stream order."""
         self._listeners.append(fn)
 
+    def add_enqueue_hook(self, fn: Callable[[EventRow, Event], None]) -> None:
+        """Called synchronously as each event is queued, while the room head is exactly
+        the state after it (push evaluation captures its facts here)."""
+        self._enqueue_hooks.append(fn)
+
+    def add_preparer(self, fn: Callable[[list[tuple[EventRow, Event]]], Awaitable[None]]) -> None:
+        """Awaited with each batch before it is written; may add to the rows' `extra`."""
+        self._preparers.append(fn)
+
     def allocate_state_group(self) -> int:
         sg = self._next_state_group
         self._next_state_group += 1
         return sg
 
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def wait_idle(self) -> defer.Deferred:
+        """Fires once everything queued so far is written (or failed): for shutdown."""
+        if not self._running and not self._queue:
+            return defer.succeed(None)
+        d: defer.Deferred = defer.Deferred()
+        self._idle_waiters.append(d)
+        return d
+
     def enqueue(self, row: EventRow, event: Event) -> defer.Deferred:
         d: defer.Deferred = defer.Deferred()
+        for hook in self._enqueue_hooks:
+            hook(row, event)
         self._queue.append(_Pending(row, event, d))
         if not self._running:
             # Start on the next reactor turn: everything queued by the current
@@ -100,8 +127,16 @@ class Persister:
         finally:
             self._writing = []
             self._running = False
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for d in waiters:
+                d.callback(None)
 
     async def _write(self, batch: list[_Pending]) -> None:
+        for prepare in self._preparers:
+            try:
+                await prepare([(p.row, p.event) for p in batch])
+            except Exception:
+                logger.exception("preparing a batch of %d event(s) failed", len(batch))
         error = await self._commit(batch)
         if error is None:
             return
@@ -133,6 +168,7 @@ class Persister:
     async def _commit(self, batch: list[_Pending]) -> Exception | None:
         """Write `batch` in one transaction; on success tell the listeners and the senders.
         Returns the error instead when nothing was written."""
+        started = time.perf_counter()
         for attempt in range(_COMMIT_ATTEMPTS):
             first = self.max_stream_ordering + 1
             for i, p in enumerate(batch):
@@ -151,14 +187,19 @@ class Persister:
                     self.max_stream_ordering = await self._db.run(events_store.max_stream_ordering)
                     landed = await self._db.run(events_store.get_event_position, batch[0].row.event_id)
                 except Exception:
+                    metrics.PERSIST_FAILURES.inc()
                     return e
                 if landed is not None:
                     break
                 # Not written: a connection cut mid-COMMIT is worth another go, a bad batch is not.
                 if not isinstance(e, DatabaseUnavailable) or attempt == _COMMIT_ATTEMPTS - 1:
+                    metrics.PERSIST_FAILURES.inc()
                     return e
         self.max_stream_ordering = max(self.max_stream_ordering, first + len(batch) - 1)
         self.batches += 1
+        metrics.PERSIST_BATCH_DURATION.observe(time.perf_counter() - started)
+        metrics.PERSIST_BATCH_SIZE.observe(len(batch))
+        metrics.EVENTS_PERSISTED.inc(len(batch))
         events = []
         for p in batch:
             p.event.stream_ordering = p.row.stream_ordering

@@ -8,10 +8,9 @@ mention rules (`.m.rule.contains_display_name`, `.m.rule.contains_user_name`,
 `.m.rule.roomnotif`)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable
 
-from twisted.internet import defer
-
+from homeserver.async_utils import KeyedLock
 from homeserver.errors import invalid_param, not_found
 from homeserver.ids import is_valid_room_id, is_valid_user_id
 from storage import push_rules as store
@@ -19,8 +18,6 @@ from storage.database import Cursor
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
-
-T = TypeVar("T")
 
 # In the order the spec says they are checked.
 KINDS = ("override", "content", "room", "sender", "underride")
@@ -400,25 +397,9 @@ def set_rule_actions(cur: Cursor, user_id: str, kind: str, rule_id: str, actions
 # Running changes and reading
 
 
-class _UserLocks:
-    """One change at a time per user, so the m.push_rules account data published after
-    each change arrives in commit order."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, defer.DeferredLock] = {}
-
-    async def run(self, key: str, fn: Callable[[], Awaitable[T]]) -> T:
-        lock = self._locks.setdefault(key, defer.DeferredLock())
-        await lock.acquire()
-        try:
-            return await fn()
-        finally:
-            lock.release()
-            if not lock.locked and not lock.waiting:
-                self._locks.pop(key, None)
-
-
-_user_locks = _UserLocks()
+# One change at a time per user, so the m.push_rules account data published after each
+# change arrives in commit order.
+_user_locks = KeyedLock()
 
 
 async def get_ruleset(hs: "HomeServer", user_id: str) -> dict[str, list[dict]]:
@@ -438,6 +419,7 @@ async def change_rules(hs: "HomeServer", user_id: str,
             return build_ruleset(user_id, store.list_rules(cur, user_id))
 
         ruleset = await hs.db.run(txn)
+        hs.push.rules_changed(user_id)  # the compiled rules evaluated for new events
         if hs.sync is not None:
             await hs.sync.account_data.put(user_id, "", "m.push_rules", {"global": ruleset})
         return ruleset

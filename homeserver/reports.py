@@ -12,7 +12,6 @@ from homeserver import visibility
 from homeserver.errors import MatrixError, bad_json, not_found
 from homeserver.ids import is_valid_room_id, is_valid_user_id
 from homeserver.room_heads import RoomHead
-from homeserver.tenancy import room_tenant
 from storage import accounts as accounts_store
 from storage import reports as reports_store
 from storage.reports import Report
@@ -56,10 +55,7 @@ def _plain_id(value: str) -> bool:
 async def _room_of_tenant(hs: "HomeServer", user_id: str, room_id: str) -> RoomHead | None:
     if not (is_valid_room_id(room_id) and _plain_id(room_id)):
         return None
-    head = await hs.room_heads.get(room_id)
-    if head is None or room_tenant(head) != await hs.tenancy.tenant_of(user_id):
-        return None
-    return head
+    return await hs.tenancy.head_for(user_id, room_id)
 
 
 async def _store(hs: "HomeServer", report: Report) -> None:

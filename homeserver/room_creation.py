@@ -6,8 +6,8 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any, Callable
 
-from homeserver import auth_rules
-from homeserver.errors import MatrixError, bad_json, forbidden, invalid_param
+from homeserver import auth_rules, room_aliases
+from homeserver.errors import MatrixError, bad_json, invalid_param
 from homeserver.ids import is_valid_user_id, random_string
 from homeserver.room_heads import RoomHead
 from homeserver.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
@@ -22,14 +22,6 @@ PRESETS = {
     "trusted_private_chat": {"join_rule": "invite", "history_visibility": "shared", "guest": "can_join", "trusted": True},
     "public_chat": {"join_rule": "public", "history_visibility": "shared", "guest": None, "trusted": False},
 }
-
-
-def check_alias_namespace(hs: "HomeServer", alias: str, appservice: Any) -> None:
-    """Aliases in an application service's exclusive namespace are its own."""
-    appservices = getattr(hs, "appservices", None)
-    owner = appservices.exclusive_alias_owner(alias) if appservices is not None else None
-    if owner is not None and owner is not appservice:
-        raise MatrixError(400, "M_EXCLUSIVE", f"alias {alias} is reserved by an application service")
 
 
 def default_power_levels(creator: str, privileged_creators: bool, trusted: list[str]) -> dict[str, Any]:
@@ -111,21 +103,15 @@ async def create_room(hs: "HomeServer", creator: str, body: dict[str, Any],
 
     alias = None
     if body.get("room_alias_name") is not None:
-        name = body["room_alias_name"]
-        if not isinstance(name, str) or not name or any(c in name for c in ": \x00#"):
-            raise invalid_param("room_alias_name is not a valid alias localpart")
-        alias = f"#{name}:{hs.server_name}"
-        check_alias_namespace(hs, alias, appservice)
+        # In the creator's part of the alias space, whatever the client asks.
+        alias = await room_aliases.alias_for_new_room(hs, creator, body["room_alias_name"], appservice)
         if await hs.db.run(directory_store.get_alias, alias):
             raise MatrixError(400, "M_ROOM_IN_USE", f"alias {alias} is already in use")
 
     # The room belongs to the creator's tenant, whatever the client sends.
     tenant = await hs.tenancy.tenant_of(creator)
     for invitee in invites:
-        if hs.accounts.is_mine(invitee):
-            await hs.membership.require_local_user(invitee)
-        if await hs.tenancy.tenant_of(invitee) != tenant:
-            raise forbidden(f"{invitee} belongs to another organization")
+        await hs.membership.require_invitable(tenant, invitee)
     for st in initial_state:  # member events there face the same tenant wall
         if st["type"] == "m.room.member":
             await hs.tenancy.tenant_of(st.get("state_key", ""))

@@ -69,9 +69,8 @@ def parse_request(body: dict[str, Any]) -> tuple[RoomVersion, list[str]]:
 async def upgrade_room(hs: "HomeServer", user_id: str, room_id: str, body: dict[str, Any]) -> str:
     """Returns the replacement room's id."""
     rv, extra_creators = parse_request(body)
-    old = await hs.room_heads.get(room_id)
-    tenant = await hs.tenancy.tenant_of(user_id)
-    if old is None or room_tenant(old) != tenant:
+    old = await hs.tenancy.head_for(user_id, room_id)
+    if old is None:
         raise not_found("unknown room")  # another organization's room does not exist for you
     if old.membership_of(user_id) != "join":
         raise forbidden("you are not in this room")

@@ -33,10 +33,11 @@ def _client_fields(event: Event, pdu: dict[str, Any]) -> dict[str, Any]:
 
 def serialize_event(event: Event, requester_device: str | None = None,
                     redaction: Event | None = None, now: int | None = None,
-                    include_room_id: bool = True) -> dict[str, Any]:
+                    include_room_id: bool = True, relations: dict[str, Any] | None = None) -> dict[str, Any]:
     """`requester_device` is "user_id|device_id" of the asker; `redaction` the event that
-    redacted this one, if any (its presence means: serve the redacted form). The result
-    shares nested values with the cache: callers must not mutate it in place."""
+    redacted this one, if any (its presence means: serve the redacted form); `relations`
+    the bundled aggregations (`unsigned.m.relations`, see homeserver/aggregations.py). The
+    result shares nested values with the cache: callers must not mutate it in place."""
     if redaction is None:
         base = event.internal.get("client")
         if base is None:
@@ -55,14 +56,32 @@ def serialize_event(event: Event, requester_device: str | None = None,
         unsigned["transaction_id"] = event.internal.get("txn_id")
     if redaction is not None:
         unsigned["redacted_because"] = serialize_event(redaction, None, None, now, include_room_id)
+    if relations is not None:
+        unsigned["m.relations"] = relations
     out["unsigned"] = unsigned
     return out
 
 
-def client_fragment(event: Event, now: int) -> orjson.Fragment | None:
+def bundled_form(event: Event, relations: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An event as bundled inside another's aggregations (an edit, a thread's latest
+    event): the client form without `age` or `transaction_id`, so that the bundle is the
+    same for every recipient and can be kept as bytes."""
+    base = event.internal.get("client")
+    if base is None:
+        base = event.internal["client"] = _client_fields(event, event.pdu)
+    out = dict(base, room_id=event.room_id)
+    unsigned = dict(event.internal.get("unsigned") or {})
+    if relations:
+        unsigned["m.relations"] = relations
+    out["unsigned"] = unsigned
+    return out
+
+
+def client_fragment(event: Event, now: int, relations: bytes | None = None) -> orjson.Fragment | None:
     """The event's client form (without room_id, as /sync sends it) as ready-made JSON
-    bytes: built once per event, then reused for every recipient with only `age` filled
-    in. None when the cached form does not apply (the caller serializes normally)."""
+    bytes: built once per event, then reused for every recipient with only `age` (and the
+    bundled aggregations' bytes, `relations`, if any) filled in. None when the cached form
+    does not apply (the caller serializes normally)."""
     parts = event.internal.get("fragment")
     if parts is None:
         base = event.internal.get("client") or _client_fields(event, event.pdu)
@@ -78,4 +97,6 @@ def client_fragment(event: Event, now: int) -> orjson.Fragment | None:
     elif parts is False:
         return None
     age = max(0, now - event.pdu.get("origin_server_ts", 0))
+    if relations is not None:
+        return orjson.Fragment(parts[0] + str(age).encode() + b',"m.relations":' + relations + parts[1])
     return orjson.Fragment(parts[0] + str(age).encode() + parts[1])

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from homeserver import metrics
 from homeserver.accounts import Accounts
+from homeserver.aggregations import Aggregations
+from homeserver.audit import Audit
+from homeserver.client_ips import ClientIps
 from homeserver.config import Config
 from homeserver.event_cache import EventCache
 from homeserver.event_creation import EventCreator
@@ -13,6 +17,9 @@ from homeserver.media.repository import MediaRepository
 from homeserver.membership import Membership
 from homeserver.persister import Persister
 from homeserver.profiles import Profiles
+from homeserver.push.evaluation import Push
+from homeserver.relations import Relations
+from homeserver.room_blocks import RoomBlocks
 from homeserver.room_heads import RoomHeads
 from homeserver.tenancy import Tenancy
 from homeserver.signing_key import load_or_create_signing_key
@@ -40,6 +47,13 @@ class HomeServer:
         self.appservices: Any = None  # appservice.registry.AppServices, likewise
         self.media: MediaRepository = None  # type: ignore[assignment]  # set in start()
         self.url_previews: Any = None  # homeserver.media.url_preview.UrlPreviewer when enabled
+        self.ready = False  # start-up complete: /health answers 200 from now on
+        self.draining = False  # shutting down: new requests get 503
+        self.requests_in_flight = 0
+        self.client_ips: ClientIps = None  # type: ignore[assignment]  # set in start()
+        self.push: Push = None  # type: ignore[assignment]  # set in start()
+        self.pushers: Any = None  # pushers.registry.Pushers, attached by the composition root
+        self.ratelimiter: Any = None  # client_api.ratelimit.Ratelimiter, likewise
         # homeserver.federation.service.Federation when federation.enabled, else None.
         self.federation: Any = None
 
@@ -50,6 +64,7 @@ class HomeServer:
             self.embedded = EmbeddedPostgres(self.config.data_dir)
             dsn = self.embedded.start()
         self.db = Database(dsn, self.config.database.max_connections)
+        self.db.observe = metrics.observe_db_transaction
         version = self.db.run_sync(apply_migrations)
         logger.info("database schema at version %d", version)
         if (read := self.db.run_sync(use_language, self.config.search.language)) is not None:
@@ -62,6 +77,13 @@ class HomeServer:
         self.persister = Persister(self.db, self._on_persist_failure)
         await self.persister.start()
         self.persister.add_listener(self._after_persist)
+        self.aggregations = Aggregations(self)  # a persist listener: before the sync engine's
+        self.relations = Relations(self)
+        self.push = Push(self)
+        self.persister.add_enqueue_hook(self.push.capture)
+        self.persister.add_preparer(self.push.prepare)
+        # Before the sync engine's listener: counts must be current when /sync wakes.
+        self.persister.add_listener(self.push.on_persisted)
         self.accounts = Accounts(self)
         self.profiles = Profiles(self)
         self.event_creator = EventCreator(self)
@@ -73,6 +95,14 @@ class HomeServer:
         if self.config.media.url_preview.enabled:
             from homeserver.media.url_preview import UrlPreviewer
             self.url_previews = UrlPreviewer(self)
+        self.room_blocks = RoomBlocks(self)
+        await self.room_blocks.start()
+        self.audit = Audit(self)
+        self.client_ips = ClientIps(self)
+        self.client_ips.start()
+        from homeserver import admin_tasks  # noqa: PLC0415  (imports the room core)
+        await admin_tasks.fail_interrupted(self)
+        metrics.register_server(self)
         if self.config.federation.enabled:
             from homeserver.federation.service import Federation
             self.federation = Federation(self)
@@ -101,7 +131,8 @@ class HomeServer:
     def shutdown(self) -> None:
         # Each part stops even if one before it fails (say, the database is gone and
         # presence cannot be saved): the embedded PostgreSQL must always be stopped.
-        for part in (self.federation, self.sync, self.appservices, self.media, self.db, self.embedded):
+        for part in (self.federation, self.sync, self.appservices, self.pushers, self.media, self.client_ips,
+                     self.db, self.embedded):
             if part is None:
                 continue
             try:

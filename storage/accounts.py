@@ -1,6 +1,7 @@
 """Users, devices and access tokens (stored as SHA-256 hashes)."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from storage import e2e_keys
@@ -14,6 +15,10 @@ class TokenOwner:
     is_admin: bool
     deactivated: bool
     is_guest: bool = False
+    valid_until_ms: int | None = None  # tokens an admin made with "login as user" may expire
+
+    def expired(self) -> bool:
+        return self.valid_until_ms is not None and time.time() * 1000 >= self.valid_until_ms
 
 
 def create_user(cur: Cursor, user_id: str, password_hash: str | None, is_admin: bool,
@@ -111,7 +116,8 @@ def add_access_token(cur: Cursor, token_hash: bytes, user_id: str, device_id: st
 
 def get_token_owner(cur: Cursor, token_hash: bytes) -> TokenOwner | None:
     cur.execute(
-        "SELECT t.user_id, t.device_id, u.is_admin, u.deactivated, u.is_guest FROM access_tokens t"
+        "SELECT t.user_id, t.device_id, u.is_admin, u.deactivated, u.is_guest, t.valid_until_ms"
+        " FROM access_tokens t"
         " JOIN users u USING (user_id) WHERE t.token_hash = %s",
         (token_hash,),
     )

@@ -2,6 +2,7 @@
 Every query runs on those threads, never on the reactor thread."""
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -70,6 +71,10 @@ class Database:
         self._all_conns: list[Any] = []
         self._lock = threading.Lock()
         self._down_since: float | None = None  # monotonic time of the first failure in a row
+        self.max_connections = max_connections
+        self.in_use = 0  # transactions running now (read by the metrics)
+        # Told (seconds, failed) after each transaction; set by the server for its metrics.
+        self.observe: Callable[[float, bool], None] | None = None
 
     def start(self) -> None:
         self._pool.start()
@@ -161,8 +166,25 @@ class Database:
                 raise
 
     def run(self, fn: Callable[..., T], *args: Any):
-        """Deferred of `fn(cursor, *args)` run in one transaction off the reactor thread."""
-        return threads.deferToThreadPool(reactor, self._pool, self.run_sync, fn, *args)
+        """Deferred of `fn(cursor, *args)` run in one transaction off the reactor thread.
+        The caller's context (its request id, for the logs) goes along."""
+        return threads.deferToThreadPool(reactor, self._pool, contextvars.copy_context().run,
+                                         self._run_observed, fn, *args)
+
+    def _run_observed(self, fn: Callable[..., T], *args: Any) -> T:
+        with self._lock:
+            self.in_use += 1
+        start = time.perf_counter()
+        failed = True
+        try:
+            result = self.run_sync(fn, *args)
+            failed = False
+            return result
+        finally:
+            with self._lock:
+                self.in_use -= 1
+            if self.observe is not None:
+                self.observe(time.perf_counter() - start, failed)
 
 
 def execute_values(cur: Cursor, sql: str, rows: list[tuple], page_size: int = 500) -> None:

@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 import orjson
 
 from storage import federation as federation_store
+from storage import push as push_store
 from storage import search as search_index
+from storage import relations as relations_store
 from storage.database import Cursor, execute_values
 
 
@@ -170,6 +172,8 @@ def persist_batch(cur: Cursor, rows: list[EventRow], now_ms: int) -> None:
     search_index.index_events(cur, rows)  # searchable text, edits and redactions
     if remote:
         federation_store.after_persist(cur, remote)
+    relations_store.record(cur, rows)
+    push_store.insert_push_actions(cur, rows)  # who was notified, for counts and pushers
 
 
 # ---- reads -------------------------------------------------------------------------

@@ -109,7 +109,7 @@ def index_events(cur: Cursor, rows: Iterable["EventRow"]) -> None:
     _index(cur, [_Persisted(r.event_id, r.room_id, r.type, r.state_key, r.sender, r.stream_ordering,
                             r.origin_server_ts, r.json)
                  for r in rows if _searchable(r.type, r.state_key)])
-    _apply_redactions(cur, [(r.redacts, r.room_id) for r in rows if r.apply_redaction and r.redacts])
+    drop(cur, [(r.redacts, r.room_id) for r in rows if r.apply_redaction and r.redacts])
 
 
 def _index(cur: Cursor, events: list[_Persisted]) -> None:
@@ -210,8 +210,9 @@ def _refresh_texts(cur: Cursor, original_ids: list[str]) -> None:
     )
 
 
-def _apply_redactions(cur: Cursor, targets: list[tuple[str, str]]) -> None:
-    """Redacted events leave the index; a redacted edit hands its original back to the
+def drop(cur: Cursor, targets: list[tuple[str, str]]) -> None:
+    """(event_id, room_id) of events whose content is gone (redacted, or pruned when their
+    sender was erased) leave the index; a dropped edit hands its original back to the
     edit before it (or the original text)."""
     if not targets:
         return

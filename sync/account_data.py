@@ -1,4 +1,5 @@
-"""Account data writes with a stream position, so /sync can send what changed."""
+"""Account data writes with a stream position, so /sync can send what changed; and each
+user's m.ignored_user_list, kept in memory with its recent changes (see `ignored_at`)."""
 from __future__ import annotations
 
 import json
@@ -10,6 +11,18 @@ from sync.stream_ids import StreamIdGen
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
 
+IGNORED_USER_LIST = "m.ignored_user_list"
+IGNORE_HISTORY = 16  # changes of one user's list remembered, for "missed while ignored"
+# (events position from which a list applies, the ignored users), oldest first
+IgnoreHistory = tuple[tuple[int, frozenset[str]], ...]
+_NOBODY: IgnoreHistory = ((0, frozenset()),)
+
+
+def parse_ignored(content: dict | None) -> frozenset[str]:
+    """The user ids of an m.ignored_user_list content; anything malformed ignores nobody."""
+    users = content.get("ignored_users") if isinstance(content, dict) else None
+    return frozenset(u for u in users if isinstance(u, str)) if isinstance(users, dict) else frozenset()
+
 
 class AccountData:
     def __init__(self, hs: "HomeServer", on_change: Callable[[str], None]) -> None:
@@ -17,6 +30,7 @@ class AccountData:
         self._on_change = on_change
         self.stream: StreamIdGen = None  # type: ignore[assignment]
         self._user_stream: dict[str, int] = {}
+        self._ignored: dict[str, IgnoreHistory] = {}
 
     async def start(self) -> None:
         self.stream = StreamIdGen(await self.hs.db.run(store.max_stream))
@@ -33,13 +47,50 @@ class AccountData:
                 cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (user_id + room_id + data_type,))
                 value = update(store.get_account_data(cur, user_id, room_id, data_type))
             store.put_account_data(cur, user_id, room_id, data_type, value, stream_id)
+            return value
 
         try:
-            await self.hs.db.run(txn)
+            value = await self.hs.db.run(txn)
         finally:
             self.stream.finish(stream_id)
         self._user_stream[user_id] = max(self._user_stream.get(user_id, 0), stream_id)
+        if data_type == IGNORED_USER_LIST and not room_id:
+            self._ignore_changed(user_id, parse_ignored(value))
         self._on_change(user_id)
+
+    def _ignore_changed(self, user_id: str, users: frozenset[str]) -> None:
+        # Events persisted from now on have higher stream positions than this one.
+        entry = (self.hs.persister.max_stream_ordering, users)
+        history = self._ignored.get(user_id)
+        self._ignored[user_id] = (*history, entry)[-IGNORE_HISTORY:] if history else ((0, frozenset()), entry)
+
+    async def ignored_users(self, user_id: str) -> frozenset[str]:
+        """Whom the user ignores now (read from the database once, then kept current)."""
+        history = self._ignored.get(user_id)
+        if history is None:
+            loaded = parse_ignored(await self.hs.db.run(store.get_account_data, user_id, "", IGNORED_USER_LIST))
+            # A write that finished while we read has set the newer list: keep it.
+            history = self._ignored.setdefault(user_id, ((0, loaded),) if loaded else _NOBODY)
+        return history[-1][1]
+
+    def ignored_at(self, user_id: str, stream: int) -> frozenset[str]:
+        """Whom the user ignored when the event at `stream` was persisted, as far as this
+        process knows (call `ignored_users` first)."""
+        history = self._ignored.get(user_id, _NOBODY)
+        for since, users in reversed(history):
+            if stream > since:
+                return users
+        return history[0][1]
+
+    def ever_ignored_since(self, user_id: str, stream: int) -> bool:
+        """Whether the list was non-empty at any time after `stream` (else no event needs
+        the per-event check)."""
+        history = self._ignored.get(user_id, _NOBODY)
+        for i, (since, users) in enumerate(history):
+            ends = history[i + 1][0] if i + 1 < len(history) else None
+            if users and (ends is None or ends > stream):
+                return True
+        return False
 
     async def user_stream(self, user_id: str) -> int:
         if user_id not in self._user_stream:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable
 
 from storage import device_lists as store
+from sync.change_log import ChangeLog
 from sync.stream_ids import StreamIdGen
 
 if TYPE_CHECKING:
@@ -16,13 +17,14 @@ class DeviceLists:
         self.hs = hs
         self._on_change = on_change  # told the user id; wakes those who share a room
         self.stream: StreamIdGen = None  # type: ignore[assignment]
-        self._log: list[tuple[int, str]] = []  # (stream, user) recorded by this process
+        # (stream, user) recorded by this process; older positions fall back to the database
+        self._log: ChangeLog = None  # type: ignore[assignment]
         self.listeners: list[Callable[[str], None]] = []  # told each changed user (federation)
-        self._start = 0
 
     async def start(self) -> None:
-        self._start = await self.hs.db.run(store.max_stream)
-        self.stream = StreamIdGen(self._start)
+        start = await self.hs.db.run(store.max_stream)
+        self.stream = StreamIdGen(start)
+        self._log = ChangeLog(start, keep=10_000)
 
     async def record_change(self, user_id: str) -> None:
         stream_id = self.stream.allocate()
@@ -30,10 +32,7 @@ class DeviceLists:
             await self.hs.db.run(store.record_change, stream_id, user_id)
         finally:
             self.stream.finish(stream_id)
-        self._log.append((stream_id, user_id))
-        if len(self._log) > 10_000:  # older positions fall back to the database
-            self._start = self._log[5_000][0]
-            del self._log[:5_000]
+        self._log.record(stream_id, user_id)
         self._on_change(user_id)
         for listener in self.listeners:
             listener(user_id)
@@ -42,14 +41,15 @@ class DeviceLists:
         """Users changed after `since` as far as this process knows (tokens from before
         it started are answered by `changed_since`)."""
         upto = self.stream.current  # ids above it may still be committing
-        return {u for s, u in self._log if since < s <= upto}
+        return self._log.changed_after(max(since, self._log.floor), upto) or set()
 
     async def changed_since(self, since: int, upto: int | None = None) -> set[str]:
         upto = self.stream.current if upto is None else upto
         if since >= upto:
             return set()
-        if since >= self._start:
-            return {u for s, u in self._log if since < s <= upto}
+        changed = self._log.changed_after(since, upto)
+        if changed is not None:
+            return changed
         return set(await self.hs.db.run(store.changed_since, since, upto))
 
     async def changes_for(self, user_id: str, since_events: int, upto_events: int,

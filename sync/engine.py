@@ -7,8 +7,10 @@ from typing import TYPE_CHECKING, Iterable
 
 from homeserver.event import Event
 from sync.account_data import AccountData
+from sync.change_log import ChangeLog
 from sync.device_lists import DeviceLists
 from sync.e2e_counts import E2ECounts
+from sync.lazy_members import SentMembers
 from sync.notifier import Notifier
 from sync.presence import Presence
 from sync.receipts import Receipts
@@ -36,6 +38,10 @@ class SyncEngine:
         self.presence = Presence(hs, self._presence_changed)
         self.device_lists = DeviceLists(hs, self._wake_sharing)
         self.timeline_cache = TimelineCache()
+        # (stream ordering, room) of every event persisted by this process: a woken
+        # long-poll reads the rooms that changed after its token from here.
+        self.room_log: ChangeLog = ChangeLog(0)
+        self.sent_members = SentMembers()
         self.e2e_counts = E2ECounts(hs)
         from sync.sync_handler import SyncHandler
         self.handler = SyncHandler(hs, self)
@@ -45,10 +51,19 @@ class SyncEngine:
             await part.start()
         if self.hs.config.presence.enabled:
             await self.presence.start()
+        self.room_log = ChangeLog(self.hs.persister.max_stream_ordering)
         self.hs.persister.add_listener(self._on_events)
 
     def stop(self) -> None:
         self.presence.stop()
+
+    def forget_room(self, room_id: str) -> None:
+        """A deleted room: drop everything the engine remembers of it."""
+        self.timeline_cache.forget_room(room_id)
+        self.user_rooms.drop_room(room_id)
+        self.handler._visibility.pop(room_id, None)
+        self.handler._receipts_loaded.discard(room_id)
+        self.receipts._room_stream.pop(room_id, None)
 
     def current_token(self) -> StreamToken:
         return StreamToken(
@@ -100,6 +115,25 @@ class SyncEngine:
             users.update(self._room_members(room_id))
         return users
 
+    def shares_room(self, user_id: str, other: str) -> bool:
+        """Whether the two users are both joined to some room (a user shares with
+        themselves). Walks the room list of whichever of them is in fewer rooms."""
+        if user_id == other:
+            return True
+        cached = self.user_rooms._users
+        mine, theirs = cached.get(user_id), cached.get(other)
+        if mine is None and theirs is None:
+            return other in self.sharing_users(user_id)
+        walker, target = (user_id, other) if theirs is None or (mine is not None and len(mine) <= len(theirs)) \
+            else (other, user_id)
+        peek = self.hs.room_heads.peek
+        for room_id, (membership, _) in cached[walker].items():
+            if membership == "join":
+                head = peek(room_id)
+                if head is not None and head.members.get(target) == "join":
+                    return True
+        return False
+
     def _wake_sharing(self, user_id: str) -> None:
         self.notifier.notify_users(self.sharing_users(user_id))
 
@@ -108,8 +142,12 @@ class SyncEngine:
         self.timeline_cache.on_events(events)
         self.handler.on_events(events)
         wake: set[str] = set()
+        woken_rooms: set[str] = set()
         for ev in events:
-            wake.update(self._room_members(ev.room_id))
+            self.room_log.record(ev.stream_ordering or 0, ev.room_id)
+            if ev.room_id not in woken_rooms:  # a batch often holds several events of one room
+                woken_rooms.add(ev.room_id)
+                wake.update(self._room_members(ev.room_id))
             if ev.type == "m.room.member" and ev.state_key:
                 wake.add(ev.state_key)  # the invited, kicked or banned user too
             if self.hs.config.presence.enabled and self.hs.accounts.is_mine(ev.sender):

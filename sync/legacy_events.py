@@ -156,8 +156,9 @@ class LegacyEvents:
         rooms = await engine.user_rooms.rooms_of(user_id)
         filt = Filter()
         filt.room.include_leave = archived
-        plans = handler._plan_rooms(user_id, rooms, None, now, False, filt)
-        await handler._load_timelines(user_id, plans, limit, EventFilter())
+        plans = handler._plan_rooms(user_id, rooms, None, {}, None, now, False, filt)
+        ignored = await engine.account_data.ignored_users(user_id)
+        await handler._load_timelines(user_id, plans, limit, EventFilter(), ignored=ignored)
         global_ad, room_ad = await engine.account_data.changed_since(user_id, 0)
         snapshots = []
         for plan in plans:
@@ -206,6 +207,7 @@ class LegacyEvents:
         left = membership != "join" and bool(hist.memberships)
         upto = hist.memberships[-1][0] if left else now.events
         plan = RoomPlan(room_id, "join" if membership == "join" else "leave", True, 0, upto, True)
-        await self.engine.handler._load_timelines(user_id, [plan], limit, EventFilter())
+        ignored = await self.engine.account_data.ignored_users(user_id)
+        await self.engine.handler._load_timelines(user_id, [plan], limit, EventFilter(), ignored=ignored)
         _, room_ad = await self.engine.account_data.changed_since(user_id, 0)
         return await self._snapshot(head, membership, plan, now, left, room_ad.get(room_id, []))

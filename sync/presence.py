@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Callable
 from twisted.internet import task
 
 from storage import presence as presence_store
+from sync.change_log import ChangeLog
 from sync.stream_ids import MemoryStream
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ class Presence:
     def __init__(self, hs: "HomeServer", on_change: Callable[[str], None]) -> None:
         self.hs = hs
         self.stream = MemoryStream()
+        self.log = ChangeLog(0)  # (stream, user) of every change
         self._users: dict[str, UserPresence] = {}
         self._dirty: set[str] = set()
         self._on_change = on_change  # told the user id; wakes those who share a room
@@ -65,6 +67,12 @@ class Presence:
         if rows:
             self.hs.db.run_sync(presence_store.save, rows)  # shutting down: block is fine
 
+    def count_by_state(self) -> dict[str, int]:
+        counts = dict.fromkeys(STATES, 0)
+        for p in self._users.values():
+            counts[p.state] = counts.get(p.state, 0) + 1
+        return counts
+
     def get(self, user_id: str) -> UserPresence:
         return self._users.get(user_id) or UserPresence()
 
@@ -75,9 +83,13 @@ class Presence:
             changed = changed or p.status_msg != status_msg
             p.status_msg = status_msg  # type: ignore[assignment]
         if changed:
-            p.stream = self.stream.advance()
+            self._advance(user_id, p)
             self._dirty.add(user_id)
             self._on_change(user_id)
+
+    def _advance(self, user_id: str, p: UserPresence) -> None:
+        p.stream = self.stream.advance()
+        self.log.record(p.stream, user_id)
 
     def set_status(self, user_id: str, state: str, status_msg: str | None) -> None:
         p = self._users.setdefault(user_id, UserPresence())
@@ -94,7 +106,7 @@ class Presence:
         if p.explicit in (None, "online"):
             self._set(user_id, p, "online")
         elif was_stale:
-            p.stream = self.stream.advance()
+            self._advance(user_id, p)
             self._on_change(user_id)
 
     def set_remote(self, user_id: str, update: dict) -> None:
@@ -171,3 +183,14 @@ class Presence:
         if since > self.stream.current:
             since = 0  # token from a previous process: send everything we know
         return [u for u in user_ids if u in self._users and self._users[u].stream > since]
+
+    def changed_after(self, since: int) -> set[str] | None:
+        """Users whose presence changed after `since`, from the change log; None when the
+        log cannot tell (a token from a previous process, or older than the log)."""
+        if since > self.stream.current:
+            return None
+        return self.log.changed_after(since)
+
+    def is_known_online(self, user_id: str) -> bool:
+        p = self._users.get(user_id)
+        return p is not None and p.state != "offline"

@@ -5,6 +5,7 @@ import time
 from typing import TYPE_CHECKING, Callable
 
 from storage import receipts as receipts_store
+from sync.change_log import ChangeLog
 from sync.stream_ids import StreamIdGen
 
 if TYPE_CHECKING:
@@ -19,9 +20,11 @@ class Receipts:
         self._on_change = on_change
         self.stream: StreamIdGen = None  # type: ignore[assignment]
         self._room_stream: dict[str, int] = {}
+        self.log: ChangeLog = None  # type: ignore[assignment]  # (stream, room), from start
 
     async def start(self) -> None:
         self.stream = StreamIdGen(await self.hs.db.run(receipts_store.max_stream))
+        self.log = ChangeLog(self.stream.current)
 
     async def put(self, room_id: str, receipt_type: str, user_id: str, event_id: str,
                   thread_id: str | None) -> None:
@@ -31,12 +34,22 @@ class Receipts:
                                  thread_id or "", event_id, int(time.time() * 1000), stream_id)
         finally:
             self.stream.finish(stream_id)
+        await self._reset_counts(room_id, user_id, event_id, thread_id, stream_id)
         self._room_stream[room_id] = max(self._room_stream.get(room_id, 0), stream_id)
+        self.log.record(stream_id, room_id)
         receipt: dict = {"ts": int(time.time() * 1000)}
         if thread_id:
             receipt["thread_id"] = thread_id
         self._on_change(room_id, {"type": "m.receipt",
                                   "content": {event_id: {receipt_type: {user_id: receipt}}}})
+
+    async def _reset_counts(self, room_id: str, user_id: str, event_id: str, thread_id: str | None,
+                            stream_id: int) -> None:
+        """Notifications up to the receipt's event are read: the user's unread counts
+        drop before anyone is woken, so the /sync carrying the receipt has them."""
+        event = await self.hs.event_cache.get(event_id)
+        if event is not None and event.stream_ordering:
+            await self.hs.push.counts.on_receipt(user_id, room_id, thread_id, event.stream_ordering, stream_id)
 
     def known_room_stream(self, room_id: str) -> int | None:
         return self._room_stream.get(room_id)

@@ -62,3 +62,8 @@ class TimelineCache:
         for e in tl.events if tl else ():
             if e.event_id == target_id:
                 e.mark_redacted(redaction_id)
+
+    def forget_room(self, room_id: str) -> None:
+        """History changed under the cache (purged, pruned, deleted): read it from
+        PostgreSQL again; the room's next event starts a fresh cache."""
+        self._rooms.pop(room_id, None)

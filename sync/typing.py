@@ -6,6 +6,7 @@ from typing import Callable
 from twisted.internet import reactor
 from twisted.internet.base import DelayedCall
 
+from sync.change_log import ChangeLog
 from sync.stream_ids import MemoryStream
 
 MAX_TIMEOUT_MS = 120_000
@@ -16,6 +17,7 @@ class Typing:
         self.stream = MemoryStream()
         self._typing: dict[str, dict[str, DelayedCall]] = {}   # room -> user -> expiry timer
         self._room_stream: dict[str, int] = {}
+        self.log = ChangeLog(0)  # (stream, room) of every change, for woken long-polls
         self._on_change = on_change  # told the room id; wakes its members
 
     def set_typing(self, room_id: str, user_id: str, typing: bool, timeout_ms: int) -> None:
@@ -37,6 +39,7 @@ class Typing:
 
     def _changed(self, room_id: str) -> None:
         self._room_stream[room_id] = self.stream.advance()
+        self.log.record(self._room_stream[room_id], room_id)
         self._on_change(room_id)
 
     def typing_users(self, room_id: str) -> list[str]:

@@ -1,6 +1,10 @@
 """In memory, written through: each syncing user's rooms with their membership and the
-stream position of that membership, and each room's latest stream position. An idle
-incremental sync reads only these."""
+stream position where that membership began, and each room's latest stream position. An
+idle incremental sync reads only these.
+
+The position is that of the last *transition* (invite -> join, join -> leave...), not of
+the last member event: a join -> join event (a display-name or avatar change) is an
+ordinary state change, and must not make /sync treat the room as newly joined."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -12,9 +16,16 @@ if TYPE_CHECKING:
 
 
 def _load_user(cur, user_id: str):
+    # For each current membership: the first member event of the latest run of that same
+    # membership (after the last event with a different one).
     cur.execute(
-        "SELECT c.room_id, c.membership, e.stream_ordering FROM current_state c"
-        " JOIN events e USING (event_id) WHERE c.type = 'm.room.member' AND c.state_key = %s",
+        "SELECT c.room_id, c.membership, COALESCE("
+        " (SELECT min(m.stream_ordering) FROM room_memberships m"
+        "   WHERE m.user_id = c.state_key AND m.room_id = c.room_id AND m.stream_ordering > COALESCE("
+        "     (SELECT max(o.stream_ordering) FROM room_memberships o WHERE o.user_id = c.state_key"
+        "      AND o.room_id = c.room_id AND o.membership <> c.membership), 0)), e.stream_ordering)"
+        " FROM current_state c JOIN events e USING (event_id)"
+        " WHERE c.type = 'm.room.member' AND c.state_key = %s",
         (user_id,))
     rows = cur.fetchall()
     cur.execute("SELECT room_id FROM forgotten_rooms WHERE user_id = %s", (user_id,))
@@ -59,11 +70,22 @@ class UserRooms:
     def forget(self, user_id: str, room_id: str) -> None:
         self._forgotten.setdefault(user_id, set()).add(room_id)
 
+    def drop_room(self, room_id: str) -> None:
+        """A deleted room disappears from every cached user's list."""
+        self.room_stream.pop(room_id, None)
+        for rooms in self._users.values():
+            rooms.pop(room_id, None)
+        for forgotten in self._forgotten.values():
+            forgotten.discard(room_id)
+
     def on_events(self, events: list[Event]) -> None:
         for ev in events:
             room_id = ev.room_id
             self.room_stream[room_id] = max(self.room_stream.get(room_id, 0), ev.stream_ordering or 0)
             if ev.type == "m.room.member" and ev.membership and ev.state_key in self._users:
-                self._users[ev.state_key][room_id] = (ev.membership, ev.stream_ordering or 0)
+                rooms = self._users[ev.state_key]
+                known = rooms.get(room_id)
+                if known is None or known[0] != ev.membership:  # a transition, not a profile change
+                    rooms[room_id] = (ev.membership, ev.stream_ordering or 0)
                 if ev.membership in ("join", "invite", "knock"):
                     self._forgotten.get(ev.state_key, set()).discard(room_id)

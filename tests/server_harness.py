@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from homeserver.config import lifted_rate_limits_yaml
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -33,7 +35,8 @@ def launch(module: str, config: Path, log_path: Path, env: dict | None = None) -
 
 
 def wait_until_up(proc: subprocess.Popen, url: str, timeout: float, name: str, log_text) -> None:
-    """Poll `url` until it answers (any HTTP status counts as up) or the process dies."""
+    """Poll `url` until it answers (any HTTP status but 503, which a server starting up
+    answers, counts as up) or the process dies."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -41,8 +44,10 @@ def wait_until_up(proc: subprocess.Popen, url: str, timeout: float, name: str, l
         try:
             urllib.request.urlopen(url, timeout=1)
             return
-        except urllib.error.HTTPError:
-            return
+        except urllib.error.HTTPError as e:
+            if e.code != 503:
+                return
+            time.sleep(0.1)
         except (urllib.error.URLError, ConnectionError, OSError):
             time.sleep(0.1)
     raise RuntimeError(f"{name} did not come up:\n{log_text()}")
@@ -89,7 +94,11 @@ class ServerProcess:
             f"data_dir: {self.data_dir}\n"
             "log_level: INFO\n"
             f"listeners:\n  - port: {self.port}\n    bind_address: 127.0.0.1\n"
-            "registration:\n  bcrypt_rounds: 4\n" + self.extra_config
+            "registration:\n  bcrypt_rounds: 4\n"
+            # Tests register, log in and send far faster than people, all from 127.0.0.1:
+            # limits lifted in the test server's own config. A test wanting a limit sets
+            # its key again in extra_config, which comes later in the file and wins.
+            + lifted_rate_limits_yaml() + self.extra_config
         )
 
     def start(self, timeout: float = 60) -> None:

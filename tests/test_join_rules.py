@@ -87,8 +87,8 @@ def test_knock_denied_by_kick_and_rescinded_by_leave(world):
     alice, dave, erin = u["alice"], u["dave"], u["erin"]
     room = create_room(alice, room_alias_name="support", initial_state=[
         {"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}])
-    # Knocking by alias answers with the room id.
-    assert _knock(dave, f"%23support:{SERVER}") == (200, {"room_id": room})
+    # Knocking by alias (in acme's part of the alias space) answers with the room id.
+    assert _knock(dave, f"%23acme.support:{SERVER}") == (200, {"room_id": room})
     since = sync(dave)["next_batch"]
     # A moderator denies a knock with the kick endpoint.
     assert alice.request("POST", f"{V3}/rooms/{room}/kick", {"user_id": dave.user_id, "reason": "no"})[0] == 200
@@ -146,9 +146,12 @@ def test_knock_across_tenants_is_answered_like_a_missing_room(world):
     assert missing[0] == 403 and missing[1]["errcode"] == "M_FORBIDDEN"
     assert _knock(u["bob"], room) == missing
     assert _knock(u["carol"], "!missing:test.local") == missing
-    missing_alias = _knock(u["bob"], f"%23nothing-here:{SERVER}")
-    assert missing_alias[0] == 404 and missing_alias[1]["errcode"] == "M_NOT_FOUND"
-    status, body = _knock(u["bob"], f"%23acme-knock:{SERVER}")
+    # An alias of acme's part of the alias space: refused alike, whether or not it exists.
+    missing_alias = _knock(u["bob"], f"%23acme.nothing-here:{SERVER}")
+    assert missing_alias[0] == 403 and missing_alias[1]["errcode"] == "M_FORBIDDEN"
+    assert _knock(u["bob"], f"%23acme.acme-knock:{SERVER}") == missing_alias
+    # In bob's own part a missing alias is simply missing.
+    status, body = _knock(u["bob"], f"%23globex.nothing-here:{SERVER}")
     assert (status, body["errcode"]) == (404, "M_NOT_FOUND")
     # Nothing reached the room.
     status, members = u["alice"].request("GET", f"{V3}/rooms/{room}/members")

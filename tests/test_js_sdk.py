@@ -25,6 +25,7 @@ from tests.server_harness import Http
 JS_DIR = Path(__file__).resolve().parent / "js"
 NODE = JS_DIR / "node_modules" / "node" / "bin" / "node"
 SCRIPT = JS_DIR / "sync_check.mjs"
+THREADS_SCRIPT = JS_DIR / "threads_check.mjs"
 STAMP = JS_DIR / "node_modules" / ".install-stamp"
 
 # (method, path regex) of requests where the spec (or the server's freedom not to offer an
@@ -84,11 +85,12 @@ def _ensure_npm_deps() -> Path:
 class _Script:
     """The node process; stdout lines are collected by a thread so READY can be awaited."""
 
-    def __init__(self, node: Path, config: dict, stderr_path: Path) -> None:
+    def __init__(self, node: Path, config: dict, stderr_path: Path, script: Path = SCRIPT) -> None:
         self.stderr_file = open(stderr_path, "w")
         self.stderr_path = stderr_path
-        self.proc = subprocess.Popen([str(node), str(SCRIPT), json.dumps(config)], cwd=JS_DIR,
-                                     stdout=subprocess.PIPE, stderr=self.stderr_file, text=True)
+        self.proc = subprocess.Popen([str(node), str(script), json.dumps(config)], cwd=JS_DIR,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.stderr_file, text=True)
         self.lines: list[str] = []
         self.eof = False
         self.cond = threading.Condition()
@@ -114,6 +116,12 @@ class _Script:
                 if left <= 0 or self.eof:
                     return None
                 self.cond.wait(min(left, 0.5))
+
+    def command(self, cmd: dict) -> None:
+        """One JSON line on the script's stdin (scripts that take commands)."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
 
     def stderr(self) -> str:
         self.stderr_file.flush()
@@ -173,16 +181,7 @@ def _run(server, http, unique, tmp_path, crypto: bool) -> dict:
         assert status == 200, resp
         sent_id = resp["event_id"]
 
-        result_line = script.wait_line("RESULT", timeout=60)
-        assert result_line is not None, f"no RESULT from the script:\n{script.lines}\n{script.stderr()}"
-        script.proc.wait(30)
-        result = json.loads(result_line)
-        assert script.proc.returncode == 0 and result["ok"], (
-            f"script failed (exit {script.proc.returncode}): {result.get('error')}\n"
-            f"events seen: {result.get('events')}\nrequests: "
-            + "\n".join(f"  {r['method']} {r['path']} -> {r['status']} {r.get('errcode') or ''}"
-                        for r in result["requests"])
-            + f"\nstderr tail:\n{script.stderr()}")
+        result = _result(script)
     finally:
         script.close()
 
@@ -191,25 +190,46 @@ def _run(server, http, unique, tmp_path, crypto: bool) -> dict:
     assert result["events"]["typing"]["typing"] is True
     assert sorted(result["room"]["joinedMembers"]) == sorted([setup["a"]["user_id"], b_id])
 
+    _assert_clean(result, log_path, log_start)
+    # Keep the request list visible in -s output: start-up (up to PREPARED), then the rest.
+    n_startup = len(result["startupRequests"])
+    print(f"\njs-sdk requests (crypto={crypto}); the first {n_startup} are the start-up:")
+    for i, r in enumerate(result["requests"]):
+        print(f"  {'S' if i < n_startup else ' '} {r['method']} {r['path']} -> {r['status']}"
+              f" {r.get('errcode') or ''}")
+    return result
+
+
+def _result(script: _Script, timeout: float = 60) -> dict:
+    """The script's RESULT, which must report success."""
+    result_line = script.wait_line("RESULT", timeout=timeout)
+    assert result_line is not None, f"no RESULT from the script:\n{script.lines}\n{script.stderr()}"
+    script.proc.wait(30)
+    result = json.loads(result_line)
+    assert script.proc.returncode == 0 and result["ok"], (
+        f"script failed (exit {script.proc.returncode}): {result.get('error')}\n"
+        f"events seen: {result.get('events')}\nrequests: "
+        + "\n".join(f"  {r['method']} {r['path']} -> {r['status']} {r.get('errcode') or ''}"
+                    for r in result["requests"])
+        + f"\nstderr tail:\n{script.stderr()}")
+    return result
+
+
+def _assert_clean(result: dict, log_path: Path, log_start: int) -> None:
+    """No request failed (but for the 404s the spec allows) and the server logged no error."""
     requests = result["requests"]
     bad_404 = [r for r in requests if r["status"] == 404 and not _allowed_404(r["method"], r["path"])]
     assert not bad_404, f"404s the spec does not allow: {bad_404}"
-    # Nothing else may fail either: no 5xx, no network errors, no other 4xx.
+    # Nothing else may fail either: no 5xx, no network errors, no other 4xx. A long-poll the
+    # SDK aborts itself when the script stops a client is not a failure.
     failed = [r for r in requests if r["status"] != 404 and not (isinstance(r["status"], int)
-                                                                  and r["status"] < 400)]
+                                                                  and r["status"] < 400)
+              and not (r["status"] == "network-error" and "AbortError" in r.get("error", ""))]
     assert not failed, f"failed requests: {failed}"
 
     log = log_path.read_bytes()[log_start:].decode("utf-8", "replace")
     bad_lines = [ln for ln in log.splitlines() if "ERROR" in ln or "unhandled error" in ln.lower()]
     assert not bad_lines, "server log has errors:\n" + "\n".join(bad_lines[:20])
-
-    # Keep the request list visible in -s output: start-up (up to PREPARED), then the rest.
-    n_startup = len(result["startupRequests"])
-    print(f"\njs-sdk requests (crypto={crypto}); the first {n_startup} are the start-up:")
-    for i, r in enumerate(requests):
-        print(f"  {'S' if i < n_startup else ' '} {r['method']} {r['path']} -> {r['status']}"
-              f" {r.get('errcode') or ''}")
-    return result
 
 
 def test_js_sdk_sync_loop(server, http, unique, tmp_path):
@@ -229,3 +249,62 @@ def test_js_sdk_sync_loop_with_rust_crypto(server, http, unique, tmp_path):
     assert ("POST", "/_matrix/client/v3/keys/query") in paths
     assert result["crypto"]["ownDeviceKeys"]["ed25519"]
     assert result["crypto"]["ownCrossSigning"] is False  # nobody bootstrapped cross-signing
+
+
+def test_js_sdk_threads_edits_and_reactions(server, http, unique, tmp_path):
+    """The SDK with its own thread support on (threadSupport, as Element runs it) sees a
+    thread, an edit and a reaction arrive live, takes part in the thread itself, and a
+    second client of the same user rebuilds all of it from its initial sync's bundled
+    aggregations, /threads and /relations: with no unhandled rejection and no failed
+    request (before relations were served, the SDK's /relations call got a 404 and the
+    rejection escaped)."""
+    node = _ensure_npm_deps()
+    setup = _setup_room(http, unique)
+    room_id, hb = setup["room_id"], setup["hb"]
+    config = {"baseUrl": server.base_url, "user": setup["name_a"], "password": "secret-pw",
+              "roomId": room_id, "peer": setup["b"]["user_id"], "timeoutMs": 30_000}
+    log_path = server.data_dir / "server.log"
+    log_start = log_path.stat().st_size
+    script = _Script(node, config, tmp_path / "threads_check.stderr", THREADS_SCRIPT)
+    try:
+        assert script.wait_line("READY", timeout=60) is not None, (
+            f"the SDK never reached PREPARED:\n{script.lines}\n{script.stderr()}")
+        send = f"/_matrix/client/v3/rooms/{room_id}/send"
+
+        def peer_sends(event_type: str, txn: str, content: dict) -> str:
+            status, resp = hb.request("PUT", f"{send}/{event_type}/{txn}", content)
+            assert status == 200, resp
+            return resp["event_id"]
+
+        root = peer_sends("m.room.message", "r1", {"msgtype": "m.text", "body": "root"})
+        reply = peer_sends("m.room.message", "r2", {
+            "msgtype": "m.text", "body": "reply from B",
+            "m.relates_to": {"rel_type": "m.thread", "event_id": root}})
+        edit = peer_sends("m.room.message", "r3", {
+            "msgtype": "m.text", "body": "* edited root",
+            "m.new_content": {"msgtype": "m.text", "body": "edited root"},
+            "m.relates_to": {"rel_type": "m.replace", "event_id": root}})
+        peer_sends("m.reaction", "r4", {"m.relates_to": {"rel_type": "m.annotation",
+                                                         "event_id": root, "key": "👍"}})
+        result = _result(script, timeout=120)
+    finally:
+        script.close()
+
+    one, two = result["phaseOne"], result["phaseTwo"]
+    assert (one["rootId"], one["peerReplyId"]) == (root, reply)
+    assert result["events"]["edit"]["editId"] == edit
+    assert root in one["threads"] and root in result["events"]["newThreads"]
+    assert result["events"]["ownReplyInThread"]["body"] == "reply from A, edited"
+    # The second client's view comes from the server's aggregations alone.
+    assert two["bundledThread"] == {"count": 2, "latest": one["myReplyId"], "participated": True}
+    assert (two["rootBody"], two["rootReplacedBy"]) == ("edited root", edit)
+    assert root in two["threadListAll"] and root in two["threadListParticipated"]
+    timeline = two["threadTimeline"]  # [event id, type, rel_type], paged in through /relations
+    assert [eid for eid, _, rel in timeline if rel in (None, "m.thread")] == [root, reply, one["myReplyId"]]
+    assert {(t, rel) for _, t, rel in timeline} >= {("m.reaction", "m.annotation"),
+                                                    ("m.room.message", "m.replace")}
+    assert two["reactionsOnRoot"] == [["👍", 1]]
+    requests = result["requests"]
+    assert any(r["path"].startswith(f"/_matrix/client/v1/rooms/{room_id}/relations/") for r in requests)
+    assert any(r["path"] == f"/_matrix/client/v1/rooms/{room_id}/threads" for r in requests)
+    _assert_clean(result, log_path, log_start)

@@ -56,9 +56,10 @@ def test_private_room_upgrade_copies_state_and_moves_aliases(world):
                       initial_state=[{"type": t, "state_key": "", "content": c} for t, c in COPIED.items()]
                       + [{"type": "com.example.erp", "state_key": "", "content": {"order": 4711}}])
     assert _join(carol, old) == 200
-    assert alice.request("PUT", f"{V3}/directory/room/%23order-4711-alt:{SERVER}", {"room_id": old})[0] == 200
+    assert alice.request("PUT", f"{V3}/directory/room/%23acme.order-4711-alt:{SERVER}", {"room_id": old})[0] == 200
     put_state(alice, old, "m.room.canonical_alias", {
-        "alias": f"#order-4711:{SERVER}", "alt_aliases": [f"#order-4711-alt:{SERVER}", "#keep:elsewhere.test"]})
+        "alias": f"#acme.order-4711:{SERVER}",
+        "alt_aliases": [f"#acme.order-4711-alt:{SERVER}", "#keep:elsewhere.test"]})
     pl = _content(alice, old, "m.room.power_levels")
     put_state(alice, old, "m.room.power_levels", {**pl, "users": {**pl["users"], carol.user_id: 50}})
     assert alice.request("POST", f"{V3}/rooms/{old}/ban", {"user_id": dave.user_id, "reason": "spam"})[0] == 200
@@ -89,12 +90,13 @@ def test_private_room_upgrade_copies_state_and_moves_aliases(world):
     assert _join(carol, new) == 403
     assert alice.request("POST", f"{V3}/rooms/{new}/invite", {"user_id": carol.user_id})[0] == 200
     assert _join(carol, new) == 200
-    # Aliases, the canonical alias and the directory listing moved; the remote alias stayed.
-    for alias in ("order-4711", "order-4711-alt"):
+    # Aliases (in acme's part of the alias space), the canonical alias and the directory
+    # listing moved; the remote alias stayed.
+    for alias in ("acme.order-4711", "acme.order-4711-alt"):
         status, found = alice.request("GET", f"{V3}/directory/room/%23{alias}:{SERVER}")
         assert (status, found["room_id"]) == (200, new)
     assert _content(alice, new, "m.room.canonical_alias") == {
-        "alias": f"#order-4711:{SERVER}", "alt_aliases": [f"#order-4711-alt:{SERVER}"]}
+        "alias": f"#acme.order-4711:{SERVER}", "alt_aliases": [f"#acme.order-4711-alt:{SERVER}"]}
     assert _content(alice, old, "m.room.canonical_alias") == {"alt_aliases": ["#keep:elsewhere.test"]}
     assert alice.request("GET", f"{V3}/directory/list/room/{new}")[1] == {"visibility": "public"}
     assert alice.request("GET", f"{V3}/directory/list/room/{old}")[1] == {"visibility": "private"}
@@ -201,7 +203,7 @@ def test_who_may_upgrade_and_the_tenant_wall(world):
 
 @pytest.mark.parametrize("body,raw,errcode", [
     ({"new_version": "99"}, None, "M_UNSUPPORTED_ROOM_VERSION"),
-    ({"new_version": "1"}, None, "M_UNSUPPORTED_ROOM_VERSION"),
+    ({"new_version": "13"}, None, "M_UNSUPPORTED_ROOM_VERSION"),
     ({}, None, "M_MISSING_PARAM"),
     ({"new_version": 12}, None, "M_BAD_JSON"),
     ({"new_version": "12", "additional_creators": "@carol:test.local"}, None, "M_BAD_JSON"),

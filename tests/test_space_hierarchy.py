@@ -82,7 +82,7 @@ def test_walk_order_visibility_and_summaries(tree):
         assert SUMMARY_REQUIRED <= room.keys() <= SUMMARY_FIELDS, room
     space = rooms[t["S"]]
     assert space["room_type"] == "m.space" and space["name"] == "Acme" and space["topic"] == "All of acme"
-    assert space["canonical_alias"] == f"#acme-space:{SERVER}"
+    assert space["canonical_alias"] == f"#acme.acme-space:{SERVER}"  # acme's part of the alias space
     assert space["num_joined_members"] == 2 and space["join_rule"] == "invite"
     assert space["world_readable"] is False and space["room_version"] == "12"
     children = space["children_state"]

@@ -4,8 +4,11 @@ from __future__ import annotations
 from client_api import uia
 from client_api.http import Req, Router, access_token_of
 from homeserver.async_utils import Coalescer
+from client_api.admin_auth import origin_of
+from homeserver.deactivation import deactivate_user
 from homeserver.errors import MatrixError, forbidden, missing_param
 from storage import accounts as accounts_store
+from storage import admin_users as admin_users_store
 
 
 def _opt_str(body: dict, key: str) -> str | None:
@@ -44,6 +47,8 @@ async def register_account(req: Req):
     reg = await _appservice_of_request(req) if as_login else None
     if reg is None and not req.hs.config.registration.enabled:
         raise forbidden("registration is disabled")
+    if reg is None:  # refused early; taken when an account is really created
+        req.hs.ratelimiter.check_key("rc_registration", req.client_ip, req.hs.config.rc_registration, take=False)
     if reg is not None:
         user_id = await _checked_user_id(req, params.get("username"), reg)
         if user_id is None:
@@ -68,6 +73,7 @@ async def _register_with_uia(req: Req, params: dict, password: str | None):
         if password:
             sess.data["password_hash"] = await req.hs.accounts.hash_password(password)
         await uia.require(req, sess, [["m.login.dummy"]])
+        req.hs.ratelimiter.check_key("rc_registration", req.client_ip, req.hs.config.rc_registration)
         localpart = _localpart(req, chosen) if chosen else await _generate_localpart(req)
         user_id = await req.hs.accounts.register(localpart, None,
                                                  password_hash=sess.data.get("password_hash"))
@@ -112,6 +118,7 @@ async def _register_guest(req: Req, body: dict):
     display_name = _opt_str(body, "initial_device_display_name")
     if display_name is not None and "\x00" in display_name:
         raise MatrixError(400, "M_INVALID_PARAM", "NUL characters are not allowed")
+    req.hs.ratelimiter.check_key("rc_registration", req.client_ip, req.hs.config.rc_registration)
     user_id = await req.hs.accounts.register(await _generate_localpart(req), None, guest=True)
     token, device_id = await req.hs.accounts.new_session(user_id, None, display_name)
     return {"user_id": user_id, "home_server": req.hs.server_name, "access_token": token, "device_id": device_id}
@@ -198,6 +205,9 @@ async def login_flows(req: Req):
 async def login(req: Req):
     body = req.json()
     login_type = body.get("type")
+    limits = req.hs.config.rc_login
+    if login_type != "m.login.application_service":
+        req.hs.ratelimiter.check_key("rc_login_address", req.client_ip, limits.address)
     if login_type == "m.login.password":
         user_id = await _password_login(req, body)
     elif login_type == "m.login.token":
@@ -206,6 +216,7 @@ async def login(req: Req):
             raise missing_param("token is required")
         user_id = await req.hs.accounts.use_login_token(token)
         if user_id is None:
+            await req.hs.audit.record("login.failed", origin_of(req, actor=None), login_type="m.login.token")
             raise forbidden("invalid or expired login token")
     elif login_type == "m.login.application_service":
         reg = await _appservice_of_request(req)
@@ -215,8 +226,12 @@ async def login(req: Req):
         await req.hs.accounts.require_active_user(user_id)
     else:
         raise MatrixError(400, "M_UNKNOWN", f"login type {login_type!r} is not supported")
+    if login_type != "m.login.application_service":
+        req.hs.ratelimiter.check_key("rc_login_account", user_id.lower(), limits.account)
     token, device_id = await req.hs.accounts.new_session(
         user_id, _opt_str(body, "device_id"), _opt_str(body, "initial_device_display_name"))
+    await req.hs.audit.record("login", origin_of(req, actor=user_id), target_user=user_id,
+                              login_type=login_type, device_id=device_id)
     return {"user_id": user_id, "access_token": token, "device_id": device_id,
             "home_server": req.hs.server_name,
             "well_known": {"m.homeserver": {"base_url": req.hs.config.public_baseurl.rstrip("/")}}}
@@ -241,7 +256,12 @@ async def _password_login(req: Req, body: dict) -> str:
     if not isinstance(password, str):
         raise missing_param("password is required")
     user_id = req.hs.accounts.user_id_for(user)
+    failed = req.hs.config.rc_login.failed_attempts
+    req.hs.ratelimiter.check_key("rc_login_failed", user_id.lower(), failed, take=False)
     if not await req.hs.accounts.check_password(user_id, password):
+        await req.hs.audit.record("login.failed", origin_of(req, actor=None), target_user=user_id,
+                                  login_type="m.login.password")
+        req.hs.ratelimiter.check_key("rc_login_failed", user_id.lower(), failed)  # counts this one
         raise forbidden("invalid username or password")
     return user_id
 
@@ -262,6 +282,8 @@ async def logout(req: Req):
 
 async def logout_all(req: Req):
     await req.hs.accounts.logout_all(req.user_id)
+    # Tokens this user made as an admin ("login as user") end with their own sessions.
+    req.hs.accounts.forget_tokens(await req.hs.db.run(admin_users_store.delete_puppet_tokens_by, req.user_id))
     return {}
 
 
@@ -284,15 +306,12 @@ async def change_password(req: Req):
 
 async def deactivate(req: Req):
     await uia.require_password(req, req.user_id)
-    user_id = req.user_id
-    # Leave every room first, while the account can still send.
-    from storage import state as state_store
-    for room_id in await req.hs.db.run(state_store.rooms_for_user, user_id, ("join", "invite", "knock")):
-        try:
-            await req.hs.membership.set_membership(user_id, room_id, user_id, "leave")
-        except MatrixError:
-            pass
-    await req.hs.accounts.deactivate(user_id)
+    body = req.json(allow_empty=True)
+    erase = body.get("erase", False)
+    if not isinstance(erase, bool):
+        raise MatrixError(400, "M_BAD_JSON", "erase must be a boolean")
+    await deactivate_user(req.hs, req.user_id, erase)
+    await req.hs.audit.record("deactivate", origin_of(req), target_user=req.user_id, erase=erase)
     return {"id_server_unbind_result": "no-support"}
 
 

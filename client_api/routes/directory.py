@@ -2,30 +2,23 @@
 from __future__ import annotations
 
 from client_api.http import Req, Router, access_token_of, authenticate
-from homeserver import auth_rules
+from homeserver import auth_rules, room_aliases
 from homeserver.errors import MatrixError, forbidden, not_found
-from homeserver.ids import is_valid_room_alias, split_id
-from homeserver.room_creation import check_alias_namespace
 from storage import directory as directory_store
-from storage import tenancy as tenancy_store
 
 MAX_DIRECTORY_LIMIT = 500
 
 
-def _check_alias(req: Req, alias: str) -> None:
-    if not is_valid_room_alias(alias):
-        raise MatrixError(400, "M_INVALID_PARAM", "malformed room alias")
-
-
 async def put_alias(req: Req, alias: str):
-    _check_alias(req, alias)
-    if split_id(alias, "#")[1] != req.hs.server_name:
+    place = room_aliases.place_of(req.hs, alias)
+    if not place.local:
         raise MatrixError(400, "M_INVALID_PARAM", "alias must be on this server")
     room_id = req.json().get("room_id")
     if not isinstance(room_id, str):
         raise MatrixError(400, "M_BAD_JSON", "room_id is required")
-    check_alias_namespace(req.hs, alias, req.requester.app_service)
-    head = await req.hs.room_heads.get(room_id)
+    room_aliases.check_service_namespace(place, req.requester.app_service)
+    await room_aliases.check_part(req.hs, req.user_id, place)
+    head = await req.hs.tenancy.head_for(req.user_id, room_id)
     if head is None:
         raise not_found("unknown room")
     if head.membership_of(req.user_id) != "join" and not req.requester.is_admin:
@@ -36,20 +29,12 @@ async def put_alias(req: Req, alias: str):
 
 
 async def get_alias(req: Req, alias: str):
-    _check_alias(req, alias)
-    found = await req.hs.membership.lookup_alias(alias)
-    # Another organization's aliases do not exist, as far as the asker can tell.
-    if not found or await req.hs.db.run(tenancy_store.room_tenant, found[0]) != await req.hs.tenancy.tenant_of(req.user_id):
-        raise not_found(f"room alias {alias} not found")
-    return {"room_id": found[0], "servers": [req.hs.server_name]}
+    room_id, _ = await room_aliases.resolve(req.hs, req.user_id, alias)
+    return {"room_id": room_id, "servers": [req.hs.server_name]}
 
 
 async def delete_alias(req: Req, alias: str):
-    _check_alias(req, alias)
-    found = await req.hs.db.run(directory_store.get_alias, alias)
-    if not found:
-        raise not_found(f"room alias {alias} not found")
-    room_id, creator = found
+    room_id, creator = await room_aliases.resolve(req.hs, req.user_id, alias, ask_service=False)
     if creator != req.user_id and not req.requester.is_admin:
         head = await req.hs.room_heads.get(room_id)
         # Room moderators who may change the canonical alias may also remove aliases.
@@ -61,8 +46,8 @@ async def delete_alias(req: Req, alias: str):
     return {}
 
 
-async def room_aliases(req: Req, room_id: str):
-    head = await req.hs.room_heads.get(room_id)
+async def room_aliases_of(req: Req, room_id: str):
+    head = await req.hs.tenancy.head_for(req.user_id, room_id)
     if head is None:
         raise not_found("unknown room")
     hv = head.state.get(("m.room.history_visibility", ""))
@@ -73,7 +58,9 @@ async def room_aliases(req: Req, room_id: str):
 
 
 async def get_visibility(req: Req, room_id: str):
-    public = await req.hs.db.run(directory_store.get_room_public, room_id)
+    await _optional_auth(req)
+    head = await req.hs.tenancy.head_for(req.user_id if req.requester else None, room_id)
+    public = await req.hs.db.run(directory_store.get_room_public, room_id) if head else None
     if public is None:
         raise not_found("unknown room")
     return {"visibility": "public" if public else "private"}
@@ -83,7 +70,7 @@ async def set_visibility(req: Req, room_id: str):
     visibility = req.json().get("visibility", "public")
     if visibility not in ("public", "private"):
         raise MatrixError(400, "M_INVALID_PARAM", "visibility must be public or private")
-    head = await req.hs.room_heads.get(room_id)
+    head = await req.hs.tenancy.head_for(req.user_id, room_id)
     if head is None:
         raise not_found("unknown room")
     needed = auth_rules.get_required_level("m.room.canonical_alias", True, head.state)
@@ -157,7 +144,8 @@ async def public_rooms_post(req: Req):
 
 
 async def _optional_auth(req: Req) -> None:
-    """publicRooms may be asked anonymously; a token, when sent, scopes it to a tenant."""
+    """publicRooms and a room's directory visibility may be asked anonymously; a token,
+    when sent, scopes them to a tenant (anonymous askers see only tenant-less rooms)."""
     if access_token_of(req):
         req.requester = await authenticate(req)
 
@@ -166,8 +154,8 @@ def register(router: Router) -> None:
     router.client("PUT", "/directory/room/{alias}", put_alias)
     router.client("GET", "/directory/room/{alias}", get_alias)
     router.client("DELETE", "/directory/room/{alias}", delete_alias)
-    router.client("GET", "/rooms/{room_id}/aliases", room_aliases)
-    router.client("GET", "/directory/list/room/{room_id}", get_visibility, auth=False)
+    router.client("GET", "/rooms/{room_id}/aliases", room_aliases_of)
+    router.client("GET", "/directory/list/room/{room_id}", get_visibility, auth=False)  # token optional
     router.client("PUT", "/directory/list/room/{room_id}", set_visibility)
     router.client("GET", "/publicRooms", public_rooms_get, auth=False)  # tenant-less rooms only
     router.client("POST", "/publicRooms", public_rooms_post)

@@ -177,7 +177,9 @@ async def query_keys(req: Req):
         else:
             _unreachable(failures, user_id)
 
-    result = await local_device_keys(req.hs, local, req.user_id)
+    # Another tenant's users answer like users that do not exist: an empty device list.
+    visible = await req.hs.tenancy.visible_users(req.user_id, local)
+    result = await local_device_keys(req.hs, local, req.user_id, visible)
     if remote:  # other servers' users: asked over federation, each server at once
         found, remote_failures = await req.hs.federation.queries.keys_query(remote)
         for field, values in found.items():
@@ -194,11 +196,14 @@ async def _federates(req: Req) -> bool:
     return federation is not None and federation.exposure.tenant_open(await req.hs.tenancy.tenant_of(req.user_id))
 
 
-async def local_device_keys(hs, local: dict[str, list[str]], viewer: str | None) -> dict[str, Any]:
+async def local_device_keys(hs, local: dict[str, list[str]], viewer: str | None,
+                            visible: set[str] | None = None) -> dict[str, Any]:
     """Device and cross-signing keys of local users (all devices, or the ones listed), as
-    `viewer` may see them (None: another server, which never gets user-signing keys).
-    Shared by /keys/query and the federation's user/keys/query."""
-    devices, cross_signing, signatures = await hs.db.run(_load_for_query, list(local))
+    `viewer` may see them (None: another server, which never gets user-signing keys);
+    users not in `visible` (when given) get an empty device list. Shared by /keys/query
+    and the federation's user/keys/query."""
+    devices, cross_signing, signatures = await hs.db.run(
+        _load_for_query, sorted(visible if visible is not None else local))
     sigs_by_target: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
     for signer, signer_key, target_user, target_key, sig in signatures:
         sigs_by_target.setdefault((target_user, target_key), []).append((signer, signer_key, sig))
@@ -253,6 +258,9 @@ async def claim_keys(req: Req):
                 _unreachable(failures, user_id)
             continue
         requests.extend((user_id, d, a) for d, a in devices.items())
+    # Another tenant's users have no keys to claim, as if they did not exist.
+    visible = await req.hs.tenancy.visible_users(req.user_id, {r[0] for r in requests})
+    requests = [r for r in requests if r[0] in visible]
 
     claimed = await claim_local_keys(req.hs, requests)
     if remote:
@@ -289,7 +297,10 @@ async def key_changes(req: Req):
                            device_lists=parsed.device_lists if to_token.count("_") >= 6 else upto.device_lists)
     changed, left = await req.hs.sync.device_lists.changes_for(
         req.user_id, since.events, upto.events, since.device_lists, upto.device_lists)
-    return {"changed": changed, "left": left}
+    # Someone whose tenant changed may still share a room: another tenant's users are
+    # never mentioned.
+    visible = await req.hs.tenancy.visible_users(req.user_id, set(changed) | set(left))
+    return {"changed": [u for u in changed if u in visible], "left": [u for u in left if u in visible]}
 
 
 # ---- cross-signing keys ------------------------------------------------------------------
@@ -400,7 +411,9 @@ async def upload_signatures(req: Req):
     for user_id, objects in body.items():
         if not isinstance(objects, dict) or not all(isinstance(o, dict) for o in objects.values()):
             raise bad_json("the body must map user ids to key ids to signed key objects")
-    devices, cross, existing = await req.hs.db.run(_load_for_signing, signer, list(body))
+    # Another tenant's keys are unknown here, as if the user did not exist.
+    visible = await req.hs.tenancy.visible_users(signer, body)
+    devices, cross, existing = await req.hs.db.run(_load_for_signing, signer, sorted(visible))
 
     own_cross = cross.get(signer, {})
     ssk = _public_key(own_cross["self_signing"]) if "self_signing" in own_cross else None

@@ -19,6 +19,10 @@ UPLOAD_BODY = StreamedBody(
 )
 
 
+async def _check_media_rate(req: Req) -> None:
+    await req.hs.ratelimiter.check_user(req, "rc_media_create", req.hs.config.rc_media_create)
+
+
 def _upload_params(req: Req) -> tuple[str, str | None]:
     header = req.headers.getRawHeaders(b"content-type")
     value = header[0].decode("latin-1") if header else None
@@ -26,6 +30,7 @@ def _upload_params(req: Req) -> tuple[str, str | None]:
 
 
 async def upload(req: Req):
+    await _check_media_rate(req)
     content_type, name = _upload_params(req)
     media_id = await req.hs.media.upload(req.user_id, req.upload, content_type, name)
     return {"content_uri": req.hs.media.mxc(media_id)}
@@ -38,6 +43,7 @@ async def upload_to(req: Req, server_name: str, media_id: str):
 
 
 async def create(req: Req):
+    await _check_media_rate(req)
     media_id, expires = await req.hs.media.create(req.user_id)
     return {"content_uri": req.hs.media.mxc(media_id), "unused_expires_at": expires}
 

@@ -16,12 +16,27 @@ from storage import state as state_store
 MAX_LIMIT = 1000
 
 
-async def serialize_for(req: Req, events: list[Event]) -> list[dict[str, Any]]:
-    """Client format, with the redacted form (and redacted_because) where redacted."""
+async def serialize_for(req: Req, events: list[Event],
+                        hist: visibility.UserRoomHistory | None = None) -> list[dict[str, Any]]:
+    """Client format, with the redacted form (and redacted_because) where redacted, and
+    the bundled aggregations (unsigned.m.relations) where there are any, less what `hist`
+    (the asker's history of the room) hides. Every endpoint serving room events goes
+    through here."""
     redaction_ids = [e.internal["redacted_by"] for e in events if e.internal.get("redacted_by")]
     redactions = await req.hs.event_cache.get_many(redaction_ids) if redaction_ids else {}
+    bundles = await req.hs.aggregations.bundle(events, req.requester.user_id if req.requester else None,
+                                               hist.may_see if hist is not None else None)
     device = req.requester.device_key if req.requester else None
-    return [serialize_event(e, device, redactions.get(e.internal.get("redacted_by") or "")) for e in events]
+    return [serialize_event(e, device, redactions.get(e.internal.get("redacted_by") or ""),
+                            relations=b.value if (b := bundles.get(e.event_id)) else None)
+            for e in events]
+
+
+async def _not_ignored(req: Req):
+    """A predicate keeping events whose sender the asker does not ignore (their state
+    events are always kept), per m.ignored_user_list."""
+    ignored = await req.hs.sync.account_data.ignored_users(req.user_id)
+    return lambda e: not ignored or e.state_key is not None or e.sender not in ignored
 
 
 def _txn(req: Req, txn_id: str) -> tuple[str, str, str]:
@@ -46,6 +61,7 @@ def _appservice_ts(req: Req) -> int | None:
 
 
 async def send_event(req: Req, room_id: str, event_type: str, txn_id: str):
+    await req.hs.ratelimiter.check_user(req, "rc_message", req.hs.config.rc_message)
     content = req.json()
     ev = await req.hs.event_creator.send(room_id, req.user_id, event_type, content, None,
                                          txn=_txn(req, txn_id), ts=_appservice_ts(req))
@@ -54,12 +70,14 @@ async def send_event(req: Req, room_id: str, event_type: str, txn_id: str):
 
 async def put_state(req: Req, room_id: str, event_type: str, state_key: str = ""):
     content = req.json()
-    head = await req.hs.room_heads.get(room_id)
+    head = await req.hs.tenancy.head_for(req.user_id, room_id)
     if head is None:
         raise not_found("unknown room")
     current = head.state.get((event_type, state_key))
     if current is not None and current.sender == req.user_id and current.content == content:
         return {"event_id": current.event_id}  # same state again: nothing to send
+    if event_type != "m.room.member":  # memberships have their own limits (joins, invites)
+        await req.hs.ratelimiter.check_user(req, "rc_message", req.hs.config.rc_message)
     ev = await req.hs.event_creator.send(room_id, req.user_id, event_type, content, state_key,
                                          ts=_appservice_ts(req))
     return {"event_id": ev.event_id}
@@ -108,9 +126,10 @@ async def get_state_event(req: Req, room_id: str, event_type: str, state_key: st
 
 
 async def _visible_event(req: Req, room_id: str, event_id: str):
-    """The event and the asker's history in its room; 404 alike for missing and hidden."""
+    """The event and the asker's history in its room; 404 alike for missing and hidden,
+    and for events of another tenant's room."""
     ev = await req.hs.event_cache.get(event_id)
-    if ev is None or ev.room_id != room_id:
+    if ev is None or ev.room_id != room_id or await req.hs.tenancy.head_for(req.user_id, room_id) is None:
         raise not_found("event not found")
     hist = await visibility.require_can_read(req.hs, room_id, req.user_id)
     if not await visibility.visible_events(req.hs, hist, room_id, [ev]):
@@ -120,13 +139,13 @@ async def _visible_event(req: Req, room_id: str, event_id: str):
 
 async def get_event(req: Req, room_id: str, event_id: str):
     try:
-        ev, _ = await _visible_event(req, room_id, event_id)
+        ev, hist = await _visible_event(req, room_id, event_id)
     except MatrixError as e:
         if e.status != 403:
             raise
         # The spec: 404 alike for a missing event and one the asker may not see.
         raise not_found("event not found") from None
-    return (await serialize_for(req, [ev]))[0]
+    return (await serialize_for(req, [ev], hist))[0]
 
 
 def _parse_filter(req: Req) -> EventFilter:
@@ -140,7 +159,8 @@ def _parse_filter(req: Req) -> EventFilter:
     return EventFilter.parse(obj)
 
 
-async def _position(req: Req, room_id: str, token: str) -> Position:
+async def token_position(req: Req, room_id: str, token: str) -> Position:
+    """The (depth, stream) position a /messages, /sync or /relations token names."""
     depth, stream = parse_token(token)
     if depth is None:
         depth = await req.hs.db.run(events_store.depth_at_stream, room_id, stream)
@@ -170,13 +190,13 @@ async def messages(req: Req, room_id: str):
     hist = await visibility.require_can_read(req.hs, room_id, req.user_id)
     from_token = req.query("from")
     if from_token:
-        start = await _position(req, room_id, from_token)
+        start = await token_position(req, room_id, from_token)
     else:
         start = END if direction == "b" else START
     if direction == "b":
         start = min(start, await _leave_position(req, room_id, hist) or start)
     to_token = req.query("to")
-    to_pos = await _position(req, room_id, to_token) if to_token else None
+    to_pos = await token_position(req, room_id, to_token) if to_token else None
     f = _parse_filter(req)
     stored = await req.hs.db.run(
         events_store.paginate_room, room_id, start, direction, limit, to_pos, f.sql_lists())
@@ -189,10 +209,11 @@ async def messages(req: Req, room_id: str):
     head = await req.hs.room_heads.get(room_id)
     events = req.hs.event_cache.from_stored_list(stored, head.room_version.identifier)
     # The last row's position is the next token; wildcard types are matched here.
+    not_ignored = await _not_ignored(req)
     visible = [e for e in await visibility.visible_events(req.hs, hist, room_id, events)
-               if f.passes_all or f.allows(e.type, e.sender, e.content)]
+               if not_ignored(e) and (f.passes_all or f.allows(e.type, e.sender, e.content))]
     result: dict[str, Any] = {
-        "chunk": await serialize_for(req, visible),
+        "chunk": await serialize_for(req, visible, hist),
         "start": from_token or topo_token(start),
     }
     if len(events) == limit and events:
@@ -207,6 +228,9 @@ async def messages(req: Req, room_id: str):
 
 async def context(req: Req, room_id: str, event_id: str):
     ev, hist = await _visible_event(req, room_id, event_id)
+    not_ignored = await _not_ignored(req)
+    if not not_ignored(ev):
+        raise not_found("event not found")
     limit = min(max(req.query_int("limit", 10) or 0, 0), MAX_LIMIT)
     f = _parse_filter(req)
     pos = (ev.depth, ev.stream_ordering)
@@ -231,9 +255,11 @@ async def context(req: Req, room_id: str, event_id: str):
         senders = {e.sender for e in before + [ev] + after}
         state_events = [e for k, e in state.items() if k[0] != "m.room.member" or k[1] in senders]
     return {
-        "event": (await serialize_for(req, [ev]))[0],
-        "events_before": await serialize_for(req, await visibility.visible_events(req.hs, hist, room_id, before)),
-        "events_after": await serialize_for(req, await visibility.visible_events(req.hs, hist, room_id, after)),
+        "event": (await serialize_for(req, [ev], hist))[0],
+        "events_before": await serialize_for(
+            req, [e for e in await visibility.visible_events(req.hs, hist, room_id, before) if not_ignored(e)], hist),
+        "events_after": await serialize_for(
+            req, [e for e in await visibility.visible_events(req.hs, hist, room_id, after) if not_ignored(e)], hist),
         "start": topo_token((first.depth, first.stream_ordering)),
         "end": topo_token((last.depth, last.stream_ordering)),
         "state": await serialize_for(req, state_events),
@@ -241,6 +267,7 @@ async def context(req: Req, room_id: str, event_id: str):
 
 
 async def redact(req: Req, room_id: str, event_id: str, txn_id: str):
+    await req.hs.ratelimiter.check_user(req, "rc_message", req.hs.config.rc_message)
     body = req.json(allow_empty=True)
     content: dict[str, Any] = {"redacts": event_id}
     if isinstance(body.get("reason"), str):

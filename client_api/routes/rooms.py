@@ -26,9 +26,16 @@ def _reason(req: Req) -> str | None:
     return reason
 
 
+async def _check_join_rate(req: Req) -> None:
+    # Joins through other servers (federation) count here too; rc_joins.remote is not
+    # applied separately yet.
+    await req.hs.ratelimiter.check_user(req, "rc_joins_local", req.hs.config.rc_joins.local)
+
+
 async def join(req: Req, room_id_or_alias: str):
+    await _check_join_rate(req)
     # `server_name` (and the newer `via`) name servers to join another server's room through.
-    servers = req.args.get("server_name", []) + req.args.get("via", [])
+    servers = req.query_list("server_name") + req.query_list("via")
     room_id = await req.hs.membership.join(req.user_id, room_id_or_alias, _reason(req), servers=servers)
     return {"room_id": room_id}
 
@@ -39,7 +46,7 @@ async def join_by_id(req: Req, room_id: str):
 
 async def knock(req: Req, room_id_or_alias: str):
     # `via` / `server_name` name servers to knock through (another server's room).
-    servers = req.args.get("server_name", []) + req.args.get("via", [])
+    servers = req.query_list("server_name") + req.query_list("via")
     room_id = await req.hs.membership.knock(req.user_id, room_id_or_alias, _reason(req), servers=servers)
     return {"room_id": room_id}
 
@@ -56,7 +63,13 @@ def _target(req: Req) -> str:
 
 
 async def invite(req: Req, room_id: str):
-    await req.hs.membership.set_membership(req.user_id, room_id, _target(req), "invite", _reason(req))
+    target = _target(req)
+    limits = req.hs.config.rc_invites
+    await req.hs.ratelimiter.check_all(req, [
+        ("rc_invites_per_room", room_id, limits.per_room, False),
+        ("rc_invites_per_user", target, limits.per_user, False),
+        ("rc_invites_per_issuer", req.user_id, limits.per_issuer, True)])
+    await req.hs.membership.set_membership(req.user_id, room_id, target, "invite", _reason(req))
     return {}
 
 
@@ -67,7 +80,7 @@ async def leave(req: Req, room_id: str):
 
 async def kick(req: Req, room_id: str):
     target = _target(req)
-    head = await req.hs.membership.head(room_id)
+    head = await req.hs.membership.head(room_id, req.user_id)
     if head.membership_of(target) not in ("join", "invite", "knock"):
         raise forbidden("the user is not in the room")
     await req.hs.membership.set_membership(req.user_id, room_id, target, "leave", _reason(req))
@@ -81,7 +94,7 @@ async def ban(req: Req, room_id: str):
 
 async def unban(req: Req, room_id: str):
     target = _target(req)
-    head = await req.hs.membership.head(room_id)
+    head = await req.hs.membership.head(room_id, req.user_id)
     if head.membership_of(target) != "ban":
         raise forbidden("the user is not banned")
     await req.hs.membership.set_membership(req.user_id, room_id, target, "leave", _reason(req))
@@ -104,7 +117,7 @@ async def joined_rooms(req: Req):
 
 async def members(req: Req, room_id: str):
     hist = await visibility.require_can_read(req.hs, room_id, req.user_id)
-    head = await req.hs.membership.head(room_id)
+    head = await req.hs.membership.head(room_id, req.user_id)
     at = req.query("at")
     membership = req.query("membership")
     not_membership = req.query("not_membership")
@@ -149,7 +162,7 @@ async def _members_at(req: Req, room_id: str, at: str | None, hist) -> list:
 
 
 async def joined_members(req: Req, room_id: str):
-    head = await req.hs.membership.head(room_id)
+    head = await req.hs.membership.head(room_id, req.user_id)
     if head.membership_of(req.user_id) != "join":
         raise forbidden("you are not in this room")
     joined = {}

@@ -6,25 +6,39 @@ from client_api.http import Req, Router, parse_json_body
 from client_api.routes.room_events import check_txn_id
 from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.filtering import Filter
+from homeserver.lru import LRU
 from storage import account_data as account_data_store
 
 MAX_SYNC_TIMEOUT_MS = 300_000
+_NO_FILTER = Filter()
+# Parsed filters: a client sends the same one with every /sync (inline, or the id of a
+# stored filter, which never changes once created), so a re-poll neither parses JSON nor
+# reads the database. Keyed by user for stored ids (ids are per user).
+_filters: LRU[tuple[str, str], Filter] = LRU(20_000)
 
 
 async def _load_filter(req: Req, raw: str | None) -> Filter:
     if not raw:
-        return Filter()
-    if raw.lstrip().startswith("{"):
+        return _NO_FILTER
+    inline = raw.lstrip().startswith("{")
+    key = ("", raw) if inline else (req.user_id, raw)
+    cached = _filters.get(key)
+    if cached is not None:
+        return cached
+    if inline:
         try:
-            return Filter.parse(parse_json_body(raw.encode("utf-8")))
+            parsed = Filter.parse(parse_json_body(raw.encode("utf-8")))
         except MatrixError:
             raise MatrixError(400, "M_INVALID_PARAM", "filter is not valid JSON") from None
-    if not (raw.isascii() and raw.isdigit()):
-        raise MatrixError(400, "M_INVALID_PARAM", "filter must be a filter id or JSON")
-    stored = await req.hs.db.run(account_data_store.get_filter, req.user_id, int(raw))
-    if stored is None:
-        raise MatrixError(400, "M_INVALID_PARAM", f"no filter with id {raw}")
-    return Filter.parse(stored)
+    else:
+        if not (raw.isascii() and raw.isdigit()):
+            raise MatrixError(400, "M_INVALID_PARAM", "filter must be a filter id or JSON")
+        stored = await req.hs.db.run(account_data_store.get_filter, req.user_id, int(raw))
+        if stored is None:
+            raise MatrixError(400, "M_INVALID_PARAM", f"no filter with id {raw}")
+        parsed = Filter.parse(stored)
+    _filters.put(key, parsed)
+    return parsed
 
 
 async def sync(req: Req):
@@ -34,12 +48,17 @@ async def sync(req: Req):
         raise MatrixError(400, "M_INVALID_PARAM", "set_presence must be online, offline or unavailable")
     full_state = req.query("full_state", "false") == "true"
     filt = await _load_filter(req, req.query("filter"))
-    return await req.hs.sync.handler.sync(req.user_id, req.requester.device_id, req.query("since"),
-                                          timeout, full_state, filt, set_presence)
+    activity = req.hs.push.activity  # pushers leave a user who is syncing in peace
+    activity.started(req.user_id)
+    try:
+        return await req.hs.sync.handler.sync(req.user_id, req.requester.device_id, req.query("since"),
+                                              timeout, full_state, filt, set_presence)
+    finally:
+        activity.finished(req.user_id)
 
 
 async def _joined_head(req: Req, room_id: str):
-    head = await req.hs.room_heads.get(room_id)
+    head = await req.hs.tenancy.head_for(req.user_id, room_id)
     if head is None:
         raise not_found("unknown room")
     if head.membership_of(req.user_id) != "join":
@@ -70,17 +89,21 @@ async def _check_receipt_target(req: Req, room_id: str, event_id: str) -> None:
 
 
 async def receipt(req: Req, room_id: str, receipt_type: str, event_id: str):
-    if receipt_type == "m.fully_read":
-        await _check_receipt_target(req, room_id, event_id)
-        await req.hs.sync.account_data.put(req.user_id, room_id, "m.fully_read", {"event_id": event_id})
-        return {}
-    if receipt_type not in ("m.read", "m.read.private"):
+    if receipt_type not in ("m.read", "m.read.private", "m.fully_read"):
         raise MatrixError(400, "M_INVALID_PARAM", f"unknown receipt type {receipt_type}")
     body = req.json(allow_empty=True)
     thread_id = body.get("thread_id")
+    # null counts as absent (unthreaded): matrix-nio sends it for an unthreaded receipt.
     if thread_id is not None and (not isinstance(thread_id, str) or not thread_id):
         raise MatrixError(400, "M_INVALID_PARAM", "thread_id must be a non-empty string")
+    if thread_id is not None and receipt_type == "m.fully_read":
+        raise MatrixError(400, "M_INVALID_PARAM", "thread_id is not compatible with m.fully_read")
     await _check_receipt_target(req, room_id, event_id)
+    if receipt_type == "m.fully_read":
+        await req.hs.sync.account_data.put(req.user_id, room_id, "m.fully_read", {"event_id": event_id})
+        return {}
+    if thread_id is not None and not await req.hs.relations.receipt_thread_ok(event_id, thread_id):
+        raise MatrixError(400, "M_INVALID_PARAM", f"event {event_id} is not in thread {thread_id}")
     await req.hs.sync.receipts.put(room_id, receipt_type, req.user_id, event_id, thread_id)
     return {}
 
@@ -105,7 +128,8 @@ async def read_markers(req: Req, room_id: str):
 async def get_presence(req: Req, user_id: str):
     if not req.hs.config.presence.enabled:
         raise forbidden("presence is disabled on this server")
-    if user_id != req.user_id and user_id not in req.hs.sync.sharing_users(req.user_id):
+    if user_id != req.user_id and (user_id not in req.hs.sync.sharing_users(req.user_id)
+                                   or not await req.hs.tenancy.visible_users(req.user_id, [user_id])):
         raise forbidden("you do not share a room with this user")
     if req.hs.accounts.is_mine(user_id) and not await req.hs.db.run(_user_exists, user_id):
         raise not_found("unknown user")  # (another server's user: known from a shared room)

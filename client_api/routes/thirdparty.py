@@ -31,7 +31,8 @@ async def protocol(req: Req, protocol: str):
 
 def _fields(req: Req) -> dict[str, str]:
     # The look-up fields are the query parameters (the access token is ours, not theirs).
-    return {k: v[0] for k, v in req.args.items() if k != "access_token" and v}
+    return {k.decode("utf-8", "replace"): v[0].decode("utf-8", "replace")
+            for k, v in req.args.items() if k != b"access_token" and v}
 
 
 async def _answer(req: Req, kind: str, protocol: str | None, query: dict[str, str]):

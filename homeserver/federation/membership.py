@@ -267,6 +267,7 @@ class FederatedMembership:
         candidates = [s for s in dict.fromkeys(candidates) if s and s != self.hs.server_name]
         if not candidates:
             return room_id, False  # no server to ask: the local path answers
+        self.hs.room_blocks.check(room_id)  # rooms an admin blocked stay shut, wherever they live
         if membership == "knock":
             await self.knock_remote(user_id, room_id, candidates, content)
         else:

@@ -142,7 +142,8 @@ class MediaRepository:
         row = None
         if server_name == self.hs.server_name and MEDIA_ID_RE.fullmatch(media_id):
             row = await self.hs.db.run(media_store.get_media, media_id)
-        if row is None or _expired(row, now_ms()):
+        # Another tenant's media id answers exactly like one that does not exist.
+        if row is None or _expired(row, now_ms()) or row.tenant_id != await self.hs.tenancy.tenant_of(user_id):
             raise not_found("unknown media id")
         if row.user_id != user_id:
             raise forbidden("this media id was created by another user")

@@ -100,9 +100,9 @@ def test_unknown_user_and_alias_are_provisioned_on_demand(setup):
     status, body = human.request("POST", f"{V3}/rooms/{room['room_id']}/invite", {"user_id": "@_lazy_ghost:test.local"})
     assert status == 200, body
     assert service.user_queries == ["@_lazy_ghost:test.local"]
-    # An unknown user outside every namespace is simply unknown.
-    status, _ = human.request("POST", f"{V3}/rooms/{room['room_id']}/invite", {"user_id": "@nobody:test.local"})
-    assert status == 404
+    # An unknown user outside every namespace is simply unknown: the spec's 403 for invites.
+    status, body = human.request("POST", f"{V3}/rooms/{room['room_id']}/invite", {"user_id": "@nobody:test.local"})
+    assert status == 403 and body["errcode"] == "M_FORBIDDEN"
     status, body = human.request("POST", f"{V3}/join/%23_lazy_lobby:test.local", {})
     assert status == 200, body
     assert service.alias_queries == ["#_lazy_lobby:test.local"] and body["room_id"] == service.room_for_alias

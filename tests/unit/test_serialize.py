@@ -85,3 +85,18 @@ def test_redaction_names_its_target_top_level_and_in_content_in_every_version():
     assert "redacts" not in old.pdu["content"]  # the stored PDU is left alone
     legacy = Event("$r:x", V1, {**old.pdu, "event_id": "$r:x"})
     assert serialize_event(legacy, now=2)["event_id"] == "$r:x"
+
+
+@settings(max_examples=100, deadline=None)
+@given(content, content)
+def test_fragment_with_bundled_aggregations_equals_client_form(body, bundled):
+    """The bundle's bytes are spliced into the shared fragment as unsigned.m.relations."""
+    ev = Event("$e", V12, {"type": "m.room.message", "room_id": "!r:x", "sender": "@a:x", "content": body,
+                           "origin_server_ts": 1_000})
+    relations = {"m.reference": {"chunk": [{"event_id": "$r"}]}, "x": bundled}
+    fragment = client_fragment(ev, now=5_000, relations=orjson.dumps(relations))
+    expected = serialize_event(ev, None, None, now=5_000, include_room_id=False, relations=relations)
+    assert json.loads(orjson.dumps(fragment)) == expected
+    # the same cached bytes still serve recipients without a bundle
+    plain = json.loads(orjson.dumps(client_fragment(ev, now=5_000)))
+    assert "m.relations" not in plain["unsigned"]
