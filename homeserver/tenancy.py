@@ -73,8 +73,15 @@ class Tenancy:
         return {u for u in local if u in self._users and self._users[u] == tenant}
 
     async def visible_users(self, viewer: str, user_ids: Iterable[str]) -> set[str]:
-        """Those of `user_ids` that are existing local users of the viewer's tenant."""
-        return await self.users_of_tenant(await self.tenant_of(viewer), user_ids)
+        """Those of `user_ids` that are existing local users of the viewer's tenant, and
+        other servers' users when the viewer's tenant takes part in federation."""
+        user_ids = list(user_ids)
+        tenant = await self.tenant_of(viewer)
+        visible = await self.users_of_tenant(tenant, user_ids)
+        federation = self.hs.federation
+        if federation is not None and federation.exposure.tenant_open(tenant):
+            visible |= {u for u in user_ids if not self.hs.accounts.is_mine(u)}
+        return visible
 
     async def head_for(self, viewer: str | None, room_id: str) -> RoomHead | None:
         """The room as `viewer` may know of it: None when it does not exist or belongs to

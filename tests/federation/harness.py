@@ -25,6 +25,7 @@ from cryptography.x509.oid import NameOID
 from signedjson.key import decode_signing_key_base64
 from signedjson.sign import sign_json
 
+from homeserver.config import lifted_rate_limits_yaml
 from tests.server_harness import REPO, Http, ServerProcess, free_port
 
 
@@ -108,7 +109,9 @@ class FederatedServer(ServerProcess):
             "  ip_range_whitelist: ['127.0.0.0/8']\n"
             "  min_retry_interval_ms: 200\n  max_retry_interval_ms: 2000\n"
             + (f"  trusted_certificates:\n{trusted}" if trusted else "")
-            + self.federation_extra + self.extra_config
+            + self.federation_extra
+            # Tests drive the servers far faster than people do: rate limits lifted here.
+            + lifted_rate_limits_yaml() + self.extra_config
         )
 
     def signing_key(self):

@@ -79,7 +79,10 @@ def test_peer_down_receives_everything_in_order(servers, sender, down):
         i += 1
         time.sleep(max(0.0, min(outage / 30, deadline - time.time())))
     peer.start()
-    wait_for(lambda: sent[-1] in bodies(bob, room_id, 200), timeout=90, what="the last message on the peer")
+    # Its user's client comes back too (a sync): Synapse resumes sending to a server that
+    # contacts it (bob's presence), rather than on its own minute-long catch-up timer.
+    assert bob.request("GET", f"{V3}/sync?timeout=0")[0] == 200
+    wait_for(lambda: sent[-1] in bodies(bob, room_id, 200), timeout=120, what="the last message on the peer")
     wait_for(lambda: bodies(bob, room_id, 200) == sent, timeout=30, what="every message, in order")
     # They arrived as new events (in /sync order too), not as history fetched later.
     status, page = bob.request("GET", f"{V3}/sync?filter=" + quote('{"room":{"timeline":{"limit":200}}}'))
