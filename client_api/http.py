@@ -63,6 +63,7 @@ class Route:
     auth: bool
     pattern: str = ""  # as registered, e.g. CLIENT_PREFIX + "/sync"
     body: StreamedBody | None = None
+    max_body: int | None = None  # a buffered body limit of its own (federation transactions)
 
 
 class DirectResponse:
@@ -80,10 +81,11 @@ class Router:
         self._matched: LRU[tuple[str, str], tuple[Route | None, dict[str, str], bool]] = LRU(4096)
 
     def add(self, method: str, pattern: str, handler: Handler, auth: bool = True,
-            body: StreamedBody | None = None) -> None:
+            body: StreamedBody | None = None, max_body: int | None = None) -> None:
         """`pattern` is a regex source in which `{name}` stands for one path segment."""
         source = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern)
-        self.routes.append(Route(method, re.compile("^" + source + "$"), handler, auth, pattern, body))
+        self.routes.append(Route(method, re.compile("^" + source + "$"), handler, auth, pattern, body,
+                                 max_body))
         self._matched = LRU(4096)
 
     def client(self, method: str, path: str, handler: Handler, auth: bool = True) -> None:
@@ -136,6 +138,7 @@ class Req:
     requester: Requester | None = None
     upload: Any = None  # the sink of a StreamedBody route, holding the received body
     _json: Any = field(default=None, repr=False)
+    uri: bytes = b""  # the request target as sent (path and query), for X-Matrix signatures
 
     @property
     def user_id(self) -> str:
@@ -145,6 +148,10 @@ class Req:
     def query(self, name: str, default: str | None = None) -> str | None:
         values = self.args.get(name.encode())
         return values[0].decode("utf-8", "replace") if values else default
+
+    def query_list(self, name: str) -> list[str]:
+        """Every value of a repeated query parameter (`?v=a&v=b`)."""
+        return [v.decode("utf-8", "replace") for v in self.args.get(name.encode(), [])]
 
     def query_int(self, name: str, default: int | None = None) -> int | None:
         value = self.query(name)
@@ -302,6 +309,8 @@ class ApiResource(Resource):
         if route is not None and route.body is not None:
             streamed = route.body
             return streamed.limit(self.hs), lambda producer: streamed.open_sink(self.hs, producer)
+        if route is not None and route.max_body is not None:
+            return route.max_body, None
         return self.hs.config.limits.max_request_body_bytes, None
 
     def render(self, request: server.Request) -> int:
@@ -366,7 +375,7 @@ class ApiResource(Resource):
             body = request.content.read()
         req = Req(self.hs, method, path, request.args, body, request.requestHeaders,
                   request.getClientAddress().host if request.getClientAddress() else "",
-                  upload=upload)
+                  upload=upload, uri=request.uri)
         if route.auth:
             req.requester = await authenticate(req)
             request.requester_user = req.requester.user_id
@@ -446,11 +455,14 @@ class _Site(server.Site):
         formatting a line per request was a measurable share of answering a long-poll."""
 
 
-def build_site(hs: "HomeServer") -> server.Site:
+def build_site(hs: "HomeServer", registrars: list[Callable[[Router], None]] | None = None) -> server.Site:
+    """A site serving the routes the registrars add (default: the client-server API);
+    the composition root passes the federation API's for federation listeners."""
     from client_api.routes import register_all_routes
 
     router = Router()
-    register_all_routes(router)
+    for register in registrars if registrars is not None else [register_all_routes]:
+        register(router)
     site = server.Site(ApiResource(hs, router))
     site.api_resource = site.resource  # LimitedChannel asks it for each request's body rules
     site.protocol = LimitedChannel

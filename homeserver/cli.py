@@ -6,6 +6,7 @@ import getpass
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from homeserver.config import SAMPLE_CONFIG, Config, ConfigError, generate_config_text, load_config
 from homeserver.logging_setup import setup_logging
@@ -41,7 +42,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from twisted.internet import defer, reactor, threads
 
     from client_api.health import ListenerResource
-    from client_api.http import build_site  # the composition root is the only place wiring both
+    from client_api.http import LimitedChannel, LimitedRequest, build_site  # the composition root wires both
     from client_api.ratelimit import Ratelimiter
     from homeserver import metrics, shutdown
     from homeserver.launcher import skip_missing_bridge_registration
@@ -65,23 +66,33 @@ def cmd_run(args: argparse.Namespace) -> int:
         """Listeners open at once and answer 503 (and /health 503) until start-up is done."""
         from twisted.web import server
 
-        template = build_site(hs)
         metrics_resource = metrics.metrics_resource()
+        apis: dict[tuple[str, ...], Any] = {}  # one API site per set of API resources
         for listener in config.listeners:
+            served = tuple(r for r in ("client", "federation") if r in listener.resources)
+            api = apis.get(served)
+            if api is None and served:
+                api = apis[served] = build_site(hs, _route_registrars(served))
             site = server.Site(ListenerResource(
-                hs, template.resource if "client" in listener.resources else None,
+                hs, api.resource if api is not None else None,
                 metrics_resource if "metrics" in listener.resources else None))
-            site.requestFactory, site.protocol, site.noisy = template.requestFactory, template.protocol, False
-            site.api_resource = template.api_resource if "client" in listener.resources else None
+            site.requestFactory, site.protocol, site.noisy = LimitedRequest, LimitedChannel, False
+            site.api_resource = api.api_resource if api is not None else None
             site.log = lambda request: None  # our own access line replaces Twisted's
             connections.track(site)
             # A deep accept queue: thousands of long-polling clients reconnect at once
             # after a restart or a network blip.
-            port = reactor.listenTCP(listener.port, site, backlog=1024, interface=listener.bind_address)
+            if listener.tls:  # the federation certificate (generated on first start)
+                from homeserver.federation.tls import certificate_paths, server_tls_options
+                tls = server_tls_options(*certificate_paths(config))
+                port = reactor.listenSSL(listener.port, site, tls, backlog=1024, interface=listener.bind_address)
+            else:
+                port = reactor.listenTCP(listener.port, site, backlog=1024, interface=listener.bind_address)
             ports.append(port)
             host = port.getHost()
-            logger.info("listening for %s on http://%s:%d (server_name %s)",
-                        ",".join(listener.resources), host.host, host.port, config.server_name)
+            logger.info("listening for %s on %s://%s:%d (server_name %s)",
+                        ",".join(listener.resources), "https" if listener.tls else "http",
+                        host.host, host.port, config.server_name)
 
     async def start() -> None:
         listen()
@@ -96,6 +107,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         await hs.appservices.start()
         hs.persister.add_listener(hs.appservices.on_events)
         hs.sync.ephemeral_listeners.append(hs.appservices.on_ephemeral)
+        if hs.federation is not None:
+            await hs.federation.attach_sync(hs.sync)  # outbound EDUs; starts the queues
         hs.pushers = Pushers(hs)
         await hs.pushers.start()
         hs.ratelimiter = Ratelimiter(hs)
@@ -121,6 +134,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 class _StartupError(Exception):
     pass
+
+
+def _route_registrars(resources) -> list:
+    """What a listener serves: the client-server API and/or the federation API."""
+    registrars = []
+    if "client" in resources:
+        from client_api.routes import register_all_routes
+        registrars.append(register_all_routes)
+    if "federation" in resources:
+        from federation_api import register_all_routes as register_federation
+        registrars.append(register_federation)
+    return registrars
 
 
 def cmd_run_all(args: argparse.Namespace) -> int:

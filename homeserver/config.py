@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -18,8 +18,12 @@ class ListenerConfig(_Strict):
     port: int = Field(8008, ge=0, le=65535)
     bind_address: str = "127.0.0.1"
     # client: the client-server API (and /health); metrics: Prometheus /metrics (and
-    # /health). Keep metrics off the public client port: give it its own listener.
-    resources: list[Literal["client", "metrics"]] = Field(default_factory=lambda: ["client"], min_length=1)
+    # /health); federation: the server-server API and the key server (needs
+    # federation.enabled). Keep metrics off the public client port: give it its own listener.
+    resources: list[Literal["client", "metrics", "federation"]] = Field(default_factory=lambda: ["client"],
+                                                                        min_length=1)
+    # Serve HTTPS with federation.tls_certificate_path / tls_private_key_path.
+    tls: bool = False
 
 
 class DatabaseConfig(_Strict):
@@ -135,6 +139,59 @@ class SearchConfig(_Strict):
     language: str = Field("simple", pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 
 
+class TrustedKeyServer(_Strict):
+    """A notary asked for other servers' keys when they cannot be fetched directly."""
+    server_name: str
+    # key id -> unpadded base64 ed25519 public key. Empty: the notary's own keys are
+    # fetched from it over TLS like any server's.
+    verify_keys: dict[str, str] = {}
+
+
+class OldSigningKey(_Strict):
+    key: str          # unpadded base64 public key
+    expired_ts: int   # ms since the epoch when it stopped being used
+
+
+class FederationConfig(_Strict):
+    # Off by default: a business deployment talks to other servers only when it decides to.
+    # On: the "federation" listener resource serves the server-server API, and users can
+    # join rooms of other servers and invite their users.
+    enabled: bool = False
+    # The federation listener's certificate and key (PEM). null: <data_dir>/federation.crt
+    # and federation.key, a self-signed pair generated on first start.
+    tls_certificate_path: Path | None = None
+    tls_private_key_path: Path | None = None
+    # Served at /.well-known/matrix/server as {"m.server": ...} when set ("host:port").
+    well_known_server: str | None = None
+    # How long our published keys may be cached by others (valid_until_ts = now + this).
+    key_valid_for_ms: int = Field(86_400_000, ge=60_000)
+    # Keys this server used to sign with (key id -> key and when it stopped being used).
+    old_signing_keys: dict[str, OldSigningKey] = {}
+    # Notaries for other servers' keys, asked when a server cannot be reached directly.
+    trusted_key_servers: list[TrustedKeyServer] = []
+    # Verify the TLS certificates of other servers (and of .well-known look-ups).
+    verify_certificates: bool = True
+    # Extra PEM certificates (a private CA, or a peer's self-signed certificate) to trust.
+    trusted_certificates: list[Path] = []
+    # TEST ONLY: server names whose certificates are not verified at all.
+    insecure_skip_verify_hosts: list[str] = []
+    # Outbound federation reaches only public addresses unless a range is listed here.
+    ip_range_whitelist: list[str] = []
+    # null: any server may federate; a list: only these servers (both directions).
+    domain_whitelist: list[str] | None = None
+    # Retries of a peer that does not answer: doubling from min to max.
+    min_retry_interval_ms: int = Field(2_000, ge=10)
+    max_retry_interval_ms: int = Field(600_000, ge=10)
+    # Tenants whose rooms remote users may join and whose users may join remote rooms.
+    # Every other tenant is closed to federation (users without a tenant are not walled).
+    federated_tenants: list[str] = []
+
+    @field_validator("ip_range_whitelist")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        return _check_cidrs(v)
+
+
 class ShutdownConfig(_Strict):
     # On SIGTERM: how long to wait for in-flight requests, queued writes and application-
     # service deliveries before stopping anyway.
@@ -213,6 +270,7 @@ class Config(_Strict):
     presence: PresenceConfig = PresenceConfig()
     guest_access: GuestAccessConfig = GuestAccessConfig()
     openid: OpenIdConfig = OpenIdConfig()
+    federation: FederationConfig = FederationConfig()
     media: MediaConfig = MediaConfig()
     search: SearchConfig = SearchConfig()
     shutdown: ShutdownConfig = ShutdownConfig()
@@ -233,6 +291,12 @@ class Config(_Strict):
         if not v or any(c in v for c in "/@!#$ ") or len(v) > 230:
             raise ValueError("must be a hostname with an optional :port")
         return v
+
+    @model_validator(mode="after")
+    def _federation_listener(self) -> "Config":
+        if not self.federation.enabled and any("federation" in l.resources for l in self.listeners):
+            raise ValueError("a listener serves `federation` but federation.enabled is false")
+        return self
 
     @property
     def signing_key_file(self) -> Path:
@@ -292,6 +356,12 @@ def load_config(path: Path) -> Config:
         config.signing_key_path = base / config.signing_key_path
     config.app_service_config_files = [p if p.is_absolute() else base / p
                                        for p in config.app_service_config_files]
+    fed = config.federation
+    for name in ("tls_certificate_path", "tls_private_key_path"):
+        value = getattr(fed, name)
+        if value is not None and not value.is_absolute():
+            setattr(fed, name, base / value)
+    fed.trusted_certificates = [p if p.is_absolute() else base / p for p in fed.trusted_certificates]
     return config
 
 

@@ -165,6 +165,21 @@ class EventCreator:
             raise MatrixError(400, "M_INVALID_PARAM", "event type and state_key may not contain NUL")
         if event_type == "m.room.member" and isinstance(state_key, str):
             self.hs.tenancy.check_membership(head, state_key, content.get("membership"))
+        rv = head.room_version
+        event = self._finish(self.template(head, sender, event_type, content, state_key, ts), rv)
+        try:
+            auth_rules.check_auth(event, head.state)
+        except auth_rules.AuthError as e:
+            raise forbidden(str(e)) from None
+        if extra_check is not None:
+            extra_check(head, event)
+        row = self._apply(head, event, txn)
+        return self.hs.persister.enqueue(row, event)
+
+    def template(self, head: RoomHead, sender: str, event_type: str, content: dict,
+                 state_key: str | None = None, ts: int | None = None) -> dict[str, Any]:
+        """The unsigned PDU of an event on top of the head: prev events, depth, auth events.
+        Also what make_join/make_leave/make_knock hand to another server."""
         pdu: dict[str, Any] = {
             "room_id": head.room_id, "sender": sender, "type": event_type,
             "content": content, "origin_server_ts": ts or now_ms(),
@@ -174,18 +189,9 @@ class EventCreator:
             pdu["state_key"] = state_key
         if event_type == "m.room.redaction" and not head.room_version.redacts_in_content:
             pdu["redacts"] = content.get("redacts")
-        rv = head.room_version
-        auth_keys = auth_rules.auth_types_for_event(event_type, sender, state_key, content, rv)
+        auth_keys = auth_rules.auth_types_for_event(event_type, sender, state_key, content, head.room_version)
         pdu["auth_events"] = [event_reference(head.state[k]) for k in auth_keys if k in head.state]
-        event = self._finish(pdu, rv)
-        try:
-            auth_rules.check_auth(event, head.state)
-        except auth_rules.AuthError as e:
-            raise forbidden(str(e)) from None
-        if extra_check is not None:
-            extra_check(head, event)
-        row = self._apply(head, event, txn)
-        return self.hs.persister.enqueue(row, event)
+        return pdu
 
     def queue_create_event(self, sender: str, rv: RoomVersion, content: dict,
                            room_id: str | None) -> tuple[RoomHead, defer.Deferred]:
@@ -213,6 +219,11 @@ class EventCreator:
         return head, self.hs.persister.enqueue(row, event)
 
     # ---- internals ----------------------------------------------------------------
+
+    def build(self, pdu: dict[str, Any], rv: RoomVersion) -> Event:
+        """Hash, sign and name a PDU without authorising or queueing it (federation
+        handshakes: the event goes to another server first)."""
+        return self._finish(pdu, rv)
 
     def _finish(self, pdu: dict[str, Any], rv: RoomVersion) -> Event:
         if not rv.event_ids_are_hashes:
@@ -248,7 +259,8 @@ class EventCreator:
             head.apply_state(event)
             head.state_group = group_id
             head.chain_length = new_group.chain_length
-        head.extremities = [event.event_id]
+        # The event cites up to MAX_PREV_EVENTS extremities; any beyond stay (federation forks).
+        head.extremities = [event.event_id, *head.extremities[MAX_PREV_EVENTS:]]
         head.depth = event.depth
         head.version += 1
         if unsigned:
@@ -258,21 +270,27 @@ class EventCreator:
             event.internal["txn_id"] = txn[2]
         event.internal["redacted_by"] = None
         self.hs.event_cache.put(event)
-        content = event.content
-        return EventRow(
-            event_id=event.event_id, room_id=head.room_id, type=event.type,
-            state_key=event.state_key, sender=event.sender, depth=event.depth,
-            origin_server_ts=event.origin_server_ts, received_ts=now_ms(),
-            json=json.dumps(event.pdu, ensure_ascii=False), prev_events=event.prev_event_ids,
-            auth_events=event.auth_event_ids, state_group=head.state_group,
-            new_state_group=new_group, redacts=event.redacts,
-            apply_redaction=event.redacts is not None,
-            unsigned_json=json.dumps(unsigned) if unsigned else None,
-            membership=event.membership,
-            member_displayname=_text_column(content.get("displayname")) if event.membership else None,
-            member_avatar_url=_text_column(content.get("avatar_url")) if event.membership else None,
-            txn=txn, extra=row_extra(content),
-        )
+        return event_row(event, head.state_group, new_group, unsigned, txn=txn)
+
+
+def event_row(event: Event, state_group: int, new_group: NewStateGroup | None, unsigned: dict | None,
+              *, txn: tuple[str, str, str] | None = None, apply_redaction: bool | None = None) -> EventRow:
+    """The rows to write for `event` (local, or received over federation)."""
+    content = event.content
+    return EventRow(
+        event_id=event.event_id, room_id=event.room_id, type=event.type,
+        state_key=event.state_key, sender=event.sender, depth=event.depth,
+        origin_server_ts=event.origin_server_ts, received_ts=now_ms(),
+        json=json.dumps(event.pdu, ensure_ascii=False), prev_events=event.prev_event_ids,
+        auth_events=event.auth_event_ids, state_group=state_group,
+        new_state_group=new_group, redacts=event.redacts,
+        apply_redaction=event.redacts is not None if apply_redaction is None else apply_redaction,
+        unsigned_json=json.dumps(unsigned) if unsigned else None,
+        membership=event.membership,
+        member_displayname=_text_column(content.get("displayname")) if event.membership else None,
+        member_avatar_url=_text_column(content.get("avatar_url")) if event.membership else None,
+        txn=txn, extra=row_extra(content),
+    )
 
 
 def _all_of(checks: list[ExtraCheck]) -> ExtraCheck | None:

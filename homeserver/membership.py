@@ -33,6 +33,9 @@ class Membership:
             if invitee not in await tenancy.users_of_tenant(tenant, [invitee]):
                 raise forbidden(INVITEE_REFUSED)
             await self.hs.accounts.require_active_user(invitee)
+        elif self.hs.federation is not None:  # another server's user: rooms open to federation
+            if not self.hs.federation.exposure.tenant_open(tenant):
+                raise forbidden(INVITEE_REFUSED)
         elif await tenancy.tenant_of(invitee) != tenant:
             raise forbidden(INVITEE_REFUSED)
 
@@ -57,7 +60,16 @@ class Membership:
         return room_id, head
 
     async def join(self, user_id: str, room_id_or_alias: str, reason: str | None = None,
-                   txn: tuple[str, str, str] | None = None) -> str:
+                   txn: tuple[str, str, str] | None = None, servers: list[str] | None = None) -> str:
+        if self.hs.federation is not None:  # a room of another server: make_join/send_join
+            remote_content: dict[str, Any] = {"membership": "join", **await self.hs.profiles.member_profile(user_id)}
+            if reason:
+                remote_content["reason"] = reason
+            room_id_or_alias, joined = await self.hs.federation.membership.maybe_join(
+                user_id, room_id_or_alias, remote_content, servers or [])
+            if joined:
+                await self.hs.db.run(state_store.unforget_room, user_id, room_id_or_alias)
+                return room_id_or_alias
         room_id, head = await self._entered_room(user_id, room_id_or_alias, JOIN_REFUSED)
         self.hs.room_blocks.check(room_id)
         if head.membership_of(user_id) == "join":
@@ -89,9 +101,19 @@ class Membership:
                 return member
         raise forbidden("no member of this room who may invite can authorise the join")
 
-    async def knock(self, user_id: str, room_id_or_alias: str, reason: str | None = None) -> str:
+    async def knock(self, user_id: str, room_id_or_alias: str, reason: str | None = None,
+                    servers: list[str] | None = None) -> str:
         """Ask to be let in to a room whose join rule is knock or knock_restricted. A room
         that does not exist and another organization's room answer alike."""
+        if self.hs.federation is not None:  # a room of another server: make_knock/send_knock
+            remote_content: dict[str, Any] = {"membership": "knock", **await self.hs.profiles.member_profile(user_id)}
+            if reason:
+                remote_content["reason"] = reason
+            room_id_or_alias, knocked = await self.hs.federation.membership.maybe_join(
+                user_id, room_id_or_alias, remote_content, servers or [], membership="knock")
+            if knocked:
+                await self.hs.db.run(state_store.unforget_room, user_id, room_id_or_alias)
+                return room_id_or_alias
         room_id, _ = await self._entered_room(user_id, room_id_or_alias, KNOCK_REFUSED)
         self.hs.room_blocks.check(room_id)
         content: dict[str, Any] = {"membership": "knock", **await self.hs.profiles.member_profile(user_id)}
@@ -126,6 +148,10 @@ class Membership:
             # the invitee's profile shows in the invite as clients expect
             content.update({k: v for k, v in (await self.hs.profiles.member_profile(target)).items()
                             if k not in content})
+        if self.hs.federation is not None:  # remote invitees; declining another server's invite
+            sent = await self.hs.federation.membership.send_membership(head, sender, target, content)
+            if sent is not None:
+                return sent
         return await self.hs.event_creator.send(room_id, sender, "m.room.member", content, target, txn=txn)
 
     async def propagate_profile(self, user_id: str) -> None:

@@ -35,6 +35,7 @@ class Persister:
     def __init__(self, db: "Database", on_failure: Callable[[set[str], list[str]], None]) -> None:
         self._db = db
         self._queue: list[_Pending] = []
+        self._writing: list[_Pending] = []  # the batch being written
         self._running = False
         self._on_failure = on_failure  # told which rooms' heads are stale and which events died
         self._listeners: list[Callable[[list[Event]], None]] = []
@@ -92,6 +93,24 @@ class Persister:
             reactor.callLater(0, lambda: defer.ensureDeferred(self._drain()))
         return d
 
+    def settled(self, room_id: str) -> defer.Deferred:
+        """Fires once every event of the room queued so far is written (or has failed):
+        federation reads the state of the room's latest events from the database."""
+        waiting = [p.done for p in self._writing + self._queue if p.row.room_id == room_id]
+        if not waiting:
+            return defer.succeed(None)
+        done: defer.Deferred = defer.Deferred()
+        remaining = [len(waiting)]
+
+        def one(result):
+            remaining[0] -= 1
+            if remaining[0] == 0:
+                done.callback(None)
+            return result  # the event's own caller still gets its result
+        for d in waiting:
+            d.addBoth(one)
+        return done
+
     def discard_room(self, room_id: str) -> None:
         """Fail and drop the not-yet-written events of a room."""
         dropped = [p for p in self._queue if p.row.room_id == room_id]
@@ -103,8 +122,10 @@ class Persister:
         try:
             while self._queue:
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                self._writing = batch
                 await self._write(batch)
         finally:
+            self._writing = []
             self._running = False
             waiters, self._idle_waiters = self._idle_waiters, []
             for d in waiters:

@@ -29,6 +29,9 @@ class RoomHead:
     # Bumped on every accepted event; lets readers notice change cheaply.
     version: int = 0
     members: dict[str, str] = field(default_factory=dict)  # user_id -> membership
+    # Rooms created on another server (federation): (our tenant for it,). None: the create
+    # event's tenant key decides, as for every room created here.
+    remote_tenant: tuple[str | None] | None = None
 
     def membership_of(self, user_id: str) -> str | None:
         return self.members.get(user_id)
@@ -79,8 +82,9 @@ class RoomHeads:
         extremities = data["extremities"]
         head = RoomHead(
             room_id=room_id, room_version=rv, state={}, extremities=[e[0] for e in extremities],
-            depth=max(e[1] for e in extremities), state_group=extremities[0][2],
-            chain_length=extremities[0][3], is_public=data["is_public"],
+            depth=max(e[1] for e in extremities), state_group=data["state_group"][0],
+            chain_length=data["state_group"][1], is_public=data["is_public"],
+            remote_tenant=data["remote_tenant"],
         )
         for ev in state.values():
             head.apply_state(ev)

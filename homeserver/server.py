@@ -54,6 +54,8 @@ class HomeServer:
         self.push: Push = None  # type: ignore[assignment]  # set in start()
         self.pushers: Any = None  # pushers.registry.Pushers, attached by the composition root
         self.ratelimiter: Any = None  # client_api.ratelimit.Ratelimiter, likewise
+        # homeserver.federation.service.Federation when federation.enabled, else None.
+        self.federation: Any = None
 
     def open_database(self) -> None:
         """Blocking: start the embedded Postgres if needed, connect, migrate."""
@@ -101,6 +103,10 @@ class HomeServer:
         from homeserver import admin_tasks  # noqa: PLC0415  (imports the room core)
         await admin_tasks.fail_interrupted(self)
         metrics.register_server(self)
+        if self.config.federation.enabled:
+            from homeserver.federation.service import Federation
+            self.federation = Federation(self)
+            await self.federation.start()
 
     async def _room_version_of(self, room_id: str) -> str | None:
         head = await self.room_heads.get(room_id)
@@ -125,7 +131,8 @@ class HomeServer:
     def shutdown(self) -> None:
         # Each part stops even if one before it fails (say, the database is gone and
         # presence cannot be saved): the embedded PostgreSQL must always be stopped.
-        for part in (self.sync, self.appservices, self.pushers, self.media, self.client_ips, self.db, self.embedded):
+        for part in (self.federation, self.sync, self.appservices, self.pushers, self.media, self.client_ips,
+                     self.db, self.embedded):
             if part is None:
                 continue
             try:

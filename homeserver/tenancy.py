@@ -31,6 +31,8 @@ INVITEE_REFUSED = "this user may not be invited to this room"
 
 
 def room_tenant(head: RoomHead) -> str | None:
+    if head.remote_tenant is not None:  # another server's room: its tenant key means nothing here
+        return head.remote_tenant[0]
     create = head.state.get(("m.room.create", ""))
     value = create.content.get(TENANT_KEY) if create is not None else None
     return value if isinstance(value, str) else None
@@ -71,8 +73,15 @@ class Tenancy:
         return {u for u in local if u in self._users and self._users[u] == tenant}
 
     async def visible_users(self, viewer: str, user_ids: Iterable[str]) -> set[str]:
-        """Those of `user_ids` that are existing local users of the viewer's tenant."""
-        return await self.users_of_tenant(await self.tenant_of(viewer), user_ids)
+        """Those of `user_ids` that are existing local users of the viewer's tenant, and
+        other servers' users when the viewer's tenant takes part in federation."""
+        user_ids = list(user_ids)
+        tenant = await self.tenant_of(viewer)
+        visible = await self.users_of_tenant(tenant, user_ids)
+        federation = self.hs.federation
+        if federation is not None and federation.exposure.tenant_open(tenant):
+            visible |= {u for u in user_ids if not self.hs.accounts.is_mine(u)}
+        return visible
 
     async def head_for(self, viewer: str | None, room_id: str) -> RoomHead | None:
         """The room as `viewer` may know of it: None when it does not exist or belongs to
@@ -88,6 +97,12 @@ class Tenancy:
         does not exist, in the same words. Synchronous, for the event builder: the target's
         tenant must have been looked up (`tenant_of`) first."""
         if membership not in ENTERING:
+            return
+        federation = self.hs.federation
+        if federation is not None and not self.hs.accounts.is_mine(target):
+            # Another server's user: only into rooms open to federation (federated_tenants).
+            if not federation.exposure.room_open(head):
+                raise forbidden(INVITEE_REFUSED if membership == "invite" else JOIN_REFUSED)
             return
         exists = not self.hs.accounts.is_mine(target) or target in self._users
         if not exists or self._users.get(target) != room_tenant(head):

@@ -1,8 +1,9 @@
 """History visibility: which events of a room a user may read.
 
-State at an event is taken from the room's stream order (the last membership / history
-visibility change at or before the event), which is exact for rooms whose DAG is linear,
-as every room created on this server is until federation forks one."""
+In rooms of this server alone, state at an event is taken from the room's stream order
+(the last membership / history visibility change at or before the event), which is exact
+because such rooms are linear. In rooms shared with other servers the DAG can fork, and
+`visible_events` reads the state at each event (its state group) instead."""
 from __future__ import annotations
 
 import bisect
@@ -110,3 +111,45 @@ async def require_can_read(hs: "HomeServer", room_id: str, user_id: str) -> User
     if head is None or not (hist.ever_member() or world):
         raise forbidden("you are not allowed to see this room")
     return hist
+
+
+_OPENNESS = {"world_readable": 3, "shared": 2, "invited": 1, "joined": 0}
+
+
+def _visible_by_state(hist: UserRoomHistory, event: Event, membership: str | None, vis: str | None) -> bool:
+    vis = vis if vis in _OPENNESS else "shared"
+    if event.type == "m.room.history_visibility":
+        # At the boundary the more open of the old and the new setting applies.
+        prev = ((event.internal.get("unsigned") or {}).get("prev_content") or {}).get("history_visibility")
+        if prev in _OPENNESS and _OPENNESS[prev] > _OPENNESS[vis]:
+            vis = prev
+    if vis == "world_readable" or membership == "join":
+        return True
+    if vis == "invited":
+        return membership == "invite"
+    if vis == "shared":
+        return hist.joined_at_or_after(event.stream_ordering or 0)
+    return False
+
+
+async def visible_events(hs: "HomeServer", hist: UserRoomHistory, room_id: str, events: list[Event]) -> list[Event]:
+    """The events `hist.user_id` may see. Rooms of this server alone are linear, so the
+    stream order of memberships is exact (`may_see`, no query). Rooms shared with other
+    servers can fork: there the user's membership and the visibility setting are read from
+    the state at each event (its state group), one query per call."""
+    head = hs.room_heads.peek(room_id)
+    federated = hs.federation is not None and head is not None and \
+        any(not hs.accounts.is_mine(u) for u in head.members)
+    if not federated or not events:
+        return [e for e in events if hist.may_see(e)]
+    inputs = await hs.db.run(state_store.visibility_inputs, [e.event_id for e in events], hist.user_id)
+    out = []
+    for e in events:
+        if e.type == "m.room.member" and e.state_key == hist.user_id:
+            out.append(e)
+        elif e.event_id in inputs:
+            if _visible_by_state(hist, e, *inputs[e.event_id]):
+                out.append(e)
+        elif hist.may_see(e):
+            out.append(e)
+    return out

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from storage import federation as federation_store
 from storage import push as push_store
 from storage import search as search_index
 from storage import relations as relations_store
@@ -17,6 +18,18 @@ class NewStateGroup:
     prev_group: int | None      # None: `entries` is a full snapshot
     chain_length: int
     entries: dict[tuple[str, str], str]  # (type, state_key) -> event_id
+
+
+@dataclass
+class RemoteRow:
+    """How a remote event received into the timeline changes the room: unlike a local
+    event (which replaces the extremities it cites and sets its own state key), state
+    resolution decides. Written by storage/federation.py's part of persist_batch."""
+    current_state_delta: dict[tuple[str, str], tuple[str, str | None] | None]  # key -> (event_id, membership) or None: remove
+    extremities_removed: list[str]
+    replaces_outlier: bool = False        # the event was held as an outlier until now
+    extra_state_groups: list[NewStateGroup] = field(default_factory=list)
+    room_state_group: tuple[int, int] | None = None  # (group, chain length) of the resolved current state
 
 
 @dataclass
@@ -45,6 +58,7 @@ class EventRow:
     new_room: tuple[str, str, str | None] | None = None  # (room_version, creator, tenant) for create
     stream_ordering: int = 0             # assigned by the persister
     extra: dict = field(default_factory=dict)
+    remote: RemoteRow | None = None      # set for events received over federation
 
 
 def max_stream_ordering(cur: Cursor) -> int:
@@ -59,6 +73,9 @@ def max_state_group(cur: Cursor) -> int:
 
 def persist_batch(cur: Cursor, rows: list[EventRow], now_ms: int) -> None:
     """One transaction for a whole batch: a handful of statements whatever its size."""
+    remote = [r for r in rows if r.remote is not None]
+    if remote:  # events received over federation (see storage/federation.py)
+        federation_store.before_persist(cur, remote)
     execute_values(
         cur,
         "INSERT INTO rooms (room_id, room_version, creator, tenant_id, created_ts) VALUES %s"
@@ -96,10 +113,14 @@ def persist_batch(cur: Cursor, rows: list[EventRow], now_ms: int) -> None:
         "INSERT INTO state_group_entries (state_group, type, state_key, event_id) VALUES %s",
         [(g.id, t, sk, eid) for g in groups for (t, sk), eid in g.entries.items()],
     )
-    # Current state: the last write per key in the batch wins (rows are in order).
-    current: dict[tuple[str, str, str], tuple] = {}
+    # Current state, rows applied in order: a local event sets its own key, a remote one
+    # carries the change state resolution made (which may also remove keys).
+    current: dict[tuple[str, str, str], tuple | None] = {}
     for r in rows:
-        if r.state_key is not None:
+        if r.remote is not None:
+            for (etype, skey), change in r.remote.current_state_delta.items():
+                current[(r.room_id, etype, skey)] = (r.room_id, etype, skey, *change) if change else None
+        elif r.state_key is not None:
             current[(r.room_id, r.type, r.state_key)] = (
                 r.room_id, r.type, r.state_key, r.event_id, r.membership)
     execute_values(
@@ -107,7 +128,11 @@ def persist_batch(cur: Cursor, rows: list[EventRow], now_ms: int) -> None:
         "INSERT INTO current_state (room_id, type, state_key, event_id, membership) VALUES %s"
         " ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = EXCLUDED.event_id,"
         " membership = EXCLUDED.membership",
-        list(current.values()),
+        [v for v in current.values() if v is not None],
+    )
+    execute_values(
+        cur, "DELETE FROM current_state WHERE (room_id, type, state_key) IN (VALUES %s)",
+        [k for k, v in current.items() if v is None],
     )
     execute_values(
         cur,
@@ -116,16 +141,23 @@ def persist_batch(cur: Cursor, rows: list[EventRow], now_ms: int) -> None:
         [(r.event_id, r.room_id, r.state_key, r.sender, r.membership, r.stream_ordering,
           r.member_displayname, r.member_avatar_url) for r in rows if r.membership],
     )
-    # Forward extremities: each new event replaces its prev events (also those earlier in
-    # this batch, which are never inserted).
-    referenced = {p for r in rows for p in r.prev_events}
+    # Forward extremities: each new event replaces the ones it cites, applied in row order
+    # (an event cited by a later one of the same batch never becomes an extremity).
+    added: dict[tuple[str, str], None] = {}
+    removed: set[tuple[str, str]] = set()
+    for r in rows:
+        for p in (r.remote.extremities_removed if r.remote is not None else r.prev_events):
+            if (r.room_id, p) in added:
+                del added[(r.room_id, p)]
+            else:
+                removed.add((r.room_id, p))
+        added[(r.room_id, r.event_id)] = None
     execute_values(
-        cur, "DELETE FROM forward_extremities WHERE (room_id, event_id) IN (VALUES %s)",
-        [(r.room_id, p) for r in rows for p in r.prev_events],
+        cur, "DELETE FROM forward_extremities WHERE (room_id, event_id) IN (VALUES %s)", list(removed),
     )
     execute_values(
         cur, "INSERT INTO forward_extremities (room_id, event_id) VALUES %s ON CONFLICT DO NOTHING",
-        [(r.room_id, r.event_id) for r in rows if r.event_id not in referenced],
+        list(added),
     )
     execute_values(
         cur, "UPDATE events SET redacted_by = v.by FROM (VALUES %s) AS v(target, by, room)"
@@ -138,6 +170,8 @@ def persist_batch(cur: Cursor, rows: list[EventRow], now_ms: int) -> None:
         [(r.txn[0], r.txn[1], r.txn[2], r.event_id, now_ms) for r in rows if r.txn],
     )
     search_index.index_events(cur, rows)  # searchable text, edits and redactions
+    if remote:
+        federation_store.after_persist(cur, remote)
     relations_store.record(cur, rows)
     push_store.insert_push_actions(cur, rows)  # who was notified, for counts and pushers
 
@@ -218,7 +252,7 @@ def paginate_room(cur: Cursor, room_id: str, from_pos: tuple[int, int], directio
     sql += filter_sql(filters, params)
     params.append(limit)
     cur.execute(
-        f"SELECT {EVENT_COLUMNS} FROM events e WHERE e.room_id = %s AND {sql}"
+        f"SELECT {EVENT_COLUMNS} FROM events e WHERE e.room_id = %s AND NOT e.outlier AND {sql}"
         f" ORDER BY e.depth {order}, e.stream_ordering {order} LIMIT %s",
         params,
     )

@@ -43,14 +43,27 @@ def load_room_head(cur: Cursor, room_id: str) -> dict | None:
     )
     state = [to_stored(r) for r in cur.fetchall()]
     cur.execute(
-        "SELECT f.event_id, e.depth, e.state_group, g.chain_length FROM forward_extremities f"
+        "SELECT f.event_id, e.depth, e.state_group, g.chain_length, e.stream_ordering"
+        " FROM forward_extremities f"
         " JOIN events e USING (event_id) JOIN state_groups g ON g.id = e.state_group"
         " WHERE f.room_id = %s ORDER BY e.depth DESC, e.stream_ordering DESC",
         (room_id,),
     )
     extremities = cur.fetchall()
+    # The group of the current state: the newest extremity's, unless state resolution
+    # across several extremities (federation) produced one after it.
+    latest = max(extremities, key=lambda e: e[4])
+    current_group = (latest[2], latest[3])
+    cur.execute("SELECT state_group, chain_length, stream_ordering FROM room_state_heads WHERE room_id = %s",
+                (room_id,))
+    resolved = cur.fetchone()
+    if resolved is not None and resolved[2] >= latest[4]:
+        current_group = (resolved[0], resolved[1])
+    cur.execute("SELECT tenant_id FROM remote_rooms WHERE room_id = %s", (room_id,))
+    remote = cur.fetchone()
     return {"room_version": room_version, "is_public": is_public, "state": state,
-            "extremities": extremities}
+            "extremities": extremities, "state_group": current_group,
+            "remote_tenant": (remote[0],) if remote else None}
 
 
 def rooms_for_user(cur: Cursor, user_id: str, memberships: tuple[str, ...] = ("join",)) -> list[str]:
@@ -89,3 +102,37 @@ def forget_room(cur: Cursor, user_id: str, room_id: str) -> None:
 
 def unforget_room(cur: Cursor, user_id: str, room_id: str) -> None:
     cur.execute("DELETE FROM forgotten_rooms WHERE user_id = %s AND room_id = %s", (user_id, room_id))
+
+
+def visibility_inputs(cur: Cursor, event_ids: list[str], user_id: str) -> dict[str, tuple[str | None, str | None]]:
+    """For each event: (the user's membership, the room's history_visibility) in the state
+    group of the event (the state after it). For state-based history visibility."""
+    if not event_ids:
+        return {}
+    cur.execute("SELECT event_id, state_group FROM events WHERE event_id = ANY(%s)", (list(event_ids),))
+    groups = dict(cur.fetchall())
+    if not groups:
+        return {}
+    cur.execute(
+        "WITH RECURSIVE chain(root, id, prev_group, n) AS ("
+        "  SELECT id, id, prev_group, 0 FROM state_groups WHERE id = ANY(%s)"
+        "  UNION ALL SELECT c.root, g.id, g.prev_group, c.n + 1 FROM state_groups g"
+        "  JOIN chain c ON g.id = c.prev_group)"
+        " SELECT DISTINCT ON (c.root, s.type) c.root, s.type, e.json::json->'content'"
+        " FROM chain c JOIN state_group_entries s ON s.state_group = c.id"
+        " JOIN events e ON e.event_id = s.event_id"
+        " WHERE (s.type = 'm.room.member' AND s.state_key = %s)"
+        "    OR (s.type = 'm.room.history_visibility' AND s.state_key = '')"
+        " ORDER BY c.root, s.type, c.n",
+        (list(set(groups.values())), user_id))
+    by_group: dict[int, dict[str, dict]] = {}
+    for root, etype, content in cur.fetchall():
+        by_group.setdefault(root, {})[etype] = content if isinstance(content, dict) else {}
+    out = {}
+    for event_id, group in groups.items():
+        found = by_group.get(group, {})
+        membership = found.get("m.room.member", {}).get("membership")
+        visibility = found.get("m.room.history_visibility", {}).get("history_visibility")
+        out[event_id] = (membership if isinstance(membership, str) else None,
+                         visibility if isinstance(visibility, str) else None)
+    return out

@@ -19,6 +19,7 @@ class DeviceLists:
         self.stream: StreamIdGen = None  # type: ignore[assignment]
         # (stream, user) recorded by this process; older positions fall back to the database
         self._log: ChangeLog = None  # type: ignore[assignment]
+        self.listeners: list[Callable[[str], None]] = []  # told each changed user (federation)
 
     async def start(self) -> None:
         start = await self.hs.db.run(store.max_stream)
@@ -33,6 +34,8 @@ class DeviceLists:
             self.stream.finish(stream_id)
         self._log.record(stream_id, user_id)
         self._on_change(user_id)
+        for listener in self.listeners:
+            listener(user_id)
 
     def changed_in_memory(self, since: int) -> set[str]:
         """Users changed after `since` as far as this process knows (tokens from before

@@ -109,6 +109,19 @@ class Presence:
             self._advance(user_id, p)
             self._on_change(user_id)
 
+    def set_remote(self, user_id: str, update: dict) -> None:
+        """Presence of another server's user, as its m.presence EDU tells it (federation);
+        never swept here: that server says when it changes."""
+        state = update.get("presence")
+        if state not in STATES:
+            return
+        p = self._users.setdefault(user_id, UserPresence())
+        ago = update.get("last_active_ago")
+        if isinstance(ago, int) and ago >= 0:
+            p.last_active_ts = _now() - ago
+        msg = update.get("status_msg")
+        self._set(user_id, p, state, msg if isinstance(msg, str) else None)
+
     def sync_started(self, user_id: str, set_presence: str | None) -> None:
         p = self._users.setdefault(user_id, UserPresence())
         p.syncing += 1
@@ -130,8 +143,8 @@ class Presence:
     def _sweep(self) -> None:
         now = _now()
         for user_id, p in self._users.items():
-            if p.state == "offline":
-                continue
+            if p.state == "offline" or not self.hs.accounts.is_mine(user_id):
+                continue  # (other servers' users: their server reports changes)
             # Offline once neither syncing nor acting (a bot that only sends still counts).
             if p.syncing == 0 and now - max(p.last_sync_ts, p.last_active_ts) > self.offline_after_ms:
                 self._set(user_id, p, "offline")

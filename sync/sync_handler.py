@@ -534,6 +534,9 @@ class SyncHandler:
     async def _stripped_state(self, room_id: str, user_id: str) -> list[dict[str, Any]]:
         """What an invitee or a knocker sees of a room: a few state events, stripped."""
         head = await self.hs.room_heads.get(room_id)
+        if head is not None and ("m.room.create", "") not in head.state and self.hs.federation is not None:
+            # Known only through another server's invite: what that invite showed of the room.
+            return await self.hs.federation.membership.invite_state(room_id, user_id)
         keys = [(t, "") for t in STRIPPED_STATE_TYPES] + [("m.room.member", user_id)]
         found = [head.state.get(key) for key in keys] if head is not None else []
         return [{"type": ev.type, "state_key": ev.state_key, "content": ev.content, "sender": ev.sender}

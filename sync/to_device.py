@@ -31,11 +31,13 @@ class ToDevice:
         if not isinstance(messages, dict):
             raise MatrixError(400, "M_BAD_JSON", "messages must be an object")
         targets: list[tuple[str, str, dict]] = []
+        remote: dict[str, dict] = {}  # other servers' users: federation carries these
         for user_id, by_device in messages.items():
             if not isinstance(by_device, dict):
                 raise MatrixError(400, "M_BAD_JSON", "messages.<user> must be an object")
             if not self.hs.accounts.is_mine(user_id):
-                continue  # federation will carry these; dropped until then
+                remote[user_id] = by_device
+                continue
             for device_id, content in by_device.items():
                 if not isinstance(content, dict):
                     raise MatrixError(400, "M_BAD_JSON", "message content must be an object")
@@ -69,6 +71,9 @@ class ToDevice:
         finally:
             for row in rows:
                 self.stream.finish(row[0])
+        federation = getattr(self.hs, "federation", None)
+        if sent and remote and federation is not None and self.hs.accounts.is_mine(sender):
+            await federation.send_to_device(sender, sender_device, event_type, txn_id, remote)
         if sent:
             for stream_id, user_id, dev, _msg in rows:
                 # Only the highest pending id matters, so this is right even before the

@@ -68,6 +68,7 @@ _ADMIN = ("admin API listing or task: a tenant admin sees only their tenant's en
 NOT_WALKED = {
     "GET /_matrix/client/versions": _NOTHING,
     "GET /.well-known/matrix/client": _NOTHING,
+    "GET /.well-known/matrix/server": _NOTHING,  # federation delegation (docs/federation.md)
     "GET /_matrix/client/v3/capabilities": _NOTHING,
     "POST /_matrix/client/v3/register": "creates an account; user ids are taken server-wide",
     "GET /_matrix/client/v3/register/available": "user ids are taken server-wide (names are "

@@ -1,6 +1,6 @@
 """End-to-end encryption keys: upload, query, claim, changes, cross-signing keys and
-signatures. Only this server's users are served; other servers' users are reported under
-`failures` since there is no federation."""
+signatures. Other servers' users are asked over federation (when it is enabled; else they
+are reported under `failures`)."""
 from __future__ import annotations
 
 import json
@@ -166,23 +166,49 @@ async def query_keys(req: Req):
         raise bad_json("device_keys must be an object of user id to device ids")
     failures: dict[str, Any] = {}
     local: dict[str, list[str]] = {}
+    remote: dict[str, list[str]] = {}
     for user_id, device_ids in wanted.items():
         if not isinstance(device_ids, list) or not all(isinstance(d, str) for d in device_ids):
             raise bad_json("device_keys must map each user id to a list of device ids")
         if req.hs.accounts.is_mine(user_id):
             local[user_id] = device_ids
+        elif await _federates(req):
+            remote[user_id] = device_ids
         else:
             _unreachable(failures, user_id)
 
-    viewer = req.user_id
     # Another tenant's users answer like users that do not exist: an empty device list.
-    visible = await req.hs.tenancy.visible_users(viewer, local)
-    devices, cross_signing, signatures = await req.hs.db.run(_load_for_query, sorted(visible))
+    visible = await req.hs.tenancy.visible_users(req.user_id, local)
+    result = await local_device_keys(req.hs, local, req.user_id, visible)
+    if remote:  # other servers' users: asked over federation, each server at once
+        found, remote_failures = await req.hs.federation.queries.keys_query(remote)
+        for field, values in found.items():
+            result[field].update(values)
+        failures.update(remote_failures)
+    result["failures"] = failures
+    return result
+
+
+async def _federates(req: Req) -> bool:
+    """Whether the requester may reach other servers' users (tenant users of a tenant not
+    opened to federation may not)."""
+    federation = req.hs.federation
+    return federation is not None and federation.exposure.tenant_open(await req.hs.tenancy.tenant_of(req.user_id))
+
+
+async def local_device_keys(hs, local: dict[str, list[str]], viewer: str | None,
+                            visible: set[str] | None = None) -> dict[str, Any]:
+    """Device and cross-signing keys of local users (all devices, or the ones listed), as
+    `viewer` may see them (None: another server, which never gets user-signing keys);
+    users not in `visible` (when given) get an empty device list. Shared by /keys/query
+    and the federation's user/keys/query."""
+    devices, cross_signing, signatures = await hs.db.run(
+        _load_for_query, sorted(visible if visible is not None else local))
     sigs_by_target: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
     for signer, signer_key, target_user, target_key, sig in signatures:
         sigs_by_target.setdefault((target_user, target_key), []).append((signer, signer_key, sig))
 
-    result: dict[str, Any] = {"device_keys": {u: {} for u in local}, "failures": failures,
+    result: dict[str, Any] = {"device_keys": {u: {} for u in local},
                               "master_keys": {}, "self_signing_keys": {}, "user_signing_keys": {}}
     for user_id, device_id, key_json, display_name in devices:
         only = local[user_id]
@@ -221,24 +247,38 @@ async def claim_keys(req: Req):
         raise bad_json("one_time_keys must be an object of user id to device id to algorithm")
     failures: dict[str, Any] = {}
     requests: list[tuple[str, str, str]] = []
+    remote: dict[str, dict[str, str]] = {}
     for user_id, devices in wanted.items():
         if not isinstance(devices, dict) or not all(isinstance(a, str) for a in devices.values()):
             raise bad_json("one_time_keys must map each user id to device ids and algorithms")
         if not req.hs.accounts.is_mine(user_id):
-            _unreachable(failures, user_id)
+            if await _federates(req):
+                remote[user_id] = devices
+            else:
+                _unreachable(failures, user_id)
             continue
         requests.extend((user_id, d, a) for d, a in devices.items())
     # Another tenant's users have no keys to claim, as if they did not exist.
     visible = await req.hs.tenancy.visible_users(req.user_id, {r[0] for r in requests})
     requests = [r for r in requests if r[0] in visible]
 
-    claimed = await req.hs.db.run(store.claim_keys, requests)
+    claimed = await claim_local_keys(req.hs, requests)
+    if remote:
+        found, remote_failures = await req.hs.federation.queries.keys_claim(remote)
+        claimed.update(found)
+        failures.update(remote_failures)
+    return {"one_time_keys": claimed, "failures": failures}
+
+
+async def claim_local_keys(hs, requests: list[tuple[str, str, str]]) -> dict[str, Any]:
+    """Claim one key per (user, device, algorithm) of local users; shared with federation."""
+    claimed = await hs.db.run(store.claim_keys, requests)
     result: dict[str, Any] = {}
     for user_id, device_id, algorithm, key_id, key_json in claimed:
-        req.hs.sync.e2e_counts.invalidate(user_id, device_id)
+        hs.sync.e2e_counts.invalidate(user_id, device_id)
         result.setdefault(user_id, {}).setdefault(device_id, {})[f"{algorithm}:{key_id}"] = \
             json.loads(key_json)
-    return {"one_time_keys": result, "failures": failures}
+    return result
 
 
 # ---- /keys/changes -----------------------------------------------------------------------

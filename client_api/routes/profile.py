@@ -8,6 +8,15 @@ _FIELDS = ("displayname", "avatar_url")
 
 
 async def _profile_or_404(req: Req, user_id: str) -> dict:
+    if not req.hs.accounts.is_mine(user_id) and req.hs.federation is not None:
+        # Another server's user: ask their server (users of tenants closed to federation
+        # see no one outside).
+        federation = req.hs.federation
+        remote = await federation.queries.profile(user_id) \
+            if federation.exposure.tenant_open(await req.hs.tenancy.tenant_of(req.user_id)) else None
+        if remote is None:
+            raise not_found("profile not found")
+        return remote
     profile = await req.hs.profiles.get(user_id)
     appservices = getattr(req.hs, "appservices", None)
     if profile is None and appservices is not None and await appservices.queries.query_user(user_id):

@@ -138,7 +138,7 @@ async def _visible_event(req: Req, room_id: str, event_id: str):
     if ev is None or ev.room_id != room_id or await req.hs.tenancy.head_for(req.user_id, room_id) is None:
         raise not_found("event not found")
     hist = await visibility.require_can_read(req.hs, room_id, req.user_id)
-    if not hist.may_see(ev):
+    if not await visibility.visible_events(req.hs, hist, room_id, [ev]):
         raise not_found("event not found")
     return ev, hist
 
@@ -208,12 +208,18 @@ async def messages(req: Req, room_id: str):
     f = parse_event_filter(req)
     stored = await req.hs.db.run(
         events_store.paginate_room, room_id, start, direction, limit, to_pos, f.sql_lists())
+    if direction == "b" and req.hs.federation is not None \
+            and await req.hs.federation.backfill.fill(room_id, limit, start[0], stored, len(stored) < limit):
+        # Paged into a gap (or past the oldest event) of a room shared with other servers:
+        # they sent the events missing there.
+        stored = await req.hs.db.run(
+            events_store.paginate_room, room_id, start, direction, limit, to_pos, f.sql_lists())
     head = await req.hs.room_heads.get(room_id)
     events = req.hs.event_cache.from_stored_list(stored, head.room_version.identifier)
     # The last row's position is the next token; wildcard types are matched here.
     not_ignored = await _not_ignored(req)
-    visible = [e for e in events if hist.may_see(e) and not_ignored(e)
-               and (f.passes_all or f.allows(e.type, e.sender, e.content))]
+    visible = [e for e in await visibility.visible_events(req.hs, hist, room_id, events)
+               if not_ignored(e) and (f.passes_all or f.allows(e.type, e.sender, e.content))]
     result: dict[str, Any] = {
         "chunk": await serialize_for(req, visible, hist),
         "start": from_token or topo_token(start),
@@ -258,8 +264,10 @@ async def context(req: Req, room_id: str, event_id: str):
         state_events = [e for k, e in state.items() if k[0] != "m.room.member" or k[1] in senders]
     return {
         "event": (await serialize_for(req, [ev], hist))[0],
-        "events_before": await serialize_for(req, [e for e in before if hist.may_see(e) and not_ignored(e)], hist),
-        "events_after": await serialize_for(req, [e for e in after if hist.may_see(e) and not_ignored(e)], hist),
+        "events_before": await serialize_for(
+            req, [e for e in await visibility.visible_events(req.hs, hist, room_id, before) if not_ignored(e)], hist),
+        "events_after": await serialize_for(
+            req, [e for e in await visibility.visible_events(req.hs, hist, room_id, after) if not_ignored(e)], hist),
         "start": topo_token((first.depth, first.stream_ordering)),
         "end": topo_token((last.depth, last.stream_ordering)),
         "state": await serialize_for(req, state_events),

@@ -27,13 +27,16 @@ def _reason(req: Req) -> str | None:
 
 
 async def _check_join_rate(req: Req) -> None:
-    # Every room is joined locally until federation: rc_joins.remote does not apply yet.
+    # Joins through other servers (federation) count here too; rc_joins.remote is not
+    # applied separately yet.
     await req.hs.ratelimiter.check_user(req, "rc_joins_local", req.hs.config.rc_joins.local)
 
 
 async def join(req: Req, room_id_or_alias: str):
     await _check_join_rate(req)
-    room_id = await req.hs.membership.join(req.user_id, room_id_or_alias, _reason(req))
+    # `server_name` (and the newer `via`) name servers to join another server's room through.
+    servers = req.query_list("server_name") + req.query_list("via")
+    room_id = await req.hs.membership.join(req.user_id, room_id_or_alias, _reason(req), servers=servers)
     return {"room_id": room_id}
 
 
@@ -42,8 +45,9 @@ async def join_by_id(req: Req, room_id: str):
 
 
 async def knock(req: Req, room_id_or_alias: str):
-    # `via` / `server_name` name servers to knock through: every room we can knock on is here.
-    room_id = await req.hs.membership.knock(req.user_id, room_id_or_alias, _reason(req))
+    # `via` / `server_name` name servers to knock through (another server's room).
+    servers = req.query_list("server_name") + req.query_list("via")
+    room_id = await req.hs.membership.knock(req.user_id, room_id_or_alias, _reason(req), servers=servers)
     return {"room_id": room_id}
 
 

@@ -131,8 +131,8 @@ async def get_presence(req: Req, user_id: str):
     if user_id != req.user_id and (user_id not in req.hs.sync.sharing_users(req.user_id)
                                    or not await req.hs.tenancy.visible_users(req.user_id, [user_id])):
         raise forbidden("you do not share a room with this user")
-    if not await req.hs.db.run(_user_exists, user_id):
-        raise not_found("unknown user")
+    if req.hs.accounts.is_mine(user_id) and not await req.hs.db.run(_user_exists, user_id):
+        raise not_found("unknown user")  # (another server's user: known from a shared room)
     return req.hs.sync.presence.event_for(user_id)["content"]
 
 

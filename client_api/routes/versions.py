@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from client_api.http import Req, Router
+from homeserver.errors import MatrixError
 from homeserver.room_versions import KNOWN_ROOM_VERSIONS
 
 SPEC_VERSIONS = ["r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6"]
@@ -15,6 +16,14 @@ async def versions(req: Req):
 
 async def well_known(req: Req):
     return {"m.homeserver": {"base_url": req.hs.config.public_baseurl.rstrip("/")}}
+
+
+async def well_known_server(req: Req):
+    # Delegation for other servers (federation.well_known_server); 404 when not configured.
+    delegated = req.hs.config.federation.well_known_server
+    if not delegated:
+        raise MatrixError(404, "M_NOT_FOUND", "no server delegation is configured")
+    return {"m.server": delegated}
 
 
 async def capabilities(req: Req):
@@ -34,4 +43,5 @@ async def capabilities(req: Req):
 def register(router: Router) -> None:
     router.add("GET", "/_matrix/client/versions", versions, auth=False)
     router.add("GET", "/.well-known/matrix/client", well_known, auth=False)
+    router.add("GET", "/.well-known/matrix/server", well_known_server, auth=False)
     router.client("GET", "/capabilities", capabilities)
