@@ -601,3 +601,98 @@ def test_long_poll_ignores_what_the_connection_does_not_ask_for(new_user):
     b.ok("PUT", f"/rooms/{quote(room_id)}/typing/{quote(b.user_id)}", {"typing": True, "timeout": 30000})
     t.join(10)
     assert result["elapsed"] >= 1.4 and result["value"]["rooms"] == {}
+
+
+# ---- bad input -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("body", [
+    {"conn_id": 5},
+    {"lists": []},
+    {"lists": {"a": "list"}},
+    {"lists": {"a": {"ranges": [[0, 5]], "timeline_limit": 1}}},              # no required_state
+    {"lists": {"a": {"ranges": [[0, 5]], "required_state": []}}},             # no timeline_limit
+    {"lists": {"a": {"ranges": [[5, 0]], "timeline_limit": 1, "required_state": []}}},
+    {"lists": {"a": {"ranges": [[0]], "timeline_limit": 1, "required_state": []}}},
+    {"lists": {"a": {"ranges": [[-1, 3]], "timeline_limit": 1, "required_state": []}}},
+    {"lists": {"a": {"ranges": [["0", "3"]], "timeline_limit": 1, "required_state": []}}},
+    {"lists": {"a": {"ranges": "0-3", "timeline_limit": 1, "required_state": []}}},
+    {"lists": {"a": {"ranges": [[0, 3]], "timeline_limit": -1, "required_state": []}}},
+    {"lists": {"a": {"ranges": [[0, 3]], "timeline_limit": 1001, "required_state": []}}},
+    {"lists": {"a": {"ranges": [[0, 3]], "timeline_limit": True, "required_state": []}}},
+    {"lists": {"a": {"ranges": [[0, 3]], "timeline_limit": 1, "required_state": [["m.room.name"]]}}},
+    {"lists": {"a": {"ranges": [[0, 3]], "timeline_limit": 1, "required_state": [["a", 1]]}}},
+    {"lists": {"a": {"ranges": [[0, 3]], "timeline_limit": 1, "required_state": {"include": []}}}},
+    {"lists": {"a": {"ranges": [[0, 3]], "timeline_limit": 1, "required_state": [], "filters": []}}},
+    {"lists": {"a": {"ranges": [[0, 3]], "timeline_limit": 1, "required_state": [],
+                     "filters": {"is_dm": "yes"}}}},
+    {"lists": {"a": {"ranges": [[0, 3]], "timeline_limit": 1, "required_state": [],
+                     "filters": {"spaces": "!space:x"}}}},
+    {"lists": {"a": {"ranges": [[0, 3]], "timeline_limit": 1, "required_state": [],
+                     "filters": {"room_types": [1]}}}},
+    {"lists": {"x" * 65: {"ranges": [[0, 3]], "timeline_limit": 1, "required_state": []}}},
+    {"lists": {str(i): {"timeline_limit": 1, "required_state": []} for i in range(101)}},
+    {"room_subscriptions": {"!r:x": {"timeline_limit": 1}}},
+    {"room_subscriptions": ["!r:x"]},
+    {"extensions": {"to_device": {"enabled": True, "since": "abc"}}},
+    {"extensions": {"to_device": {"enabled": True, "since": 5}}},
+    {"extensions": {"to_device": {"enabled": "yes"}}},
+    {"extensions": {"typing": {"enabled": True, "lists": "all"}}},
+    {"extensions": []},
+])
+def test_malformed_bodies_are_bad_json(new_user, body):
+    a = new_user()
+    status, err = a.ss_raw(body)
+    assert (status, err["errcode"]) == (400, "M_BAD_JSON"), (body, err)
+
+
+def test_unparsable_and_odd_requests(world, new_user):
+    a = new_user()
+    status, err = a.ss_raw(None, raw=b"{not json")
+    assert (status, err["errcode"]) == (400, "M_NOT_JSON")
+    status, err = a.ss_raw(None, raw=b"[]")
+    assert (status, err["errcode"]) == (400, "M_BAD_JSON")
+    status, err = a.ss_raw({}, timeout="soon")  # type: ignore[arg-type]
+    assert (status, err["errcode"]) == (400, "M_INVALID_PARAM")
+    status, err = Http(world.srv.base_url).request("POST", SS, {})
+    assert (status, err["errcode"]) == (401, "M_MISSING_TOKEN")
+    status, _ = a.http.request("GET", SS)
+    assert status in (404, 405)  # POST only, as Synapse
+    # Unknown extensions and fields are ignored; an empty body is a valid request.
+    status, resp = a.ss_raw({"extensions": {"org.example.future": {"enabled": True}}, "novel": 1,
+                             "unsubscribe_rooms": ["!x:y"]})
+    assert status == 200 and resp["rooms"] == {} and resp["lists"] == {}
+    status, resp = a.ss_raw({"lists": {"a": {"slow_get_all_rooms": True, "ranges": [[9, 1]],
+                                             "timeline_limit": 0, "required_state": []}}})
+    assert status == 200
+    status, resp = a.ss_raw({"lists": {"a": window(0, 2**40)}})
+    assert status == 200 and resp["lists"]["a"]["count"] == 0
+
+
+# ---- tenancy -------------------------------------------------------------------------
+
+def test_another_tenants_rooms_users_and_devices_never_show(world, new_user):
+    alice, carol = new_user("acme"), new_user("acme")
+    bob = new_user("globex")
+    acme_room = alice.create_room(name="acme", invite=[carol.user_id])
+    carol.join(acme_room)
+    globex_room = bob.create_room(name="globex secret")
+    globex_space = bob.create_room(name="globex space", creation_content={"type": "m.space"})
+    bob.put_state(globex_space, "m.space.child", {"via": ["test.local"]}, acme_room)
+    sub = {"timeline_limit": 10, "required_state": [["*", "*"]]}
+    body = {"lists": {"all": window(0, 99), "space": window(0, 99, filters={"spaces": [globex_space]})},
+            "room_subscriptions": {globex_room: sub, globex_space: sub},
+            "extensions": {"e2ee": {"enabled": True}, "typing": {"enabled": True},
+                           "receipts": {"enabled": True}, "account_data": {"enabled": True}}}
+    resp = alice.ss(body)
+    assert room_ids(resp) == [acme_room] and room_ids(resp, "space") == []
+    assert set(resp["rooms"]) == {acme_room}
+    # bob's activity (a new device, typing, messages in his rooms) reaches alice nowhere.
+    _login_again(world, bob)
+    bob.ok("PUT", f"/rooms/{quote(globex_room)}/typing/{quote(bob.user_id)}", {"typing": True, "timeout": 30000})
+    bob.send(globex_room, "globex only")
+    _login_again(world, carol)
+    resp = alice.ss(body)
+    assert resp["extensions"]["e2ee"]["device_lists"] == {"changed": [carol.user_id], "left": []}
+    assert resp["rooms"] == {} and resp["extensions"]["typing"]["rooms"] == {}
+    text = str(resp)
+    assert bob.user_id not in text and globex_room not in text and globex_space not in text
