@@ -226,6 +226,15 @@ class PushConfig(_Strict):
         return _check_cidrs(v)
 
 
+class SlidingSyncConfig(_Strict):
+    # Sliding sync (MSC4186) connection state lives in memory: at most this many
+    # connections (least recently used dropped), each forgotten after this long unused.
+    # A dropped connection's next request is answered M_UNKNOWN_POS and the client
+    # starts a new one.
+    max_connections: int = Field(10_000, ge=1)
+    connection_ttl_seconds: int = Field(3_600, ge=1)
+
+
 class RateLimit(_Strict):
     """A token bucket: `burst_count` actions at once, refilled at `per_second`."""
     per_second: float = Field(gt=0)
@@ -275,6 +284,7 @@ class Config(_Strict):
     search: SearchConfig = SearchConfig()
     shutdown: ShutdownConfig = ShutdownConfig()
     push: PushConfig = PushConfig()
+    sliding_sync: SlidingSyncConfig = SlidingSyncConfig()
     # Rate limits (Synapse's keys and defaults): 429 M_LIMIT_EXCEEDED with retry_after_ms.
     rc_message: RateLimit = _rate(0.2, 10)        # events sent, per user
     rc_registration: RateLimit = _rate(0.17, 3)   # registrations, per client IP

@@ -14,6 +14,7 @@ from sync.lazy_members import SentMembers
 from sync.notifier import Notifier
 from sync.presence import Presence
 from sync.receipts import Receipts
+from sync.room_list import RoomList
 from sync.tokens import StreamToken
 from sync.timeline_cache import TimelineCache
 from sync.to_device import ToDevice
@@ -43,8 +44,11 @@ class SyncEngine:
         self.room_log: ChangeLog = ChangeLog(0)
         self.sent_members = SentMembers()
         self.e2e_counts = E2ECounts(hs)
+        self.room_list = RoomList(hs, self)  # rooms in activity order, for sliding sync
         from sync.sync_handler import SyncHandler
         self.handler = SyncHandler(hs, self)
+        from sync.sliding_sync import SlidingSync
+        self.sliding = SlidingSync(hs, self)
 
     async def start(self) -> None:
         for part in (self.receipts, self.account_data, self.to_device, self.device_lists):
@@ -60,6 +64,7 @@ class SyncEngine:
     def forget_room(self, room_id: str) -> None:
         """A deleted room: drop everything the engine remembers of it."""
         self.timeline_cache.forget_room(room_id)
+        self.room_list.forget_room(room_id)
         self.user_rooms.drop_room(room_id)
         self.handler._visibility.pop(room_id, None)
         self.handler._receipts_loaded.discard(room_id)
@@ -140,6 +145,7 @@ class SyncEngine:
     def _on_events(self, events: list[Event]) -> None:
         self.user_rooms.on_events(events)
         self.timeline_cache.on_events(events)
+        self.room_list.on_events(events)
         self.handler.on_events(events)
         wake: set[str] = set()
         woken_rooms: set[str] = set()

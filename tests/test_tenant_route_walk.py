@@ -90,6 +90,8 @@ NOT_WALKED = {
     "POST /_matrix/client/v3/publicRooms": "lists the asker's tenant only (test_tenancy.py)",
     "POST /_matrix/client/v3/user_directory/search": "finds the asker's tenant only (test_tenancy.py)",
     "GET /_matrix/client/v3/sync": "device lists and presence: test_tenancy.py",
+    "POST /_matrix/client/unstable/org.matrix.simplified_msc3575/sync":
+        "body: CASES 'sliding sync subscription'; lists, spaces filter and extensions: test_sliding_sync.py",
     "PUT /_matrix/client/v3/sendToDevice/{event_type}/{txn_id}": "body: CASES 'sendToDevice'",
     "GET /_matrix/client/v3/pushrules": _OWN,
     "GET /_matrix/client/v3/pushrules/global": _OWN,
@@ -351,7 +353,7 @@ def body_for(things: Things) -> dict[str, Any]:
             "new_version": "12"}
 
 
-_VOLATILE = ("event_id", "session", "next_batch")
+_VOLATILE = ("event_id", "session", "next_batch", "pos")
 
 
 def _request(http: Http, method: str, path: str, body: dict | None) -> tuple[int, Any]:
@@ -525,6 +527,11 @@ CASES: dict[str, Case] = {
                                 lambda t: None),
     "thirdparty location": ("GET", lambda a, t: f"{V3}/thirdparty/location?alias={q(t.alias)}", lambda t: None),
     "thirdparty user": ("GET", lambda a, t: f"{V3}/thirdparty/user?userid={q(t.user)}", lambda t: None),
+    "sliding sync subscription": ("POST", lambda a, t: "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync",
+                                  lambda t: {"conn_id": _txn(), "room_subscriptions": {t.room: {
+                                      "timeline_limit": 10, "required_state": [["*", "*"]]}},
+                                      "lists": {"l": {"ranges": [[0, 9]], "timeline_limit": 1, "required_state": [],
+                                                      "filters": {"spaces": [t.room]}}}}),
 }
 
 

@@ -22,6 +22,7 @@ from client_api.routes import (
     room_events,
     rooms,
     search,
+    sliding_sync,
     spaces,
     sync,
     synapse_admin_media,
@@ -36,7 +37,7 @@ from client_api.routes import (
 
 def register_all_routes(router: Router) -> None:
     for module in (versions, account, devices, profile, rooms, room_events, directory,
-                   account_data, user_directory, sync, search,
+                   account_data, user_directory, sync, sliding_sync, search,
                    push_rules, client_misc, keys, key_backup, admin, appservice, spaces, reports,
                    openid, thirdparty, legacy_events, media, relations,
                    admin_export, synapse_admin_users, synapse_admin_rooms, synapse_admin_reports,

@@ -11,7 +11,9 @@ SPEC_VERSIONS = ["r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6"]
 async def versions(req: Req):
     # Authenticated media (v1.11's /_matrix/client/v1/media) is served: clients that look
     # for this flag use it without the server claiming all of v1.11.
-    return {"versions": SPEC_VERSIONS, "unstable_features": {"org.matrix.msc3916.stable": True}}
+    # Simplified sliding sync (MSC4186) on Synapse's unstable path: docs/sliding-sync.md.
+    return {"versions": SPEC_VERSIONS, "unstable_features": {"org.matrix.msc3916.stable": True,
+                                                             "org.matrix.simplified_msc3575": True}}
 
 
 async def well_known(req: Req):
