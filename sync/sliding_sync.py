@@ -16,6 +16,7 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable
 
+from homeserver.filtering import EventFilter
 from homeserver.pagination import topo_token
 from storage import sync as sync_store
 from sync import sliding_extensions
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from sync.engine import SyncEngine
 
 STRIPPED = ("invite", "knock")
+_ALL_EVENTS = EventFilter()  # sliding sync timelines are unfiltered
 
 
 class _Send:
@@ -306,7 +308,8 @@ class SlidingSync:
                                  0 if fresh else send.lower, upto, fresh or not joined, send.m_stream)
             groups.setdefault((send.config.timeline_limit, fresh), []).append(send.plan)
         for (limit, fresh), plans in groups.items():
-            await self.engine.handler.load_timelines(user_id, plans, limit, None if fresh else since, ignored)
+            await self.engine.handler.load_timelines(user_id, plans, limit, _ALL_EVENTS,
+                                                     None if fresh else since, ignored)
 
     async def _room_entry(self, user_id: str, send: _Send, since: StreamToken | None, now: StreamToken,
                           device_key: str, tags: RoomTagsOfUser,

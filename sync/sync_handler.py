@@ -561,17 +561,6 @@ class SyncHandler:
 
     # ---- public hooks for sliding sync (sync/sliding_sync.py) -------------------------
 
-    async def has_news(self, user_id: str, device_id: str, since: StreamToken) -> bool:
-        """Whether anything concerning the user happened after `since` (memory only once
-        the user is known): a long-poll waits until this is true."""
-        return await self._has_news(user_id, device_id, since)
-
-    async def load_timelines(self, user_id: str, plans: list[RoomPlan], limit: int,
-                             since: StreamToken | None, ignored: frozenset[str]) -> None:
-        """Fill each plan's events and `limited` (unfiltered timelines; ignored users and
-        history visibility applied), from the timeline cache or in one statement."""
-        await self._load_timelines(user_id, plans, limit, _NO_FILTER.room.timeline, since, ignored)
-
     async def serialize(self, events: list[Event], device_key: str, bundle_for: str | None) -> list:
         return await self._serialize(events, device_key, _NO_FILTER, bundle_for)
 
@@ -586,9 +575,6 @@ class SyncHandler:
             return await self._stripped_state(room_id, user_id)
         entry = await self._invite_entry(room_id, user_id, ignored)
         return None if entry is None else entry["invite_state"]["events"]
-
-    async def remember_receipt_streams(self, room_ids: list[str]) -> None:
-        await self._remember_receipt_streams(room_ids)
 
     def _no_longer_sharing(self, user_id: str, plans: list[RoomPlan]) -> set[str]:
         """Users who left (or were removed from, or saw us leave) a room in this sync's
