@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -179,6 +180,22 @@ def serving(srv: ServerProcess) -> Iterator[ServerProcess]:
         srv.stop_postgres()
 
 
+def exchange(req: urllib.request.Request, timeout: float = 30,
+             context: ssl.SSLContext | None = None) -> tuple[int, Any]:
+    """Send a prepared request: (status, decoded JSON), or the raw bytes of an error body
+    that is not JSON."""
+    try:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
+            payload = resp.read()
+            return resp.status, json.loads(payload) if payload else None
+    except urllib.error.HTTPError as e:
+        payload = e.read()
+        try:
+            return e.code, json.loads(payload)
+        except ValueError:
+            return e.code, payload
+
+
 class Http:
     """Tiny blocking JSON client for raw protocol checks. `user_id` and `device_id` are
     set when it is a registered user's (`new_user`)."""
@@ -199,16 +216,7 @@ class Http:
             req.add_header("Authorization", f"Bearer {tok}")
         for k, v in (headers or {}).items():
             req.add_header(k, v)
-        try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                payload = resp.read()
-                return resp.status, json.loads(payload) if payload else None
-        except urllib.error.HTTPError as e:
-            payload = e.read()
-            try:
-                return e.code, json.loads(payload)
-            except ValueError:
-                return e.code, payload
+        return exchange(req)
 
     def register(self, username: str, password: str = "secret-pw") -> dict:
         status, body = self.request("POST", "/_matrix/client/v3/register", {

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ from signedjson.key import decode_signing_key_base64
 from signedjson.sign import sign_json
 
 from homeserver.config import lifted_rate_limits_yaml
-from tests.server_harness import REPO, Http, ServerProcess, free_port
+from tests.server_harness import REPO, Http, ServerProcess, exchange, free_port
 
 
 _CA: tuple[Path, Any] | None = None
@@ -138,16 +137,7 @@ class FedHttp:
                                                      body))
         for k, v in (headers or {}).items():
             req.add_header(k, v)
-        try:
-            with urllib.request.urlopen(req, timeout=60, context=self.ctx) as resp:
-                payload = resp.read()
-                return resp.status, json.loads(payload) if payload else None
-        except urllib.error.HTTPError as e:
-            payload = e.read()
-            try:
-                return e.code, json.loads(payload)
-            except ValueError:
-                return e.code, payload
+        return exchange(req, timeout=60, context=self.ctx)
 
 
 def x_matrix(origin: FederatedServer, method: str, uri: str, destination: str, content: Any = None) -> str:
