@@ -1,21 +1,20 @@
 """Shared-secret registration (`/_synapse/admin/v1/register`) as Synapse's own
 `register_new_matrix_user` script does it. The script comes from PyPI's matrix-synapse,
-installed once into a virtualenv cached under ~/.cache (ERP_HS_TEST_CACHE overrides);
+installed once into the virtualenv the federation tests use (tests/federation/synapse_harness.py);
 when it cannot be installed (no registry), the test replays the script's exact HTTP
 exchange instead (nonce, then HMAC-SHA1 over nonce/user/password/admin) and says so."""
 from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import subprocess
-import sys
 import warnings
 from pathlib import Path
 
 import psycopg2
 import pytest
 
+from tests.federation.synapse_harness import synapse_python
 from tests.server_harness import Http, ServerProcess
 
 # The first run may install matrix-synapse (a minute or two) before its first test.
@@ -25,19 +24,13 @@ SERVER = "test.local"
 
 
 def _script() -> Path | None:
-    cache = Path(os.environ.get("ERP_HS_TEST_CACHE", Path.home() / ".cache" / "erp-homeserver-tests"))
-    venv = cache / "synapse-venv"
-    script = venv / "bin" / "register_new_matrix_user"
-    if script.exists():
-        return script
+    """Synapse's own script, from the tests' cached Synapse (the federation tests' install)."""
     try:
-        cache.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=120)
-        subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "matrix-synapse"], check=True,
-                       capture_output=True, timeout=900)
+        python = synapse_python()
     except (subprocess.SubprocessError, OSError) as e:
         warnings.warn(f"matrix-synapse could not be installed ({e}); replaying its HTTP exchange instead")
         return None
+    script = python.parent / "register_new_matrix_user"
     return script if script.exists() else None
 
 
