@@ -18,8 +18,10 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/homeserver run-all --config $(CONFIG)
 
+# Two workers, each taking whole test files (their module-scoped servers stay on one
+# worker): the long outage tests wait side by side with the rest.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 clean:
 	rm -rf $(VENV) data

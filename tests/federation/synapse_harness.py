@@ -7,6 +7,7 @@ off ip_range_blacklist since our server names are IP literals) and retries of a 
 was down are quick."""
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -28,13 +29,16 @@ def synapse_python() -> Path:
     venv = cache / "synapse-venv"
     python = venv / "bin" / "python"
     check = [str(python), "-c", "import synapse.app.homeserver"]
-    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
-        return python
     cache.mkdir(parents=True, exist_ok=True)
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=300)
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", f"matrix-synapse=={SYNAPSE_VERSION}"],
-                   check=True, capture_output=True, timeout=1800)
+    # Test workers run in parallel (pytest-xdist): one installs, the others wait for it.
+    with open(cache / "synapse-venv.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
+            return python
+        if not python.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=300)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", f"matrix-synapse=={SYNAPSE_VERSION}"],
+                       check=True, capture_output=True, timeout=1800)
     return python
 
 
