@@ -1,19 +1,22 @@
 """Federation benchmark (not a test): how long a message takes to reach a user on another
 server, for a Synapse peer and for another instance of this server, and how much CPU this
-server spends per PDU it receives (from either kind of peer).
+server spends per PDU it receives (from either kind of peer); and, for reference, the
+same between two Synapses on the same machine.
 
-    python -m bench.federation_bench [--messages 200] [--inbound 500]
+    python -m bench.federation_bench [--messages 200] [--inbound 500] [--json PATH]
 
-It starts three servers on loopback with the tests' harness (two of ours, one Synapse
+It starts four servers on loopback with the tests' harness (two of ours, two Synapses
 from the cached virtualenv, see tests/federation/synapse_harness.py), makes a room on
-ours with a user of each peer in it, and:
-  * sends --messages messages one at a time from our user; each peer's user long-polls
-    /sync, and the delay from the send's 200 to the message showing up in that sync is
-    recorded (p50 / p90 / p99 / max);
-  * has each peer's user send --inbound messages (a few at a time), and reads the CPU
-    time of our process and of its PostgreSQL (from /proc) before and after, until all
-    have arrived: CPU per inbound PDU.
-Prints a Markdown table."""
+ours with a user of ours, of our peer and of the first Synapse in it, and a room on the
+first Synapse with a user of the second, and:
+  * sends --messages messages one at a time from the room creator (ours; the first
+    Synapse); each remote user long-polls /sync, and the delay from the send's 200 to the
+    message showing up in that sync is recorded (p50 / p90 / p99 / max);
+  * has a remote user send --inbound messages (a few at a time) to the room's creator,
+    and reads the CPU time of the receiving server's process (from /proc; ours: and of
+    its PostgreSQL; the harness's Synapses keep SQLite in their own process) before and
+    after, until all have arrived: CPU per inbound PDU.
+Prints Markdown tables."""
 from __future__ import annotations
 
 import argparse
@@ -27,7 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
 
-from bench.procstats import cpu_seconds, postgres_cpu_seconds
+from bench.common import command_line, report
+from bench.procstats import CpuMeter
 from tests.federation.harness import V3, FederatedServer, bodies, user, wait_for
 from tests.federation.synapse_harness import SynapseServer
 
@@ -92,64 +96,91 @@ def latency(sender, room_id: str, peers: dict[str, object], n: int) -> dict[str,
             for name, w in watchers.items()}
 
 
-def inbound_cpu(ours: FederatedServer, receiver, room_id: str, sender, n: int) -> float:
-    """CPU ms (our process + its PostgreSQL) per PDU received from `sender`'s server; the
-    arrivals are watched with one long-polling /sync, as a client would."""
+def inbound_cpu(meter: CpuMeter, receiver, room_id: str, sender, n: int,
+                quiet_s: float = 30) -> tuple[float, float, int]:
+    """CPU ms (the receiving server's process, its PostgreSQL) per PDU received from
+    `sender`'s server, and how many of the `n` arrived; the arrivals are watched with one
+    long-polling /sync of `receiver`, as a client would. Waits until all have arrived or
+    none has for `quiet_s`; the CPU is read as of the last arrival."""
     watcher = Arrivals(receiver, room_id)
     watcher.start()
-    pid = ours.proc.pid
-    postmaster = int((ours.data_dir / "postgres" / "postmaster.pid").read_text().split()[0])
-    tag = uuid.uuid4().hex[:6]
-    before = cpu_seconds(pid) + postgres_cpu_seconds(postmaster)
+    tag = f"inbound {uuid.uuid4().hex[:6]} "
+    meter.start()
     with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda i: send(sender, room_id, f"inbound {tag} {i}"), range(n)))
-    wait_for(lambda: sum(1 for b in list(watcher.seen) if b.startswith(f"inbound {tag}")) >= n,
-             timeout=600, interval=0.2, what="every inbound message")
-    after = cpu_seconds(pid) + postgres_cpu_seconds(postmaster)
+        list(pool.map(lambda i: send(sender, room_id, f"{tag}{i}"), range(n)))
+    arrived, cpu, last_change = -1, (0.0, 0.0), time.monotonic()
+    while arrived < n and time.monotonic() - last_change < quiet_s:
+        count = sum(1 for b in list(watcher.seen) if b.startswith(tag))
+        if count != arrived:
+            arrived, cpu, last_change = count, meter.stop(), time.monotonic()
+        time.sleep(0.2)
     watcher.stop()
-    return (after - before) * 1000 / n
+    return cpu[0] * 1000 / max(1, arrived), cpu[1] * 1000 / max(1, arrived), arrived
+
+
+def shared_room(creator, home, members: list) -> str:
+    """A public room created by `creator` on its server `home`, joined by `members` (users
+    of other servers), once a first message has reached every one of them."""
+    status, room = creator.request("POST", f"{V3}/createRoom", {"preset": "public_chat"})
+    assert status == 200, room
+    room_id = room["room_id"]
+    for client in members:
+        status, body = client.request("POST", f"{V3}/join/{quote(room_id)}?server_name={quote(home.server_name)}", {})
+        assert status == 200, body
+    send(creator, room_id, "warm-up")
+    wait_for(lambda: all("warm-up" in bodies(c, room_id) for c in members), what="warm-up")
+    return room_id
+
+
+def table(lat: dict[str, list[float]], cpu: dict[str, tuple[float, float | None, int]], args) -> str:
+    rows = [f"### Federation ({args.messages} messages, {args.inbound} inbound PDUs per leg)\n",
+            "| delivery latency, ms | p50 | p90 | p99 | max | delivered |", "|---|---|---|---|---|---|"]
+    rows += [f"| {name} | {pct(v, 50):.1f} | {pct(v, 90):.1f} | {pct(v, 99):.1f} | {max(v, default=float('nan')):.1f}"
+             f" | {len(v)}/{args.messages} |" for name, v in lat.items()]
+    rows += ["", "| receiving server's CPU per inbound PDU, ms | process | PostgreSQL | total | arrived |",
+             "|---|---|---|---|---|"]
+    rows += [f"| {name} | {server:.2f} | {'(SQLite, in process)' if pg is None else f'{pg:.2f}'}"
+             f" | {server + (pg or 0):.2f} | {arrived}/{args.inbound} |" for name, (server, pg, arrived) in cpu.items()]
+    return "\n".join(rows) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--inbound", type=int, default=500)
+    parser.add_argument("--json", help="write the raw results here")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="federation-bench-"))
     ours, peer = FederatedServer(work / "ours"), FederatedServer(work / "peer")
-    synapse = SynapseServer(work / "synapse")
-    for s in (ours, peer, synapse):
+    synapse, synapse2 = SynapseServer(work / "synapse"), SynapseServer(work / "synapse2")
+    for s in (ours, peer, synapse, synapse2):
         s.start()
     try:
-        alice, bob, sam = user(ours, "alice"), user(peer, "bob"), user(synapse, "sam")
-        status, room = alice.request("POST", f"{V3}/createRoom", {"preset": "public_chat"})
-        room_id = room["room_id"]
-        for client in (bob, sam):
-            status, body = client.request("POST", f"{V3}/join/{quote(room_id)}?server_name={quote(ours.server_name)}", {})
-            assert status == 200, body
-        send(alice, room_id, "warm-up")
-        wait_for(lambda: "warm-up" in bodies(bob, room_id) and "warm-up" in bodies(sam, room_id), what="warm-up")
-        lat = latency(alice, room_id, {"a Synapse peer": sam, "a peer of ours": bob}, args.messages)
-        cpu = {"from Synapse": inbound_cpu(ours, alice, room_id, sam, args.inbound),
-               "from a peer of ours": inbound_cpu(ours, alice, room_id, bob, args.inbound)}
+        alice, bob, sam, sue = user(ours, "alice"), user(peer, "bob"), user(synapse, "sam"), user(synapse2, "sue")
+        room_id = shared_room(alice, ours, [bob, sam])
+        synapse_room = shared_room(sam, synapse, [sue])
+        postmaster = int((ours.data_dir / "postgres" / "postmaster.pid").read_text().split()[0])
+        ours_meter = CpuMeter(ours.proc.pid, postmaster)
+        lat = {f"ours -> {name}": v for name, v in
+               latency(alice, room_id, {"Synapse": sam, "ours": bob}, args.messages).items()}
+        lat.update(latency(sam, synapse_room, {"Synapse -> Synapse": sue}, args.messages))
+        cpu: dict[str, tuple[float, float | None, int]] = {
+            "Synapse -> ours": inbound_cpu(ours_meter, alice, room_id, sam, args.inbound),
+            "ours -> ours": inbound_cpu(ours_meter, alice, room_id, bob, args.inbound)}
+        server_ms, _, arrived = inbound_cpu(CpuMeter(synapse.proc.pid, None), sam, synapse_room, sue, args.inbound)
+        cpu["Synapse -> Synapse"] = (server_ms, None, arrived)  # its database (SQLite) is in its process
     finally:
-        for s in (synapse, peer, ours):
+        for s in (synapse2, synapse, peer, ours):
             s.stop()
         for s in (peer, ours):
             s.stop_postgres()
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\n### Federation ({args.messages} messages, {args.inbound} inbound PDUs per peer)\n")
-    print("| delivery latency, ms | p50 | p90 | p99 | max | delivered |")
-    print("|---|---|---|---|---|---|")
-    for name, values in lat.items():
-        print(f"| to a user on {name} | {pct(values, 50):.1f} | {pct(values, 90):.1f} | {pct(values, 99):.1f}"
-              f" | {max(values):.1f} | {len(values)}/{args.messages} |")
-    print("\n| our CPU per inbound PDU (process + PostgreSQL) | ms |")
-    print("|---|---|")
-    for name, value in cpu.items():
-        print(f"| {name} | {value:.2f} |")
-    print("\n" + json.dumps({"latency_ms": {k: {"p50": pct(v, 50), "p99": pct(v, 99)} for k, v in lat.items()},
-                             "cpu_ms_per_inbound_pdu": cpu}))
+    results = {"command": command_line("bench.federation_bench"),
+               "latency_ms": {k: {"p50": pct(v, 50), "p90": pct(v, 90), "p99": pct(v, 99),
+                                  "max": max(v, default=float("nan")), "delivered": len(v)} for k, v in lat.items()},
+               "cpu_ms_per_inbound_pdu": {k: {"process": server, "postgres": pg, "arrived": arrived}
+                                          for k, (server, pg, arrived) in cpu.items()}}
+    report(results, table(lat, cpu, args), args.json)
 
 
 if __name__ == "__main__":

@@ -64,6 +64,35 @@ def raise_fd_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+def parse_response(buf: bytearray) -> tuple[int, int, bytes] | None:
+    """(bytes consumed, status, body) of the complete HTTP/1.1 response at the start of
+    `buf`, or None while it is incomplete. Bodies come with a Content-Length (ours) or
+    chunked (Synapse; no trailers)."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = bytes(buf[:end]).decode("latin-1")
+    status = int(head.split(" ", 2)[1])
+    pos = end + 4
+    if not re.search(r"(?im)^transfer-encoding:\s*chunked", head):
+        m = re.search(r"(?im)^content-length:\s*(\d+)", head)
+        length = int(m.group(1)) if m else 0
+        return (pos + length, status, bytes(buf[pos:pos + length])) if len(buf) >= pos + length else None
+    chunks = []
+    while True:
+        line_end = buf.find(b"\r\n", pos)
+        if line_end < 0:
+            return None
+        size = int(bytes(buf[pos:line_end]).split(b";", 1)[0], 16)
+        start = line_end + 2
+        if len(buf) < start + size + 2:
+            return None
+        if size == 0:
+            return start + 2, status, b"".join(chunks)
+        chunks.append(bytes(buf[start:start + size]))
+        pos = start + size + 2
+
+
 class HttpConn(asyncio.Protocol):
     """One keep-alive HTTP/1.1 connection; one request at a time. The response's arrival
     time is taken when its last byte is read, before anything else is done with it."""
@@ -81,18 +110,12 @@ class HttpConn(asyncio.Protocol):
         self.buf += data
         if self.waiter is None or self.waiter.done():
             return
-        end = self.buf.find(b"\r\n\r\n")
-        if end < 0:
-            return
-        head = bytes(self.buf[:end]).decode("latin-1")
-        m = re.search(r"(?im)^content-length:\s*(\d+)", head)
-        length = int(m.group(1)) if m else 0
-        if len(self.buf) < end + 4 + length:
+        parsed = parse_response(self.buf)
+        if parsed is None:
             return
         now = time.perf_counter()
-        status = int(head.split(" ", 2)[1])
-        body = bytes(self.buf[end + 4:end + 4 + length])
-        del self.buf[:end + 4 + length]
+        consumed, status, body = parsed
+        del self.buf[:consumed]
         self.waiter.set_result((now, status, body))
 
     def connection_lost(self, exc) -> None:
@@ -208,7 +231,8 @@ async def send(api: Api, token: str, room_id: str, body: str) -> str:
 # ---- wake: N idle long-polls, one message ---------------------------------------------
 
 async def wake_round(api: Api, meter: CpuMeter, sender_token: str, room_id: str,
-                     polls: list[tuple[HttpConn, str, str, str]], settle_s: float) -> tuple[dict, list[str]]:
+                     polls: list[tuple[HttpConn, str, str, str]], settle_s: float,
+                     wait_s: float) -> tuple[dict, list[str]]:
     """`polls`: (connection, access token, filter id, since). Returns the round's figures
     and each poll's next token."""
     waiters = [conn.request("GET", sync_path(since, 120_000, filter_id), api.hostport, tok)
@@ -219,7 +243,7 @@ async def wake_round(api: Api, meter: CpuMeter, sender_token: str, room_id: str,
     t0 = time.perf_counter()
     event_id = await send(api, sender_token, room_id, "wake")
     ack = time.perf_counter() - t0
-    done, pending = await asyncio.wait(waiters, timeout=60)
+    done, pending = await asyncio.wait(waiters, timeout=wait_s)
     server_cpu, pg_cpu = meter.stop()
     latencies, tokens, missing = [], [], 0
     for w, (_, _, _, since) in zip(waiters, polls):
@@ -238,6 +262,7 @@ async def wake_round(api: Api, meter: CpuMeter, sender_token: str, room_id: str,
         w.cancel()
     n = len(polls)
     return {"long_polls": n, "finished_before_send": early, "delivered": len(latencies), "missing": missing,
+            "unanswered": len(pending),
             "send_ack_ms": 1000 * ack, "p50_ms": 1000 * pct(latencies, 50),
             "p99_ms": 1000 * pct(latencies, 99), "max_ms": 1000 * max(latencies, default=float("nan")),
             "server_cpu_ms": 1000 * server_cpu, "server_cpu_ms_per_delivery": 1000 * server_cpu / max(1, len(latencies)),
@@ -245,7 +270,7 @@ async def wake_round(api: Api, meter: CpuMeter, sender_token: str, room_id: str,
 
 
 async def wake_scenario(api: Api, meter: CpuMeter, users: list[tuple[str, str, str]], owner_token: str,
-                        rounds: int, server_pid: int | None) -> dict:
+                        rounds: int, server_pid: int | None, wait_s: float) -> dict:
     print(f"  room with {len(users)} members", file=sys.stderr)
     room_id = await make_room(api, owner_token, users, "all hands")
     print("  sync tokens", file=sys.stderr)
@@ -256,7 +281,7 @@ async def wake_scenario(api: Api, meter: CpuMeter, users: list[tuple[str, str, s
     results = []
     for r in range(rounds):
         polls = [(c, tok, fid, since) for c, (_, tok, fid), since in zip(conns, users, tokens)]
-        res, tokens = await wake_round(api, meter, owner_token, room_id, polls, settle)
+        res, tokens = await wake_round(api, meter, owner_token, room_id, polls, settle, wait_s)
         if server_pid:
             res["server_rss_mib"] = rss_mib(server_pid)
         print(f"  round {r + 1}: {json.dumps({k: round(v, 1) for k, v in res.items()})}", file=sys.stderr)
@@ -369,7 +394,8 @@ async def run(base_url: str, server_pid: int | None, postmaster_pid: int | None,
         print(f"  {json.dumps(results['fanout'])}", file=sys.stderr)
     if args.wake_rounds:
         print(f"wake: {args.users} long-polls, {args.wake_rounds} rounds", file=sys.stderr)
-        results["wake"] = await wake_scenario(api, meter, users, owner[1], args.wake_rounds, server_pid)
+        results["wake"] = await wake_scenario(api, meter, users, owner[1], args.wake_rounds, server_pid,
+                                              args.wake_wait)
     return results
 
 
@@ -393,6 +419,8 @@ def main() -> None:
     p.add_argument("--postmaster-pid", type=int, help="with --base-url: its PostgreSQL's postmaster pid")
     p.add_argument("--users", type=int, default=10_000)
     p.add_argument("--wake-rounds", type=int, default=3)
+    p.add_argument("--wake-wait", type=float, default=60,
+                   help="seconds to wait, after the send's answer, for the long-polls' answers")
     p.add_argument("--fanout-members", type=int, default=1000)
     p.add_argument("--fanout-messages", type=int, default=30)
     p.add_argument("--fanout-gap", type=float, default=0.5)

@@ -27,15 +27,14 @@ import asyncio
 import json
 import statistics
 import sys
-import tempfile
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from bench.matrix_bench import pct, register, start_ours
+from bench.common import ours
+from bench.matrix_bench import pct, register
 from bench.procstats import CpuMeter, rss_mib
 
 SS = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync"
@@ -215,19 +214,14 @@ def main() -> None:
     p.add_argument("--idle-polls", type=int, default=200)
     p.add_argument("--idle-timeout-ms", type=int, default=50)
     p.add_argument("--wake-rounds", type=int, default=100)
-    p.add_argument("--port", type=int, default=18448)
+    p.add_argument("--port", type=int, default=0, help="with --ours: its port (0: a free one)")
     args = p.parse_args()
     if args.ours == bool(args.base_url):
         p.error("give exactly one of --ours and --base-url")
     if args.ours:
-        workdir = Path(tempfile.mkdtemp(prefix="ssbench-"))
-        proc, target = start_ours(workdir, args.port)
-        try:
+        with ours("ssbench-", args.port) as target:
             meter = CpuMeter(target.server_pid, target.postmaster_pid)
             results = asyncio.run(run(args, target.base_url, None, None, meter, target.server_pid))
-        finally:
-            proc.terminate()
-            proc.wait(60)
         results["target"] = "ours"
     else:
         meter = CpuMeter(args.server_pid, args.postmaster_pid) if args.server_pid else None
