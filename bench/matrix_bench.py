@@ -29,13 +29,18 @@ NO_PRESENCE = json.dumps({"presence": {"not_types": ["*"]}, "account_data": {"no
 
 
 class Client:
-    def __init__(self, session: aiohttp.ClientSession, base: str, user_id: str = "", token: str = "") -> None:
+    """One user's JSON requests; paths are relative to `prefix` (the v3 client API unless
+    told otherwise)."""
+
+    def __init__(self, session: aiohttp.ClientSession, base: str, user_id: str = "", token: str = "",
+                 prefix: str = "/_matrix/client/v3") -> None:
         self.session, self.base, self.user_id, self.token = session, base, user_id, token
+        self.prefix = prefix
 
     async def req(self, method: str, path: str, body: Any = None, params: dict | None = None,
                   timeout: float = 120) -> tuple[int, Any]:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        async with self.session.request(method, self.base + "/_matrix/client/v3" + path, json=body,
+        async with self.session.request(method, self.base + self.prefix + path, json=body,
                                         params=params, headers=headers,
                                         timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
             return resp.status, await resp.json(content_type=None)

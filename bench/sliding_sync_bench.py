@@ -34,7 +34,7 @@ from typing import Any
 import aiohttp
 
 from bench.common import ours
-from bench.matrix_bench import pct, register
+from bench.matrix_bench import Client, pct, register
 from bench.procstats import CpuMeter, rss_mib
 
 SS = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync"
@@ -49,32 +49,13 @@ EXTENSIONS = {"e2ee": {"enabled": True}, "to_device": {"enabled": True}, "accoun
               "receipts": {"enabled": True}, "typing": {"enabled": True}}
 
 
-class User:
-    def __init__(self, session: aiohttp.ClientSession, base: str, token: str) -> None:
-        self.session, self.base, self.token = session, base, token
-        self.user_id = ""
-
-    async def req(self, method: str, path: str, body: Any = None, params: dict | None = None,
-                  timeout: float = 120) -> tuple[int, Any]:
-        async with self.session.request(method, self.base + path, json=body, params=params,
-                                        headers={"Authorization": f"Bearer {self.token}"},
-                                        timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
-            return resp.status, await resp.json(content_type=None)
-
-    async def ok(self, method: str, path: str, body: Any = None, params: dict | None = None) -> Any:
-        status, data = await self.req(method, path, body, params)
-        if status != 200:
-            raise RuntimeError(f"{method} {path} -> {status} {data}")
-        return data
-
-
 def window_body(conn_id: str) -> dict:
     return {"conn_id": conn_id, "lists": {"all": {"ranges": [[0, 19]], "timeline_limit": 1,
                                                   "required_state": ELEMENT_X_STATE}},
             "extensions": EXTENSIONS}
 
 
-async def setup(user: User, peer: User, rooms: int) -> str:
+async def setup(user: Client, peer: Client, rooms: int) -> str:
     user.user_id = (await user.ok("GET", V3 + "/account/whoami"))["user_id"]
     peer.user_id = (await peer.ok("GET", V3 + "/account/whoami"))["user_id"]
     sem = asyncio.Semaphore(8)
@@ -98,7 +79,7 @@ async def setup(user: User, peer: User, rooms: int) -> str:
     return newest
 
 
-async def first_window(user: User, repeats: int) -> dict:
+async def first_window(user: Client, repeats: int) -> dict:
     times = []
     for i in range(repeats + 1):
         t0 = time.perf_counter()
@@ -112,7 +93,7 @@ async def first_window(user: User, repeats: int) -> dict:
             "response_bytes": len(json.dumps(body))}
 
 
-async def idle_polls(user: User, meter: CpuMeter | None, polls: int, timeout_ms: int) -> dict:
+async def idle_polls(user: Client, meter: CpuMeter | None, polls: int, timeout_ms: int) -> dict:
     body = window_body("bench-idle")
     status, resp = await user.req("POST", SS, body)
     pos = resp["pos"]
@@ -135,7 +116,7 @@ async def idle_polls(user: User, meter: CpuMeter | None, polls: int, timeout_ms:
     return out
 
 
-async def woken_polls(user: User, peer: User, room_id: str, meter: CpuMeter | None, rounds: int) -> dict:
+async def woken_polls(user: Client, peer: Client, room_id: str, meter: CpuMeter | None, rounds: int) -> dict:
     body = window_body("bench-woken")
     resp = (await user.req("POST", SS, body))[1]
     pos = resp["pos"]
@@ -185,7 +166,8 @@ async def run(args, base_url: str, token: str | None, peer_token: str | None, me
             token = reg.token
         if peer_token is None:
             peer_token = (await register(session, base_url, f"sspeer{uuid.uuid4().hex[:8]}")).token
-        user, peer = User(session, base_url, token), User(session, base_url, peer_token)
+        user = Client(session, base_url, token=token, prefix="")
+        peer = Client(session, base_url, token=peer_token, prefix="")
         print(f"setting up {args.rooms} rooms", file=sys.stderr)
         t0 = time.perf_counter()
         newest = await setup(user, peer, args.rooms)
