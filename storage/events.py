@@ -71,6 +71,19 @@ def max_state_group(cur: Cursor) -> int:
     return cur.fetchone()[0]
 
 
+def insert_memberships(cur: Cursor, rows: list[EventRow], ignore_existing: bool = False) -> None:
+    """The membership history rows of `rows`' member events (a remote event already
+    stored is skipped with `ignore_existing`)."""
+    execute_values(
+        cur,
+        "INSERT INTO room_memberships (event_id, room_id, user_id, sender, membership,"
+        " stream_ordering, displayname, avatar_url) VALUES %s"
+        + (" ON CONFLICT DO NOTHING" if ignore_existing else ""),
+        [(r.event_id, r.room_id, r.state_key, r.sender, r.membership, r.stream_ordering,
+          r.member_displayname, r.member_avatar_url) for r in rows if r.membership],
+    )
+
+
 def persist_batch(cur: Cursor, rows: list[EventRow], now_ms: int) -> None:
     """One transaction for a whole batch: a handful of statements whatever its size."""
     remote = [r for r in rows if r.remote is not None]
@@ -134,13 +147,7 @@ def persist_batch(cur: Cursor, rows: list[EventRow], now_ms: int) -> None:
         cur, "DELETE FROM current_state WHERE (room_id, type, state_key) IN (VALUES %s)",
         [k for k, v in current.items() if v is None],
     )
-    execute_values(
-        cur,
-        "INSERT INTO room_memberships (event_id, room_id, user_id, sender, membership,"
-        " stream_ordering, displayname, avatar_url) VALUES %s",
-        [(r.event_id, r.room_id, r.state_key, r.sender, r.membership, r.stream_ordering,
-          r.member_displayname, r.member_avatar_url) for r in rows if r.membership],
-    )
+    insert_memberships(cur, rows)
     # Forward extremities: each new event replaces the ones it cites, applied in row order
     # (an event cited by a later one of the same batch never becomes an extremity).
     added: dict[tuple[str, str], None] = {}

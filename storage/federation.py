@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from storage import events as events_store
 from storage.database import Cursor, execute_values
 
 
@@ -105,13 +106,7 @@ def persist_historic(cur: Cursor, rows: list, outlier: bool, now_ms: int) -> Non
                    [(r.event_id, a) for r in rows for a in r.auth_events])
     insert_state_groups(cur, [(r.room_id, r.new_state_group) for r in rows if r.new_state_group])
     if not outlier:
-        execute_values(
-            cur,
-            "INSERT INTO room_memberships (event_id, room_id, user_id, sender, membership,"
-            " stream_ordering, displayname, avatar_url) VALUES %s ON CONFLICT DO NOTHING",
-            [(r.event_id, r.room_id, r.state_key, r.sender, r.membership, r.stream_ordering,
-              r.member_displayname, r.member_avatar_url) for r in rows if r.membership],
-        )
+        events_store.insert_memberships(cur, rows, ignore_existing=True)
         execute_values(
             cur, "UPDATE events SET redacted_by = v.by FROM (VALUES %s) AS v(target, by, room)"
             " WHERE events.event_id = v.target AND events.room_id = v.room AND events.redacted_by IS NULL",
