@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 SECRET_HEADER = b"X-Homeserver-Internal"
 FORWARDED_HEADER = b"X-Homeserver-Forwarded"
-_PASSED_HEADERS = (b"authorization", b"content-type", b"user-agent", b"accept", b"x-forwarded-for")
+_PASSED_HEADERS = (b"authorization", b"content-type", b"user-agent", b"accept")
 _RETURNED_HEADERS = (b"content-type", b"retry-after", b"www-authenticate", b"cache-control")
 
 _CLIENT = r"^/_matrix/client/(?:v3|r0|v1|unstable(?:/[^/]+)?)/"
@@ -86,14 +86,18 @@ class Forwarder:
         self._agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=True))
         self._next_creator = 0
 
-    async def target(self, request: server.Request) -> str | None:
-        """The instance to forward to, or None to answer here."""
+    async def target(self, request: server.Request) -> tuple[str, str] | None:
+        """(instance to forward to, kind of request), or None to answer here."""
         if request.getHeader(FORWARDED_HEADER) is not None:
             return None
         found = classify(request.method, request.path.decode("utf-8", "replace"))
         if found is None:
             return None
         kind, room = found
+        owner = await self._owner(kind, room)
+        return None if owner is None else (owner, kind)
+
+    async def _owner(self, kind: str, room: str | None) -> str | None:
         me = self.cfg.instance_name
         if kind == "streams":
             owner = self.cfg.streams
@@ -121,15 +125,16 @@ class Forwarder:
             return found[0] if found else None
         return None
 
-    async def forward(self, request: server.Request, owner: str) -> None:
+    async def forward(self, request: server.Request, owner: str, found_kind: str | None = None) -> None:
         base = self.cfg.instances[owner].rstrip("/")
         url = base.encode() + request.uri
         headers = Headers()
         for name, values in request.requestHeaders.getAllRawHeaders():
             if name.lower() in _PASSED_HEADERS:
                 headers.setRawHeaders(name, values)
+        # The address this process trusts (on an internal listener, the one it was told).
         address = request.getClientAddress()
-        if request.getHeader(b"x-forwarded-for") is None and getattr(address, "host", None):
+        if getattr(address, "host", None):
             headers.setRawHeaders(b"X-Forwarded-For", [address.host.encode()])
         headers.setRawHeaders(SECRET_HEADER, [(self.cfg.internal_secret or "").encode()])
         headers.setRawHeaders(FORWARDED_HEADER, [self.cfg.instance_name.encode()])
@@ -149,6 +154,8 @@ class Forwarder:
                 request.write(b'{"errcode":"M_UNKNOWN","error":"the process serving this is unavailable"}')
                 request.finish()
             return
+        if request.method in WRITE_METHODS and response.code == 200 and self.hs.replication is not None:
+            await self.hs.replication.catch_up_with_writers()  # the client reads its write here
         if request._disconnected:
             return
         request.setResponseCode(response.code)
@@ -163,16 +170,16 @@ class Forwarder:
         """Forward `request` if another process owns it, else `answer_here(request)`."""
         async def run() -> None:
             try:
-                owner = await self.target(request)
+                found = await self.target(request)
             except Exception:
                 logger.exception("routing a request failed")
-                owner = None
-            if owner is None:
+                found = None
+            if found is None:
                 result = answer_here(request)
                 if isinstance(result, bytes) and not request._disconnected:
                     request.write(result)
                     request.finish()
                 return
-            await self.forward(request, owner)
+            await self.forward(request, *found)
         defer.ensureDeferred(run())
         return server.NOT_DONE_YET

@@ -141,6 +141,15 @@ class Replication:
 
     # ---- reading positions ----------------------------------------------------------
 
+    async def catch_up_with_writers(self, timeout: float = 10.0) -> None:
+        """Wait until this process has replayed every event allocated so far: after a
+        write forwarded to a writer, so the client reads its own write from here."""
+        top = await self.hs.db.run(repl_store.allocated_up_to)
+        try:
+            await self.wait_for(top, timeout)
+        except defer.TimeoutError:
+            logger.warning("replication did not reach %d within %.0f s", top, timeout)
+
     def wait_for(self, position: int, timeout: float = 10.0) -> defer.Deferred:
         """Fires once this process has replayed the events up to `position`."""
         if self.replayed >= position:

@@ -25,6 +25,12 @@ def allocate_stream_orderings(cur: Cursor, n: int) -> list[int]:
     return sorted(r[0] for r in cur.fetchall())
 
 
+def allocated_up_to(cur: Cursor) -> int:
+    """The highest stream ordering handed out so far, by any writer."""
+    cur.execute("SELECT last_value FROM events_stream_seq")
+    return cur.fetchone()[0]
+
+
 def positions(cur: Cursor, stream: str) -> dict[str, int]:
     cur.execute("SELECT instance, position FROM stream_positions WHERE stream = %s", (stream,))
     return dict(cur.fetchall())

@@ -9,7 +9,26 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.server_harness import REPO, ServerProcess, free_port
+from tests.server_harness import REPO, ServerProcess, free_port, launch, wait_until_up
+
+
+@dataclass
+class ClusterProcess(ServerProcess):
+    """One process of the cluster; all of them log to one file, `log_path`."""
+    log_path: Path | None = None
+
+    def start(self, timeout: float = 60) -> None:
+        if not self.config_path.exists():
+            self.write_config()
+        self.proc = launch("homeserver.cli", self.config_path, self.log_path or self.data_dir / "server.log")
+        wait_until_up(self.proc, self.base_url + "/_matrix/client/versions", timeout, "server",
+                      self.log_text)
+
+    def log_text(self) -> str:
+        try:
+            return (self.log_path or self.data_dir / "server.log").read_text()[-8000:]
+        except OSError:
+            return ""
 
 
 @dataclass
@@ -30,6 +49,10 @@ class Cluster:
     @property
     def dsn(self) -> str:
         return f"postgresql://postgres:@/postgres?host={self.pgdata}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "server.log"
 
     @property
     def shared(self) -> Path:
@@ -75,7 +98,7 @@ class Cluster:
         for name in self.names():
             self.internal_ports[name] = free_port()
         for name in self.names():  # the first writer applies the migrations alone
-            srv = ServerProcess(self.root / name)
+            srv = ClusterProcess(self.root / name, log_path=self.log_path)
             srv.extra_config = self.config_for(name, srv.port)
             self.procs[name] = srv
             srv.start()
