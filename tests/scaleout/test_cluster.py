@@ -1,0 +1,160 @@
+"""The cluster's own behaviour (conftest.py): rooms spread over the writers, a message
+written by either writer wakes a long-poll on the sync process, the internal listener
+admits only the deployment's processes, and a writer killed mid-burst loses nothing it
+acknowledged while the other writer's rooms keep going."""
+from __future__ import annotations
+
+import threading
+import time
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from homeserver.sharding import writer_for_room
+from tests.cluster import Cluster
+from tests.server_harness import Http, new_user
+
+
+def _send(user: Http, room_id: str, txn: str, body: str) -> tuple[int, dict]:
+    return user.request("PUT", f"/_matrix/client/v3/rooms/{urllib.parse.quote(room_id)}"
+                        f"/send/m.room.message/{txn}", {"msgtype": "m.text", "body": body})
+
+
+def _rooms_on_each_writer(user: Http, writers: list[str], invite: str | None = None) -> dict[str, str]:
+    """A room owned by each writer (rooms are created round-robin; ids hash to their writer)."""
+    found: dict[str, str] = {}
+    for _ in range(20):
+        body = {"preset": "private_chat"}
+        if invite:
+            body["invite"] = [invite]
+        status, room = user.request("POST", "/_matrix/client/v3/createRoom", body)
+        assert status == 200, room
+        found.setdefault(writer_for_room(room["room_id"], writers), room["room_id"])
+        if len(found) == len(writers):
+            return found
+    raise AssertionError(f"rooms landed on {sorted(found)} only")
+
+
+def _messages(user: Http, room_id: str) -> list[str]:
+    bodies, token = [], None
+    while True:
+        path = f"/_matrix/client/v3/rooms/{urllib.parse.quote(room_id)}/messages?dir=b&limit=500"
+        if token:
+            path += "&from=" + urllib.parse.quote(token)
+        status, page = user.request("GET", path)
+        assert status == 200, page
+        bodies += [e["content"].get("body") for e in page["chunk"] if e["type"] == "m.room.message"]
+        token = page.get("end")
+        if not token or not page["chunk"]:
+            return bodies
+
+
+def test_rooms_are_created_on_both_writers(server, unique):
+    alice = new_user(server.base_url, unique("a"))
+    rooms = _rooms_on_each_writer(alice, server.cluster.writers)
+    for writer, room_id in rooms.items():
+        status, body = _send(alice, room_id, unique("t"), f"to {writer}")
+        assert status == 200, body
+        assert _messages(alice, room_id) == [f"to {writer}"]
+
+
+def test_message_through_either_writer_wakes_a_long_poll_on_the_sync_process(server, unique):
+    alice = new_user(server.base_url, unique("a"))
+    bob = new_user(server.base_url, unique("b"))
+    rooms = _rooms_on_each_writer(alice, server.cluster.writers, invite=bob.user_id)
+    for room_id in rooms.values():
+        status, body = bob.request("POST", f"/_matrix/client/v3/join/{urllib.parse.quote(room_id)}", {})
+        assert status == 200, body
+    # Bob's long-polls go straight to the sync process (not through the proxy).
+    sync_url = server.cluster.url(server.cluster.sync)
+    bob_on_sync = Http(sync_url, bob.token)
+    status, first = bob_on_sync.request("GET", "/_matrix/client/v3/sync?timeout=0")
+    assert status == 200, first
+    since = first["next_batch"]
+    for writer, room_id in rooms.items():
+        result: dict = {}
+
+        def poll() -> None:
+            result["answer"] = bob_on_sync.request("GET", f"/_matrix/client/v3/sync?timeout=20000&since={since}")
+            result["at"] = time.monotonic()
+        poller = threading.Thread(target=poll)
+        poller.start()
+        time.sleep(0.5)  # the long-poll is waiting
+        text = f"hello via {writer} {unique('m')}"
+        sent_at = time.monotonic()
+        status, body = _send(alice, room_id, unique("t"), text)
+        assert status == 200, body
+        poller.join(25)
+        status, answer = result["answer"]
+        assert status == 200, answer
+        timeline = answer["rooms"]["join"][room_id]["timeline"]["events"]
+        assert [e["content"]["body"] for e in timeline if e["type"] == "m.room.message"] == [text]
+        assert result["at"] - sent_at < 1.0, f"woken {result['at'] - sent_at:.2f} s after the send"
+        since = answer["next_batch"]
+
+
+def test_internal_listener_wants_the_secret(server, unique):
+    cluster = server.cluster
+    alice = new_user(server.base_url, unique("a"))
+    writer = cluster.writers[0]
+    internal = f"http://127.0.0.1:{cluster.internal_ports[writer]}"
+    status, body = Http(internal, alice.token).request("GET", "/_matrix/client/v3/account/whoami")
+    assert status == 403 and body["errcode"] == "M_FORBIDDEN"
+    status, body = Http(internal, alice.token).request(
+        "GET", "/_matrix/client/v3/account/whoami", headers={"X-Homeserver-Internal": "not-the-secret"})
+    assert status == 403 and body["errcode"] == "M_FORBIDDEN"
+    status, body = Http(internal, alice.token).request(
+        "GET", "/_matrix/client/v3/account/whoami", headers={"X-Homeserver-Internal": cluster.secret})
+    assert status == 200 and body["user_id"] == alice.user_id
+
+
+def test_writer_killed_mid_burst_loses_nothing_acknowledged(tmp_path, unique):
+    cluster = Cluster(tmp_path / "c")
+    try:
+        cluster.start()
+        url = cluster.url(cluster.clients[0])
+        alice = new_user(url, unique("a"))
+        rooms = _rooms_on_each_writer(alice, cluster.writers)
+        victim, survivor = cluster.writers
+        acked: dict[str, list[str]] = {victim: [], survivor: []}
+        stop = threading.Event()
+
+        def burst(writer: str, worker: int) -> None:
+            user = Http(url, alice.token)
+            i = 0
+            while not stop.is_set():
+                text = f"{writer}-{worker}-{i}"
+                status, _ = _send(user, rooms[writer], f"{writer}{worker}x{i}", text)
+                if status == 200:
+                    acked[writer].append(text)
+                i += 1
+
+        with ThreadPoolExecutor(8) as pool:
+            for writer in (victim, survivor):
+                for worker in range(4):
+                    pool.submit(burst, writer, worker)
+            time.sleep(1.5)
+            cluster.procs[victim].kill()  # SIGKILL, mid-burst
+            killed_at = len(acked[survivor])
+            time.sleep(3)
+            survived = len(acked[survivor]) - killed_at
+            cluster.restart(victim)
+            time.sleep(1)
+            stop.set()
+        assert survived > 20, "the other writer's room stopped while its neighbour was down"
+        # Everything acknowledged is there, the killed writer's room serves again.
+        for writer, room_id in rooms.items():
+            stored = set(_messages(alice, room_id))
+            missing = [t for t in acked[writer] if t not in stored]
+            assert not missing, f"{len(missing)} acknowledged events lost in {writer}'s room"
+        status, body = _send(alice, rooms[victim], unique("t"), "after the restart")
+        assert status == 200, body
+        assert "after the restart" in _messages(alice, rooms[victim])
+        # And the sync process saw the survivor's events while the victim was down.
+        status, synced = Http(cluster.url(cluster.sync), alice.token).request("GET", "/_matrix/client/v3/sync")
+        assert status == 200
+        timeline = synced["rooms"]["join"][rooms[victim]]["timeline"]["events"]
+        assert timeline[-1]["content"].get("body") == "after the restart"
+    finally:
+        cluster.stop()
