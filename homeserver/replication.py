@@ -23,6 +23,7 @@ import psycopg2.extensions
 from twisted.internet import defer, reactor
 
 from homeserver.event_cache import event_from_stored
+from homeserver.push.evaluation import RESULTS as PUSH_RESULTS
 from homeserver.stream_positions import StreamView, WriterClaim
 from storage import events as events_store
 from storage import replication as repl_store
@@ -81,6 +82,12 @@ class Replication:
 
     def listen(self) -> None:
         """Once every persist listener is in place: replicated events reach them all."""
+        hs = self.hs
+        # What one process changes and the others cache.
+        self.on_invalidate("tokens", lambda k: hs.accounts.forget_tokens(
+            [bytes.fromhex(h) for h in k.split(",")], replicate=False))
+        self.on_invalidate("tenants", hs.tenancy.forget_user)
+        self.on_invalidate("push_rules", hs.push.rules.invalidate)
         self._thread = threading.Thread(target=self._listen_loop, name="replication", daemon=True)
         self._thread.start()
 
@@ -231,7 +238,14 @@ class Replication:
                 target = self.view.visible
                 if not self.is_writer:  # a writer's own listeners saw its own events
                     rows = await self.hs.db.run(repl_store.events_between, self.replayed, target)
-                    self._hand_over([event_from_stored(stored, version) for stored, _, version in rows])
+                    pushed = await self.hs.db.run(repl_store.push_results_between, self.replayed, target)
+                    events = []
+                    for stored, _, version in rows:
+                        event = event_from_stored(stored, version)
+                        if stored.stream_ordering in pushed:  # unread counts and pushers go on from here
+                            event.internal[PUSH_RESULTS] = pushed[stored.stream_ordering]
+                        events.append(event)
+                    self._hand_over(events)
                 self.replayed = target
                 self.hs.persister.max_stream_ordering = target
                 self._wake_waiters()

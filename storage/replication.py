@@ -80,6 +80,17 @@ def events_between(cur: Cursor, after: int, upto: int) -> list[tuple[StoredEvent
     return [(to_stored(r[:-2]), r[-2], r[-1]) for r in cur.fetchall()]
 
 
+def push_results_between(cur: Cursor, after: int, upto: int) -> dict[int, list[tuple]]:
+    """The push results the writers stored for these events: stream ordering ->
+    [(user, thread, highlight, actions)], as the persist path hands them on."""
+    cur.execute("SELECT stream_ordering, user_id, thread_id, highlight, actions FROM event_push_actions"
+                " WHERE stream_ordering > %s AND stream_ordering <= %s", (after, upto))
+    found: dict[int, list[tuple]] = {}
+    for stream, user_id, thread_id, highlight, actions in cur.fetchall():
+        found.setdefault(stream, []).append((user_id, thread_id, highlight, actions))
+    return found
+
+
 def live_sessions(cur: Cursor, application_name: str) -> int:
     cur.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (application_name,))
     return cur.fetchone()[0]

@@ -158,3 +158,39 @@ def test_writer_killed_mid_burst_loses_nothing_acknowledged(tmp_path, unique):
         assert timeline[-1]["content"].get("body") == "after the restart"
     finally:
         cluster.stop()
+
+
+def test_logout_on_the_sync_process_ends_the_token_everywhere(server, unique):
+    """Tokens are cached per process; a logout (served by the sync process) tells the
+    others at once."""
+    cluster = server.cluster
+    alice = new_user(server.base_url, unique("a"))
+    on_client = Http(cluster.url(cluster.clients[0]), alice.token)
+    status, _ = on_client.request("GET", "/_matrix/client/v3/account/whoami")
+    assert status == 200  # cached there now
+    status, body = Http(cluster.url(cluster.sync), alice.token).request("POST", "/_matrix/client/v3/logout", {})
+    assert status == 200, body
+    status, body = on_client.request("GET", "/_matrix/client/v3/account/whoami")
+    assert status == 401 and body["errcode"] == "M_UNKNOWN_TOKEN", body
+
+
+def test_unread_counts_on_the_sync_process_follow_the_writers(server, unique):
+    """Push rules run on the room's writer; the sync process takes the stored results
+    with the events, so /sync's unread counts go up."""
+    alice = new_user(server.base_url, unique("a"))
+    bob = new_user(server.base_url, unique("b"))
+    rooms = _rooms_on_each_writer(alice, server.cluster.writers, invite=bob.user_id)
+    for room_id in rooms.values():
+        status, body = bob.request("POST", f"/_matrix/client/v3/join/{urllib.parse.quote(room_id)}", {})
+        assert status == 200, body
+    bob_on_sync = Http(server.cluster.url(server.cluster.sync), bob.token)
+    status, first = bob_on_sync.request("GET", "/_matrix/client/v3/sync?timeout=0")
+    assert status == 200
+    for room_id in rooms.values():
+        for i in range(3):
+            status, body = _send(alice, room_id, unique("t"), f"ping {i}")
+            assert status == 200, body
+    status, later = bob_on_sync.request("GET", f"/_matrix/client/v3/sync?timeout=5000&since={first['next_batch']}")
+    assert status == 200
+    for room_id in rooms.values():
+        assert later["rooms"]["join"][room_id]["unread_notifications"]["notification_count"] == 3
