@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 SECRET_HEADER = b"X-Homeserver-Internal"
 FORWARDED_HEADER = b"X-Homeserver-Forwarded"
 _PASSED_HEADERS = (b"authorization", b"content-type", b"user-agent", b"accept")
-_RETURNED_HEADERS = (b"content-type", b"retry-after", b"www-authenticate", b"cache-control")
+_NOT_RETURNED = (b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"date", b"server")
 
 _CLIENT = r"^/_matrix/client/(?:v3|r0|v1|unstable(?:/[^/]+)?)/"
 # Writes to one room: the writer of the room builds them.
@@ -38,6 +38,7 @@ _ROOM_WRITE = re.compile(
     + _CLIENT + r"rooms/(?P<room2>[^/]+)/(?:join|leave|invite|kick|ban|unban|knock|forget|upgrade)$|"
     + _CLIENT + r"(?:join|knock)/(?P<room3>[^/]+)$")
 _CREATE_ROOM = re.compile(_CLIENT + r"createRoom$")
+_THUMBNAIL = re.compile(r"^/_matrix/(?:client/v1/media|media/(?:v3|r0))/thumbnail/")
 # The per-user streams and what writes to them.
 _STREAMS = re.compile(
     _CLIENT + r"(?:sync|events|initialSync|login|logout|register|keys|devices|delete_devices"
@@ -51,7 +52,7 @@ WRITE_METHODS = (b"PUT", b"POST", b"DELETE")
 
 def classify(method: bytes, path: str) -> tuple[str, str | None] | None:
     """What owns a request: ("room", room id or alias), ("create", None),
-    ("streams", None), or None (any process answers it)."""
+    ("streams", None), ("thumbnails", None), or None (any process answers it)."""
     if method in WRITE_METHODS:
         m = _ROOM_WRITE.match(path)
         if m:
@@ -60,6 +61,8 @@ def classify(method: bytes, path: str) -> tuple[str, str | None] | None:
             return "create", None
     if _STREAMS.match(path):
         return "streams", None
+    if _THUMBNAIL.match(path):
+        return "thumbnails", None
     return None
 
 
@@ -101,6 +104,8 @@ class Forwarder:
         me = self.cfg.instance_name
         if kind == "streams":
             owner = self.cfg.streams
+        elif kind == "thumbnails":
+            owner = self.cfg.jobs.thumbnails  # None: made wherever asked
         elif kind == "create":
             if self.cfg.role == "writer":
                 return None
@@ -111,7 +116,7 @@ class Forwarder:
             if room_id is None:
                 return None  # answered here: a malformed or unknown alias gets its error
             owner = writer_for_room(room_id, self.cfg.writers)
-        return None if owner == me else owner
+        return None if owner is None or owner == me else owner
 
     async def _room_id(self, room: str) -> str | None:
         if room.startswith("!"):
@@ -159,9 +164,8 @@ class Forwarder:
         if request._disconnected:
             return
         request.setResponseCode(response.code)
-        for name in _RETURNED_HEADERS:
-            values = response.headers.getRawHeaders(name)
-            if values:
+        for name, values in response.headers.getAllRawHeaders():
+            if name.lower() not in _NOT_RETURNED:
                 request.responseHeaders.setRawHeaders(name, values)
         request.write(payload)
         request.finish()

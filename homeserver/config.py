@@ -268,7 +268,9 @@ class WorkerJobsConfig(_Strict):
     # The instance running each background job; null: the stream owner (`worker.streams`).
     appservices: str | None = None   # application-service transaction pushers
     pushers: str | None = None       # push-gateway pushers
-    thumbnails: str | None = None    # media thumbnails made after upload
+    # The instance making media thumbnails (requests for one are forwarded to it);
+    # null: whichever process is asked (all of them share <data_dir>/media).
+    thumbnails: str | None = None
 
 
 class WorkerConfig(_Strict):

@@ -158,3 +158,98 @@ def test_a_dead_writer_stops_holding_others_back():
     assert view.visible == 9
     view.announce("a", 9)  # restarted
     assert view.visible == 9 and not view.dead
+
+
+# ---- which process owns a request ----------------------------------------------------
+
+from client_api.forwarding import classify  # noqa: E402
+
+
+def test_room_writes_belong_to_the_room():
+    room = "!abc:example.org"
+    quoted = "%21abc%3Aexample.org"
+    for method, path in [
+        (b"PUT", f"/_matrix/client/v3/rooms/{quoted}/send/m.room.message/t1"),
+        (b"PUT", f"/_matrix/client/r0/rooms/{quoted}/state/m.room.name/"),
+        (b"PUT", f"/_matrix/client/v3/rooms/{quoted}/redact/$e/t2"),
+        (b"POST", f"/_matrix/client/v3/rooms/{quoted}/invite"),
+        (b"POST", f"/_matrix/client/v3/rooms/{quoted}/upgrade"),
+        (b"POST", f"/_matrix/client/v3/join/{quoted}"),
+    ]:
+        assert classify(method, path) == ("room", room), path
+    assert classify(b"POST", "/_matrix/client/v3/join/%23alias%3Aexample.org") == ("room", "#alias:example.org")
+    assert classify(b"POST", "/_matrix/client/v3/createRoom") == ("create", None)
+
+
+def test_reads_are_answered_anywhere():
+    for method, path in [
+        (b"GET", "/_matrix/client/v3/rooms/%21a%3Ab/state/m.room.name/"),
+        (b"GET", "/_matrix/client/v3/rooms/%21a%3Ab/messages"),
+        (b"GET", "/_matrix/client/v3/rooms/%21a%3Ab/event/$e"),
+        (b"GET", "/_matrix/client/versions"),
+        (b"POST", "/_matrix/client/v3/search"),
+        (b"GET", "/_matrix/media/v3/download/example.org/abc"),
+    ]:
+        assert classify(method, path) is None, path
+    assert classify(b"GET", "/_matrix/client/v1/media/thumbnail/example.org/abc") == ("thumbnails", None)
+
+
+def test_per_user_streams_belong_to_the_stream_owner():
+    for method, path in [
+        (b"GET", "/_matrix/client/v3/sync"),
+        (b"PUT", "/_matrix/client/v3/rooms/%21a%3Ab/typing/%40u%3Ab"),
+        (b"POST", "/_matrix/client/v3/rooms/%21a%3Ab/receipt/m.read/$e"),
+        (b"POST", "/_matrix/client/v3/rooms/%21a%3Ab/read_markers"),
+        (b"PUT", "/_matrix/client/v3/sendToDevice/m.x/t"),
+        (b"POST", "/_matrix/client/v3/keys/upload"),
+        (b"PUT", "/_matrix/client/v3/user/%40u%3Ab/account_data/m.direct"),
+        (b"POST", "/_matrix/client/v3/login"),
+        (b"PUT", "/_matrix/client/v3/presence/%40u%3Ab/status"),
+        (b"POST", "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync"),
+    ]:
+        assert classify(method, path) == ("streams", None), path
+
+
+# ---- the worker config -----------------------------------------------------------------
+
+import pytest  # noqa: E402
+from pydantic import ValidationError  # noqa: E402
+
+from homeserver.config import Config, WorkerConfig  # noqa: E402
+
+_LAYOUT = {"instances": {"w1": "http://127.0.0.1:9001", "w2": "http://127.0.0.1:9002",
+                         "sync1": "http://127.0.0.1:9003", "client1": "http://127.0.0.1:9004"},
+           "writers": ["w1", "w2"], "streams": "sync1", "internal_secret": "s" * 24}
+
+
+def test_default_is_one_process_doing_everything():
+    worker = Config().worker
+    assert worker.role == "main" and not worker.multi_process
+    assert worker.owns_streams and worker.runs_job("pushers") and worker.runs_job("appservices")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"role": "main"}, "role main is the only writer"),
+    ({"internal_secret": None}, "internal_secret"),
+    ({"internal_secret": "short"}, "internal_secret"),
+    ({"streams": None}, "needs `writers` and `streams`"),
+    ({"instances": {"w1": "http://x", "w2": "http://y"}}, "no internal URL for client1, sync1"),
+    ({"instance_name": "w1", "role": "client"}, "exactly when its role is writer"),
+])
+def test_inconsistent_layouts_are_refused(change, message):
+    with pytest.raises(ValidationError, match=message):
+        WorkerConfig.model_validate({**_LAYOUT, "instance_name": "client1", "role": "client", **change})
+
+
+def test_jobs_default_to_the_stream_owner():
+    sync = WorkerConfig.model_validate({**_LAYOUT, "instance_name": "sync1", "role": "sync"})
+    client = WorkerConfig.model_validate({**_LAYOUT, "instance_name": "client1", "role": "client",
+                                          "jobs": {"pushers": "client1"}})
+    assert sync.owns_streams and sync.runs_job("appservices") and sync.runs_job("pushers")
+    assert not client.owns_streams and client.runs_job("pushers") and not client.runs_job("appservices")
+
+
+def test_federation_is_refused_with_several_processes():
+    with pytest.raises(ValidationError, match="federation is not yet served"):
+        Config.model_validate({"worker": {**_LAYOUT, "instance_name": "w1", "role": "writer"},
+                               "federation": {"enabled": True}})
