@@ -15,8 +15,9 @@ def sync_sequence(cur: Cursor) -> None:
     cur.execute("SELECT pg_advisory_xact_lock(727275)")
     cur.execute("SELECT COALESCE(max(stream_ordering), 0) FROM events")
     top = cur.fetchone()[0]
-    cur.execute("SELECT last_value FROM events_stream_seq")
-    if cur.fetchone()[0] < top:
+    cur.execute("SELECT last_value, is_called FROM events_stream_seq")
+    last, called = cur.fetchone()
+    if (last if called else last - 1) < top:
         cur.execute("SELECT setval('events_stream_seq', %s)", (top,))
 
 
@@ -27,7 +28,7 @@ def allocate_stream_orderings(cur: Cursor, n: int) -> list[int]:
 
 def allocated_up_to(cur: Cursor) -> int:
     """The highest stream ordering handed out so far, by any writer."""
-    cur.execute("SELECT last_value FROM events_stream_seq")
+    cur.execute("SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM events_stream_seq")
     return cur.fetchone()[0]
 
 

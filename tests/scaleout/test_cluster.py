@@ -114,7 +114,9 @@ def test_writer_killed_mid_burst_loses_nothing_acknowledged(tmp_path, unique):
     try:
         cluster.start()
         url = cluster.url(cluster.clients[0])
-        alice = new_user(url, unique("a"))
+        started = time.monotonic()
+        alice = new_user(url, unique("a"))  # forwarded to the sync process, on a database with no event yet
+        assert time.monotonic() - started < 5, "a forwarded write waited for an event that never came"
         rooms = _rooms_on_each_writer(alice, cluster.writers)
         victim, survivor = cluster.writers
         acked: dict[str, list[str]] = {victim: [], survivor: []}
