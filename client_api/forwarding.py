@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 SECRET_HEADER = b"X-Homeserver-Internal"
 FORWARDED_HEADER = b"X-Homeserver-Forwarded"
+POSITION_HEADER = b"X-Homeserver-Position"
 _PASSED_HEADERS = (b"authorization", b"content-type", b"user-agent", b"accept")
 _NOT_RETURNED = (b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"date", b"server")
 
@@ -80,6 +81,18 @@ def trust_forwarded_address(request: server.Request) -> None:
     if given:
         host = given.decode("ascii", "replace").split(",")[0].strip()
         request.client = (IPv6Address if ":" in host else IPv4Address)("TCP", host, 0)
+
+
+def tell_position(request: server.Request, persister) -> None:
+    """A writer's answer carries the highest id it has committed when the answer starts
+    (so after the request's own events): the forwarding process waits for that."""
+    write = request.write
+
+    def write_with_position(data: bytes) -> None:
+        if not request.startedWriting:
+            request.setHeader(POSITION_HEADER, str(persister.last_written).encode())
+        write(data)
+    request.write = write_with_position  # type: ignore[method-assign]
 
 
 class Forwarder:
@@ -160,7 +173,12 @@ class Forwarder:
                 request.finish()
             return
         if request.method in WRITE_METHODS and response.code == 200 and self.hs.replication is not None:
-            await self.hs.replication.catch_up_with_writers()  # the client reads its write here
+            # The client reads its own write from here on: wait until this process has it.
+            position = response.headers.getRawHeaders(POSITION_HEADER)
+            if position:
+                await self.hs.replication.wait_until(int(position[0]))
+            else:  # not a writer's answer (the stream owner may have written to rooms)
+                await self.hs.replication.catch_up_with_writers()
         if request._disconnected:
             return
         request.setResponseCode(response.code)

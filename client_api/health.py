@@ -57,10 +57,12 @@ class ListenerResource(Resource):
             request.setHeader(b"Retry-After", b"2")
             return _plain(request, 503, _NOT_READY, b"application/json")
         if self.internal:
-            from client_api.forwarding import secret_ok, trust_forwarded_address
+            from client_api.forwarding import secret_ok, tell_position, trust_forwarded_address
             if not secret_ok(self.hs, request):
                 return _plain(request, 403, _NOT_INTERNAL, b"application/json")
             trust_forwarded_address(request)
+            if self.hs.persister.multi_writer is not None:
+                tell_position(request, self.hs.persister)
             from homeserver.remote_writes import SEND_PATH
             if path == SEND_PATH.encode() and request.method == b"POST" and self.hs.ready:
                 defer.ensureDeferred(self._internal_send(request))

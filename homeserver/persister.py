@@ -47,6 +47,7 @@ class Persister:
         # homeserver.replication.Replication on a writer of several: ids from the shared
         # sequence, and the writer's claim announced in each batch's transaction.
         self.multi_writer = None
+        self.last_written = 0  # with several writers: this one's highest committed id
         self.batches = 0
         self._idle_waiters: list[defer.Deferred] = []
 
@@ -244,6 +245,7 @@ class Persister:
             self.max_stream_ordering = max(self.max_stream_ordering, first + len(batch) - 1)
         else:
             multi.finished(ids[-1], claim)
+            self.last_written = max(self.last_written, ids[-1])
         self.batches += 1
         metrics.PERSIST_BATCH_DURATION.observe(time.perf_counter() - started)
         metrics.PERSIST_BATCH_SIZE.observe(len(batch))

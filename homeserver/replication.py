@@ -151,11 +151,13 @@ class Replication:
     async def catch_up_with_writers(self, timeout: float = 10.0) -> None:
         """Wait until this process has replayed every event allocated so far: after a
         write forwarded to a writer, so the client reads its own write from here."""
-        top = await self.hs.db.run(repl_store.allocated_up_to)
+        await self.wait_until(await self.hs.db.run(repl_store.allocated_up_to), timeout)
+
+    async def wait_until(self, position: int, timeout: float = 10.0) -> None:
         try:
-            await self.wait_for(top, timeout)
+            await self.wait_for(position, timeout)
         except defer.TimeoutError:
-            logger.warning("replication did not reach %d within %.0f s", top, timeout)
+            logger.warning("replication did not reach %d within %.0f s", position, timeout)
 
     def wait_for(self, position: int, timeout: float = 10.0) -> defer.Deferred:
         """Fires once this process has replayed the events up to `position`."""
