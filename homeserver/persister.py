@@ -1,6 +1,8 @@
 """Group commit: events accepted by the rooms queue here and are written in batches, one
 transaction per batch. A single writer assigns stream orderings, so the stream commits
-in order and readers never see a gap fill in later."""
+in order and readers never see a gap fill in later. (A writer among several takes them
+from a shared sequence instead and announces how far it has persisted:
+homeserver/replication.py.)"""
 from __future__ import annotations
 
 import logging

@@ -24,7 +24,7 @@ from twisted.internet import defer, reactor
 
 from homeserver.event_cache import event_from_stored
 from homeserver.push.evaluation import RESULTS as PUSH_RESULTS
-from homeserver.stream_positions import StreamView, WriterClaim
+from homeserver.stream_positions import StreamView, WriterClaim, should_reannounce
 from storage import events as events_store
 from storage import replication as repl_store
 
@@ -116,7 +116,7 @@ class Replication:
         """The batch is over (committed with `announced` in it, or failed)."""
         assert self.claim is not None
         position = self.claim.finish(highest)
-        if announced is None or position > announced:
+        if (announced is None or position > announced) and should_reannounce(self.instance, self.claim, self.view):
             self._announce()
 
     def _announce(self) -> None:
@@ -224,8 +224,10 @@ class Replication:
 
     def _heard(self, writer: str, position: int) -> None:
         self.view.announce(writer, position)
-        if self.claim is not None and writer != self.instance and self.claim.hear(position):
-            self._announce()
+        if self.claim is not None:
+            self.claim.hear(position)
+            if should_reannounce(self.instance, self.claim, self.view):
+                self._announce()
 
     def _advance(self) -> None:
         if not self._advancing and self.view.visible > self.replayed:

@@ -11,7 +11,10 @@ until the commit); after the commit it moves to the batch's highest id, or to th
 highest claim it has heard from the other writers if that is higher: a writer with
 nothing in flight has nothing below any id already allocated still to come, because its
 future ids come from the sequence, above every id handed out so far. An idle writer that
-hears a higher claim re-announces, so one busy writer never holds the others back.
+hears a higher claim re-announces, so one busy writer never holds the others back; only
+the writer whose announced claim is the lowest does (`should_reannounce`): re-announcing
+a claim that is not the lowest moves no reader, and with N writers it would cost N-1
+small transactions per batch.
 
 A reader's visible position is the lowest claim of the live writers. A writer that has
 never announced, or whose every database session is gone (it died; PostgreSQL has
@@ -37,13 +40,20 @@ class WriterClaim:
         return self.position
 
     def hear(self, position: int) -> bool:
-        """Another writer's claim; True when this idle writer should re-announce."""
+        """Another writer's claim; True when this idle writer's claim rose."""
         if position > self.heard:
             self.heard = position
         if not self.busy and self.heard > self.position:
             self.position = self.heard
             return True
         return False
+
+
+def should_reannounce(me: str, claim: WriterClaim, view: "StreamView") -> bool:
+    """An idle writer whose claim rose past what it announced, and whose announced claim
+    is the one holding readers back."""
+    announced = view.claims.get(me, -1)
+    return not claim.busy and claim.position > announced and view.is_lowest(me)
 
 
 class StreamView:
@@ -64,6 +74,10 @@ class StreamView:
     def mark_dead(self, writer: str) -> None:
         """No session of the writer is left: nothing of it can still commit."""
         self.dead.add(writer)
+
+    def is_lowest(self, writer: str) -> bool:
+        live = [p for w, p in self.claims.items() if w not in self.dead]
+        return writer not in self.claims or not live or self.claims[writer] <= min(live)
 
     def blocking(self) -> str | None:
         """The live writer holding the visible position below the highest claim."""

@@ -4,7 +4,7 @@ and idle writers never hold the others back)."""
 from hypothesis import given, settings, strategies as st
 
 from homeserver.sharding import writer_for_room
-from homeserver.stream_positions import StreamView, WriterClaim
+from homeserver.stream_positions import StreamView, WriterClaim, should_reannounce
 
 room_ids = st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=40).map(
     lambda s: f"!{s}:example.org")
@@ -60,6 +60,7 @@ class _World:
         self.gone: set[int] = set()  # failed or aborted: will never commit
         self.bus: list[tuple[str, int]] = []
         self.heard_upto = {w: 0 for w in self.names}
+        self.views = {w: StreamView(self.names) for w in self.names}  # what each writer has heard
         self.read_upto = 0
         self.view = StreamView(self.names)
         self.dead: set[str] = set()
@@ -72,7 +73,8 @@ class _World:
             if kind == "start":  # restarted: claims the highest position it can see
                 self.dead.discard(w)
                 self.claims[w] = WriterClaim(max(p for _, p in self.bus))
-                self.heard_upto[w] = len(self.bus)
+                self.heard_upto[w] = 0
+                self.views[w] = StreamView(self.names)
                 self.bus.append((w, self.claims[w].position))
             return
         claim = self.claims[w]
@@ -85,9 +87,11 @@ class _World:
             (self.committed if kind == "commit" else self.gone).update(ids)
             self.bus.append((w, claim.finish(max(ids))))
         elif kind == "hear" and self.heard_upto[w] < len(self.bus):
-            _, pos = self.bus[self.heard_upto[w]]
+            src, pos = self.bus[self.heard_upto[w]]
             self.heard_upto[w] += 1
-            if claim.hear(pos):
+            self.views[w].announce(src, pos)
+            claim.hear(pos)
+            if should_reannounce(w, claim, self.views[w]):
                 self.bus.append((w, claim.position))
         elif kind == "read" and self.read_upto < len(self.bus):
             self.view.announce(*self.bus[self.read_upto])
@@ -144,6 +148,7 @@ def test_a_busy_writer_holds_the_position_until_it_commits():
     assert view.visible == 0
     assert view.blocking() == "a"
     assert a.hear(2) is False  # busy: a cannot claim past its own id 1
+    assert not should_reannounce("a", a, view)
     view.announce("a", a.finish(1))
     assert view.visible == 2
     assert view.blocking() is None
@@ -253,3 +258,23 @@ def test_federation_is_refused_with_several_processes():
     with pytest.raises(ValidationError, match="federation is not yet served"):
         Config.model_validate({"worker": {**_LAYOUT, "instance_name": "w1", "role": "writer"},
                                "federation": {"enabled": True}})
+
+
+def test_the_reference_layout_configs_load(tmp_path):
+    """deploy/make-configs.sh writes a valid config for every instance of the layout."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from homeserver.config import load_config
+    repo = Path(__file__).resolve().parents[2]
+    subprocess.run(["sh", str(repo / "deploy" / "make-configs.sh"), str(tmp_path)], check=True,
+                   env={**os.environ, "PYTHON": sys.executable})
+    roles = {}
+    for path in sorted(tmp_path.glob("*.yaml")):
+        config = load_config(path)
+        roles[config.worker.instance_name] = config.worker.role
+        assert {"client", "internal"} == set(config.listeners[1].resources)
+    assert roles == {"client1": "client", "client2": "client", "sync1": "sync",
+                     "writer1": "writer", "writer2": "writer"}
