@@ -88,6 +88,7 @@ class Replication:
             [bytes.fromhex(h) for h in k.split(",")], replicate=False))
         self.on_invalidate("tenants", hs.tenancy.forget_user)
         self.on_invalidate("push_rules", hs.push.rules.invalidate)
+        self.on_invalidate("room_blocks", hs.room_blocks.reload)
         self._thread = threading.Thread(target=self._listen_loop, name="replication", daemon=True)
         self._thread.start()
 

@@ -199,3 +199,62 @@ def test_unread_counts_on_the_sync_process_follow_the_writers(server, unique):
     assert status == 200
     for room_id in rooms.values():
         assert later["rooms"]["join"][room_id]["unread_notifications"]["notification_count"] == 3
+
+
+def _admin(server) -> Http:
+    """The cluster's server admin (registered through the CLI, logged in through the proxy)."""
+    import subprocess
+    import sys
+
+    from tests.server_harness import REPO
+    cluster = server.cluster
+    if not hasattr(cluster, "admin"):
+        subprocess.run([sys.executable, "-m", "homeserver.cli", "register-user", "admin", "--password", "adm-pw",
+                        "--admin", "--config", str(cluster.procs[cluster.clients[0]].config_path)],
+                       cwd=REPO, check=True, capture_output=True)
+        status, login = Http(server.base_url).request(
+            "POST", "/_matrix/client/v3/login", {"type": "m.login.password", "user": "admin", "password": "adm-pw"})
+        assert status == 200, login
+        cluster.admin = Http(server.base_url, login["access_token"])
+    return cluster.admin
+
+
+def test_tenant_walls_and_room_blocks_hold_on_every_writer(server, unique):
+    """Tenants set on a client process and blocks made there reach the writers, which
+    refuse a cross-tenant join exactly as they refuse a join to a missing room."""
+    admin = _admin(server)
+    alice = new_user(server.base_url, unique("a"))
+    mallory = new_user(server.base_url, unique("m"))
+    carol = new_user(server.base_url, unique("c"))
+
+    def set_tenant(user: Http, tenant: str) -> None:
+        status, body = admin.request("PUT", f"/_homeserver/admin/v1/users/{urllib.parse.quote(user.user_id)}/tenant",
+                                     {"tenant_id": tenant})
+        assert status == 200, body
+    for user in (alice, carol, mallory):
+        set_tenant(user, "acme")
+    # Every writer learns (and caches) mallory's tenant: she creates a room on each.
+    _rooms_on_each_writer(mallory, server.cluster.writers)
+    set_tenant(mallory, "globex")  # then she moves to another tenant
+    rooms: dict[str, str] = {}
+    for _ in range(20):  # a public room of alice's on each writer
+        status, room = alice.request("POST", "/_matrix/client/v3/createRoom", {"preset": "public_chat"})
+        assert status == 200, room
+        rooms.setdefault(writer_for_room(room["room_id"], server.cluster.writers), room["room_id"])
+        if len(rooms) == len(server.cluster.writers):
+            break
+    missing = "!doesnotexist:test.local"
+    status, expected = mallory.request("POST", f"/_matrix/client/v3/rooms/{urllib.parse.quote(missing)}/join", {})
+    for room_id in rooms.values():
+        status_x, body = mallory.request("POST", f"/_matrix/client/v3/rooms/{urllib.parse.quote(room_id)}/join", {})
+        assert (status_x, body["errcode"]) == (status, expected["errcode"]), body
+    # A block made through the client process stops joins on the writer.
+    victim = next(iter(rooms.values()))
+    status, body = admin.request("PUT", f"/_synapse/admin/v1/rooms/{urllib.parse.quote(victim)}/block", {"block": True})
+    assert status == 200, body
+    status, body = carol.request("POST", f"/_matrix/client/v3/rooms/{urllib.parse.quote(victim)}/join", {})
+    assert status == 403 and body["errcode"] == "M_FORBIDDEN", body
+    other = [r for r in rooms.values() if r != victim]
+    for room_id in other:
+        status, body = carol.request("POST", f"/_matrix/client/v3/rooms/{urllib.parse.quote(room_id)}/join", {})
+        assert status == 200, body
