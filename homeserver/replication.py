@@ -255,7 +255,8 @@ class Replication:
                 self.hs.persister.max_stream_ordering = target
                 self._wake_waiters()
         except Exception:
-            logger.warning("reading replicated events failed; retrying on the next notice", exc_info=True)
+            logger.warning("reading replicated events failed; trying again in a second", exc_info=True)
+            reactor.callLater(1.0, self._advance)
         finally:
             self._advancing = False
         if self.view.blocking() is not None and self._dead_check is None:
