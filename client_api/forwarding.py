@@ -30,7 +30,8 @@ SECRET_HEADER = b"X-Homeserver-Internal"
 FORWARDED_HEADER = b"X-Homeserver-Forwarded"
 POSITION_HEADER = b"X-Homeserver-Position"
 _PASSED_HEADERS = (b"authorization", b"content-type", b"user-agent", b"accept")
-_NOT_RETURNED = (b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"date", b"server")
+_NOT_RETURNED = (b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"date", b"server",
+                 b"x-homeserver-position")
 
 _CLIENT = r"^/_matrix/client/(?:v3|r0|v1|unstable(?:/[^/]+)?)/"
 # Writes to one room: the writer of the room builds them.
@@ -102,16 +103,14 @@ class Forwarder:
         self._agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=True))
         self._next_creator = 0
 
-    async def target(self, request: server.Request) -> tuple[str, str] | None:
-        """(instance to forward to, kind of request), or None to answer here."""
+    async def target(self, request: server.Request) -> str | None:
+        """The instance to forward to, or None to answer here."""
         if request.getHeader(FORWARDED_HEADER) is not None:
             return None
         found = classify(request.method, request.path.decode("utf-8", "replace"))
         if found is None:
             return None
-        kind, room = found
-        owner = await self._owner(kind, room)
-        return None if owner is None else (owner, kind)
+        return await self._owner(*found)
 
     async def _owner(self, kind: str, room: str | None) -> str | None:
         me = self.cfg.instance_name
@@ -143,7 +142,7 @@ class Forwarder:
             return found[0] if found else None
         return None
 
-    async def forward(self, request: server.Request, owner: str, found_kind: str | None = None) -> None:
+    async def forward(self, request: server.Request, owner: str) -> None:
         base = self.cfg.instances[owner].rstrip("/")
         url = base.encode() + request.uri
         headers = Headers()
@@ -192,16 +191,16 @@ class Forwarder:
         """Forward `request` if another process owns it, else `answer_here(request)`."""
         async def run() -> None:
             try:
-                found = await self.target(request)
+                owner = await self.target(request)
             except Exception:
                 logger.exception("routing a request failed")
-                found = None
-            if found is None:
+                owner = None
+            if owner is None:
                 result = answer_here(request)
                 if isinstance(result, bytes) and not request._disconnected:
                     request.write(result)
                     request.finish()
                 return
-            await self.forward(request, *found)
+            await self.forward(request, owner)
         defer.ensureDeferred(run())
         return server.NOT_DONE_YET
