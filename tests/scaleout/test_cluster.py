@@ -258,3 +258,40 @@ def test_tenant_walls_and_room_blocks_hold_on_every_writer(server, unique):
     for room_id in other:
         status, body = carol.request("POST", f"/_matrix/client/v3/rooms/{urllib.parse.quote(room_id)}/join", {})
         assert status == 200, body
+
+
+def test_sync_process_catches_up_after_losing_its_database_sessions(server, unique):
+    """Notices sent while a process is not listening are not lost: after reconnecting it
+    reads the writers' positions from the table and replays what it missed."""
+    import psycopg2
+
+    cluster = server.cluster
+    alice = new_user(server.base_url, unique("a"))
+    rooms = _rooms_on_each_writer(alice, cluster.writers)
+    on_sync = Http(cluster.url(cluster.sync), alice.token)
+    status, first = on_sync.request("GET", "/_matrix/client/v3/sync?timeout=0")
+    assert status == 200
+    conn = psycopg2.connect(cluster.dsn)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s",
+                    (f"hs:{cluster.sync}",))
+        assert cur.fetchone()[0] >= 1  # at least its LISTEN session
+    conn.close()
+    texts = {}
+    for writer, room_id in rooms.items():  # sent while the sync process is not listening
+        texts[room_id] = f"while away {writer} {unique('m')}"
+        status, body = _send(alice, room_id, unique("t"), texts[room_id])
+        assert status == 200, body
+    seen: dict[str, list[str]] = {r: [] for r in rooms.values()}
+    since, deadline = first["next_batch"], time.monotonic() + 15
+    while any(texts[r] not in seen[r] for r in seen) and time.monotonic() < deadline:
+        status, later = on_sync.request("GET", f"/_matrix/client/v3/sync?timeout=5000&since={since}")
+        if status != 200:  # its pool reconnects on the next call
+            time.sleep(0.2)
+            continue
+        since = later["next_batch"]
+        for room_id, room in later.get("rooms", {}).get("join", {}).items():
+            seen.setdefault(room_id, []).extend(e["content"].get("body") for e in room["timeline"]["events"])
+    for room_id, text in texts.items():
+        assert text in seen[room_id], f"{text!r} never reached the sync process"
