@@ -1,6 +1,7 @@
 """The scale-out cluster of this package's tests: two writers, a sync process owning the
-per-user streams, a client process, all on one embedded PostgreSQL, behind nginx routed
-by deploy/nginx/homeserver-routes.conf. The `server` fixture is the proxy, so tests
+per-user streams, two client processes, all on one embedded PostgreSQL, behind nginx
+routed by deploy/nginx/homeserver-routes.conf (each user's requests to the client
+processes go to one of them, as in deploy/nginx/homeserver.conf). The `server` fixture is the proxy, so tests
 written for one process run unchanged against the cluster.
 
 nginx comes from Debian (`nginx-light`): installed here when missing and this runs as
@@ -57,14 +58,14 @@ def nginx_config(root: Path, port: int, cluster: Cluster) -> str:
         f"  access_log off;\n  client_body_temp_path {root}/body;\n  proxy_temp_path {root}/proxy;\n"
         f"  fastcgi_temp_path {root}/fcgi;\n  uwsgi_temp_path {root}/uwsgi;\n  scgi_temp_path {root}/scgi;\n"
         f"  upstream hs_sync {{\n    server 127.0.0.1:{cluster.procs[cluster.sync].port};\n    keepalive 16;\n  }}\n"
-        f"  upstream hs_client {{\n{clients}    keepalive 16;\n  }}\n"
+        f"  upstream hs_client {{\n    hash $http_authorization consistent;\n{clients}    keepalive 16;\n  }}\n"
         f"  server {{\n    listen 127.0.0.1:{port};\n{routes}\n  }}\n"
         "}\n")
 
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory):
-    c = Cluster(tmp_path_factory.mktemp("cluster"))
+    c = Cluster(tmp_path_factory.mktemp("cluster"), clients=["client1", "client2"])
     try:
         c.start()
         yield c
