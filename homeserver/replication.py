@@ -244,6 +244,12 @@ class Replication:
                 if not self.is_writer:  # a writer's own listeners saw its own events
                     rows = await self.hs.db.run(repl_store.events_between, self.replayed, target)
                     pushed = await self.hs.db.run(repl_store.push_results_between, self.replayed, target)
+                    if self.hs.config.worker.role == "sync":
+                        # Long-polls are woken by the members the room heads list: know
+                        # every room that has news (a load per room new to this process).
+                        for room_id in {room for _, room, _ in rows}:
+                            if self.hs.room_heads.peek(room_id) is None:
+                                await self.hs.room_heads.get(room_id)
                     events = []
                     for stored, _, version in rows:
                         event = event_from_stored(stored, version)

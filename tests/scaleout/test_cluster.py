@@ -295,3 +295,25 @@ def test_sync_process_catches_up_after_losing_its_database_sessions(server, uniq
             seen.setdefault(room_id, []).extend(e["content"].get("body") for e in room["timeline"]["events"])
     for room_id, text in texts.items():
         assert text in seen[room_id], f"{text!r} never reached the sync process"
+
+
+def test_replication_positions_are_metrics(server, unique):
+    import re
+    import urllib.request
+    cluster = server.cluster
+    alice = new_user(server.base_url, unique("a"))
+    rooms = _rooms_on_each_writer(alice, cluster.writers)
+    for room_id in rooms.values():
+        assert _send(alice, room_id, unique("t"), "counted")[0] == 200
+    url = f"http://127.0.0.1:{cluster.internal_ports[cluster.sync]}/metrics"  # the cluster's metrics listener
+    deadline = time.monotonic() + 5
+    while True:
+        text = urllib.request.urlopen(url, timeout=5).read().decode()
+        values = dict(re.findall(r'^(homeserver_replication_\w+(?:\{writer="\w+"\})?) (\S+)$', text, re.M))
+        if float(values["homeserver_replication_behind"]) == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert float(values["homeserver_replication_behind"]) == 0
+    visible = float(values["homeserver_replication_visible_position"])
+    for writer in cluster.writers:
+        assert 0 < float(values[f'homeserver_replication_writer_position{{writer="{writer}"}}']) <= visible
