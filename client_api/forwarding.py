@@ -201,6 +201,10 @@ class Forwarder:
                     request.write(result)
                     request.finish()
                 return
-            await self.forward(request, owner)
+            self.hs.requests_in_flight += 1  # a draining process waits for it too
+            try:
+                await self.forward(request, owner)
+            finally:
+                self.hs.requests_in_flight -= 1
         defer.ensureDeferred(run())
         return server.NOT_DONE_YET
