@@ -92,9 +92,18 @@ class Cluster:
             f"  internal_secret: {self.secret}\n"
             + self.extra_config)
 
+    def single_process(self) -> ServerProcess:
+        """A process of role main on the cluster's database and files: the deployment
+        before it grew (start the PostgreSQL first)."""
+        srv = ClusterProcess(self.root / "main", log_path=self.log_path)
+        srv.extra_config = (f"data_dir: {self.shared}\nsigning_key_path: {self.shared / 'signing.key'}\n"
+                            f"database:\n  dsn: \"{self.dsn}\"\n")
+        return srv
+
     def start(self) -> None:
         self.shared.mkdir(parents=True, exist_ok=True)
-        self.start_postgres()
+        if not (self.pgdata / "postmaster.pid").exists():
+            self.start_postgres()
         for name in self.names():
             self.internal_ports[name] = free_port()
         for name in self.names():  # the first writer applies the migrations alone

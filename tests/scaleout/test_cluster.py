@@ -317,3 +317,33 @@ def test_replication_positions_are_metrics(server, unique):
     visible = float(values["homeserver_replication_visible_position"])
     for writer in cluster.writers:
         assert 0 < float(values[f'homeserver_replication_writer_position{{writer="{writer}"}}']) <= visible
+
+
+def test_a_single_process_deployment_grows_into_writers(tmp_path, unique):
+    """docs/scaling.md's growth path: rooms and messages written by one process (role
+    main) on the same database are served by the cluster that replaces it, and new events
+    sort after the old ones."""
+    cluster = Cluster(tmp_path / "c")
+    try:
+        cluster.shared.mkdir(parents=True)
+        cluster.start_postgres()
+        single = cluster.single_process()
+        single.start()
+        alice = new_user(single.base_url, unique("a"))
+        status, room = alice.request("POST", "/_matrix/client/v3/createRoom", {"preset": "private_chat"})
+        assert status == 200, room
+        for i in range(5):
+            assert _send(alice, room["room_id"], f"old{i}", f"before {i}")[0] == 200
+        single.stop()
+        cluster.start()
+        alice.base_url = cluster.url(cluster.clients[0])
+        for i in range(3):
+            status, body = _send(alice, room["room_id"], f"new{i}", f"after {i}")
+            assert status == 200, body
+        assert _messages(alice, room["room_id"]) == [f"after {i}" for i in (2, 1, 0)] + [
+            f"before {i}" for i in (4, 3, 2, 1, 0)]
+        others = _rooms_on_each_writer(alice, cluster.writers)  # and new rooms on every writer
+        for room_id in others.values():
+            assert _send(alice, room_id, unique("t"), "fresh")[0] == 200
+    finally:
+        cluster.stop()
