@@ -347,3 +347,44 @@ def test_a_single_process_deployment_grows_into_writers(tmp_path, unique):
             assert _send(alice, room_id, unique("t"), "fresh")[0] == 200
     finally:
         cluster.stop()
+
+
+def test_application_service_gets_every_writers_events_once(tmp_path, unique):
+    """Application-service delivery runs in one process (worker.jobs.appservices, here the
+    stream owner), fed by the events it replays from both writers: every event reaches
+    the service, none twice."""
+    import secrets
+
+    import yaml
+
+    from tests.appservice.test_transactions import Receiver
+
+    hs_token = secrets.token_hex(16)
+    receiver = Receiver(hs_token)
+    registration = {"id": "watch", "url": f"http://127.0.0.1:{receiver.port}", "as_token": secrets.token_hex(16),
+                    "hs_token": hs_token, "sender_localpart": "_watch_bot",
+                    "namespaces": {"users": [{"exclusive": True, "regex": "@_watch_.*"}], "aliases": [],
+                                   "rooms": [{"exclusive": False, "regex": ".*"}]}}
+    reg_path = tmp_path / "watch.yaml"
+    reg_path.write_text(yaml.safe_dump(registration))
+    cluster = Cluster(tmp_path / "c", extra_config=f"app_service_config_files: [{reg_path}]\n")
+    try:
+        cluster.start()
+        alice = new_user(cluster.url(cluster.clients[0]), unique("a"))
+        rooms = _rooms_on_each_writer(alice, cluster.writers)
+        sent = []
+        for room_id in rooms.values():
+            for i in range(5):
+                status, body = _send(alice, room_id, unique("t"), f"watched {i}")
+                assert status == 200, body
+                sent.append(body["event_id"])
+        deadline = time.monotonic() + 20
+        while not set(sent) <= set(receiver.event_ids()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert set(sent) <= set(receiver.event_ids())
+        with receiver.lock:
+            delivered = [e["event_id"] for _, body in receiver.attempts for e in body.get("events", [])]
+        assert len(delivered) == len(set(delivered)), "an event was delivered twice"
+    finally:
+        cluster.stop()
+        receiver.close()
