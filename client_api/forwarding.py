@@ -40,6 +40,9 @@ _ROOM_WRITE = re.compile(
     + _CLIENT + r"rooms/(?P<room2>[^/]+)/(?:join|leave|invite|kick|ban|unban|knock|forget|upgrade)$|"
     + _CLIENT + r"(?:join|knock)/(?P<room3>[^/]+)$")
 _CREATE_ROOM = re.compile(_CLIENT + r"createRoom$")
+# The admin API's room deletion and history purge change the room's heads: its writer.
+_ADMIN_ROOM_WRITE = re.compile(r"^/_synapse/admin/v[12]/rooms/(?P<room>[^/]+)$|"
+                               r"^/_synapse/admin/v1/purge_history/(?P<room2>[^/]+)(?:/[^/]+)?$")
 _THUMBNAIL = re.compile(r"^/_matrix/(?:client/v1/media|media/(?:v3|r0))/thumbnail/")
 # The per-user streams and what writes to them.
 _STREAMS = re.compile(
@@ -59,6 +62,9 @@ def classify(method: bytes, path: str) -> tuple[str, str | None] | None:
         m = _ROOM_WRITE.match(path)
         if m:
             return "room", unquote(m.group("room") or m.group("room2") or m.group("room3"))
+        m = _ADMIN_ROOM_WRITE.match(path) if method in (b"DELETE", b"POST") else None
+        if m:
+            return "room", unquote(m.group("room") or m.group("room2"))
         if method == b"POST" and _CREATE_ROOM.match(path):
             return "create", None
     if _STREAMS.match(path):

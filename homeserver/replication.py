@@ -89,6 +89,9 @@ class Replication:
         self.on_invalidate("tenants", hs.tenancy.forget_user)
         self.on_invalidate("push_rules", hs.push.rules.invalidate)
         self.on_invalidate("room_blocks", hs.room_blocks.reload)
+        from homeserver import admin_tasks  # noqa: PLC0415  (imports the room core)
+        self.on_invalidate("room_deleted", lambda room_id: admin_tasks.forget_room(hs, room_id, replicate=False))
+        self.on_invalidate("room_purged", lambda room_id: admin_tasks.forget_purged_events(hs, room_id))
         self._thread = threading.Thread(target=self._listen_loop, name="replication", daemon=True)
         self._thread.start()
 
@@ -241,6 +244,7 @@ class Replication:
         try:
             while self.view.visible > self.replayed:
                 target = self.view.visible
+                events: "list[Event]" = []
                 if not self.is_writer:  # a writer's own listeners saw its own events
                     rows = await self.hs.db.run(repl_store.events_between, self.replayed, target)
                     pushed = await self.hs.db.run(repl_store.push_results_between, self.replayed, target)
@@ -250,15 +254,16 @@ class Replication:
                         for room_id in {room for _, room, _ in rows}:
                             if self.hs.room_heads.peek(room_id) is None:
                                 await self.hs.room_heads.get(room_id)
-                    events = []
                     for stored, _, version in rows:
                         event = event_from_stored(stored, version)
                         if stored.stream_ordering in pushed:  # unread counts and pushers go on from here
                             event.internal[PUSH_RESULTS] = pushed[stored.stream_ordering]
                         events.append(event)
-                    self._hand_over(events)
+                # The position first, then the listeners, as after a local commit: a pusher
+                # nudged by them reads up to it.
                 self.replayed = target
                 self.hs.persister.max_stream_ordering = target
+                self._hand_over(events)
                 self._wake_waiters()
         except Exception:
             logger.warning("reading replicated events failed; trying again in a second", exc_info=True)

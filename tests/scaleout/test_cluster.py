@@ -388,3 +388,29 @@ def test_application_service_gets_every_writers_events_once(tmp_path, unique):
     finally:
         cluster.stop()
         receiver.close()
+
+
+def test_admin_room_deletion_reaches_every_process(server, unique):
+    """The admin API's room deletion runs on the room's writer, and the other processes
+    drop what they held of the room: nobody can join it, send to it or read it afterwards."""
+    admin = _admin(server)
+    alice = new_user(server.base_url, unique("a"))
+    bob = new_user(server.base_url, unique("b"))
+    rooms: dict[str, str] = {}
+    while len(rooms) < len(server.cluster.writers):
+        status, room = alice.request("POST", "/_matrix/client/v3/createRoom", {"preset": "public_chat"})
+        assert status == 200, room
+        rooms.setdefault(writer_for_room(room["room_id"], server.cluster.writers), room["room_id"])
+    for room_id in rooms.values():
+        assert _send(alice, room_id, unique("t"), "soon gone")[0] == 200
+        assert _messages(alice, room_id) == ["soon gone"]  # the client process holds the room now
+    for room_id in rooms.values():
+        status, body = admin.request("DELETE", f"/_synapse/admin/v1/rooms/{urllib.parse.quote(room_id)}",
+                                     {"purge": True})
+        assert status == 200, body
+        status, body = bob.request("POST", f"/_matrix/client/v3/rooms/{urllib.parse.quote(room_id)}/join", {})
+        assert status in (403, 404), (status, body)
+        status, body = _send(alice, room_id, unique("t"), "too late")
+        assert status in (403, 404), (status, body)
+        status, body = alice.request("GET", f"/_matrix/client/v3/rooms/{urllib.parse.quote(room_id)}/messages?dir=b")
+        assert status in (403, 404), (status, body)

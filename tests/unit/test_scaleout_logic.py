@@ -184,6 +184,9 @@ def test_room_writes_belong_to_the_room():
         assert classify(method, path) == ("room", room), path
     assert classify(b"POST", "/_matrix/client/v3/join/%23alias%3Aexample.org") == ("room", "#alias:example.org")
     assert classify(b"POST", "/_matrix/client/v3/createRoom") == ("create", None)
+    assert classify(b"DELETE", f"/_synapse/admin/v2/rooms/{quoted}") == ("room", room)
+    assert classify(b"POST", f"/_synapse/admin/v1/purge_history/{quoted}/$e") == ("room", room)
+    assert classify(b"GET", f"/_synapse/admin/v1/rooms/{quoted}") is None
 
 
 def test_reads_are_answered_anywhere():
