@@ -5,14 +5,13 @@ authorises and persists it exactly as a local send; the answer is returned once 
 process has replayed the event, so the caller reads its own write."""
 from __future__ import annotations
 
+from io import BytesIO
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from twisted.internet import reactor
-from twisted.web.client import Agent, HTTPConnectionPool, readBody
+from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
-from twisted.web.client import FileBodyProducer
-from io import BytesIO
 
 from homeserver.errors import MatrixError
 from homeserver.sharding import writer_for_room

@@ -9,7 +9,6 @@ import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 
 from homeserver.sharding import writer_for_room
 from tests.cluster import Cluster
