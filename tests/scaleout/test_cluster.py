@@ -413,3 +413,41 @@ def test_admin_room_deletion_reaches_every_process(server, unique):
         assert status in (403, 404), (status, body)
         status, body = alice.request("GET", f"/_matrix/client/v3/rooms/{urllib.parse.quote(room_id)}/messages?dir=b")
         assert status in (403, 404), (status, body)
+
+
+def test_push_gateway_gets_each_writers_notifications_once(tmp_path, unique):
+    """Push delivery runs in one process (worker.jobs.pushers, here the stream owner),
+    from the push results the writers stored with their events."""
+    from tests.push_gateway import PushGateway
+    from tests.server_harness import free_port
+
+    gateway = PushGateway(free_port())
+    gateway.start()
+    cluster = Cluster(tmp_path / "c", extra_config="push:\n  gateway_ip_range_whitelist: ['127.0.0.0/8']\n"
+                                                  "  retry_initial_ms: 200\n  synced_within_ms: 1000\n")
+    try:
+        cluster.start()
+        url = cluster.url(cluster.clients[0])
+        alice, bob = new_user(url, unique("a")), new_user(url, unique("b"))
+        rooms = _rooms_on_each_writer(alice, cluster.writers, invite=bob.user_id)
+        for room_id in rooms.values():
+            assert bob.request("POST", f"/_matrix/client/v3/join/{urllib.parse.quote(room_id)}", {})[0] == 200
+        status, body = bob.request("POST", "/_matrix/client/v3/pushers/set", {
+            "kind": "http", "app_id": "com.example.app", "pushkey": "key-1", "app_display_name": "App",
+            "device_display_name": "Phone", "lang": "en", "data": {"url": gateway.url}})
+        assert status == 200, body
+        mentions = []
+        for room_id in rooms.values():
+            status, body = alice.request(
+                "PUT", f"/_matrix/client/v3/rooms/{urllib.parse.quote(room_id)}/send/m.room.message/{unique('t')}",
+                {"msgtype": "m.text", "body": "ping", "m.mentions": {"user_ids": [bob.user_id]}})
+            assert status == 200, body
+            mentions.append(body["event_id"])
+        gateway.wait_for(lambda notes: all(any(n.get("event_id") == m for n in notes) for m in mentions))
+        time.sleep(0.5)  # a second delivery would have arrived by now
+        for event_id in mentions:
+            assert len(gateway.for_event(event_id)) == 1
+        assert not gateway.bad_requests
+    finally:
+        cluster.stop()
+        gateway.stop()
