@@ -35,6 +35,17 @@ def _rooms_on_each_writer(user: Http, writers: list[str], invite: str | None = N
     raise AssertionError(f"rooms landed on {sorted(found)} only")
 
 
+def _eventually(call, done, within: float = 2.0):
+    """`call()` again until `done(answer)` or `within` seconds pass: what one process
+    changes reaches the others when its NOTIFY arrives, milliseconds later."""
+    deadline = time.monotonic() + within
+    answer = call()
+    while not done(answer) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        answer = call()
+    return answer
+
+
 def _messages(user: Http, room_id: str) -> list[str]:
     bodies, token = [], None
     while True:
@@ -71,6 +82,15 @@ def test_message_through_either_writer_wakes_a_long_poll_on_the_sync_process(ser
     status, first = bob_on_sync.request("GET", "/_matrix/client/v3/sync?timeout=0")
     assert status == 200, first
     since = first["next_batch"]
+    # The sync process has bob's joins a few milliseconds after the client process did.
+    joined = set(first.get("rooms", {}).get("join", {}))
+    deadline = time.monotonic() + 10
+    while not set(rooms.values()) <= joined and time.monotonic() < deadline:
+        status, more = bob_on_sync.request("GET", f"/_matrix/client/v3/sync?timeout=1000&since={since}")
+        assert status == 200, more
+        joined |= set(more.get("rooms", {}).get("join", {}))
+        since = more["next_batch"]
+    assert set(rooms.values()) <= joined
     for writer, room_id in rooms.items():
         result: dict = {}
 
@@ -174,7 +194,8 @@ def test_logout_on_the_sync_process_ends_the_token_everywhere(server, unique):
     assert status == 200  # cached there now
     status, body = Http(cluster.url(cluster.sync), alice.token).request("POST", "/_matrix/client/v3/logout", {})
     assert status == 200, body
-    status, body = on_client.request("GET", "/_matrix/client/v3/account/whoami")
+    status, body = _eventually(lambda: on_client.request("GET", "/_matrix/client/v3/account/whoami"),
+                               lambda answer: answer[0] != 200)
     assert status == 401 and body["errcode"] == "M_UNKNOWN_TOKEN", body
 
 
@@ -235,6 +256,7 @@ def test_tenant_walls_and_room_blocks_hold_on_every_writer(server, unique):
     # Every writer learns (and caches) mallory's tenant: she creates a room on each.
     _rooms_on_each_writer(mallory, server.cluster.writers)
     set_tenant(mallory, "globex")  # then she moves to another tenant
+    time.sleep(0.3)  # the writers hear of it by NOTIFY, milliseconds later
     rooms: dict[str, str] = {}
     for _ in range(20):  # a public room of alice's on each writer
         status, room = alice.request("POST", "/_matrix/client/v3/createRoom", {"preset": "public_chat"})
@@ -251,6 +273,7 @@ def test_tenant_walls_and_room_blocks_hold_on_every_writer(server, unique):
     victim = next(iter(rooms.values()))
     status, body = admin.request("PUT", f"/_synapse/admin/v1/rooms/{urllib.parse.quote(victim)}/block", {"block": True})
     assert status == 200, body
+    time.sleep(0.3)  # likewise
     status, body = carol.request("POST", f"/_matrix/client/v3/rooms/{urllib.parse.quote(victim)}/join", {})
     assert status == 403 and body["errcode"] == "M_FORBIDDEN", body
     other = [r for r in rooms.values() if r != victim]
@@ -411,7 +434,9 @@ def test_admin_room_deletion_reaches_every_process(server, unique):
         assert status in (403, 404), (status, body)
         status, body = _send(alice, room_id, unique("t"), "too late")
         assert status in (403, 404), (status, body)
-        status, body = alice.request("GET", f"/_matrix/client/v3/rooms/{urllib.parse.quote(room_id)}/messages?dir=b")
+        status, body = _eventually(  # the client process drops the room when its notice arrives
+            lambda: alice.request("GET", f"/_matrix/client/v3/rooms/{urllib.parse.quote(room_id)}/messages?dir=b"),
+            lambda answer: answer[0] in (403, 404))
         assert status in (403, 404), (status, body)
 
 
