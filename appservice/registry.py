@@ -28,14 +28,19 @@ class AppServices:
         self.pushers = {r.id: Pusher(hs, r) for r in self.registrations}
         self.queries = Queries(hs, self.registrations)
         self.thirdparty = ThirdParty(self.registrations)
+        self.pushing = True
 
-    async def start(self) -> None:
+    async def start(self, push: bool = True) -> None:
+        """`push`: this process delivers the transactions (worker.jobs.appservices)."""
+        self.pushing = push
         for reg in self.registrations:
             sender = reg.sender(self.hs.server_name)
             # The service's own bot user exists from the start, as the spec expects.
             if await self.hs.db.run(accounts_store.create_user, sender, None, False,
                                     int(time.time() * 1000), reg.sender_localpart):
                 await self.hs.db.run(as_store.set_user_appservice, sender, reg.id)
+            if not push:
+                continue
             await self.pushers[reg.id].start()
             logger.info("application service %s: sender %s, pushing to %s", reg.id, sender, reg.url)
 
@@ -67,9 +72,13 @@ class AppServices:
     # ---- feeds from the rest of the server -------------------------------------------
 
     def on_events(self, events) -> None:
+        if not self.pushing:
+            return
         for p in self.pushers.values():
             p.nudge()
 
     def on_ephemeral(self, event: dict) -> None:
+        if not self.pushing:
+            return
         for p in self.pushers.values():
             p.add_ephemeral(event)

@@ -20,6 +20,7 @@ HEALTH_TIMEOUT_S = 5.0
 _NOT_READY = b'{"errcode":"M_UNKNOWN","error":"the server is starting"}'
 _STOPPING = b'{"errcode":"M_UNKNOWN","error":"the server is shutting down"}'
 _NOT_FOUND = b'{"errcode":"M_UNRECOGNIZED","error":"unrecognized request"}'
+_NOT_INTERNAL = b'{"errcode":"M_FORBIDDEN","error":"internal listener"}'
 
 
 def _ping(cur) -> None:
@@ -29,11 +30,15 @@ def _ping(cur) -> None:
 class ListenerResource(Resource):
     isLeaf = True
 
-    def __init__(self, hs: "HomeServer", api: Resource | None, metrics: Resource | None) -> None:
+    def __init__(self, hs: "HomeServer", api: Resource | None, metrics: Resource | None,
+                 internal: bool = False, forwarder: Any = None) -> None:
         super().__init__()
         self.hs = hs
         self.api = api
         self.metrics = metrics
+        # An `internal` listener answers only the processes of the deployment (the secret).
+        self.internal = internal
+        self.forwarder = forwarder  # client_api.forwarding.Forwarder with several processes
 
     def render(self, request: server.Request) -> Any:
         path = request.path
@@ -51,7 +56,31 @@ class ListenerResource(Resource):
         if not self.hs.ready:
             request.setHeader(b"Retry-After", b"2")
             return _plain(request, 503, _NOT_READY, b"application/json")
+        if self.internal:
+            from client_api.forwarding import secret_ok, tell_position, trust_forwarded_address
+            if not secret_ok(self.hs, request):
+                return _plain(request, 403, _NOT_INTERNAL, b"application/json")
+            trust_forwarded_address(request)
+            if self.hs.persister.multi_writer is not None:
+                tell_position(request, self.hs.persister)
+            from homeserver.remote_writes import SEND_PATH
+            if path == SEND_PATH.encode() and request.method == b"POST" and self.hs.ready:
+                defer.ensureDeferred(self._internal_send(request))
+                return server.NOT_DONE_YET
+        if self.forwarder is not None:
+            return self.forwarder.render(request, self.api.render)
         return self.api.render(request)
+
+    async def _internal_send(self, request: server.Request) -> None:
+        from homeserver.remote_writes import serve_send
+        request.content.seek(0)
+        status, body = await serve_send(self.hs, request.content.read())
+        if not request._disconnected:
+            import orjson
+            request.setResponseCode(status)
+            request.setHeader(b"Content-Type", b"application/json")
+            request.write(orjson.dumps(body))
+            request.finish()
 
     async def _health(self, request: server.Request) -> None:
         hs = self.hs

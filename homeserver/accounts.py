@@ -9,7 +9,7 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 import bcrypt
-from twisted.internet import threads
+from twisted.internet import defer, threads
 
 from homeserver.errors import MatrixError, forbidden
 from homeserver.ids import LOCALPART_RE, new_device_id, split_id
@@ -148,9 +148,15 @@ class Accounts:
                 self._token_cache.popitem(last=False)
         return owner
 
-    def forget_tokens(self, hashes: list[bytes]) -> None:
+    def forget_tokens(self, hashes: list[bytes], replicate: bool = True) -> defer.Deferred:
+        """Fires once the other processes have been told (several processes)."""
         for h in hashes:
             self._token_cache.pop(h, None)
+        told = []
+        if replicate and hashes and self.hs.replication is not None:  # the other processes too
+            for i in range(0, len(hashes), 50):  # NOTIFY payloads stay under 8 kB
+                told.append(self.hs.replication.invalidate("tokens", ",".join(h.hex() for h in hashes[i:i + 50])))
+        return defer.gatherResults(told, consumeErrors=True)
 
     async def logout(self, token: str) -> None:
         owner = await self.owner_of_token(token)
@@ -167,7 +173,7 @@ class Accounts:
         await self._devices_gone(user_id, hashes)
 
     async def _devices_gone(self, user_id: str, token_hashes: list[bytes]) -> None:
-        self.forget_tokens(token_hashes)
+        await self.forget_tokens(token_hashes)
         if self.hs.pushers is not None:
             await self.hs.pushers.tokens_gone(user_id, token_hashes)
         await self.device_list_changed(user_id)

@@ -93,15 +93,29 @@ def forget_events(hs: "HomeServer", room_id: str, gone: list[str], pruned: list[
     hs.aggregations.forget_all()  # bundles may hold the events' old content
     if hs.sync is not None:
         hs.sync.timeline_cache.forget_room(room_id)
+    if hs.replication is not None:  # several processes: the others drop the room's events
+        hs.replication.invalidate("room_purged", room_id)
 
 
-def forget_room(hs: "HomeServer", room_id: str) -> None:
+def forget_purged_events(hs: "HomeServer", room_id: str) -> None:
+    """Another process purged history in the room: what this one holds of its events
+    goes (the head and events are read again when next needed)."""
+    hs.room_heads.invalidate(room_id)
+    hs.event_cache.forget_room(room_id)
+    hs.aggregations.forget_all()
+    if hs.sync is not None:
+        hs.sync.timeline_cache.forget_room(room_id)
+
+
+def forget_room(hs: "HomeServer", room_id: str, replicate: bool = True) -> None:
     """A deleted room: nothing of it stays in memory."""
     hs.room_heads.invalidate(room_id)
     hs.event_cache.forget_room(room_id)
     hs.aggregations.forget_all()
     if hs.sync is not None:
         hs.sync.forget_room(room_id)
+    if replicate and hs.replication is not None:  # several processes: in theirs neither
+        hs.replication.invalidate("room_deleted", room_id)
 
 
 # ---- purge history --------------------------------------------------------------------

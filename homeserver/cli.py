@@ -67,6 +67,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         from twisted.web import server
 
         metrics_resource = metrics.metrics_resource()
+        forwarder = None
+        if config.worker.multi_process:  # several processes: each forwards what it does not own
+            from client_api.forwarding import Forwarder
+            forwarder = Forwarder(hs)
         apis: dict[tuple[str, ...], Any] = {}  # one API site per set of API resources
         for listener in config.listeners:
             served = tuple(r for r in ("client", "federation") if r in listener.resources)
@@ -75,7 +79,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                 api = apis[served] = build_site(hs, _route_registrars(served))
             site = server.Site(ListenerResource(
                 hs, api.resource if api is not None else None,
-                metrics_resource if "metrics" in listener.resources else None))
+                metrics_resource if "metrics" in listener.resources else None,
+                internal="internal" in listener.resources,
+                forwarder=forwarder if "client" in listener.resources else None))
             site.requestFactory, site.protocol, site.noisy = LimitedRequest, LimitedChannel, False
             site.api_resource = api.api_resource if api is not None else None
             site.log = lambda request: None  # our own access line replaces Twisted's
@@ -104,14 +110,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         hs.sync = SyncEngine(hs)
         await hs.sync.start()
         hs.appservices = AppServices(hs)
-        await hs.appservices.start()
+        await hs.appservices.start(push=config.worker.runs_job("appservices"))
         hs.persister.add_listener(hs.appservices.on_events)
         hs.sync.ephemeral_listeners.append(hs.appservices.on_ephemeral)
         if hs.federation is not None:
             await hs.federation.attach_sync(hs.sync)  # outbound EDUs; starts the queues
         hs.pushers = Pushers(hs)
-        await hs.pushers.start()
+        if config.worker.runs_job("pushers"):
+            await hs.pushers.start()
         hs.ratelimiter = Ratelimiter(hs)
+        if hs.replication is not None:
+            hs.replication.listen()  # every persist listener is in place
         hs.ready = True
         logger.info("start-up complete: serving requests")
         _tune_gc()

@@ -20,8 +20,10 @@ class ListenerConfig(_Strict):
     # client: the client-server API (and /health); metrics: Prometheus /metrics (and
     # /health); federation: the server-server API and the key server (needs
     # federation.enabled). Keep metrics off the public client port: give it its own listener.
-    resources: list[Literal["client", "metrics", "federation"]] = Field(default_factory=lambda: ["client"],
-                                                                        min_length=1)
+    # internal: only requests carrying worker.internal_secret (the processes of a
+    # multi-process deployment forwarding to each other; never expose it).
+    resources: list[Literal["client", "metrics", "federation", "internal"]] = Field(
+        default_factory=lambda: ["client"], min_length=1)
     # Serve HTTPS with federation.tls_certificate_path / tls_private_key_path.
     tls: bool = False
 
@@ -262,6 +264,69 @@ class InviteRateLimits(_Strict):
     per_issuer: RateLimit = _rate(0.3, 10)        # invites sent by one user
 
 
+class WorkerJobsConfig(_Strict):
+    # The instance running each background job; null: the stream owner (`worker.streams`).
+    appservices: str | None = None   # application-service transaction pushers
+    pushers: str | None = None       # push-gateway pushers
+    # The instance making media thumbnails (requests for one are forwarded to it);
+    # null: whichever process is asked (all of them share <data_dir>/media).
+    thumbnails: str | None = None
+
+
+class WorkerConfig(_Strict):
+    """Several processes on one PostgreSQL (docs/scaling.md). The default, role `main`
+    with no writers listed, is one process doing everything."""
+    instance_name: str = Field("main", pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    # main: everything, alone. writer: builds and persists the events of its shard of
+    # rooms. client: the client API, room writes forwarded to the room's writer. sync:
+    # /sync and the per-user streams (typing, receipts, presence, account data, to-device,
+    # device lists) when it is `streams`.
+    role: Literal["main", "writer", "client", "sync"] = "main"
+    # Every instance's internal base URL (a listener of it with the `internal` resource).
+    instances: dict[str, str] = {}
+    # The writers sharing the rooms, by a stable hash of the room id (rendezvous hashing:
+    # adding a writer moves only the rooms it takes over).
+    writers: list[str] = []
+    # The one instance writing the per-user streams and owning typing and presence.
+    streams: str | None = None
+    jobs: WorkerJobsConfig = WorkerJobsConfig()
+    # Shared by the instances: every request to an `internal` listener must carry it.
+    internal_secret: str | None = None
+
+    @model_validator(mode="after")
+    def _layout(self) -> "WorkerConfig":
+        if self.role == "main":
+            if self.writers:
+                raise ValueError("role main is the only writer: list no writers, or give each process a role")
+            return self
+        if not self.writers or not self.streams:
+            raise ValueError(f"role {self.role} needs `writers` and `streams`")
+        if not self.internal_secret or len(self.internal_secret) < 16:
+            raise ValueError("several processes need an internal_secret of at least 16 characters")
+        named = set(self.writers) | {self.streams, self.instance_name} | {
+            j for j in self.jobs.model_dump().values() if j}
+        missing = sorted(n for n in named if n not in self.instances)
+        if missing:
+            raise ValueError(f"instances has no internal URL for {', '.join(missing)}")
+        if (self.role == "writer") != (self.instance_name in self.writers):
+            raise ValueError("an instance is in `writers` exactly when its role is writer")
+        return self
+
+    @property
+    def multi_process(self) -> bool:
+        return self.role != "main"
+
+    def runs_job(self, job: str) -> bool:
+        """Whether this instance runs a background job (all of them in role main)."""
+        if not self.multi_process:
+            return True
+        return (getattr(self.jobs, job) or self.streams) == self.instance_name
+
+    @property
+    def owns_streams(self) -> bool:
+        return not self.multi_process or self.streams == self.instance_name
+
+
 class Config(_Strict):
     server_name: str = "localhost"
     public_baseurl: str = "http://127.0.0.1:8008/"
@@ -285,6 +350,7 @@ class Config(_Strict):
     shutdown: ShutdownConfig = ShutdownConfig()
     push: PushConfig = PushConfig()
     sliding_sync: SlidingSyncConfig = SlidingSyncConfig()
+    worker: WorkerConfig = WorkerConfig()
     # Rate limits (Synapse's keys and defaults): 429 M_LIMIT_EXCEEDED with retry_after_ms.
     rc_message: RateLimit = _rate(0.2, 10)        # events sent, per user
     rc_registration: RateLimit = _rate(0.17, 3)   # registrations, per client IP
@@ -306,6 +372,10 @@ class Config(_Strict):
     def _federation_listener(self) -> "Config":
         if not self.federation.enabled and any("federation" in l.resources for l in self.listeners):
             raise ValueError("a listener serves `federation` but federation.enabled is false")
+        if self.worker.multi_process and self.federation.enabled:
+            raise ValueError("federation is not yet served by a multi-process deployment (docs/scaling.md)")
+        if any("internal" in l.resources for l in self.listeners) and not self.worker.internal_secret:
+            raise ValueError("a listener serves `internal` but worker.internal_secret is not set")
         return self
 
     @property

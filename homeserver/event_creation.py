@@ -61,6 +61,10 @@ class EventCreator:
                    state_key: str | None = None, *, txn: tuple[str, str, str] | None = None,
                    extra_check: ExtraCheck | None = None, ts: int | None = None) -> Event:
         """Build, authorise and persist one event; returns once it is durably stored."""
+        if not self.hs.owns_room(room_id):  # several processes: the room's writer builds it
+            if extra_check is not None or self.hs.remote_writes is None:
+                raise MatrixError(503, "M_UNKNOWN", "this process does not write to that room")
+            return await self.hs.remote_writes.send(room_id, sender, event_type, content, state_key, txn, ts)
         if txn is not None:
             return await self._txns.run(txn, lambda: self._send_once(
                 room_id, sender, event_type, content, state_key, txn, extra_check, ts))
@@ -163,6 +167,8 @@ class EventCreator:
         if "\x00" in event_type or "\x00" in (state_key or ""):
             # They are text columns too: refuse here, not fail the whole persist batch.
             raise MatrixError(400, "M_INVALID_PARAM", "event type and state_key may not contain NUL")
+        if not self.hs.owns_room(head.room_id):  # another writer builds this room's events
+            raise MatrixError(503, "M_UNKNOWN", "this process does not write to that room")
         if event_type == "m.room.member" and isinstance(state_key, str):
             self.hs.tenancy.check_membership(head, state_key, content.get("membership"))
         rv = head.room_version
@@ -203,7 +209,14 @@ class EventCreator:
         if not rv.room_id_from_create:
             assert room_id is not None
             pdu["room_id"] = room_id
+        if not self.hs.writes_rooms:
+            raise MatrixError(503, "M_UNKNOWN", "this process does not create rooms")
         event = self._finish(pdu, rv)
+        while not self.hs.owns_room(event.room_id):
+            # Several writers: a room id (here the create event's hash) that lands on this
+            # one; a few tries, as many as there are writers on average.
+            pdu["origin_server_ts"] += 1
+            event = self._finish(pdu, rv)
         head = RoomHead(room_id=event.room_id, room_version=rv, state={}, extremities=[],
                         depth=0, state_group=0, chain_length=0)
         try:

@@ -85,6 +85,19 @@ class _ServerState(Collector):
                 for state, n in sync.presence.count_by_state().items():
                     by_state.add_metric([state], n)
                 yield by_state
+        replication = hs.replication
+        if replication is not None:  # several processes (docs/scaling.md)
+            claims = GaugeMetricFamily("homeserver_replication_writer_position",
+                                       "Each writer's announced event stream position, as this process heard it.",
+                                       labels=["writer"])
+            for writer, position in replication.view.claims.items():
+                claims.add_metric([writer], position)
+            yield claims
+            yield _gauge("homeserver_replication_visible_position",
+                         "The event stream position this process has replayed up to.", replication.replayed)
+            yield _gauge("homeserver_replication_behind",
+                         "Positions between the highest writer claim and what this process shows.",
+                         max(replication.view.claims.values(), default=0) - replication.replayed)
         appservices = hs.appservices
         if appservices is not None:
             lag = GaugeMetricFamily(

@@ -1,6 +1,8 @@
 """Group commit: events accepted by the rooms queue here and are written in batches, one
 transaction per batch. A single writer assigns stream orderings, so the stream commits
-in order and readers never see a gap fill in later."""
+in order and readers never see a gap fill in later. (A writer among several takes them
+from a shared sequence instead and announces how far it has persisted:
+homeserver/replication.py.)"""
 from __future__ import annotations
 
 import logging
@@ -43,6 +45,11 @@ class Persister:
         self._preparers: list[Callable[[list[tuple[EventRow, Event]]], Awaitable[None]]] = []
         self.max_stream_ordering = 0
         self._next_state_group = 0
+        self._state_group_stride = 1
+        # homeserver.replication.Replication on a writer of several: ids from the shared
+        # sequence, and the writer's claim announced in each batch's transaction.
+        self.multi_writer = None
+        self.last_written = 0  # with several writers: this one's highest committed id
         self.batches = 0
         self._idle_waiters: list[defer.Deferred] = []
 
@@ -65,8 +72,17 @@ class Persister:
 
     def allocate_state_group(self) -> int:
         sg = self._next_state_group
-        self._next_state_group += 1
+        self._next_state_group += self._state_group_stride
         return sg
+
+    def set_state_group_allocation(self, above: int, index: int, stride: int) -> None:
+        """Several writers: this one takes the ids congruent to `index` modulo `stride`."""
+        self._state_group_stride = stride
+        self._next_state_group = above + (index - above) % stride
+
+    def replay(self, events: list[Event]) -> None:
+        """Events another process committed: the listeners see them as if written here."""
+        self._tell_listeners(events)
 
     @property
     def queued(self) -> int:
@@ -156,6 +172,13 @@ class Persister:
             return
         self._fail(batch, error)
 
+    def _tell_listeners(self, events: list[Event]) -> None:
+        for fn in self._listeners:
+            try:
+                fn(events)
+            except Exception:
+                logger.exception("persist listener failed")
+
     def _fail(self, batch: list[_Pending], error: Exception) -> None:
         failed_rooms = {p.row.room_id for p in batch}
         # Events queued behind the failed ones were built on them: fail those too.
@@ -169,13 +192,33 @@ class Persister:
         """Write `batch` in one transaction; on success tell the listeners and the senders.
         Returns the error instead when nothing was written."""
         started = time.perf_counter()
+        multi = self.multi_writer
+        ids: list[int] | None = None
+        claim = None
+        try:
+            if multi is not None:
+                ids = await multi.allocate(len(batch))
+        except Exception as e:
+            logger.warning("allocating stream orderings failed: %s", e)
+            multi.finished(None, None)
+            metrics.PERSIST_FAILURES.inc()
+            return e
         for attempt in range(_COMMIT_ATTEMPTS):
-            first = self.max_stream_ordering + 1
-            for i, p in enumerate(batch):
-                p.row.stream_ordering = first + i
+            if ids is None:
+                first = self.max_stream_ordering + 1
+                for i, p in enumerate(batch):
+                    p.row.stream_ordering = first + i
+            else:
+                for i, p in zip(ids, batch):
+                    p.row.stream_ordering = i
             try:
-                await self._db.run(events_store.persist_batch, [p.row for p in batch],
-                                   int(time.time() * 1000))
+                if multi is None:
+                    await self._db.run(events_store.persist_batch, [p.row for p in batch],
+                                       int(time.time() * 1000))
+                else:
+                    claim = multi.pending_claim(ids[-1])
+                    await self._db.run(multi.write_batch, [p.row for p in batch],
+                                       int(time.time() * 1000), claim)
                 break
             except Exception as e:
                 if isinstance(e, DatabaseUnavailable):
@@ -184,18 +227,27 @@ class Persister:
                     logger.exception("persisting %d event(s) failed", len(batch))
                 # A lost connection during COMMIT leaves the outcome unknown: ask the database.
                 try:
-                    self.max_stream_ordering = await self._db.run(events_store.max_stream_ordering)
+                    if multi is None:
+                        self.max_stream_ordering = await self._db.run(events_store.max_stream_ordering)
                     landed = await self._db.run(events_store.get_event_position, batch[0].row.event_id)
                 except Exception:
                     metrics.PERSIST_FAILURES.inc()
+                    if multi is not None:  # unknown outcome: the claim stays below these ids
+                        multi.finished(None, None)
                     return e
                 if landed is not None:
                     break
                 # Not written: a connection cut mid-COMMIT is worth another go, a bad batch is not.
                 if not isinstance(e, DatabaseUnavailable) or attempt == _COMMIT_ATTEMPTS - 1:
                     metrics.PERSIST_FAILURES.inc()
+                    if multi is not None and ids is not None:
+                        multi.finished(ids[-1], None)  # never written: a gap
                     return e
-        self.max_stream_ordering = max(self.max_stream_ordering, first + len(batch) - 1)
+        if multi is None:
+            self.max_stream_ordering = max(self.max_stream_ordering, first + len(batch) - 1)
+        else:
+            multi.finished(ids[-1], claim)
+            self.last_written = max(self.last_written, ids[-1])
         self.batches += 1
         metrics.PERSIST_BATCH_DURATION.observe(time.perf_counter() - started)
         metrics.PERSIST_BATCH_SIZE.observe(len(batch))
@@ -204,11 +256,7 @@ class Persister:
         for p in batch:
             p.event.stream_ordering = p.row.stream_ordering
             events.append(p.event)
-        for fn in self._listeners:
-            try:
-                fn(events)
-            except Exception:
-                logger.exception("persist listener failed")
+        self._tell_listeners(events)
         for p in batch:
             p.done.callback(p.event)
         return None

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from twisted.internet import defer
+
 from homeserver.errors import forbidden
 from storage import admin_rooms as admin_rooms_store
 
@@ -30,7 +32,17 @@ class RoomBlocks:
     async def block(self, room_id: str, by: str, tenant_id: str | None) -> None:
         await self.hs.db.run(admin_rooms_store.block_room, room_id, by, tenant_id, int(time.time() * 1000))
         self._blocked.setdefault(room_id, by)
+        await self._tell_others(room_id)
 
     async def unblock(self, room_id: str) -> None:
         await self.hs.db.run(admin_rooms_store.unblock_room, room_id)
         self._blocked.pop(room_id, None)
+        await self._tell_others(room_id)
+
+    async def _tell_others(self, room_id: str) -> None:
+        if self.hs.replication is not None:  # several processes: the writers check blocks
+            await self.hs.replication.invalidate("room_blocks", room_id)
+
+    def reload(self, _room_id: str = "") -> None:
+        """Another process blocked or unblocked a room."""
+        defer.ensureDeferred(self.start())

@@ -130,6 +130,8 @@ async def create_room(hs: "HomeServer", creator: str, body: dict[str, Any],
         extra = [u for u in given if isinstance(u, str)] if isinstance(given, list) else []
         create_content["additional_creators"] = sorted(set(extra) | set(trusted))
     room_id = None if rv.room_id_from_create else f"!{random_string(18)}:{hs.server_name}"
+    while room_id is not None and hs.writes_rooms and not hs.owns_room(room_id):  # several writers: one of ours
+        room_id = f"!{random_string(18)}:{hs.server_name}"
 
     def fill(head: RoomHead, queue: Queue) -> None:
         queue("m.room.member", {"membership": "join", **profile}, creator)

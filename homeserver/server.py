@@ -21,6 +21,7 @@ from homeserver.push.evaluation import Push
 from homeserver.relations import Relations
 from homeserver.room_blocks import RoomBlocks
 from homeserver.room_heads import RoomHeads
+from homeserver.sharding import writer_for_room
 from homeserver.tenancy import Tenancy
 from homeserver.signing_key import load_or_create_signing_key
 from storage.database import Database
@@ -56,6 +57,9 @@ class HomeServer:
         self.ratelimiter: Any = None  # client_api.ratelimit.Ratelimiter, likewise
         # homeserver.federation.service.Federation when federation.enabled, else None.
         self.federation: Any = None
+        # homeserver.replication.Replication when worker.role is not main, else None.
+        self.replication: Any = None
+        self.remote_writes: Any = None  # homeserver.remote_writes.RemoteWrites, likewise
 
     def open_database(self) -> None:
         """Blocking: start the embedded Postgres if needed, connect, migrate."""
@@ -63,6 +67,11 @@ class HomeServer:
         if dsn is None:
             self.embedded = EmbeddedPostgres(self.config.data_dir)
             dsn = self.embedded.start()
+        if self.config.worker.multi_process:
+            # Sessions named after the instance: readers tell a dead writer by its absence.
+            from psycopg2.extensions import make_dsn
+            from homeserver.replication import application_name
+            dsn = make_dsn(dsn, application_name=application_name(self.config.worker.instance_name))
         self.db = Database(dsn, self.config.database.max_connections)
         self.db.observe = metrics.observe_db_transaction
         version = self.db.run_sync(apply_migrations)
@@ -77,6 +86,12 @@ class HomeServer:
         self.persister = Persister(self.db, self._on_persist_failure)
         await self.persister.start()
         self.persister.add_listener(self._after_persist)
+        if self.config.worker.multi_process:
+            from homeserver.replication import Replication
+            from homeserver.remote_writes import RemoteWrites
+            self.replication = Replication(self)
+            await self.replication.start()
+            self.remote_writes = RemoteWrites(self)
         self.aggregations = Aggregations(self)  # a persist listener: before the sync engine's
         self.relations = Relations(self)
         self.push = Push(self)
@@ -108,6 +123,17 @@ class HomeServer:
             self.federation = Federation(self)
             await self.federation.start()
 
+    @property
+    def writes_rooms(self) -> bool:
+        return self.config.worker.role in ("main", "writer")
+
+    def owns_room(self, room_id: str) -> bool:
+        """Whether this process builds the room's events (always, in role main)."""
+        worker = self.config.worker
+        if not worker.multi_process:
+            return True
+        return worker.role == "writer" and writer_for_room(room_id, worker.writers) == worker.instance_name
+
     async def _room_version_of(self, room_id: str) -> str | None:
         head = await self.room_heads.get(room_id)
         return head.room_version.identifier if head else None
@@ -131,7 +157,7 @@ class HomeServer:
     def shutdown(self) -> None:
         # Each part stops even if one before it fails (say, the database is gone and
         # presence cannot be saved): the embedded PostgreSQL must always be stopped.
-        for part in (self.federation, self.sync, self.appservices, self.pushers, self.media, self.client_ips,
+        for part in (self.replication, self.federation, self.sync, self.appservices, self.pushers, self.media, self.client_ips,
                      self.db, self.embedded):
             if part is None:
                 continue

@@ -53,7 +53,9 @@ class SyncEngine:
     async def start(self) -> None:
         for part in (self.receipts, self.account_data, self.to_device, self.device_lists):
             await part.start()
-        if self.hs.config.presence.enabled:
+        # Several processes: presence lives in the one owning the per-user streams.
+        self.owns_presence = self.hs.config.presence.enabled and self.hs.config.worker.owns_streams
+        if self.owns_presence:
             await self.presence.start()
         self.room_log = ChangeLog(self.hs.persister.max_stream_ordering)
         self.hs.persister.add_listener(self._on_events)
@@ -156,6 +158,6 @@ class SyncEngine:
                 wake.update(self._room_members(ev.room_id))
             if ev.type == "m.room.member" and ev.state_key:
                 wake.add(ev.state_key)  # the invited, kicked or banned user too
-            if self.hs.config.presence.enabled and self.hs.accounts.is_mine(ev.sender):
+            if self.owns_presence and self.hs.accounts.is_mine(ev.sender):
                 self.presence.user_active(ev.sender)
         self.notifier.notify_users(wake)

@@ -77,6 +77,8 @@ class Push:
 
     def rules_changed(self, user_id: str) -> None:
         self.rules.invalidate(user_id)
+        if self.hs.replication is not None:  # the writers evaluate them
+            self.hs.replication.invalidate("push_rules", user_id)
 
     # ---- 1. at enqueue -------------------------------------------------------------
 

@@ -1,0 +1,216 @@
+"""Several processes (docs/scaling.md): which process serves a request, and forwarding
+it there. A room's events are built by the writer that owns the room (homeserver/
+sharding.py); the per-user streams (sync, typing, receipts, account data, to-device,
+keys and devices, presence, pushers, logins) by the one `worker.streams` instance; every
+other request (reads) wherever it arrives. A process answers what it owns and forwards
+the rest, with the user's own credentials, to the owner's `internal` listener, so a
+reverse proxy only needs to spread requests (and may send /sync straight to the owner).
+A forwarded request is never forwarded again."""
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+from io import BytesIO
+from typing import TYPE_CHECKING
+from urllib.parse import unquote
+
+from twisted.internet import defer, reactor
+from twisted.web import server
+from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
+from twisted.web.http_headers import Headers
+
+from homeserver.sharding import writer_for_room
+
+if TYPE_CHECKING:
+    from homeserver.server import HomeServer
+
+logger = logging.getLogger(__name__)
+SECRET_HEADER = b"X-Homeserver-Internal"
+FORWARDED_HEADER = b"X-Homeserver-Forwarded"
+POSITION_HEADER = b"X-Homeserver-Position"
+_PASSED_HEADERS = (b"authorization", b"content-type", b"user-agent", b"accept")
+_NOT_RETURNED = (b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"date", b"server",
+                 b"x-homeserver-position")
+
+_CLIENT = r"^/_matrix/client/(?:v3|r0|v1|unstable(?:/[^/]+)?)/"
+# Writes to one room: the writer of the room builds them.
+_ROOM_WRITE = re.compile(
+    _CLIENT + r"rooms/(?P<room>[^/]+)/(?:send|state|redact)(?:/|$)|"
+    + _CLIENT + r"rooms/(?P<room2>[^/]+)/(?:join|leave|invite|kick|ban|unban|knock|forget|upgrade)$|"
+    + _CLIENT + r"(?:join|knock)/(?P<room3>[^/]+)$")
+_CREATE_ROOM = re.compile(_CLIENT + r"createRoom$")
+# The admin API's room deletion and history purge change the room's heads: its writer.
+_ADMIN_ROOM_WRITE = re.compile(r"^/_synapse/admin/v[12]/rooms/(?P<room>[^/]+)$|"
+                               r"^/_synapse/admin/v1/purge_history/(?P<room2>[^/]+)(?:/[^/]+)?$")
+_THUMBNAIL = re.compile(r"^/_matrix/(?:client/v1/media|media/(?:v3|r0))/thumbnail/")
+# The per-user streams and what writes to them.
+_STREAMS = re.compile(
+    _CLIENT + r"(?:sync|events|initialSync|login|logout|register|keys|devices|delete_devices"
+    r"|sendToDevice|presence|pushers|pushrules|account|profile|org\.matrix\.simplified_msc3575"
+    r"|org\.matrix\.msc3575)(?:/|$)|"
+    + _CLIENT + r"rooms/[^/]+/(?:typing|receipt|read_markers|initialSync)(?:/|$)|"
+    + _CLIENT + r"user/[^/]+/(?:account_data|rooms|filter)(?:/|$)")
+
+WRITE_METHODS = (b"PUT", b"POST", b"DELETE")
+
+
+def classify(method: bytes, path: str) -> tuple[str, str | None] | None:
+    """What owns a request: ("room", room id or alias), ("create", None),
+    ("streams", None), ("thumbnails", None), or None (any process answers it)."""
+    if method in WRITE_METHODS:
+        m = _ROOM_WRITE.match(path)
+        if m:
+            return "room", unquote(m.group("room") or m.group("room2") or m.group("room3"))
+        m = _ADMIN_ROOM_WRITE.match(path) if method in (b"DELETE", b"POST") else None
+        if m:
+            return "room", unquote(m.group("room") or m.group("room2"))
+        if method == b"POST" and _CREATE_ROOM.match(path):
+            return "create", None
+    if _STREAMS.match(path):
+        return "streams", None
+    if _THUMBNAIL.match(path):
+        return "thumbnails", None
+    return None
+
+
+def secret_ok(hs: "HomeServer", request: server.Request) -> bool:
+    secret = hs.config.worker.internal_secret
+    given = request.getHeader(SECRET_HEADER)
+    return bool(secret) and given is not None and hmac.compare_digest(given, secret.encode())
+
+
+def trust_forwarded_address(request: server.Request) -> None:
+    """On an internal listener (the secret checked): the client's address is the one the
+    forwarding process saw, for rate limits and device IPs."""
+    from twisted.internet.address import IPv4Address, IPv6Address
+    given = request.getHeader(b"x-forwarded-for")
+    if given:
+        host = given.decode("ascii", "replace").split(",")[0].strip()
+        request.client = (IPv6Address if ":" in host else IPv4Address)("TCP", host, 0)
+
+
+def tell_position(request: server.Request, persister) -> None:
+    """A writer's answer carries the highest id it has committed when the answer starts
+    (so after the request's own events): the forwarding process waits for that."""
+    write = request.write
+
+    def write_with_position(data: bytes) -> None:
+        if not request.startedWriting:
+            request.setHeader(POSITION_HEADER, str(persister.last_written).encode())
+        write(data)
+    request.write = write_with_position  # type: ignore[method-assign]
+
+
+class Forwarder:
+    def __init__(self, hs: "HomeServer") -> None:
+        self.hs = hs
+        self.cfg = hs.config.worker
+        self._agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=True))
+        self._next_creator = 0
+
+    async def target(self, request: server.Request) -> str | None:
+        """The instance to forward to, or None to answer here."""
+        if request.getHeader(FORWARDED_HEADER) is not None:
+            return None
+        found = classify(request.method, request.path.decode("utf-8", "replace"))
+        if found is None:
+            return None
+        return await self._owner(*found)
+
+    async def _owner(self, kind: str, room: str | None) -> str | None:
+        me = self.cfg.instance_name
+        if kind == "streams":
+            owner = self.cfg.streams
+        elif kind == "thumbnails":
+            owner = self.cfg.jobs.thumbnails  # None: made wherever asked
+        elif kind == "create":
+            if self.cfg.role == "writer":
+                return None
+            owner = self.cfg.writers[self._next_creator % len(self.cfg.writers)]
+            self._next_creator += 1
+        else:
+            room_id = await self._room_id(room or "")
+            if room_id is None:
+                return None  # answered here: a malformed or unknown alias gets its error
+            owner = writer_for_room(room_id, self.cfg.writers)
+        return None if owner is None or owner == me else owner
+
+    async def _room_id(self, room: str) -> str | None:
+        if room.startswith("!"):
+            return room
+        if room.startswith("#"):
+            from storage import directory as directory_store
+            try:
+                found = await self.hs.db.run(directory_store.get_alias, room)
+            except Exception:
+                return None
+            return found[0] if found else None
+        return None
+
+    async def forward(self, request: server.Request, owner: str) -> None:
+        base = self.cfg.instances[owner].rstrip("/")
+        url = base.encode() + request.uri
+        headers = Headers()
+        for name, values in request.requestHeaders.getAllRawHeaders():
+            if name.lower() in _PASSED_HEADERS:
+                headers.setRawHeaders(name, values)
+        # The address this process trusts (on an internal listener, the one it was told).
+        address = request.getClientAddress()
+        if getattr(address, "host", None):
+            headers.setRawHeaders(b"X-Forwarded-For", [address.host.encode()])
+        headers.setRawHeaders(SECRET_HEADER, [(self.cfg.internal_secret or "").encode()])
+        headers.setRawHeaders(FORWARDED_HEADER, [self.cfg.instance_name.encode()])
+        request.content.seek(0)
+        body = request.content.read()
+        try:
+            response = await self._agent.request(
+                request.method, url, headers, FileBodyProducer(BytesIO(body)) if body else None)
+            payload = await readBody(response)
+        except Exception as e:
+            logger.warning("forwarding %s %s to %s failed: %s", request.method.decode(), request.path.decode(
+                "utf-8", "replace"), owner, e)
+            if not request._disconnected:
+                request.setResponseCode(503)
+                request.setHeader(b"Content-Type", b"application/json")
+                request.setHeader(b"Retry-After", b"2")
+                request.write(b'{"errcode":"M_UNKNOWN","error":"the process serving this is unavailable"}')
+                request.finish()
+            return
+        if request.method in WRITE_METHODS and response.code == 200 and self.hs.replication is not None:
+            # The client reads its own write from here on: wait until this process has it.
+            position = response.headers.getRawHeaders(POSITION_HEADER)
+            if position:
+                await self.hs.replication.wait_until(int(position[0]))
+            else:  # not a writer's answer (the stream owner may have written to rooms)
+                await self.hs.replication.catch_up_with_writers()
+        if request._disconnected:
+            return
+        request.setResponseCode(response.code)
+        for name, values in response.headers.getAllRawHeaders():
+            if name.lower() not in _NOT_RETURNED:
+                request.responseHeaders.setRawHeaders(name, values)
+        request.write(payload)
+        request.finish()
+
+    def render(self, request: server.Request, answer_here) -> int:
+        """Forward `request` if another process owns it, else `answer_here(request)`."""
+        async def run() -> None:
+            try:
+                owner = await self.target(request)
+            except Exception:
+                logger.exception("routing a request failed")
+                owner = None
+            if owner is None:
+                result = answer_here(request)
+                if isinstance(result, bytes) and not request._disconnected:
+                    request.write(result)
+                    request.finish()
+                return
+            self.hs.requests_in_flight += 1  # a draining process waits for it too
+            try:
+                await self.forward(request, owner)
+            finally:
+                self.hs.requests_in_flight -= 1
+        defer.ensureDeferred(run())
+        return server.NOT_DONE_YET
