@@ -134,11 +134,40 @@ def cmd_run(args: argparse.Namespace) -> int:
             logger.error("start-up failed: %s", f.getTraceback())
         reactor.stop()
 
+    reactor.callWhenRunning(_stop_once_on_signals)
     reactor.callWhenRunning(lambda: defer.ensureDeferred(start()).addErrback(failed))
     reactor.addSystemEventTrigger("before", "shutdown", lambda: defer.ensureDeferred(shutdown.drain(hs, ports, connections)))
     reactor.addSystemEventTrigger("after", "shutdown", hs.shutdown)
     reactor.run()
     return exit_code
+
+
+def _stop_once_on_signals() -> None:
+    """SIGINT and SIGTERM stop the reactor once. Twisted's own handlers stop it on every
+    signal, and Ctrl-C under `make run` brings two (the terminal's SIGINT, then the
+    launcher's SIGTERM): the second raised ReactorNotRunning into the log mid-shutdown."""
+    import signal
+
+    from twisted.internet import reactor
+    from twisted.internet.error import ReactorNotRunning
+
+    stopping = False
+
+    def stop_reactor() -> None:
+        try:
+            reactor.stop()
+        except ReactorNotRunning:  # already stopping for another reason (a failed start-up)
+            pass
+
+    def stop(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            logger.info("received %s: shutting down", signal.Signals(signum).name)
+            reactor.callFromThread(stop_reactor)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
 
 
 class _StartupError(Exception):

@@ -107,7 +107,7 @@ class BridgeSupervisor:
         self.restarts = 0
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.cmd)
+        self.proc = subprocess.Popen(self.cmd, start_new_session=True)
         self.started_at = self.clock()
         self.restart_at = None
         logger.info("ERP bridge started (pid %d)", self.proc.pid)
@@ -134,7 +134,9 @@ class BridgeSupervisor:
 
 def run_all(config_path: Path, config: Config) -> int:
     bridge_config = prepare_bridge(config)
-    hs = subprocess.Popen([_bin("homeserver"), "run", "--config", str(config_path)])
+    # Children in sessions of their own: a terminal's Ctrl-C reaches only this launcher,
+    # which stops them once each, bridge first (see _shutdown).
+    hs = subprocess.Popen([_bin("homeserver"), "run", "--config", str(config_path)], start_new_session=True)
     stopping = False
 
     def stop(*_args) -> None:

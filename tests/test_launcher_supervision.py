@@ -13,7 +13,7 @@ from homeserver import launcher
 class FakeProc:
     count = 0
 
-    def __init__(self, cmd) -> None:
+    def __init__(self, cmd, **popen_options) -> None:
         FakeProc.count += 1
         self.pid = 1000 + FakeProc.count
         self.code = None
