@@ -516,7 +516,13 @@ class Provisioner:
             return
         bot = await self._ensure_bot(room.tenant_id)
         if await self.matrix.resolve_alias(room.alias, bot) != room_id:
-            await self.matrix.set_alias(room.alias, room_id, as_user=bot)
+            try:
+                await self.matrix.set_alias(room.alias, room_id, as_user=bot)
+            except MatrixError as e:
+                # The homeserver's alias query to us restores the alias too, and may have
+                # made it between our look-up and our PUT: fine if it names this room.
+                if e.status != 409 or await self.matrix.resolve_alias(room.alias, bot) != room_id:
+                    raise
         canonical = await self.matrix.get_state(room_id, "m.room.canonical_alias", "", bot) or {}
         if canonical.get("alias") != room.alias:
             await self.matrix.put_state(room_id, "m.room.canonical_alias", "", {"alias": room.alias}, bot)
