@@ -516,13 +516,7 @@ class Provisioner:
             return
         bot = await self._ensure_bot(room.tenant_id)
         if await self.matrix.resolve_alias(room.alias, bot) != room_id:
-            try:
-                await self.matrix.set_alias(room.alias, room_id, as_user=bot)
-            except MatrixError as e:
-                # The homeserver's alias query to us restores the alias too, and may have
-                # made it between our look-up and our PUT: fine if it names this room.
-                if e.status != 409 or await self.matrix.resolve_alias(room.alias, bot) != room_id:
-                    raise
+            await self._put_alias(room.alias, room_id, bot)
         canonical = await self.matrix.get_state(room_id, "m.room.canonical_alias", "", bot) or {}
         if canonical.get("alias") != room.alias:
             await self.matrix.put_state(room_id, "m.room.canonical_alias", "", {"alias": room.alias}, bot)
@@ -555,6 +549,16 @@ class Provisioner:
         if room is None:
             return False
         bot = await self._ensure_bot(room.tenant_id)
-        await self.matrix.set_alias(alias, room.room_id, as_user=bot)
+        await self._put_alias(alias, room.room_id, bot)
         return True
+
+    async def _put_alias(self, alias: str, room_id: str, bot: str) -> None:
+        """Point `alias` at the room. The start-up alias move and the homeserver's alias
+        queries both put aliases back and can race: an alias made meanwhile is fine if it
+        names this room."""
+        try:
+            await self.matrix.set_alias(alias, room_id, as_user=bot)
+        except MatrixError as e:
+            if e.status != 409 or await self.matrix.resolve_alias(alias, bot) != room_id:
+                raise
 
