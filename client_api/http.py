@@ -22,7 +22,7 @@ import orjson
 from twisted.internet import defer, reactor
 from twisted.python import failure
 from twisted.web import http, server
-from twisted.web.http import datetimeToString
+from twisted.web.http import NO_BODY_CODES, datetimeToString
 from twisted.web.resource import Resource
 
 from client_api import request_log
@@ -266,6 +266,24 @@ class LimitedRequest(server.Request):
             self.render(self.site.resource)
         except BaseException:
             self.processingFailed(failure.Failure())
+
+    def write(self, data: bytes) -> None:
+        """The first write of a response with a Content-Length goes out as one buffer, head
+        and body together (twisted.web hands the transport some forty pieces, each
+        checked, and then the body); everything else is twisted.web's own `write`."""
+        raw = getattr(self.responseHeaders, "_rawHeaders", None)
+        if (self.startedWriting or self.finished or self._disconnected or raw is None
+                or b"Content-Length" not in raw or self.clientproto != b"HTTP/1.1"
+                or self.method == b"HEAD" or self.code in NO_BODY_CODES
+                or self.lastModified is not None or self.etag is not None or self.cookies):
+            super().write(data)
+            return
+        self.startedWriting = 1
+        head = [b"HTTP/1.1 %d %s\r\n" % (self.code, self.code_message)]
+        head += [name + b": " + value + b"\r\n" for name, values in raw.items() for value in values]
+        head.append(b"\r\n")
+        self.sentLength += len(data)
+        self.channel.write(b"".join(head) + data)
 
     def choose_body(self, max_body: int, open_sink: Callable[[Any], Any] | None) -> None:
         self.max_body = max_body
