@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from urllib.parse import unquote
 
 import orjson
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, tcp
 from twisted.python import failure
 from twisted.web import http, server
 from twisted.web.http import NO_BODY_CODES, datetimeToString
@@ -283,7 +283,7 @@ class LimitedRequest(server.Request):
         head += [name + b": " + value + b"\r\n" for name, values in raw.items() for value in values]
         head.append(b"\r\n")
         self.sentLength += len(data)
-        self.channel.write(b"".join(head) + data)
+        self.channel.write_now(b"".join(head) + data)
 
     def choose_body(self, max_body: int, open_sink: Callable[[Any], Any] | None) -> None:
         self.max_body = max_body
@@ -352,6 +352,20 @@ class LimitedChannel(http.HTTPChannel):
         if self._peer is None:
             self._peer = super().getPeer()
         return self._peer
+
+    def write_now(self, data: bytes) -> None:
+        """Send at once what fits in the socket when nothing is queued before it, so a
+        whole answer costs one send() instead of registering the connection for writing,
+        waiting a reactor turn and unregistering it; any rest is queued as usual. (Plain
+        TCP only: a TLS transport encrypts what it is given first.)"""
+        t = self.transport
+        if type(t) is tcp.Server and t.connected and not t.disconnecting \
+                and not t.dataBuffer and not t._tempDataBuffer:
+            sent = t.writeSomeData(data)
+            if isinstance(sent, int) and sent > 0:
+                data = data[sent:]  # (an error: queue it all and let Twisted see the loss)
+        if data:
+            t.write(data)
 
     def dataReceived(self, data: bytes) -> None:
         if not self._refused:
