@@ -44,10 +44,11 @@ _CREATE_ROOM = re.compile(_CLIENT + r"createRoom$")
 _ADMIN_ROOM_WRITE = re.compile(r"^/_synapse/admin/v[12]/rooms/(?P<room>[^/]+)$|"
                                r"^/_synapse/admin/v1/purge_history/(?P<room2>[^/]+)(?:/[^/]+)?$")
 _THUMBNAIL = re.compile(r"^/_matrix/(?:client/v1/media|media/(?:v3|r0))/thumbnail/")
-# The per-user streams and what writes to them.
+# The per-user streams, what writes to them, and /notifications (its read markers are the
+# unread counts the stream owner keeps with the receipts).
 _STREAMS = re.compile(
     _CLIENT + r"(?:sync|events|initialSync|login|logout|register|keys|devices|delete_devices"
-    r"|sendToDevice|presence|pushers|pushrules|account|profile|org\.matrix\.simplified_msc3575"
+    r"|sendToDevice|presence|pushers|pushrules|notifications|account|profile|org\.matrix\.simplified_msc3575"
     r"|org\.matrix\.msc3575)(?:/|$)|"
     + _CLIENT + r"rooms/[^/]+/(?:typing|receipt|read_markers|initialSync)(?:/|$)|"
     + _CLIENT + r"user/[^/]+/(?:account_data|rooms|filter)(?:/|$)")

@@ -14,6 +14,7 @@ from twisted.internet import defer, threads
 from homeserver.errors import MatrixError, forbidden
 from homeserver.ids import LOCALPART_RE, new_device_id, split_id
 from storage import accounts as accounts_store
+from storage import admin_users as admin_users_store
 from storage import appservice as as_store
 from storage.accounts import TokenOwner
 
@@ -178,10 +179,17 @@ class Accounts:
             await self.hs.pushers.tokens_gone(user_id, token_hashes)
         await self.device_list_changed(user_id)
 
+    async def set_admin(self, user_id: str, admin: bool) -> None:
+        """The server-admin flag, which the cached owners of the user's tokens carry."""
+        def txn(cur) -> list[bytes]:
+            admin_users_store.set_admin(cur, user_id, admin)
+            return accounts_store.token_hashes_of(cur, user_id)
+
+        await self.forget_tokens(await self.hs.db.run(txn))
+
     async def deactivate(self, user_id: str) -> None:
         def txn(cur):
-            cur.execute("SELECT token_hash FROM access_tokens WHERE user_id = %s", (user_id,))
-            hashes = [bytes(r[0]) for r in cur.fetchall()]
+            hashes = accounts_store.token_hashes_of(cur, user_id)
             accounts_store.deactivate_user(cur, user_id)
             return hashes
 

@@ -107,7 +107,7 @@ async def forget(req: Req, room_id: str):
         raise MatrixError(400, "M_UNKNOWN", "leave the room before forgetting it")
     await req.hs.db.run(state_store.forget_room, req.user_id, room_id)
     if req.hs.sync is not None:
-        req.hs.sync.user_rooms.forget(req.user_id, room_id)
+        await req.hs.sync.user_rooms.user_forgot(req.user_id, room_id)
     return {}
 
 

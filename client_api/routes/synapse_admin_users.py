@@ -188,7 +188,7 @@ async def put_user(req: Req, user_id: str):
     if admin is not None and admin != existing["admin"]:
         if user_id == req.user_id and not admin:
             raise MatrixError(400, "M_UNKNOWN", "You may not demote yourself.")
-        await req.hs.db.run(admin_users_store.set_admin, user_id, admin)
+        await req.hs.accounts.set_admin(user_id, admin)
         changed.append("admin")
     if password is not None:
         await _set_password(req, user_id, password, logout_devices is not False)
@@ -314,7 +314,7 @@ async def put_admin(req: Req, user_id: str):
         raise MatrixError(400, "M_MISSING_PARAM", "Missing 'admin' (a boolean) in the body")
     if user_id == req.user_id and not admin:
         raise MatrixError(400, "M_UNKNOWN", "You may not demote yourself.")
-    await req.hs.db.run(admin_users_store.set_admin, user_id, admin)
+    await req.hs.accounts.set_admin(user_id, admin)
     await req.hs.audit.record("user.set_admin", origin_of(req), target_user=user_id, admin=admin)
     return {}
 

@@ -102,3 +102,150 @@ def test_rate_limit_override_applies_on_every_process(server, unique):
     for room_id in rooms.values():
         status, body = _send(bob, room_id, unique("t"), "free again")
         assert status == 200, body
+
+
+def test_admin_flag_change_reaches_every_process(server, unique):
+    """Cached token owners carry the admin flag: a promotion or demotion through the client
+    process holds there at once and on the other processes when the notice arrives."""
+    cluster = server.cluster
+    admin = _admin(server)
+    bob = new_user(server.base_url, unique("b"))
+    on_sync = Http(cluster.url(cluster.sync), bob.token)
+    whom = f"/_synapse/admin/v2/users/{_q(bob.user_id)}"
+    for process in (bob, on_sync):  # bob's token cached on both, not an admin
+        assert process.request("GET", whom)[0] == 403
+    status, body = admin.request("PUT", f"/_synapse/admin/v1/users/{_q(bob.user_id)}/admin", {"admin": True})
+    assert status == 200, body
+    assert bob.request("GET", whom)[0] == 200
+    assert _eventually(lambda: on_sync.request("GET", whom)[0], lambda s: s == 200) == 200
+    status, body = admin.request("PUT", f"/_synapse/admin/v1/users/{_q(bob.user_id)}/admin", {"admin": False})
+    assert status == 200, body
+    assert bob.request("GET", whom)[0] == 403
+    assert _eventually(lambda: on_sync.request("GET", whom)[0], lambda s: s == 403) == 403
+
+
+def test_pushers_of_a_device_an_admin_deletes_go_with_it(server, unique):
+    """The pusher job's process holds every pusher; a device deleted through the admin API
+    (the client process) takes its pushers along there too."""
+    admin = _admin(server)
+    bob = new_user(server.base_url, unique("b"))
+    status, body = bob.request("POST", "/_matrix/client/v3/pushers/set", {
+        "kind": "http", "app_id": "com.example.app", "pushkey": unique("key"), "app_display_name": "App",
+        "device_display_name": "Phone", "lang": "en", "data": {"url": "https://push.example/_matrix/push/v1/notify"}})
+    assert status == 200, body
+    assert len(bob.request("GET", "/_matrix/client/v3/pushers")[1]["pushers"]) == 1
+    status, body = admin.request(
+        "DELETE", f"/_synapse/admin/v2/users/{_q(bob.user_id)}/devices/{_q(bob.device_id)}")
+    assert status == 200, body
+    status, login = Http(server.base_url).request(
+        "POST", "/_matrix/client/v3/login", {"type": "m.login.password", "user": bob.user_id, "password": "secret-pw"})
+    assert status == 200, login
+    again = Http(server.base_url, login["access_token"])
+    status, body = _eventually(lambda: again.request("GET", "/_matrix/client/v3/pushers"),
+                               lambda answer: answer[1].get("pushers") == [])
+    assert (status, body) == (200, {"pushers": []})
+
+
+def _sync_rooms(user: Http, section: str) -> set[str]:
+    leave_filter = _q('{"room": {"include_leave": true}}')
+    status, body = user.request("GET", f"/_matrix/client/v3/sync?timeout=0&filter={leave_filter}")
+    assert status == 200, body
+    return set(body.get("rooms", {}).get(section, {}))
+
+
+def test_forgotten_room_leaves_the_sync_process(server, unique):
+    """/forget is answered by the room's writer; the sync process leaves the room out of
+    /sync from then on."""
+    cluster = server.cluster
+    alice = new_user(server.base_url, unique("a"))
+    on_sync = Http(cluster.url(cluster.sync), alice.token)
+    rooms = _rooms_on_each_writer(alice, cluster.writers)
+    for room_id in rooms.values():
+        status, body = alice.request("POST", f"/_matrix/client/v3/rooms/{_q(room_id)}/leave", {})
+        assert status == 200, body
+    left = set(rooms.values())
+    assert _eventually(lambda: _sync_rooms(on_sync, "leave"), lambda found: left <= found) >= left
+    for room_id in rooms.values():
+        status, body = alice.request("POST", f"/_matrix/client/v3/rooms/{_q(room_id)}/forget", {})
+        assert status == 200, body
+    assert not _eventually(lambda: _sync_rooms(on_sync, "leave") & left, lambda found: not found)
+
+
+def test_ignored_users_reach_the_client_process(server, unique):
+    """The ignore list is account data, written by the sync process; /messages on the
+    client process leaves the ignored sender out as soon as the notice arrives."""
+    alice = new_user(server.base_url, unique("a"))
+    carol = new_user(server.base_url, unique("c"))
+    status, room = alice.request("POST", "/_matrix/client/v3/createRoom", {"preset": "public_chat"})
+    assert status == 200, room
+    room_id = room["room_id"]
+    assert carol.request("POST", f"/_matrix/client/v3/join/{_q(room_id)}", {})[0] == 200
+    assert _send(carol, room_id, unique("t"), "from carol")[0] == 200
+
+    def bodies() -> list[str]:
+        status, page = alice.request("GET", f"/_matrix/client/v3/rooms/{_q(room_id)}/messages?dir=b&limit=50")
+        assert status == 200, page
+        return [e["content"].get("body") for e in page["chunk"] if e["type"] == "m.room.message"]
+    assert bodies() == ["from carol"]  # the client process has alice's (empty) list now
+    status, body = alice.request("PUT", f"/_matrix/client/v3/user/{_q(alice.user_id)}/account_data/m.ignored_user_list",
+                                 {"ignored_users": {carol.user_id: {}}})
+    assert status == 200, body
+    assert _eventually(bodies, lambda found: found == []) == []
+    status, body = alice.request("PUT", f"/_matrix/client/v3/user/{_q(alice.user_id)}/account_data/m.ignored_user_list",
+                                 {"ignored_users": {}})
+    assert status == 200, body
+    assert _eventually(bodies, lambda found: found == ["from carol"]) == ["from carol"]
+
+
+def test_notifications_are_read_once_a_receipt_says_so(server, unique):
+    """/notifications marks what the user has read by the receipts the sync process keeps."""
+    alice = new_user(server.base_url, unique("a"))
+    bob = new_user(server.base_url, unique("b"))
+    status, room = alice.request("POST", "/_matrix/client/v3/createRoom", {"invite": [bob.user_id]})
+    assert status == 200, room
+    room_id = room["room_id"]
+    assert bob.request("POST", f"/_matrix/client/v3/join/{_q(room_id)}", {})[0] == 200
+    status, sent = alice.request("PUT", f"/_matrix/client/v3/rooms/{_q(room_id)}/send/m.room.message/{unique('t')}",
+                                 {"msgtype": "m.text", "body": "hey", "m.mentions": {"user_ids": [bob.user_id]}})
+    assert status == 200, sent
+
+    def read_flags() -> list[bool]:
+        status, body = bob.request("GET", "/_matrix/client/v3/notifications")
+        assert status == 200, body
+        return [n["read"] for n in body["notifications"] if n["event"]["event_id"] == sent["event_id"]]
+    assert _eventually(read_flags, lambda flags: flags == [False]) == [False]
+    status, body = bob.request("POST", f"/_matrix/client/v3/rooms/{_q(room_id)}/receipt/m.read/{_q(sent['event_id'])}", {})
+    assert status == 200, body
+    assert _eventually(read_flags, lambda flags: flags == [True]) == [True]
+
+
+def test_upload_to_a_pending_media_id_wakes_a_download_elsewhere(server, unique):
+    """A download waiting on one process for media reserved but not uploaded yet ends when
+    the upload lands on another."""
+    import threading
+    import time
+    import urllib.request
+
+    cluster = server.cluster
+    alice = new_user(server.base_url, unique("a"))
+    status, created = alice.request("POST", "/_matrix/media/v1/create", {})
+    assert status == 200, created
+    server_name, media_id = created["content_uri"][len("mxc://"):].split("/", 1)
+    got: dict = {}
+
+    def download() -> None:
+        request = urllib.request.Request(
+            f"{cluster.url(cluster.sync)}/_matrix/client/v1/media/download/{server_name}/{media_id}?timeout_ms=20000",
+            headers={"Authorization": f"Bearer {alice.token}"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            got["body"], got["at"] = response.read(), time.monotonic()
+    waiting = threading.Thread(target=download)
+    waiting.start()
+    time.sleep(1.0)  # the download waits on the sync process
+    status, body = alice.request("PUT", f"/_matrix/media/v3/upload/{server_name}/{media_id}", raw=b"the content",
+                                 headers={"Content-Type": "text/plain"})
+    uploaded_at = time.monotonic()
+    assert status == 200, body
+    waiting.join(30)
+    assert got.get("body") == b"the content"
+    assert got["at"] - uploaded_at < 3, f"the download waited {got['at'] - uploaded_at:.1f} s more"
