@@ -83,8 +83,11 @@ def secret_ok(hs: "HomeServer", request: server.Request) -> bool:
 
 def trust_forwarded_address(request: server.Request) -> None:
     """On an internal listener (the secret checked): the client's address is the one the
-    forwarding process saw, for rate limits and device IPs."""
+    forwarding process saw, for rate limits and device IPs; and a forwarded request's
+    own rate limits were counted there (`ApiResource.count_here`)."""
     from twisted.internet.address import IPv4Address, IPv6Address
+    if request.getHeader(FORWARDED_HEADER) is not None:
+        request.counted_upstream = True
     given = request.getHeader(b"x-forwarded-for")
     if given:
         host = given.decode("ascii", "replace").split(",")[0].strip()
@@ -194,8 +197,9 @@ class Forwarder:
         request.write(payload)
         request.finish()
 
-    def render(self, request: server.Request, answer_here) -> int:
-        """Forward `request` if another process owns it, else `answer_here(request)`."""
+    def render(self, request: server.Request, api) -> int:
+        """Forward `request` if another process owns it (after counting the requester's
+        own rate limits here), else let `api` (client_api.http.ApiResource) answer it."""
         async def run() -> None:
             try:
                 owner = await self.target(request)
@@ -203,14 +207,15 @@ class Forwarder:
                 logger.exception("routing a request failed")
                 owner = None
             if owner is None:
-                result = answer_here(request)
+                result = api.render(request)
                 if isinstance(result, bytes) and not request._disconnected:
                     request.write(result)
                     request.finish()
                 return
             self.hs.requests_in_flight += 1  # a draining process waits for it too
             try:
-                await self.forward(request, owner)
+                if await api.count_here(request):
+                    await self.forward(request, owner)
             finally:
                 self.hs.requests_in_flight -= 1
         defer.ensureDeferred(run())

@@ -68,7 +68,7 @@ class ListenerResource(Resource):
                 defer.ensureDeferred(self._internal_send(request))
                 return server.NOT_DONE_YET
         if self.forwarder is not None:
-            return self.forwarder.render(request, self.api.render)
+            return self.forwarder.render(request, self.api)
         return self.api.render(request)
 
     async def _internal_send(self, request: server.Request) -> None:

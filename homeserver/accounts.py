@@ -26,6 +26,18 @@ def hash_token(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8")).digest()
 
 
+def new_access_token(user_id: str) -> str:
+    """A random access token opening with a short key of its user (`mxt_<8 hex>_...`): a
+    proxy in front of several processes hashes on the key, so every token of a user
+    reaches the same process (docs/scaling.md); the key tells nothing a holder of the
+    token cannot ask /whoami."""
+    return f"mxt_{user_routing_key(user_id)}_{secrets.token_urlsafe(32)}"
+
+
+def user_routing_key(user_id: str) -> str:
+    return hashlib.sha256(user_id.encode("utf-8")).hexdigest()[:8]
+
+
 class Accounts:
     def __init__(self, hs: "HomeServer") -> None:
         self.hs = hs
@@ -111,7 +123,7 @@ class Accounts:
                           display_name: str | None) -> tuple[str, str]:
         """Create (or reuse) a device and a fresh access token for it."""
         device_id = device_id or new_device_id()
-        token = "mxt_" + secrets.token_urlsafe(32)
+        token = new_access_token(user_id)
 
         def txn(cur) -> bool:
             changed = accounts_store.upsert_device(cur, user_id, device_id, display_name)
