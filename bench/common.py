@@ -75,24 +75,39 @@ def synapse_target(script: Path) -> Target:
     return Target("synapse", info["BASE_URL"], int(info["SYNAPSE_PID"]), int(info["POSTGRES_PID"]))
 
 
-def add_target_args(p: argparse.ArgumentParser, ours_port: int = 0) -> None:
+def add_target_args(p: argparse.ArgumentParser, ours_port: int = 0, running: bool = False) -> None:
+    """The options naming the servers to measure; `running`: also `--base-url` for one
+    already running, with its process ids for CPU and memory figures."""
     p.add_argument("--ours", action="store_true", help="start and measure our server")
     p.add_argument("--ours-port", type=int, default=ours_port, help="0: a free port")
     p.add_argument("--synapse", action="store_true", help="measure Synapse (started by the anchor script)")
     p.add_argument("--synapse-script", default=str(SYNAPSE_SCRIPT))
+    if running:
+        p.add_argument("--base-url", help="measure an already running server (e.g. Synapse)")
+        p.add_argument("--server-pid", type=int, help="with --base-url: the server's pid, for CPU figures")
+        p.add_argument("--postmaster-pid", type=int, help="with --base-url: its PostgreSQL's postmaster pid")
+
+
+def running_target(args: argparse.Namespace) -> Target | None:
+    """The already running server the options name (`--url` or `--base-url`, where a
+    benchmark offers them); its name is its URL as given."""
+    url = getattr(args, "url", None) or getattr(args, "base_url", None)
+    if not url:
+        return None
+    return Target(url, url.rstrip("/"), getattr(args, "server_pid", None), getattr(args, "postmaster_pid", None))
 
 
 async def each_target(args: argparse.Namespace, run: Callable[[Target], Awaitable[dict]],
-                      prefix: str) -> dict[str, dict]:
-    """`run` against each server the options name: ours, an already running one (`--url`,
-    where a benchmark offers it), Synapse."""
+                      prefix: str, ours_config: str | Callable[[Path], str] = "") -> dict[str, dict]:
+    """`run` against each server the options name: ours (with `ours_config` added to its
+    config), an already running one, Synapse."""
     results: dict[str, dict] = {}
     if args.ours:
-        with ours(prefix, args.ours_port) as target:
+        with ours(prefix, args.ours_port, ours_config) as target:
             results["ours"] = await run(target)
-    url = getattr(args, "url", None)
-    if url:
-        results[url] = await run(Target(url, url.rstrip("/"), None, None))
+    running = running_target(args)
+    if running:
+        results[running.name] = await run(running)
     if args.synapse:
         results["synapse"] = await run(synapse_target(Path(args.synapse_script)))
     return results

@@ -1,6 +1,7 @@
 """Long-polls at scale, over the client-server API only (so it can also measure Synapse).
 
     python -m bench.longpoll_bench --ours --users 10000 --fanout-members 1000
+    python -m bench.longpoll_bench --base-url URL [--as-token TOKEN] [--server-pid PID --postmaster-pid PID]
 
 Two scenarios:
 
@@ -16,7 +17,8 @@ Two scenarios:
   window, re-polls included, divided by the deliveries).
 
 Users are registered by an application service when the target has one (ours: the bench
-writes a registration; `--as-token` for another server), else with `POST /register`.
+writes a registration; `--as-token` for another server), else with `POST /register` (as on
+the anchor's Synapse, `--synapse`). The results are keyed by server (ours, the URL, synapse).
 Syncs use `set_presence=offline` so that thousands of users coming online do not turn the
 setup into a presence storm (every presence change wakes everyone sharing a room), and a
 stored filter (its id in the query, as Element does) without presence and account data;
@@ -43,7 +45,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from bench.common import command_line, ours, report
+from bench.common import Target, add_target_args, command_line, each_target, report
 from bench.matrix_bench import pct
 from bench.procstats import CpuMeter, rss_mib
 
@@ -376,10 +378,10 @@ namespaces:
 """
 
 
-async def run(base_url: str, server_pid: int | None, postmaster_pid: int | None, as_token: str | None,
-              args) -> dict:
-    api = Api(base_url)
-    meter = CpuMeter(server_pid or 0, postmaster_pid)
+async def run(target: Target, as_token: str | None, args) -> dict:
+    api = Api(target.base_url)
+    server_pid = target.server_pid
+    meter = CpuMeter(server_pid or 0, target.postmaster_pid)
     tag = uuid.uuid4().hex[:5]
     results: dict[str, Any] = {}
     t0 = time.perf_counter()
@@ -411,12 +413,8 @@ def appservice_config(as_token: str):
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ours", action="store_true", help="start our server (fresh data dir) and measure it")
-    p.add_argument("--ours-port", type=int, default=0, help="default: a free port")
-    p.add_argument("--base-url", help="measure an already running server instead")
+    add_target_args(p, running=True)
     p.add_argument("--as-token", help="with --base-url: an application service token to register users")
-    p.add_argument("--server-pid", type=int, help="with --base-url: the server's pid, for CPU figures")
-    p.add_argument("--postmaster-pid", type=int, help="with --base-url: its PostgreSQL's postmaster pid")
     p.add_argument("--users", type=int, default=10_000)
     p.add_argument("--wake-rounds", type=int, default=3)
     p.add_argument("--wake-wait", type=float, default=60,
@@ -426,17 +424,17 @@ def main() -> None:
     p.add_argument("--fanout-gap", type=float, default=0.5)
     p.add_argument("--json", help="write the raw results here")
     args = p.parse_args()
+    if not (args.ours or args.base_url or args.synapse):
+        p.error("choose at least one of --ours, --base-url, --synapse")
     print(f"file descriptors: {raise_fd_limit()}", file=sys.stderr)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop our server on the way out
-    if args.ours:
-        as_token = uuid.uuid4().hex
-        # The machine is shared: a free port unless one is asked for.
-        with ours("bench-lp-", args.ours_port, appservice_config(as_token)) as target:
-            results = asyncio.run(run(target.base_url, target.server_pid, target.postmaster_pid, as_token, args))
-    else:
-        if not args.base_url:
-            p.error("--ours or --base-url is required")
-        results = asyncio.run(run(args.base_url, args.server_pid, args.postmaster_pid, args.as_token, args))
+    # Ours gets the benchmark's application service; --base-url may name one of its own
+    # (--as-token); elsewhere users are registered with POST /register.
+    ours_as_token = uuid.uuid4().hex
+    as_tokens = {"ours": ours_as_token, args.base_url: args.as_token}
+    results: dict[str, Any] = asyncio.run(each_target(
+        args, lambda target: run(target, as_tokens.get(target.name), args), "bench-lp-",
+        appservice_config(ours_as_token)))
     results["command"] = command_line("bench.longpoll_bench")
     report(results, None, args.json)
 

@@ -3,10 +3,13 @@
     python -m bench.sliding_sync_bench --ours --rooms 500
     python -m bench.sliding_sync_bench --base-url http://127.0.0.1:8008 --token TOKEN \\
         --peer-token TOKEN2 [--server-pid PID --postmaster-pid PID]
+    python -m bench.sliding_sync_bench --ours --synapse --rooms 500
 
 Setup: the user joins `--rooms` rooms (created by them, each named, with one message; the
 peer joins the newest, to send into it). With --base-url the user and peer are the
-accounts the tokens belong to (rate limits must be off on that server).
+accounts the tokens belong to (rate limits must be off on that server); without tokens,
+and on ours and the anchor's Synapse (`--synapse`), both are registered. The results are
+keyed by server (ours, the URL, synapse).
 
 Measured:
 - **first window**: a new connection (no `pos`, a new conn_id each time) asking, as
@@ -33,7 +36,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.common import ours
+from bench.common import Target, add_target_args, each_target
 from bench.matrix_bench import Client, pct, register
 from bench.procstats import CpuMeter, rss_mib
 
@@ -157,8 +160,12 @@ async def woken_polls(user: Client, peer: Client, room_id: str, meter: CpuMeter 
     return out
 
 
-async def run(args, base_url: str, token: str | None, peer_token: str | None, meter: CpuMeter | None,
-              server_pid: int | None) -> dict:
+async def run(target: Target, args) -> dict:
+    # With --base-url the user and the peer may be accounts there (their tokens given);
+    # anywhere else both are registered here.
+    token, peer_token = (args.token, args.peer_token) if target.name == args.base_url else (None, None)
+    meter = CpuMeter(target.server_pid, target.postmaster_pid) if target.server_pid else None
+    base_url = target.base_url
     connector = aiohttp.TCPConnector(limit=32)
     async with aiohttp.ClientSession(connector=connector) as session:
         if token is None:
@@ -178,38 +185,26 @@ async def run(args, base_url: str, token: str | None, peer_token: str | None, me
         results["idle_poll"] = await idle_polls(user, meter, args.idle_polls, args.idle_timeout_ms)
         print("woken polls", file=sys.stderr)
         results["woken_poll"] = await woken_polls(user, peer, newest, meter, args.wake_rounds)
-        if server_pid:
-            results["server_rss_mib"] = round(rss_mib(server_pid), 1)
+        if target.server_pid:
+            results["server_rss_mib"] = round(rss_mib(target.server_pid), 1)
         return results
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ours", action="store_true", help="start our server on a fresh data dir")
-    p.add_argument("--base-url", help="an already running server (e.g. Synapse)")
+    add_target_args(p, running=True)
+    p.add_argument("--port", dest="ours_port", type=int, help=argparse.SUPPRESS)  # --ours-port's older name
     p.add_argument("--token", help="with --base-url: the measured user's access token")
     p.add_argument("--peer-token", help="with --base-url: a second user's token (sends the wake-ups)")
-    p.add_argument("--server-pid", type=int, help="with --base-url: the server's pid, for CPU figures")
-    p.add_argument("--postmaster-pid", type=int, help="with --base-url: PostgreSQL's postmaster pid")
     p.add_argument("--rooms", type=int, default=500)
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--idle-polls", type=int, default=200)
     p.add_argument("--idle-timeout-ms", type=int, default=50)
     p.add_argument("--wake-rounds", type=int, default=100)
-    p.add_argument("--port", type=int, default=0, help="with --ours: its port (0: a free one)")
     args = p.parse_args()
-    if args.ours == bool(args.base_url):
-        p.error("give exactly one of --ours and --base-url")
-    if args.ours:
-        with ours("ssbench-", args.port) as target:
-            meter = CpuMeter(target.server_pid, target.postmaster_pid)
-            results = asyncio.run(run(args, target.base_url, None, None, meter, target.server_pid))
-        results["target"] = "ours"
-    else:
-        meter = CpuMeter(args.server_pid, args.postmaster_pid) if args.server_pid else None
-        results = asyncio.run(run(args, args.base_url.rstrip("/"), args.token, args.peer_token, meter,
-                                  args.server_pid))
-        results["target"] = args.base_url
+    if not (args.ours or args.base_url or args.synapse):
+        p.error("choose at least one of --ours, --base-url, --synapse")
+    results = asyncio.run(each_target(args, lambda target: run(target, args), "ssbench-"))
     print(json.dumps(results, indent=2))
 
 

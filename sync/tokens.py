@@ -9,6 +9,10 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from homeserver.errors import MatrixError
+from homeserver.lru import LRU
+
+# Parsed tokens: the members of a busy room re-poll with the same few `since` strings.
+_parsed: LRU[str, "StreamToken"] = LRU(4096)
 
 
 class StreamToken(NamedTuple):
@@ -25,6 +29,15 @@ class StreamToken(NamedTuple):
 
     @classmethod
     def parse(cls, token: str) -> "StreamToken":
+        found = _parsed.get(token)
+        if found is not None:
+            return found
+        found = cls._parse(token)
+        _parsed.put(token, found)
+        return found
+
+    @classmethod
+    def _parse(cls, token: str) -> "StreamToken":
         try:
             if not token.startswith("s"):
                 raise ValueError

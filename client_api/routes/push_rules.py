@@ -3,6 +3,8 @@ flag or actions of any rule. Every change is also sent to the user's clients as
 account data of type m.push_rules."""
 from __future__ import annotations
 
+from typing import Any, Callable
+
 from client_api.http import Req, Router
 from homeserver import push_rules
 from homeserver.errors import MatrixError, invalid_param
@@ -22,22 +24,23 @@ async def get_rule(req: Req, kind: str, rule_id: str):
     return push_rules.find_rule(ruleset, kind, rule_id)
 
 
+async def _change(req: Req, change: Callable[..., Any], kind: str, rule_id: str, *args: Any) -> dict:
+    """`change(cur, user_id, kind, rule_id, *args)` applied to the requester's rules
+    (push_rules.change_rules also tells their clients)."""
+    user_id = req.user_id
+    await push_rules.change_rules(req.hs, user_id, lambda cur: change(cur, user_id, kind, rule_id, *args))
+    return {}
+
+
 async def put_rule(req: Req, kind: str, rule_id: str):
     rule = push_rules.validate_new_rule(kind, rule_id, req.json())
     before, after = req.query("before"), req.query("after")
-    user_id = req.user_id
-    await push_rules.change_rules(
-        req.hs, user_id,
-        lambda cur: push_rules.put_user_rule(cur, user_id, kind, rule_id, rule, before, after))
-    return {}
+    return await _change(req, push_rules.put_user_rule, kind, rule_id, rule, before, after)
 
 
 async def delete_rule(req: Req, kind: str, rule_id: str):
     push_rules.check_kind(kind)
-    user_id = req.user_id
-    await push_rules.change_rules(
-        req.hs, user_id, lambda cur: push_rules.delete_user_rule(cur, user_id, kind, rule_id))
-    return {}
+    return await _change(req, push_rules.delete_user_rule, kind, rule_id)
 
 
 async def get_enabled(req: Req, kind: str, rule_id: str):
@@ -50,11 +53,7 @@ async def put_enabled(req: Req, kind: str, rule_id: str):
     enabled = req.json().get("enabled")
     if not isinstance(enabled, bool):
         raise invalid_param("enabled must be a boolean")
-    user_id = req.user_id
-    await push_rules.change_rules(
-        req.hs, user_id,
-        lambda cur: push_rules.set_rule_enabled(cur, user_id, kind, rule_id, enabled))
-    return {}
+    return await _change(req, push_rules.set_rule_enabled, kind, rule_id, enabled)
 
 
 async def get_actions(req: Req, kind: str, rule_id: str):
@@ -68,11 +67,7 @@ async def put_actions(req: Req, kind: str, rule_id: str):
     if "actions" not in body:
         raise invalid_param("actions are required")
     actions = push_rules.validate_actions(body["actions"])
-    user_id = req.user_id
-    await push_rules.change_rules(
-        req.hs, user_id,
-        lambda cur: push_rules.set_rule_actions(cur, user_id, kind, rule_id, actions))
-    return {}
+    return await _change(req, push_rules.set_rule_actions, kind, rule_id, actions)
 
 
 async def malformed_path(req: Req):

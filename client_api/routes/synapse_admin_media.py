@@ -8,6 +8,8 @@ uploaded); any other media answers exactly like media that does not exist. Quara
 protections and deletions are audited."""
 from __future__ import annotations
 
+from functools import partial
+
 from client_api.admin_auth import SYNAPSE_V1 as V1
 from client_api.admin_auth import AdminScope, check_room_id, origin_of, require_admin, require_server_admin
 from client_api.admin_auth import next_offset, offset_page, query_bool, query_choice, query_count, query_dir
@@ -127,21 +129,22 @@ async def _quarantine_by_id(req: Req, server_name: str, media_id: str, quarantin
     return {}
 
 
-async def quarantine_media(req: Req, server_name: str, media_id: str):
-    return await _quarantine_by_id(req, server_name, media_id, True)
+quarantine_media = partial(_quarantine_by_id, quarantine=True)
+unquarantine_media = partial(_quarantine_by_id, quarantine=False)
 
 
-async def unquarantine_media(req: Req, server_name: str, media_id: str):
-    return await _quarantine_by_id(req, server_name, media_id, False)
+async def _quarantine_all(req: Req, scope: AdminScope, media_ids: list[str], **target: str) -> dict:
+    """Quarantines the media of a room or a user (`target`, as audited)."""
+    count = await _set_quarantine(req, scope, media_ids, True) if media_ids else 0
+    await req.hs.audit.record("media.quarantine", origin_of(req), **target,
+                              tenant_id=_audit_tenant(scope), num_quarantined=count)
+    return {"num_quarantined": count}
 
 
 async def quarantine_room_media(req: Req, room_id: str):
     scope = await require_admin(req)
     local, _ = await _room_mxcs(req, scope, room_id)
-    count = await _set_quarantine(req, scope, local, True) if local else 0
-    await req.hs.audit.record("media.quarantine", origin_of(req), target_room=room_id,
-                              tenant_id=_audit_tenant(scope), num_quarantined=count)
-    return {"num_quarantined": count}
+    return await _quarantine_all(req, scope, local, target_room=room_id)
 
 
 async def quarantine_user_media(req: Req, user_id: str):
@@ -150,10 +153,7 @@ async def quarantine_user_media(req: Req, user_id: str):
     if not is_valid_user_id(user_id) or "\x00" in user_id:
         raise MatrixError(400, "M_INVALID_PARAM", f"{user_id!r} is not a valid user id")
     ids = await req.hs.db.run(media_store.user_media_ids, user_id, scope.tenant, not scope.server_admin)
-    count = await _set_quarantine(req, scope, ids, True) if ids else 0
-    await req.hs.audit.record("media.quarantine", origin_of(req), target_user=user_id,
-                              tenant_id=_audit_tenant(scope), num_quarantined=count)
-    return {"num_quarantined": count}
+    return await _quarantine_all(req, scope, ids, target_user=user_id)
 
 
 async def _protect(req: Req, media_id: str, safe: bool):
@@ -165,12 +165,8 @@ async def _protect(req: Req, media_id: str, safe: bool):
     return {}
 
 
-async def protect_media(req: Req, media_id: str):
-    return await _protect(req, media_id, True)
-
-
-async def unprotect_media(req: Req, media_id: str):
-    return await _protect(req, media_id, False)
+protect_media = partial(_protect, safe=True)
+unprotect_media = partial(_protect, safe=False)
 
 
 # ---- deletion ---------------------------------------------------------------------------

@@ -150,6 +150,23 @@ def _texts(events) -> list[RoomMessageText]:
 # ---- 1. register, log in, room, invite, 100 messages, paginate both ways ----------------
 
 
+async def _paginate(client: AsyncClient, room_id: str, direction: MessageDirection) -> list:
+    """Every event `/messages` pages out in `direction` from its default start, 30 at a
+    time, following `end` until it is omitted (each token new)."""
+    events: list = []
+    token = None
+    for _ in range(50):
+        r = await client.room_messages(room_id, start=token, limit=30, direction=direction)
+        assert isinstance(r, RoomMessagesResponse), r
+        assert len(r.chunk) <= 30
+        events.extend(r.chunk)
+        if not r.end:
+            return events
+        assert r.end != token
+        token = r.end
+    raise AssertionError(f"{direction.name} pagination never ended")
+
+
 def test_hundred_messages_paginate_back_and_forth(server, unique):
     async def flow():
         async with users(server, unique, "alice", "bob") as (alice, bob):
@@ -165,20 +182,7 @@ def test_hundred_messages_paginate_back_and_forth(server, unique):
             assert len({e for e, _, _ in sent}) == 100
 
             # Backwards from the end of the timeline, following `end` until it is omitted.
-            back_events = []
-            token = None
-            for _ in range(50):
-                r = await bob.room_messages(room_id, start=token, limit=30,
-                                            direction=MessageDirection.back)
-                assert isinstance(r, RoomMessagesResponse), r
-                assert len(r.chunk) <= 30
-                back_events.extend(r.chunk)
-                if not r.end:
-                    break
-                assert r.end != token
-                token = r.end
-            else:
-                raise AssertionError("back pagination never ended")
+            back_events = await _paginate(bob, room_id, MessageDirection.back)
             back_ids = [e.event_id for e in back_events]
             assert len(back_ids) == len(set(back_ids)), "an event came back twice"
             texts = _texts(back_events)
@@ -188,20 +192,7 @@ def test_hundred_messages_paginate_back_and_forth(server, unique):
             assert back_ids[:100] == [e for e, _, _ in sent[::-1]]
 
             # Forwards from the earliest position, following `end` again.
-            fwd_events = []
-            token = None
-            for _ in range(50):
-                r = await alice.room_messages(room_id, start=token, limit=30,
-                                              direction=MessageDirection.front)
-                assert isinstance(r, RoomMessagesResponse), r
-                assert len(r.chunk) <= 30
-                fwd_events.extend(r.chunk)
-                if not r.end:
-                    break
-                assert r.end != token
-                token = r.end
-            else:
-                raise AssertionError("forward pagination never ended")
+            fwd_events = await _paginate(alice, room_id, MessageDirection.front)
             fwd_ids = [e.event_id for e in fwd_events]
             assert fwd_ids == back_ids[::-1]
             assert [(e.event_id, e.sender, e.body) for e in _texts(fwd_events)] == sent

@@ -14,9 +14,10 @@ import sys
 import tempfile
 import time
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -25,7 +26,7 @@ from signedjson.key import decode_signing_key_base64
 from signedjson.sign import sign_json
 
 from homeserver.config import lifted_rate_limits_yaml
-from tests.server_harness import REPO, Http, ServerProcess, exchange, free_port
+from tests.server_harness import REPO, Http, ServerProcess, exchange, free_port, serving
 
 
 _CA: tuple[Path, Any] | None = None
@@ -162,9 +163,6 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1, what: str 
     raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
-
-
-
 V3 = "/_matrix/client/v3"
 
 
@@ -173,6 +171,20 @@ def register_admin(server: FederatedServer) -> None:
     server.write_config()
     subprocess.run([sys.executable, "-m", "homeserver.cli", "register-user", "admin", "--password", "adm-pw",
                     "--admin", "--config", str(server.config_path)], cwd=REPO, check=True, capture_output=True)
+
+
+@contextmanager
+def federated_pair(tmp_path_factory, prefix: str, a_federation_extra: str = "",
+                   admin_on_a: bool = False) -> Iterator[tuple[FederatedServer, FederatedServer]]:
+    """Two servers A and B federating with each other (data directories `<prefix>-a` and
+    `<prefix>-b`); A may take more `federation:` keys and the command-line `admin`
+    (adm-pw). Both stopped, with their PostgreSQL, afterwards."""
+    a = FederatedServer(tmp_path_factory.mktemp(f"{prefix}-a"), federation_extra=a_federation_extra)
+    b = FederatedServer(tmp_path_factory.mktemp(f"{prefix}-b"))
+    if admin_on_a:
+        register_admin(a)
+    with serving(a), serving(b):
+        yield a, b
 
 
 def admin_client(server: FederatedServer) -> Http:

@@ -11,8 +11,10 @@ import fcntl
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import yaml
 
@@ -141,3 +143,11 @@ class SynapseServer:
             return ""
 
 
+@contextmanager
+def synapse_serving(srv: SynapseServer) -> Iterator[SynapseServer]:
+    """Start `srv`; stop it afterwards (as tests.server_harness.serving does for ours)."""
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()

@@ -12,9 +12,8 @@ import pytest
 from signedjson.key import decode_verify_key_base64
 from signedjson.sign import verify_signed_json
 
-from tests.federation.harness import (
-    V3, FederatedServer, FedHttp, admin_client, register_admin, user, x_matrix)
-from tests.server_harness import Http
+from tests.federation.harness import V3, FederatedServer, FedHttp, admin_client, federated_pair, user, x_matrix
+from tests.server_harness import Http, serving
 
 F1 = "/_matrix/federation/v1"
 OLD_KEY = "ed25519:old1"
@@ -23,17 +22,10 @@ OLD_PUBLIC = "l8Hft5qXKn1vfHrg3p4+W8gELQVo8N13JkluMfmn2sQ"
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
-    a = FederatedServer(tmp_path_factory.mktemp("fed-a"),
-                        federation_extra=f"  old_signing_keys:\n    '{OLD_KEY}': {{key: '{OLD_PUBLIC}', expired_ts: 1000}}\n"
-                                         "  well_known_server: 'fed.example.org:443'\n")
-    b = FederatedServer(tmp_path_factory.mktemp("fed-b"))
-    register_admin(a)
-    a.start()
-    b.start()
-    yield a, b
-    for s in (a, b):
-        s.stop()
-        s.stop_postgres()
+    with federated_pair(tmp_path_factory, "fed", admin_on_a=True, a_federation_extra=(
+            f"  old_signing_keys:\n    '{OLD_KEY}': {{key: '{OLD_PUBLIC}', expired_ts: 1000}}\n"
+            "  well_known_server: 'fed.example.org:443'\n")) as pair:
+        yield pair
 
 
 def _verify_self_signed(response: dict, server_name: str) -> None:
@@ -89,31 +81,21 @@ def test_notary_answers_for_another_server(servers):
 def test_keys_through_a_notary_when_the_server_is_down(servers, tmp_path_factory):
     a, _ = servers
     # D's keys become known to the notary A; then D goes away.
-    d = FederatedServer(tmp_path_factory.mktemp("fed-d"))
-    d.start()
-    try:
+    with serving(FederatedServer(tmp_path_factory.mktemp("fed-d"))) as d:
         status, body = FedHttp(a).request("GET", f"/_matrix/key/v2/query/{d.server_name}")
         assert status == 200 and body["server_keys"]
         d_key_ids = set(body["server_keys"][0]["verify_keys"])
-    finally:
-        d.stop()
-        d.stop_postgres()
     _, a_keys = FedHttp(a).request("GET", "/_matrix/key/v2/server")
     (a_key_id, a_key), = a_keys["verify_keys"].items()
-    c = FederatedServer(tmp_path_factory.mktemp("fed-c"), federation_extra=(
-        f"  trusted_key_servers:\n    - server_name: '{a.server_name}'\n"
-        f"      verify_keys: {{'{a_key_id}': '{a_key['key']}'}}\n"))
-    c.start()
-    try:
+    with serving(FederatedServer(tmp_path_factory.mktemp("fed-c"), federation_extra=(
+            f"  trusted_key_servers:\n    - server_name: '{a.server_name}'\n"
+            f"      verify_keys: {{'{a_key_id}': '{a_key['key']}'}}\n"))) as c:
         status, body = FedHttp(c).request("GET", f"/_matrix/key/v2/query/{d.server_name}")
         assert status == 200 and body["server_keys"], body
         response = body["server_keys"][0]
         assert set(response["verify_keys"]) == d_key_ids
         # D is down: the keys came through the notary A, and C signs its own answer.
         assert set(response["signatures"]) == {d.server_name, c.server_name}
-    finally:
-        c.stop()
-        c.stop_postgres()
 
 
 def test_request_authentication(servers):

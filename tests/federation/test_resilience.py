@@ -17,8 +17,8 @@ from signedjson.key import generate_signing_key
 
 from homeserver.event_hashing import add_content_hash, compute_event_id, sign_event
 from homeserver.room_versions import KNOWN_ROOM_VERSIONS
-from tests.federation.harness import V3, FederatedServer, FedHttp, bodies, user, wait_for
-from tests.federation.synapse_harness import SynapseServer
+from tests.federation.harness import V3, FedHttp, bodies, federated_pair, user, wait_for
+from tests.federation.synapse_harness import SynapseServer, synapse_serving
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -29,17 +29,9 @@ F1 = "/_matrix/federation/v1"
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
-    a = FederatedServer(tmp_path_factory.mktemp("res-a"))
-    b = FederatedServer(tmp_path_factory.mktemp("res-b"))
-    s = SynapseServer(tmp_path_factory.mktemp("res-synapse"))
-    a.start()
-    b.start()
-    s.start()
-    yield {"a": a, "b": b, "synapse": s}
-    s.stop()
-    for srv in (a, b):
-        srv.stop()
-        srv.stop_postgres()
+    with federated_pair(tmp_path_factory, "res") as (a, b), \
+            synapse_serving(SynapseServer(tmp_path_factory.mktemp("res-synapse"))) as s:
+        yield {"a": a, "b": b, "synapse": s}
 
 
 @pytest.fixture

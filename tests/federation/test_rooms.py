@@ -7,19 +7,13 @@ from __future__ import annotations
 import pytest
 
 from tests.federation import scenarios
-from tests.federation.harness import FederatedServer
+from tests.federation.harness import federated_pair
 
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
-    a = FederatedServer(tmp_path_factory.mktemp("rooms-a"))
-    b = FederatedServer(tmp_path_factory.mktemp("rooms-b"))
-    a.start()
-    b.start()
-    yield a, b
-    for s in (a, b):
-        s.stop()
-        s.stop_postgres()
+    with federated_pair(tmp_path_factory, "rooms") as servers:
+        yield servers
 
 
 @pytest.mark.parametrize("scenario", scenarios.SCENARIOS)

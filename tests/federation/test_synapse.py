@@ -9,26 +9,17 @@ import pytest
 
 from tests.federation import scenarios
 from tests.federation.harness import FederatedServer
-from tests.federation.synapse_harness import SynapseServer
+from tests.federation.synapse_harness import SynapseServer, synapse_serving
+from tests.server_harness import serving
 
 pytestmark = pytest.mark.timeout(900)
 
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
-    ours = FederatedServer(tmp_path_factory.mktemp("syn-ours"))
-    synapse = SynapseServer(tmp_path_factory.mktemp("syn-synapse"))
-    ours.start()
-    try:
-        synapse.start()
-    except Exception:
-        ours.stop()
-        ours.stop_postgres()
-        raise
-    yield ours, synapse
-    synapse.stop()
-    ours.stop()
-    ours.stop_postgres()
+    with serving(FederatedServer(tmp_path_factory.mktemp("syn-ours"))) as ours, \
+            synapse_serving(SynapseServer(tmp_path_factory.mktemp("syn-synapse"))) as synapse:
+        yield ours, synapse
 
 
 @pytest.mark.parametrize("direction", ["our room", "their room"])

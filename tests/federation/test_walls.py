@@ -12,23 +12,16 @@ import pytest
 
 from homeserver.event_hashing import add_content_hash, compute_event_id, sign_event
 from homeserver.room_versions import KNOWN_ROOM_VERSIONS
-from tests.federation.harness import (
-    V3, FederatedServer, FedHttp, admin_client, bodies, register_admin, user, wait_for)
+from tests.federation.harness import V3, FedHttp, admin_client, bodies, federated_pair, user, wait_for
 
 F1 = "/_matrix/federation/v1"
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    a = FederatedServer(tmp_path_factory.mktemp("walls-a"), federation_extra="  federated_tenants: [globex]\n")
-    b = FederatedServer(tmp_path_factory.mktemp("walls-b"))
-    register_admin(a)
-    a.start()
-    b.start()
-    yield a, b, admin_client(a)
-    for s in (a, b):
-        s.stop()
-        s.stop_postgres()
+    with federated_pair(tmp_path_factory, "walls", a_federation_extra="  federated_tenants: [globex]\n",
+                        admin_on_a=True) as (a, b):
+        yield a, b, admin_client(a)
 
 
 def _name(prefix: str) -> str:

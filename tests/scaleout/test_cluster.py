@@ -20,11 +20,12 @@ def _send(user: Http, room_id: str, txn: str, body: str) -> tuple[int, dict]:
                         f"/send/m.room.message/{txn}", {"msgtype": "m.text", "body": body})
 
 
-def _rooms_on_each_writer(user: Http, writers: list[str], invite: str | None = None) -> dict[str, str]:
+def _rooms_on_each_writer(user: Http, writers: list[str], invite: str | None = None,
+                          preset: str = "private_chat") -> dict[str, str]:
     """A room owned by each writer (rooms are created round-robin; ids hash to their writer)."""
     found: dict[str, str] = {}
     for _ in range(20):
-        body = {"preset": "private_chat"}
+        body: dict = {"preset": preset}
         if invite:
             body["invite"] = [invite]
         status, room = user.request("POST", "/_matrix/client/v3/createRoom", body)
@@ -33,6 +34,22 @@ def _rooms_on_each_writer(user: Http, writers: list[str], invite: str | None = N
         if len(found) == len(writers):
             return found
     raise AssertionError(f"rooms landed on {sorted(found)} only")
+
+
+def _bob_on_the_sync_process(server, unique) -> tuple[Http, dict[str, str], Http, dict]:
+    """(alice, a room of hers on each writer, bob on the sync process, bob's first sync
+    there): bob has joined every room; his requests go straight to the sync process (not
+    through the proxy)."""
+    alice = new_user(server.base_url, unique("a"))
+    bob = new_user(server.base_url, unique("b"))
+    rooms = _rooms_on_each_writer(alice, server.cluster.writers, invite=bob.user_id)
+    for room_id in rooms.values():
+        status, body = bob.request("POST", f"/_matrix/client/v3/join/{urllib.parse.quote(room_id)}", {})
+        assert status == 200, body
+    bob_on_sync = Http(server.cluster.url(server.cluster.sync), bob.token)
+    status, first = bob_on_sync.request("GET", "/_matrix/client/v3/sync?timeout=0")
+    assert status == 200, first
+    return alice, rooms, bob_on_sync, first
 
 
 def _eventually(call, done, within: float = 2.0):
@@ -70,17 +87,7 @@ def test_rooms_are_created_on_both_writers(server, unique):
 
 
 def test_message_through_either_writer_wakes_a_long_poll_on_the_sync_process(server, unique):
-    alice = new_user(server.base_url, unique("a"))
-    bob = new_user(server.base_url, unique("b"))
-    rooms = _rooms_on_each_writer(alice, server.cluster.writers, invite=bob.user_id)
-    for room_id in rooms.values():
-        status, body = bob.request("POST", f"/_matrix/client/v3/join/{urllib.parse.quote(room_id)}", {})
-        assert status == 200, body
-    # Bob's long-polls go straight to the sync process (not through the proxy).
-    sync_url = server.cluster.url(server.cluster.sync)
-    bob_on_sync = Http(sync_url, bob.token)
-    status, first = bob_on_sync.request("GET", "/_matrix/client/v3/sync?timeout=0")
-    assert status == 200, first
+    alice, rooms, bob_on_sync, first = _bob_on_the_sync_process(server, unique)
     since = first["next_batch"]
     # The sync process has bob's joins a few milliseconds after the client process did.
     joined = set(first.get("rooms", {}).get("join", {}))
@@ -202,15 +209,7 @@ def test_logout_on_the_sync_process_ends_the_token_everywhere(server, unique):
 def test_unread_counts_on_the_sync_process_follow_the_writers(server, unique):
     """Push rules run on the room's writer; the sync process takes the stored results
     with the events, so /sync's unread counts go up."""
-    alice = new_user(server.base_url, unique("a"))
-    bob = new_user(server.base_url, unique("b"))
-    rooms = _rooms_on_each_writer(alice, server.cluster.writers, invite=bob.user_id)
-    for room_id in rooms.values():
-        status, body = bob.request("POST", f"/_matrix/client/v3/join/{urllib.parse.quote(room_id)}", {})
-        assert status == 200, body
-    bob_on_sync = Http(server.cluster.url(server.cluster.sync), bob.token)
-    status, first = bob_on_sync.request("GET", "/_matrix/client/v3/sync?timeout=0")
-    assert status == 200
+    alice, rooms, bob_on_sync, first = _bob_on_the_sync_process(server, unique)
     for room_id in rooms.values():
         for i in range(3):
             status, body = _send(alice, room_id, unique("t"), f"ping {i}")
@@ -264,13 +263,7 @@ def test_tenant_walls_and_room_blocks_hold_on_every_writer(server, unique):
     _rooms_on_each_writer(mallory, server.cluster.writers)
     set_tenant(mallory, "globex")  # then she moves to another tenant
     time.sleep(0.3)  # the writers hear of it by NOTIFY, milliseconds later
-    rooms: dict[str, str] = {}
-    for _ in range(20):  # a public room of alice's on each writer
-        status, room = alice.request("POST", "/_matrix/client/v3/createRoom", {"preset": "public_chat"})
-        assert status == 200, room
-        rooms.setdefault(writer_for_room(room["room_id"], server.cluster.writers), room["room_id"])
-        if len(rooms) == len(server.cluster.writers):
-            break
+    rooms = _rooms_on_each_writer(alice, server.cluster.writers, preset="public_chat")
     missing = "!doesnotexist:test.local"
     status, expected = mallory.request("POST", f"/_matrix/client/v3/rooms/{urllib.parse.quote(missing)}/join", {})
     for room_id in rooms.values():
@@ -425,11 +418,7 @@ def test_admin_room_deletion_reaches_every_process(server, unique):
     admin = _admin(server)
     alice = new_user(server.base_url, unique("a"))
     bob = new_user(server.base_url, unique("b"))
-    rooms: dict[str, str] = {}
-    while len(rooms) < len(server.cluster.writers):
-        status, room = alice.request("POST", "/_matrix/client/v3/createRoom", {"preset": "public_chat"})
-        assert status == 200, room
-        rooms.setdefault(writer_for_room(room["room_id"], server.cluster.writers), room["room_id"])
+    rooms = _rooms_on_each_writer(alice, server.cluster.writers, preset="public_chat")
     for room_id in rooms.values():
         assert _send(alice, room_id, unique("t"), "soon gone")[0] == 200
         assert _messages(alice, room_id) == ["soon gone"]  # the client process holds the room now

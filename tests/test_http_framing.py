@@ -1,0 +1,61 @@
+"""HTTP/1.1 framing of JSON responses on one kept-alive connection: pipelined requests
+are answered in order, each with a Content-Length that matches its body, a Date, and no
+body for HEAD; `Connection: close` ends the connection after its answer. (JSON answers
+leave the server as one buffer, head and body together: this pins that the shortcut keeps
+the framing twisted.web would give.)"""
+from __future__ import annotations
+
+import json
+import socket
+from urllib.parse import urlsplit
+
+
+def _read_responses(sock: socket.socket, methods: list[str]) -> list[tuple[int, dict[str, str], bytes]]:
+    buf = b""
+    out = []
+    for method in methods:
+        while b"\r\n\r\n" not in buf:
+            chunk = sock.recv(65536)
+            assert chunk, f"connection closed before the answer to {method}"
+            buf += chunk
+        head, buf = buf.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        version, status, _ = lines[0].split(" ", 2)
+        assert version == "HTTP/1.1", lines[0]
+        headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+        length = int(headers["content-length"])
+        body_len = 0 if method == "HEAD" else length
+        while len(buf) < body_len:
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed inside a body"
+            buf += chunk
+        out.append((int(status), headers, buf[:body_len]))
+        buf = buf[body_len:]
+    assert buf == b"", f"bytes after the last answer: {buf[:80]!r}"
+    return out
+
+
+def test_pipelined_json_answers_keep_their_framing(server):
+    url = urlsplit(server.base_url)
+    requests = [("HEAD", "/_matrix/client/versions", ""),
+                ("GET", "/_matrix/client/versions", ""),
+                ("GET", "/_matrix/client/v3/nothing-here", ""),
+                ("GET", "/_matrix/client/v3/account/whoami", "Connection: close\r\n")]
+    raw = "".join(f"{m} {p} HTTP/1.1\r\nHost: {url.netloc}\r\n{extra}\r\n" for m, p, extra in requests)
+    with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
+        sock.sendall(raw.encode("ascii"))
+        answers = _read_responses(sock, [m for m, _, _ in requests])
+        sock.settimeout(10)
+        assert sock.recv(1) == b"", "the connection stays open after Connection: close"
+    (head_status, head_headers, head_body), (get_status, get_headers, get_body), \
+        (missing_status, _, missing_body), (anon_status, anon_headers, anon_body) = answers
+    assert (head_status, get_status, missing_status, anon_status) == (200, 200, 404, 401)
+    assert head_body == b"" and int(head_headers["content-length"]) == len(get_body)
+    assert "versions" in json.loads(get_body)
+    assert json.loads(missing_body)["errcode"] == "M_UNRECOGNIZED"
+    assert json.loads(anon_body)["errcode"] == "M_MISSING_TOKEN"
+    for headers in (head_headers, get_headers, anon_headers):
+        assert headers["content-type"] == "application/json"
+        assert headers["date"].endswith("GMT")
+        assert headers["access-control-allow-origin"] == "*"
+    assert anon_headers.get("connection", "").lower() == "close"
