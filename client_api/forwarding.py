@@ -9,6 +9,7 @@ A forwarded request is never forwarded again."""
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 import re
 from io import BytesIO
@@ -81,16 +82,27 @@ def secret_ok(hs: "HomeServer", request: server.Request) -> bool:
     return bool(secret) and given is not None and hmac.compare_digest(given, secret.encode())
 
 
-def trust_forwarded_address(request: server.Request) -> None:
+def mark_forwarded(request: server.Request) -> None:
     """On an internal listener (the secret checked): the client's address is the one the
-    forwarding process saw, for rate limits and device IPs; and a forwarded request's
-    own rate limits were counted there (`ApiResource.count_here`)."""
-    from twisted.internet.address import IPv4Address, IPv6Address
+    forwarding process saw, and a forwarded request's own rate limits were counted there
+    (`ApiResource.count_here`)."""
+    trust_forwarded_address(request)
     if request.getHeader(FORWARDED_HEADER) is not None:
         request.counted_upstream = True
+
+
+def trust_forwarded_address(request: server.Request) -> None:
+    """The client's address is the first in X-Forwarded-For (set by a trusted sender: a
+    process of the deployment, or the proxy in front of an `x_forwarded` listener), for
+    rate limits, device IPs and the audit log."""
+    from twisted.internet.address import IPv4Address, IPv6Address
     given = request.getHeader(b"x-forwarded-for")
     if given:
         host = given.decode("ascii", "replace").split(",")[0].strip()
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return  # not an address: the connection's stands
         request.client = (IPv6Address if ":" in host else IPv4Address)("TCP", host, 0)
 
 
