@@ -9,6 +9,7 @@ A forwarded request is never forwarded again."""
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 import re
 from io import BytesIO
@@ -44,10 +45,11 @@ _CREATE_ROOM = re.compile(_CLIENT + r"createRoom$")
 _ADMIN_ROOM_WRITE = re.compile(r"^/_synapse/admin/v[12]/rooms/(?P<room>[^/]+)$|"
                                r"^/_synapse/admin/v1/purge_history/(?P<room2>[^/]+)(?:/[^/]+)?$")
 _THUMBNAIL = re.compile(r"^/_matrix/(?:client/v1/media|media/(?:v3|r0))/thumbnail/")
-# The per-user streams and what writes to them.
+# The per-user streams, what writes to them, and /notifications (its read markers are the
+# unread counts the stream owner keeps with the receipts).
 _STREAMS = re.compile(
     _CLIENT + r"(?:sync|events|initialSync|login|logout|register|keys|devices|delete_devices"
-    r"|sendToDevice|presence|pushers|pushrules|account|profile|org\.matrix\.simplified_msc3575"
+    r"|sendToDevice|presence|pushers|pushrules|notifications|account|profile|org\.matrix\.simplified_msc3575"
     r"|org\.matrix\.msc3575)(?:/|$)|"
     + _CLIENT + r"rooms/[^/]+/(?:typing|receipt|read_markers|initialSync)(?:/|$)|"
     + _CLIENT + r"user/[^/]+/(?:account_data|rooms|filter)(?:/|$)")
@@ -80,13 +82,27 @@ def secret_ok(hs: "HomeServer", request: server.Request) -> bool:
     return bool(secret) and given is not None and hmac.compare_digest(given, secret.encode())
 
 
-def trust_forwarded_address(request: server.Request) -> None:
+def mark_forwarded(request: server.Request) -> None:
     """On an internal listener (the secret checked): the client's address is the one the
-    forwarding process saw, for rate limits and device IPs."""
+    forwarding process saw, and a forwarded request's own rate limits were counted there
+    (`ApiResource.count_here`)."""
+    trust_forwarded_address(request)
+    if request.getHeader(FORWARDED_HEADER) is not None:
+        request.counted_upstream = True
+
+
+def trust_forwarded_address(request: server.Request) -> None:
+    """The client's address is the first in X-Forwarded-For (set by a trusted sender: a
+    process of the deployment, or the proxy in front of an `x_forwarded` listener), for
+    rate limits, device IPs and the audit log."""
     from twisted.internet.address import IPv4Address, IPv6Address
     given = request.getHeader(b"x-forwarded-for")
     if given:
         host = given.decode("ascii", "replace").split(",")[0].strip()
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return  # not an address: the connection's stands
         request.client = (IPv6Address if ":" in host else IPv4Address)("TCP", host, 0)
 
 
@@ -193,8 +209,9 @@ class Forwarder:
         request.write(payload)
         request.finish()
 
-    def render(self, request: server.Request, answer_here) -> int:
-        """Forward `request` if another process owns it, else `answer_here(request)`."""
+    def render(self, request: server.Request, api) -> int:
+        """Forward `request` if another process owns it (after counting the requester's
+        own rate limits here), else let `api` (client_api.http.ApiResource) answer it."""
         async def run() -> None:
             try:
                 owner = await self.target(request)
@@ -202,14 +219,15 @@ class Forwarder:
                 logger.exception("routing a request failed")
                 owner = None
             if owner is None:
-                result = answer_here(request)
+                result = api.render(request)
                 if isinstance(result, bytes) and not request._disconnected:
                     request.write(result)
                     request.finish()
                 return
             self.hs.requests_in_flight += 1  # a draining process waits for it too
             try:
-                await self.forward(request, owner)
+                if await api.count_here(request):
+                    await self.forward(request, owner)
             finally:
                 self.hs.requests_in_flight -= 1
         defer.ensureDeferred(run())

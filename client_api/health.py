@@ -31,13 +31,14 @@ class ListenerResource(Resource):
     isLeaf = True
 
     def __init__(self, hs: "HomeServer", api: Resource | None, metrics: Resource | None,
-                 internal: bool = False, forwarder: Any = None) -> None:
+                 internal: bool = False, forwarder: Any = None, x_forwarded: bool = False) -> None:
         super().__init__()
         self.hs = hs
         self.api = api
         self.metrics = metrics
         # An `internal` listener answers only the processes of the deployment (the secret).
         self.internal = internal
+        self.x_forwarded = x_forwarded  # behind a proxy: X-Forwarded-For names the client
         self.forwarder = forwarder  # client_api.forwarding.Forwarder with several processes
 
     def render(self, request: server.Request) -> Any:
@@ -57,18 +58,21 @@ class ListenerResource(Resource):
             request.setHeader(b"Retry-After", b"2")
             return _plain(request, 503, _NOT_READY, b"application/json")
         if self.internal:
-            from client_api.forwarding import secret_ok, tell_position, trust_forwarded_address
+            from client_api.forwarding import mark_forwarded, secret_ok, tell_position
             if not secret_ok(self.hs, request):
                 return _plain(request, 403, _NOT_INTERNAL, b"application/json")
-            trust_forwarded_address(request)
+            mark_forwarded(request)
             if self.hs.persister.multi_writer is not None:
                 tell_position(request, self.hs.persister)
             from homeserver.remote_writes import SEND_PATH
             if path == SEND_PATH.encode() and request.method == b"POST" and self.hs.ready:
                 defer.ensureDeferred(self._internal_send(request))
                 return server.NOT_DONE_YET
+        elif self.x_forwarded:
+            from client_api.forwarding import trust_forwarded_address
+            trust_forwarded_address(request)
         if self.forwarder is not None:
-            return self.forwarder.render(request, self.api.render)
+            return self.forwarder.render(request, self.api)
         return self.api.render(request)
 
     async def _internal_send(self, request: server.Request) -> None:

@@ -67,6 +67,9 @@ class Route:
     pattern: str = ""  # as registered, e.g. CLIENT_PREFIX + "/sync"
     body: StreamedBody | None = None
     max_body: int | None = None  # a buffered body limit of its own (federation transactions)
+    # The requester's own rate limits, `await limit(req, **params)` after authentication:
+    # counted by the process the request enters, before it is forwarded (docs/scaling.md).
+    limit: Handler | None = None
 
 
 class DirectResponse:
@@ -84,15 +87,16 @@ class Router:
         self._matched: LRU[tuple[str, str], tuple[Route | None, dict[str, str], bool]] = LRU(4096)
 
     def add(self, method: str, pattern: str, handler: Handler, auth: bool = True,
-            body: StreamedBody | None = None, max_body: int | None = None) -> None:
+            body: StreamedBody | None = None, max_body: int | None = None, limit: Handler | None = None) -> None:
         """`pattern` is a regex source in which `{name}` stands for one path segment."""
         source = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern)
         self.routes.append(Route(method, re.compile("^" + source + "$"), handler, auth, pattern, body,
-                                 max_body))
+                                 max_body, limit))
         self._matched = LRU(4096)
 
-    def client(self, method: str, path: str, handler: Handler, auth: bool = True) -> None:
-        self.add(method, CLIENT_PREFIX + path, handler, auth)
+    def client(self, method: str, path: str, handler: Handler, auth: bool = True,
+               limit: Handler | None = None) -> None:
+        self.add(method, CLIENT_PREFIX + path, handler, auth, limit=limit)
 
     def match(self, method: str, path: str) -> tuple[Route | None, dict[str, str], bool]:
         """(route, params, path_known): path_known tells 405 apart from 404."""
@@ -454,23 +458,51 @@ class ApiResource(Resource):
                 raise MatrixError(405, "M_UNRECOGNIZED", f"method {method} not allowed here")
             raise MatrixError(404, "M_UNRECOGNIZED", "unrecognized request")
         request.route_pattern = route.pattern
-        upload, body = (request.content, b"") if route.body is not None else (None, b"")
-        if upload is None:
-            request.content.seek(0)
-            body = request.content.read()
-        req = Req(self.hs, method, path, request.args, body, request.requestHeaders,
-                  request.getClientAddress().host if request.getClientAddress() else "",
-                  upload=upload, uri=request.uri)
+        req = self._req(request, route, method, path)
         if route.auth:
             req.requester = await authenticate(req)
             request.requester_user = req.requester.user_id
             if req.requester.is_guest:
                 from client_api import guest_access  # imports this module
                 await guest_access.check(req, route, params)
+        if route.limit is not None and not getattr(request, "counted_upstream", False):
+            await route.limit(req, **params)
         result = await route.handler(req, **params)
         if isinstance(result, (tuple, DirectResponse)):
             return result
         return 200, result
+
+    def _req(self, request: server.Request, route: Route, method: str, path: str) -> "Req":
+        upload, body = (request.content, b"") if route.body is not None else (None, b"")
+        if upload is None:
+            request.content.seek(0)
+            body = request.content.read()
+        return Req(self.hs, method, path, request.args, body, request.requestHeaders,
+                   request.getClientAddress().host if request.getClientAddress() else "",
+                   upload=upload, uri=request.uri)
+
+    async def count_here(self, request: server.Request) -> bool:
+        """Before another process answers the request: the requester's own rate limits
+        (the route's `limit`) are counted here, where it entered, so a user's buckets live
+        in the one process the proxy sends the user to. False when refused (answered)."""
+        method = request.method.decode("ascii", "replace")
+        path = request.path.decode("utf-8", "replace")
+        route, params, _ = self.router.match(method, path)
+        if route is None or route.limit is None or not route.auth:
+            return True
+        req = self._req(request, route, method, path)
+        try:
+            req.requester = await authenticate(req)
+            await route.limit(req, **params)
+        except MatrixError as e:  # refused here: the access line is this process's
+            started = request_log.begin(request, self.hs)
+            request.route_pattern, request.requester_user = route.pattern, req.user_id if req.requester else None
+            self._respond(request, e.status, e.to_json(), getattr(e, "headers", None))
+            request_log.end(request, self.hs, method, e.status, started)
+            return False
+        except Exception:  # the owner answers (its own errors) uncounted
+            logger.exception("counting %s %s before forwarding it failed", method, path)
+        return True
 
     def _respond(self, request: server.Request, status: int, body: Any,
                  headers: dict[bytes, bytes] | None = None) -> None:

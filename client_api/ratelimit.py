@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from client_api.http import Req
     from homeserver.server import HomeServer
 
+OVERRIDES_INVALIDATION = "ratelimit_overrides"
 _SWEEP_EVERY = 10_000  # checks between sweeps of drained buckets
 
 
@@ -80,10 +81,16 @@ class Ratelimiter:
         self.hs = hs
         self.buckets = Buckets()
         self._overrides: dict[str, tuple[float, float]] | None = None
+        self._changed_elsewhere = 0  # notices heard: a load begun before one is stale
+        if hs.replication is not None:
+            hs.replication.on_invalidate(OVERRIDES_INVALIDATION, self.override_changed_elsewhere)
 
     async def _override_of(self, user_id: str) -> tuple[float, float] | None:
-        if self._overrides is None:
-            self._overrides = await self.hs.db.run(push_store.all_ratelimit_overrides)
+        while self._overrides is None:
+            heard = self._changed_elsewhere
+            loaded = await self.hs.db.run(push_store.all_ratelimit_overrides)
+            if self._overrides is None and heard == self._changed_elsewhere:
+                self._overrides = loaded
         return self._overrides.get(user_id)
 
     async def set_override(self, user_id: str, per_second: float, burst: float) -> None:
@@ -91,13 +98,25 @@ class Ratelimiter:
         await self._override_of(user_id)
         assert self._overrides is not None
         self._overrides[user_id] = (per_second, burst)
+        await self._tell_others(user_id)
 
     async def delete_override(self, user_id: str) -> bool:
         deleted = await self.hs.db.run(push_store.delete_ratelimit_override, user_id)
         await self._override_of(user_id)
         assert self._overrides is not None
         self._overrides.pop(user_id, None)
+        await self._tell_others(user_id)
         return deleted
+
+    async def _tell_others(self, user_id: str) -> None:
+        if self.hs.replication is not None:
+            await self.hs.replication.invalidate(OVERRIDES_INVALIDATION, user_id)
+
+    def override_changed_elsewhere(self, user_id: str) -> None:
+        """Another process changed `user_id`'s override: read them all again when next
+        needed (a handful of rows, changed by hand)."""
+        self._changed_elsewhere += 1
+        self._overrides = None
 
     async def get_override(self, user_id: str) -> tuple[float, float] | None:
         return await self._override_of(user_id)

@@ -14,6 +14,7 @@ from twisted.internet import defer, threads
 from homeserver.errors import MatrixError, forbidden
 from homeserver.ids import LOCALPART_RE, new_device_id, split_id
 from storage import accounts as accounts_store
+from storage import admin_users as admin_users_store
 from storage import appservice as as_store
 from storage.accounts import TokenOwner
 
@@ -23,6 +24,18 @@ if TYPE_CHECKING:
 
 def hash_token(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+def new_access_token(user_id: str) -> str:
+    """A random access token opening with a short key of its user (`mxt_<8 hex>_...`): a
+    proxy in front of several processes hashes on the key, so every token of a user
+    reaches the same process (docs/scaling.md); the key tells nothing a holder of the
+    token cannot ask /whoami."""
+    return f"mxt_{user_routing_key(user_id)}_{secrets.token_urlsafe(32)}"
+
+
+def user_routing_key(user_id: str) -> str:
+    return hashlib.sha256(user_id.encode("utf-8")).hexdigest()[:8]
 
 
 class Accounts:
@@ -110,7 +123,7 @@ class Accounts:
                           display_name: str | None) -> tuple[str, str]:
         """Create (or reuse) a device and a fresh access token for it."""
         device_id = device_id or new_device_id()
-        token = "mxt_" + secrets.token_urlsafe(32)
+        token = new_access_token(user_id)
 
         def txn(cur) -> bool:
             changed = accounts_store.upsert_device(cur, user_id, device_id, display_name)
@@ -178,10 +191,17 @@ class Accounts:
             await self.hs.pushers.tokens_gone(user_id, token_hashes)
         await self.device_list_changed(user_id)
 
+    async def set_admin(self, user_id: str, admin: bool) -> None:
+        """The server-admin flag, which the cached owners of the user's tokens carry."""
+        def txn(cur) -> list[bytes]:
+            admin_users_store.set_admin(cur, user_id, admin)
+            return accounts_store.token_hashes_of(cur, user_id)
+
+        await self.forget_tokens(await self.hs.db.run(txn))
+
     async def deactivate(self, user_id: str) -> None:
         def txn(cur):
-            cur.execute("SELECT token_hash FROM access_tokens WHERE user_id = %s", (user_id,))
-            hashes = [bytes(r[0]) for r in cur.fetchall()]
+            hashes = accounts_store.token_hashes_of(cur, user_id)
             accounts_store.deactivate_user(cur, user_id)
             return hashes
 

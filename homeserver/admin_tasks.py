@@ -17,6 +17,7 @@ from twisted.internet import defer
 
 from homeserver.errors import MatrixError
 from homeserver.redaction import prune_event_dict
+from homeserver.room_directory import set_published
 from homeserver.room_versions import RoomVersion
 from storage import admin_rooms as admin_rooms_store
 from storage import admin_tasks as tasks_store
@@ -218,8 +219,7 @@ async def shutdown_room(hs: "HomeServer", room_id: str, tenant_id: str | None,
         else:
             for alias in result.local_aliases:
                 await hs.db.run(directory_store.delete_alias, alias)
-        await hs.db.run(directory_store.set_room_public, room_id, False)
-        head.is_public = False
+        await set_published(hs, room_id, False)
         return result
     finally:
         if not params.block and not was_blocked:

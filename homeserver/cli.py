@@ -80,7 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             site = server.Site(ListenerResource(
                 hs, api.resource if api is not None else None,
                 metrics_resource if "metrics" in listener.resources else None,
-                internal="internal" in listener.resources,
+                internal="internal" in listener.resources, x_forwarded=listener.x_forwarded,
                 forwarder=forwarder if "client" in listener.resources else None))
             site.requestFactory, site.protocol, site.noisy = LimitedRequest, LimitedChannel, False
             site.api_resource = api.api_resource if api is not None else None

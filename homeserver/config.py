@@ -26,6 +26,10 @@ class ListenerConfig(_Strict):
         default_factory=lambda: ["client"], min_length=1)
     # Serve HTTPS with federation.tls_certificate_path / tls_private_key_path.
     tls: bool = False
+    # Behind a reverse proxy that sets X-Forwarded-For: the client's address is its first
+    # entry (rate limits by address, device IPs, the audit log). Only for a listener that
+    # nobody but the proxy can reach: anyone else could claim any address.
+    x_forwarded: bool = False
 
 
 class DatabaseConfig(_Strict):

@@ -89,6 +89,8 @@ class Replication:
         self.on_invalidate("tenants", hs.tenancy.forget_user)
         self.on_invalidate("push_rules", hs.push.rules.invalidate)
         self.on_invalidate("room_blocks", hs.room_blocks.reload)
+        from homeserver import room_directory  # noqa: PLC0415
+        self.on_invalidate(room_directory.INVALIDATION, room_directory.PublishedReloader(hs).changed)
         from homeserver import admin_tasks  # noqa: PLC0415  (imports the room core)
         self.on_invalidate("room_deleted", lambda room_id: admin_tasks.forget_room(hs, room_id, replicate=False))
         self.on_invalidate("room_purged", lambda room_id: admin_tasks.forget_purged_events(hs, room_id))

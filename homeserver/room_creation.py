@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from homeserver import auth_rules, room_aliases
 from homeserver.errors import MatrixError, bad_json, invalid_param
 from homeserver.ids import is_valid_user_id, random_string
+from homeserver.room_directory import set_published
 from homeserver.room_heads import RoomHead
 from homeserver.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
 from homeserver.tenancy import TENANT_KEY
@@ -41,6 +42,18 @@ def default_power_levels(creator: str, privileged_creators: bool, trusted: list[
 
 
 Queue = Callable[..., None]  # queue(event_type, content, state_key="")
+
+
+def new_room_id(hs: "HomeServer", rv: RoomVersion) -> str | None:
+    """A random id for a room of a version whose id is not its create event's hash (None
+    for those); with several writers, one that lands on this writer, which builds the
+    room's events (hashed ids are moved onto it in EventCreator.queue_create_event)."""
+    if rv.room_id_from_create:
+        return None
+    room_id = f"!{random_string(18)}:{hs.server_name}"
+    while hs.writes_rooms and not hs.owns_room(room_id):
+        room_id = f"!{random_string(18)}:{hs.server_name}"
+    return room_id
 
 
 async def commit_new_room(hs: "HomeServer", creator: str, rv: RoomVersion, create_content: dict,
@@ -129,9 +142,7 @@ async def create_room(hs: "HomeServer", creator: str, body: dict[str, Any],
         given = create_content.get("additional_creators")
         extra = [u for u in given if isinstance(u, str)] if isinstance(given, list) else []
         create_content["additional_creators"] = sorted(set(extra) | set(trusted))
-    room_id = None if rv.room_id_from_create else f"!{random_string(18)}:{hs.server_name}"
-    while room_id is not None and hs.writes_rooms and not hs.owns_room(room_id):  # several writers: one of ours
-        room_id = f"!{random_string(18)}:{hs.server_name}"
+    room_id = new_room_id(hs, rv)
 
     def fill(head: RoomHead, queue: Queue) -> None:
         queue("m.room.member", {"membership": "join", **profile}, creator)
@@ -165,6 +176,5 @@ async def create_room(hs: "HomeServer", creator: str, body: dict[str, Any],
     if alias:
         await hs.db.run(directory_store.create_alias, alias, head.room_id, creator)
     if visibility == "public":
-        await hs.db.run(directory_store.set_room_public, head.room_id, True)
-        head.is_public = True
+        await set_published(hs, head.room_id, True)
     return head.room_id, alias

@@ -26,8 +26,10 @@ from typing import TYPE_CHECKING, Any
 from homeserver import auth_rules
 from homeserver.async_utils import Coalescer
 from homeserver.errors import MatrixError, bad_json, forbidden, not_found
-from homeserver.ids import is_valid_user_id, random_string, split_id
+from homeserver.ids import is_valid_user_id, split_id
 from homeserver.room_creation import Queue, commit_new_room, default_power_levels
+from homeserver.room_creation import new_room_id as new_room_id_for
+from homeserver.room_directory import set_published
 from homeserver.room_heads import RoomHead
 from homeserver.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
 from homeserver.tenancy import TENANT_KEY, room_tenant
@@ -86,7 +88,7 @@ async def _upgrade(hs: "HomeServer", user_id: str, old: RoomHead, rv: RoomVersio
     profile = await hs.profiles.member_profile(user_id)
     tenant = room_tenant(old)
     create_content = _create_content(old, rv, user_id, extra_creators, tenant)
-    new_room_id = None if rv.room_id_from_create else f"!{random_string(18)}:{hs.server_name}"
+    new_room_id = new_room_id_for(hs, rv)
     old_alias = old.state.get(("m.room.canonical_alias", ""))
     alias_contents = _split_canonical_alias(hs, old_alias.content if old_alias else None)
 
@@ -118,9 +120,8 @@ async def _upgrade(hs: "HomeServer", user_id: str, old: RoomHead, rv: RoomVersio
     new = await commit_new_room(hs, user_id, rv, create_content, new_room_id, fill)
     await hs.db.run(directory_store.move_aliases, old.room_id, new.room_id)
     if old.is_public:
-        await hs.db.run(directory_store.set_room_public, new.room_id, True)
-        await hs.db.run(directory_store.set_room_public, old.room_id, False)
-        new.is_public, old.is_public = True, False
+        await set_published(hs, new.room_id, True)
+        await set_published(hs, old.room_id, False)
     await hs.event_creator.send(old.room_id, user_id, TOMBSTONE, {
         "body": "This room has been replaced", "replacement_room": new.room_id}, "")
     if alias_contents is not None:

@@ -1,13 +1,20 @@
 """Every pusher of every user, in memory, with the client API's changes
-(GET /pushers, POST /pushers/set) written through. Attached as `hs.pushers`."""
+(GET /pushers, POST /pushers/set) written through. Attached as `hs.pushers`.
+
+With several processes only the one running the pushers job (`worker.jobs.pushers`)
+holds them; the others read and write the table, and each change they make tells it
+(invalidation `pushers`, keyed by the user, with the ids of other users' pushers a change
+removed), so it reads that user's pushers again."""
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from twisted.internet import defer
 
+from homeserver.async_utils import KeyedLock
 from homeserver.errors import MatrixError, invalid_param, missing_param
 from homeserver.media.ip_filter import IpFilter
 from pushers.http_pusher import HttpPusher, PusherRow
@@ -16,7 +23,9 @@ from storage import push as push_store
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
 
+logger = logging.getLogger(__name__)
 NOTIFY_PATH = "/_matrix/push/v1/notify"
+INVALIDATION = "pushers"
 
 
 def _checked_str(body: dict, key: str, required: bool, max_len: int | None = None,
@@ -40,8 +49,13 @@ class Pushers:
         self.hs = hs
         self._by_user: dict[str, dict[int, HttpPusher]] = {}
         self.ip_filter = IpFilter(hs.config.push.gateway_ip_range_whitelist)
+        self.running = False  # holding (and delivering) every pusher: the pushers job
+        self._reloads = KeyedLock()  # one after another: the last read follows the last change
 
     async def start(self) -> None:
+        self.running = True
+        if self.hs.replication is not None:
+            self.hs.replication.on_invalidate(INVALIDATION, self._changed_elsewhere)
         for row in await self.hs.db.run(push_store.all_pushers):
             self._add(PusherRow.from_db(row))
         self.hs.push.on_notified.append(self.on_notified)
@@ -79,7 +93,9 @@ class Pushers:
 
     # ---- the client API ------------------------------------------------------------
 
-    def pushers_of(self, user_id: str) -> list[dict]:
+    async def pushers_of(self, user_id: str) -> list[dict]:
+        if not self.running:  # another process holds them
+            return [PusherRow.from_db(r).client_json() for r in await self.hs.db.run(push_store.pushers_of, user_id)]
         return [p.row.client_json() for p in sorted(self._by_user.get(user_id, {}).values(),
                                                     key=lambda p: p.row.id)]
 
@@ -94,6 +110,7 @@ class Pushers:
         if kind is None:
             removed = await self.hs.db.run(push_store.delete_pusher, user_id, app_id, pushkey)
             self._forget(user_id, removed)
+            await self._tell_others(user_id)
             return
         if kind == "email":
             raise invalid_param("email pushers are not supported by this server; use kind http")
@@ -119,13 +136,38 @@ class Pushers:
             device_display_name, profile_tag, lang, data, int(time.time() * 1000),
             self.hs.persister.max_stream_ordering, append)
         self._forget_anywhere(removed)
-        new = PusherRow.from_db(row)
-        existing = self._by_user.get(user_id, {}).get(new.id)
+        if self.running:
+            self._put(PusherRow.from_db(row))
+        await self._tell_others(user_id, removed)
+
+    def _put(self, new: PusherRow) -> None:
+        existing = self._by_user.get(new.user_id, {}).get(new.id)
         if existing is not None:
-            new.last_stream = existing.row.last_stream  # an update keeps its place
+            new.last_stream = max(new.last_stream, existing.row.last_stream)  # an update keeps its place
             existing.row = new
         else:
             self._add(new)
+
+    async def _tell_others(self, user_id: str, removed: tuple[int, ...] | list[int] = ()) -> None:
+        if self.hs.replication is not None:
+            await self.hs.replication.invalidate(INVALIDATION, " ".join([user_id, *map(str, removed)]))
+
+    def _changed_elsewhere(self, key: str) -> None:
+        """Another process changed the user's pushers (and removed those ids of others)."""
+        user_id, *removed = key.split(" ")
+        self._forget_anywhere([int(i) for i in removed])
+        defer.ensureDeferred(self._reload(user_id))
+
+    async def _reload(self, user_id: str) -> None:
+        try:
+            async with self._reloads.hold(user_id):
+                rows = [PusherRow.from_db(r) for r in await self.hs.db.run(push_store.pushers_of, user_id)]
+                present = {row.id for row in rows}
+                self._forget(user_id, [pid for pid in self._by_user.get(user_id, {}) if pid not in present])
+                for row in rows:
+                    self._put(row)
+        except Exception:
+            logger.exception("reading the pushers of %s again failed", user_id)
 
     @staticmethod
     def _check_url(url: Any) -> None:
@@ -157,6 +199,8 @@ class Pushers:
 
     async def tokens_gone(self, user_id: str, token_hashes: list[bytes]) -> None:
         """Devices logged out (or the account deactivated): their pushers go too."""
-        if token_hashes and user_id in self._by_user:
+        if token_hashes and (user_id in self._by_user or not self.running):
             removed = await self.hs.db.run(push_store.delete_pushers_of_tokens, user_id, token_hashes)
             self._forget(user_id, removed)
+            if removed:
+                await self._tell_others(user_id)

@@ -125,6 +125,11 @@ def get_token_owner(cur: Cursor, token_hash: bytes) -> TokenOwner | None:
     return TokenOwner(*row) if row else None
 
 
+def token_hashes_of(cur: Cursor, user_id: str) -> list[bytes]:
+    cur.execute("SELECT token_hash FROM access_tokens WHERE user_id = %s", (user_id,))
+    return [bytes(r[0]) for r in cur.fetchall()]
+
+
 def delete_devices(cur: Cursor, user_id: str, device_ids: list[str]) -> list[bytes]:
     """Delete devices and their tokens; return the deleted token hashes (for cache eviction)."""
     cur.execute(

@@ -167,6 +167,11 @@ def all_pushers(cur: Cursor) -> list[tuple]:
     return cur.fetchall()
 
 
+def pushers_of(cur: Cursor, user_id: str) -> list[tuple]:
+    cur.execute(f"SELECT {PUSHER_COLUMNS} FROM pushers WHERE user_id = %s ORDER BY id", (user_id,))
+    return cur.fetchall()
+
+
 def set_pusher(cur: Cursor, user_id: str, token_hash: bytes | None, kind: str, app_id: str,
                pushkey: str, app_display_name: str, device_display_name: str,
                profile_tag: str | None, lang: str, data: dict, now_ms: int, start_stream: int,

@@ -12,6 +12,9 @@ if TYPE_CHECKING:
     from homeserver.server import HomeServer
 
 IGNORED_USER_LIST = "m.ignored_user_list"
+# Several processes: the stream owner writes account data; the others, which filter
+# /messages and /context by the list, read a changed list again (keyed by the user).
+IGNORED_INVALIDATION = "ignored_users"
 IGNORE_HISTORY = 16  # changes of one user's list remembered, for "missed while ignored"
 # (events position from which a list applies, the ignored users), oldest first
 IgnoreHistory = tuple[tuple[int, frozenset[str]], ...]
@@ -31,6 +34,9 @@ class AccountData:
         self.stream: StreamIdGen = None  # type: ignore[assignment]
         self._user_stream: dict[str, int] = {}
         self._ignored: dict[str, IgnoreHistory] = {}
+        self._ignores_heard = 0  # notices of lists changed elsewhere: a read begun before one is stale
+        if hs.replication is not None:
+            hs.replication.on_invalidate(IGNORED_INVALIDATION, self._ignore_changed_elsewhere)
 
     async def start(self) -> None:
         self.stream = StreamIdGen(await self.hs.db.run(store.max_stream))
@@ -56,6 +62,8 @@ class AccountData:
         self._user_stream[user_id] = max(self._user_stream.get(user_id, 0), stream_id)
         if data_type == IGNORED_USER_LIST and not room_id:
             self._ignore_changed(user_id, parse_ignored(value))
+            if self.hs.replication is not None:
+                await self.hs.replication.invalidate(IGNORED_INVALIDATION, user_id)
         self._on_change(user_id)
 
     def _ignore_changed(self, user_id: str, users: frozenset[str]) -> None:
@@ -64,13 +72,20 @@ class AccountData:
         history = self._ignored.get(user_id)
         self._ignored[user_id] = (*history, entry)[-IGNORE_HISTORY:] if history else ((0, frozenset()), entry)
 
+    def _ignore_changed_elsewhere(self, user_id: str) -> None:
+        self._ignores_heard += 1
+        self._ignored.pop(user_id, None)
+
     async def ignored_users(self, user_id: str) -> frozenset[str]:
         """Whom the user ignores now (read from the database once, then kept current)."""
         history = self._ignored.get(user_id)
-        if history is None:
+        while history is None:
+            heard = self._ignores_heard
             loaded = parse_ignored(await self.hs.db.run(store.get_account_data, user_id, "", IGNORED_USER_LIST))
             # A write that finished while we read has set the newer list: keep it.
-            history = self._ignored.setdefault(user_id, ((0, loaded),) if loaded else _NOBODY)
+            history = self._ignored.get(user_id)
+            if history is None and heard == self._ignores_heard:
+                history = self._ignored[user_id] = ((0, loaded),) if loaded else _NOBODY
         return history[-1][1]
 
     def ignored_at(self, user_id: str, stream: int) -> frozenset[str]:

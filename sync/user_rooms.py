@@ -39,12 +39,19 @@ def _load_room_streams(cur, room_ids: list[str]) -> dict[str, int]:
     return dict(cur.fetchall())
 
 
+# Several processes: a room forgotten through one (its writer answers /forget) is left out
+# of the /sync of another; keyed "user_id room_id".
+FORGOTTEN_INVALIDATION = "room_forgotten"
+
+
 class UserRooms:
     def __init__(self, hs: "HomeServer") -> None:
         self.hs = hs
         self._users: dict[str, dict[str, tuple[str, int]]] = {}  # user -> room -> (membership, stream)
         self._forgotten: dict[str, set[str]] = {}
         self.room_stream: dict[str, int] = {}
+        if hs.replication is not None:
+            hs.replication.on_invalidate(FORGOTTEN_INVALIDATION, lambda key: self.forget(*key.split(" ", 1)))
 
     async def rooms_of(self, user_id: str) -> dict[str, tuple[str, int]]:
         rooms = self._users.get(user_id)
@@ -69,6 +76,12 @@ class UserRooms:
 
     def forget(self, user_id: str, room_id: str) -> None:
         self._forgotten.setdefault(user_id, set()).add(room_id)
+
+    async def user_forgot(self, user_id: str, room_id: str) -> None:
+        """The user forgot the room (stored already): here and in the other processes."""
+        self.forget(user_id, room_id)
+        if self.hs.replication is not None:
+            await self.hs.replication.invalidate(FORGOTTEN_INVALIDATION, f"{user_id} {room_id}")
 
     def drop_room(self, room_id: str) -> None:
         """A deleted room disappears from every cached user's list."""

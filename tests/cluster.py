@@ -83,7 +83,7 @@ class Cluster:
             f"signing_key_path: {self.shared / 'signing.key'}\n"
             f"database:\n  dsn: \"{self.dsn}\"\n"
             "listeners:\n"
-            f"  - {{port: {port}, bind_address: 127.0.0.1, resources: [client]}}\n"
+            f"  - {{port: {port}, bind_address: 127.0.0.1, resources: [client], x_forwarded: {self.role(name) != 'writer'}}}\n"
             f"  - {{port: {self.internal_ports[name]}, bind_address: 127.0.0.1, resources: [client, internal, metrics]}}\n"
             "worker:\n"
             f"  instance_name: {name}\n  role: {self.role(name)}\n"

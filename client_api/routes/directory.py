@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from client_api.http import Req, Router, access_token_of, authenticate
-from homeserver import auth_rules, room_aliases
+from homeserver import auth_rules, room_aliases, room_directory
 from homeserver.errors import MatrixError, forbidden, not_found
 from storage import directory as directory_store
 
@@ -77,8 +77,7 @@ async def set_visibility(req: Req, room_id: str):
     if not req.requester.is_admin and (head.membership_of(req.user_id) != "join"
                                        or auth_rules.get_user_power_level(req.user_id, head.state) < needed):
         raise forbidden("you may not change this room's directory visibility")
-    await req.hs.db.run(directory_store.set_room_public, room_id, visibility == "public")
-    head.is_public = visibility == "public"
+    await room_directory.set_published(req.hs, room_id, visibility == "public")
     return {}
 
 

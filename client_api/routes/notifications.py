@@ -42,7 +42,7 @@ async def get_notifications(req: Req):
 
 
 async def get_pushers(req: Req):
-    return {"pushers": req.hs.pushers.pushers_of(req.user_id)}
+    return {"pushers": await req.hs.pushers.pushers_of(req.user_id)}
 
 
 async def set_pusher(req: Req):

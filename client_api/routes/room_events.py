@@ -66,24 +66,41 @@ def _appservice_ts(req: Req) -> int | None:
     return value
 
 
-async def send_event(req: Req, room_id: str, event_type: str, txn_id: str):
+async def _message_limit(req: Req, **_params: str) -> None:
+    """Sends, redactions and state other than memberships (which have their own limits)."""
     await req.hs.ratelimiter.check_user(req, "rc_message", req.hs.config.rc_message)
+
+
+async def send_event(req: Req, room_id: str, event_type: str, txn_id: str):
     content = req.json()
     ev = await req.hs.event_creator.send(room_id, req.user_id, event_type, content, None,
                                          txn=_txn(req, txn_id), ts=_appservice_ts(req))
     return {"event_id": ev.event_id}
 
 
-async def put_state(req: Req, room_id: str, event_type: str, state_key: str = ""):
+async def _same_state(req: Req, room_id: str, event_type: str, state_key: str) -> Event | None:
+    """The requester's own current state event with this content, if it is one (sending
+    it again sends nothing)."""
     content = req.json()
     head = await req.hs.tenancy.head_for(req.user_id, room_id)
     if head is None:
         raise not_found("unknown room")
     current = head.state.get((event_type, state_key))
     if current is not None and current.sender == req.user_id and current.content == content:
+        return current
+    return None
+
+
+async def _state_limit(req: Req, room_id: str, event_type: str, state_key: str = "") -> None:
+    if event_type != "m.room.member" and await _same_state(req, room_id, event_type, state_key) is None:
+        await _message_limit(req)
+
+
+async def put_state(req: Req, room_id: str, event_type: str, state_key: str = ""):
+    content = req.json()
+    current = await _same_state(req, room_id, event_type, state_key)
+    if current is not None:
         return {"event_id": current.event_id}  # same state again: nothing to send
-    if event_type != "m.room.member":  # memberships have their own limits (joins, invites)
-        await req.hs.ratelimiter.check_user(req, "rc_message", req.hs.config.rc_message)
     ev = await req.hs.event_creator.send(room_id, req.user_id, event_type, content, state_key,
                                          ts=_appservice_ts(req))
     return {"event_id": ev.event_id}
@@ -275,7 +292,6 @@ async def context(req: Req, room_id: str, event_id: str):
 
 
 async def redact(req: Req, room_id: str, event_id: str, txn_id: str):
-    await req.hs.ratelimiter.check_user(req, "rc_message", req.hs.config.rc_message)
     body = req.json(allow_empty=True)
     content: dict[str, Any] = {"redacts": event_id}
     if isinstance(body.get("reason"), str):
@@ -286,13 +302,13 @@ async def redact(req: Req, room_id: str, event_id: str, txn_id: str):
 
 
 def register(router: Router) -> None:
-    router.client("PUT", "/rooms/{room_id}/send/{event_type}/{txn_id}", send_event)
+    router.client("PUT", "/rooms/{room_id}/send/{event_type}/{txn_id}", send_event, limit=_message_limit)
     router.client("GET", "/rooms/{room_id}/state", get_state)
     router.client("GET", "/rooms/{room_id}/state/{event_type}/?", get_state_event)
     router.client("GET", "/rooms/{room_id}/state/{event_type}/{state_key}", get_state_event)
-    router.client("PUT", "/rooms/{room_id}/state/{event_type}/?", put_state)
-    router.client("PUT", "/rooms/{room_id}/state/{event_type}/{state_key}", put_state)
+    router.client("PUT", "/rooms/{room_id}/state/{event_type}/?", put_state, limit=_state_limit)
+    router.client("PUT", "/rooms/{room_id}/state/{event_type}/{state_key}", put_state, limit=_state_limit)
     router.client("GET", "/rooms/{room_id}/event/{event_id}", get_event)
     router.client("GET", "/rooms/{room_id}/messages", messages)
     router.client("GET", "/rooms/{room_id}/context/{event_id}", context)
-    router.client("PUT", "/rooms/{room_id}/redact/{event_id}/{txn_id}", redact)
+    router.client("PUT", "/rooms/{room_id}/redact/{event_id}/{txn_id}", redact, limit=_message_limit)

@@ -26,14 +26,13 @@ def _reason(req: Req) -> str | None:
     return reason
 
 
-async def _check_join_rate(req: Req) -> None:
+async def _join_limit(req: Req, **_params: str) -> None:
     # Joins through other servers (federation) count here too; rc_joins.remote is not
     # applied separately yet.
     await req.hs.ratelimiter.check_user(req, "rc_joins_local", req.hs.config.rc_joins.local)
 
 
 async def join(req: Req, room_id_or_alias: str):
-    await _check_join_rate(req)
     # `server_name` (and the newer `via`) name servers to join another server's room through.
     servers = req.query_list("server_name") + req.query_list("via")
     room_id = await req.hs.membership.join(req.user_id, room_id_or_alias, _reason(req), servers=servers)
@@ -62,13 +61,18 @@ def _target(req: Req) -> str:
     return user_id
 
 
+async def _invite_limit(req: Req, **_params: str) -> None:
+    """The inviter's own bucket, where the request enters (the room's and the invitee's
+    are the room writer's, in `invite`)."""
+    await req.hs.ratelimiter.check_user(req, "rc_invites_per_issuer", req.hs.config.rc_invites.per_issuer)
+
+
 async def invite(req: Req, room_id: str):
     target = _target(req)
     limits = req.hs.config.rc_invites
     await req.hs.ratelimiter.check_all(req, [
         ("rc_invites_per_room", room_id, limits.per_room, False),
-        ("rc_invites_per_user", target, limits.per_user, False),
-        ("rc_invites_per_issuer", req.user_id, limits.per_issuer, True)])
+        ("rc_invites_per_user", target, limits.per_user, False)])
     await req.hs.membership.set_membership(req.user_id, room_id, target, "invite", _reason(req))
     return {}
 
@@ -107,7 +111,7 @@ async def forget(req: Req, room_id: str):
         raise MatrixError(400, "M_UNKNOWN", "leave the room before forgetting it")
     await req.hs.db.run(state_store.forget_room, req.user_id, room_id)
     if req.hs.sync is not None:
-        req.hs.sync.user_rooms.forget(req.user_id, room_id)
+        await req.hs.sync.user_rooms.user_forgot(req.user_id, room_id)
     return {}
 
 
@@ -176,11 +180,11 @@ async def joined_members(req: Req, room_id: str):
 
 def register(router: Router) -> None:
     router.client("POST", "/createRoom", create_room_handler)
-    router.client("POST", "/join/{room_id_or_alias}", join)
-    router.client("POST", "/rooms/{room_id}/join", join_by_id)
+    router.client("POST", "/join/{room_id_or_alias}", join, limit=_join_limit)
+    router.client("POST", "/rooms/{room_id}/join", join_by_id, limit=_join_limit)
     router.client("POST", "/knock/{room_id_or_alias}", knock)
     router.client("POST", "/rooms/{room_id}/upgrade", upgrade)
-    router.client("POST", "/rooms/{room_id}/invite", invite)
+    router.client("POST", "/rooms/{room_id}/invite", invite, limit=_invite_limit)
     router.client("POST", "/rooms/{room_id}/leave", leave)
     router.client("POST", "/rooms/{room_id}/kick", kick)
     router.client("POST", "/rooms/{room_id}/ban", ban)

@@ -15,7 +15,7 @@ from client_api.admin_auth import SYNAPSE_V2 as V2
 from client_api.admin_auth import AdminScope, origin_of, require_admin, require_server_admin
 from client_api.admin_auth import next_offset, offset_page, query_bool, query_choice, query_dir
 from client_api.http import Req, Router
-from homeserver.accounts import hash_token
+from homeserver.accounts import hash_token, new_access_token
 from homeserver.deactivation import deactivate_user
 from homeserver.errors import MatrixError, bad_json, forbidden, not_found
 from storage import accounts as accounts_store
@@ -188,7 +188,7 @@ async def put_user(req: Req, user_id: str):
     if admin is not None and admin != existing["admin"]:
         if user_id == req.user_id and not admin:
             raise MatrixError(400, "M_UNKNOWN", "You may not demote yourself.")
-        await req.hs.db.run(admin_users_store.set_admin, user_id, admin)
+        await req.hs.accounts.set_admin(user_id, admin)
         changed.append("admin")
     if password is not None:
         await _set_password(req, user_id, password, logout_devices is not False)
@@ -278,7 +278,7 @@ async def login_as(req: Req, user_id: str):
     valid_until = body.get("valid_until_ms")
     if valid_until is not None and (type(valid_until) is not int or valid_until <= time.time() * 1000):
         raise MatrixError(400, "M_INVALID_PARAM", "valid_until_ms must be a timestamp in the future")
-    token = "mxt_" + secrets.token_urlsafe(32)
+    token = new_access_token(user_id)
     await req.hs.db.run(admin_users_store.add_puppet_token, hash_token(token), user_id, req.user_id,
                         int(time.time() * 1000), valid_until)
     await req.hs.audit.record("user.login_as", origin_of(req), target_user=user_id, valid_until_ms=valid_until)
@@ -314,7 +314,7 @@ async def put_admin(req: Req, user_id: str):
         raise MatrixError(400, "M_MISSING_PARAM", "Missing 'admin' (a boolean) in the body")
     if user_id == req.user_id and not admin:
         raise MatrixError(400, "M_UNKNOWN", "You may not demote yourself.")
-    await req.hs.db.run(admin_users_store.set_admin, user_id, admin)
+    await req.hs.accounts.set_admin(user_id, admin)
     await req.hs.audit.record("user.set_admin", origin_of(req), target_user=user_id, admin=admin)
     return {}
 

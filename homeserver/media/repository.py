@@ -45,6 +45,7 @@ DEFAULT_WAIT_MS = 20_000
 MAX_WAIT_MS = 60_000
 MAX_UPLOAD_NAME = 255
 ACCESS_FLUSH_S = 10.0
+UPLOADED_INVALIDATION = "media_uploaded"  # several processes: a pending media id was uploaded
 
 
 def now_ms() -> int:
@@ -70,6 +71,8 @@ class MediaRepository:
         # Downloads note when media was last used; deleting media by date goes by it.
         self._accesses: WriteBehind[str, int] = WriteBehind(hs, media_store.note_accesses, ACCESS_FLUSH_S,
                                                             "media last-access times")
+        if hs.replication is not None:  # an upload to another process wakes the downloads waiting here
+            hs.replication.on_invalidate(UPLOADED_INVALIDATION, self._uploaded)
 
     async def start(self) -> None:
         self.pool.start()
@@ -148,6 +151,11 @@ class MediaRepository:
             await self.run_in_pool(received.path.unlink, True)
         if not done:
             raise MatrixError(409, "M_CANNOT_OVERWRITE_MEDIA", "media already uploaded")
+        self._uploaded(media_id)
+        if self.hs.replication is not None:
+            await self.hs.replication.invalidate(UPLOADED_INVALIDATION, media_id)
+
+    def _uploaded(self, media_id: str) -> None:
         for d in self._waiters.pop(media_id, []):
             d.callback(None)
 

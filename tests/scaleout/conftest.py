@@ -14,8 +14,10 @@ import shutil
 import subprocess
 import time
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -24,6 +26,7 @@ from tests.server_harness import REPO, free_port
 
 ROUTES = REPO / "deploy" / "nginx" / "homeserver-routes.conf"
 PROXY_HEADERS = REPO / "deploy" / "nginx" / "homeserver-proxy.conf"
+USER_KEY = REPO / "deploy" / "nginx" / "homeserver-user-key.conf"
 
 
 def _nginx() -> str | None:
@@ -58,8 +61,9 @@ def nginx_config(root: Path, port: int, cluster: Cluster) -> str:
         "http {\n"
         f"  access_log off;\n  client_body_temp_path {root}/body;\n  proxy_temp_path {root}/proxy;\n"
         f"  fastcgi_temp_path {root}/fcgi;\n  uwsgi_temp_path {root}/uwsgi;\n  scgi_temp_path {root}/scgi;\n"
+        f"  include {USER_KEY};\n"
         f"  upstream hs_sync {{\n    server 127.0.0.1:{cluster.procs[cluster.sync].port};\n    keepalive 16;\n  }}\n"
-        f"  upstream hs_client {{\n    hash $http_authorization consistent;\n{clients}    keepalive 16;\n  }}\n"
+        f"  upstream hs_client {{\n    hash $hs_user_key consistent;\n{clients}    keepalive 16;\n  }}\n"
         f"  server {{\n    listen 127.0.0.1:{port};\n{routes}\n  }}\n"
         "}\n")
 
@@ -74,12 +78,13 @@ def cluster(tmp_path_factory):
         c.stop()
 
 
-@pytest.fixture(scope="session")
-def server(cluster, tmp_path_factory):
+@contextmanager
+def proxy_in_front(cluster: Cluster, root: Path) -> Iterator[Proxy]:
+    """nginx with the reference routes in front of `cluster` (skips the test without nginx)."""
     nginx = _nginx()
     if nginx is None:
         pytest.skip("nginx is not installed (Debian package nginx-light) and cannot be installed here")
-    root = tmp_path_factory.mktemp("nginx")
+    root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     conf = root / "nginx.conf"
     conf.write_text(nginx_config(root, port, cluster))
@@ -104,3 +109,9 @@ def server(cluster, tmp_path_factory):
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="session")
+def server(cluster, tmp_path_factory):
+    with proxy_in_front(cluster, tmp_path_factory.mktemp("nginx")) as proxy:
+        yield proxy

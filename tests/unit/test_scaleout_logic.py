@@ -281,3 +281,21 @@ def test_the_reference_layout_configs_load(tmp_path):
         assert {"client", "internal"} == set(config.listeners[1].resources)
     assert roles == {"client1": "client", "client2": "client", "sync1": "sync",
                      "writer1": "writer", "writer2": "writer"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=40),
+       st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=40))
+def test_access_tokens_carry_their_users_routing_key(a, b):
+    """The proxy hashes on the key (deploy/nginx/homeserver-user-key.conf): every token of
+    a user has the same one; the rest of the token is random."""
+    import re
+
+    from homeserver.accounts import new_access_token, user_routing_key
+    user_a, user_b = f"@{a}:example.org", f"@{b}:example.org"
+    first, second = new_access_token(user_a), new_access_token(user_a)
+    assert first != second
+    pattern = re.compile(r"^mxt_([0-9a-f]{8})_[A-Za-z0-9_-]{40,}$")  # what the nginx map reads
+    assert pattern.match(first)[1] == pattern.match(second)[1] == user_routing_key(user_a)
+    if user_a != user_b:
+        assert pattern.match(new_access_token(user_b))[1] == user_routing_key(user_b)
