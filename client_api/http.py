@@ -444,9 +444,12 @@ class ApiResource(Resource):
                 logger.exception("streaming %s %s failed", method, request.path)
                 if not request._disconnected:
                     request.loseConnection()
+            request_log.end(request, self.hs, method, status, started)
         else:
+            # Logged first: the answer leaves at once (`LimitedRequest.write`), and whoever
+            # has it should find its access line already written.
+            request_log.end(request, self.hs, method, status, started)
             self._respond(request, status, body, headers)
-        request_log.end(request, self.hs, method, status, started)
 
     async def _dispatch(self, request: server.Request, method: str) -> tuple[int, Any] | DirectResponse:
         path = request.path.decode("utf-8", "replace")
@@ -497,8 +500,8 @@ class ApiResource(Resource):
         except MatrixError as e:  # refused here: the access line is this process's
             started = request_log.begin(request, self.hs)
             request.route_pattern, request.requester_user = route.pattern, req.user_id if req.requester else None
-            self._respond(request, e.status, e.to_json(), getattr(e, "headers", None))
             request_log.end(request, self.hs, method, e.status, started)
+            self._respond(request, e.status, e.to_json(), getattr(e, "headers", None))
             return False
         except Exception:  # the owner answers (its own errors) uncounted
             logger.exception("counting %s %s before forwarding it failed", method, path)
