@@ -109,8 +109,7 @@ class Ratelimiter:
         return deleted
 
     async def _tell_others(self, user_id: str) -> None:
-        if self.hs.replication is not None:
-            await self.hs.replication.invalidate(OVERRIDES_INVALIDATION, user_id)
+        await self.hs.invalidate_elsewhere(OVERRIDES_INVALIDATION, user_id)
 
     def override_changed_elsewhere(self, user_id: str) -> None:
         """Another process changed `user_id`'s override: read them all again when next

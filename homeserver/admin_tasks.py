@@ -94,8 +94,7 @@ def forget_events(hs: "HomeServer", room_id: str, gone: list[str], pruned: list[
     hs.aggregations.forget_all()  # bundles may hold the events' old content
     if hs.sync is not None:
         hs.sync.timeline_cache.forget_room(room_id)
-    if hs.replication is not None:  # several processes: the others drop the room's events
-        hs.replication.invalidate("room_purged", room_id)
+    hs.invalidate_elsewhere("room_purged", room_id)  # several processes: the others drop the room's events
 
 
 def forget_purged_events(hs: "HomeServer", room_id: str) -> None:
@@ -115,8 +114,8 @@ def forget_room(hs: "HomeServer", room_id: str, replicate: bool = True) -> None:
     hs.aggregations.forget_all()
     if hs.sync is not None:
         hs.sync.forget_room(room_id)
-    if replicate and hs.replication is not None:  # several processes: in theirs neither
-        hs.replication.invalidate("room_deleted", room_id)
+    if replicate:
+        hs.invalidate_elsewhere("room_deleted", room_id)  # several processes: in theirs neither
 
 
 # ---- purge history --------------------------------------------------------------------

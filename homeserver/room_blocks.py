@@ -40,8 +40,7 @@ class RoomBlocks:
         await self._tell_others(room_id)
 
     async def _tell_others(self, room_id: str) -> None:
-        if self.hs.replication is not None:  # several processes: the writers check blocks
-            await self.hs.replication.invalidate("room_blocks", room_id)
+        await self.hs.invalidate_elsewhere("room_blocks", room_id)  # several processes: the writers check blocks
 
     def reload(self, _room_id: str = "") -> None:
         """Another process blocked or unblocked a room."""

@@ -21,8 +21,7 @@ async def set_published(hs: "HomeServer", room_id: str, public: bool) -> None:
     head = hs.room_heads.peek(room_id)
     if head is not None:
         head.is_public = public
-    if hs.replication is not None:
-        await hs.replication.invalidate(INVALIDATION, room_id)
+    await hs.invalidate_elsewhere(INVALIDATION, room_id)
 
 
 class PublishedReloader:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+
+from twisted.internet import defer
 from homeserver import metrics
 from homeserver.accounts import Accounts
 from homeserver.aggregations import Aggregations
@@ -133,6 +135,13 @@ class HomeServer:
         if not worker.multi_process:
             return True
         return worker.role == "writer" and writer_for_room(room_id, worker.writers) == worker.instance_name
+
+    def invalidate_elsewhere(self, cache: str, key: str) -> defer.Deferred:
+        """Tell the other processes to drop `key` from `cache` (several processes,
+        docs/scaling.md); with one process there is nobody to tell."""
+        if self.replication is None:
+            return defer.succeed(None)
+        return self.replication.invalidate(cache, key)
 
     async def _room_version_of(self, room_id: str) -> str | None:
         head = await self.room_heads.get(room_id)

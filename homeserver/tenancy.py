@@ -59,8 +59,7 @@ class Tenancy:
         if not await self.hs.db.run(tenancy_store.set_user_tenant, user_id, tenant_id):
             raise MatrixError(404, "M_NOT_FOUND", "no such user")
         self._users[user_id] = tenant_id
-        if self.hs.replication is not None:
-            await self.hs.replication.invalidate("tenants", user_id)
+        await self.hs.invalidate_elsewhere("tenants", user_id)
 
     def forget_user(self, user_id: str) -> None:
         """Another process changed the user's tenant."""

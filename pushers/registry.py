@@ -149,8 +149,7 @@ class Pushers:
             self._add(new)
 
     async def _tell_others(self, user_id: str, removed: tuple[int, ...] | list[int] = ()) -> None:
-        if self.hs.replication is not None:
-            await self.hs.replication.invalidate(INVALIDATION, " ".join([user_id, *map(str, removed)]))
+        await self.hs.invalidate_elsewhere(INVALIDATION, " ".join([user_id, *map(str, removed)]))
 
     def _changed_elsewhere(self, key: str) -> None:
         """Another process changed the user's pushers (and removed those ids of others)."""

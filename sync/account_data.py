@@ -62,8 +62,7 @@ class AccountData:
         self._user_stream[user_id] = max(self._user_stream.get(user_id, 0), stream_id)
         if data_type == IGNORED_USER_LIST and not room_id:
             self._ignore_changed(user_id, parse_ignored(value))
-            if self.hs.replication is not None:
-                await self.hs.replication.invalidate(IGNORED_INVALIDATION, user_id)
+            await self.hs.invalidate_elsewhere(IGNORED_INVALIDATION, user_id)
         self._on_change(user_id)
 
     def _ignore_changed(self, user_id: str, users: frozenset[str]) -> None:

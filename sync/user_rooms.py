@@ -80,8 +80,7 @@ class UserRooms:
     async def user_forgot(self, user_id: str, room_id: str) -> None:
         """The user forgot the room (stored already): here and in the other processes."""
         self.forget(user_id, room_id)
-        if self.hs.replication is not None:
-            await self.hs.replication.invalidate(FORGOTTEN_INVALIDATION, f"{user_id} {room_id}")
+        await self.hs.invalidate_elsewhere(FORGOTTEN_INVALIDATION, f"{user_id} {room_id}")
 
     def drop_room(self, room_id: str) -> None:
         """A deleted room disappears from every cached user's list."""

@@ -152,8 +152,7 @@ class MediaRepository:
         if not done:
             raise MatrixError(409, "M_CANNOT_OVERWRITE_MEDIA", "media already uploaded")
         self._uploaded(media_id)
-        if self.hs.replication is not None:
-            await self.hs.replication.invalidate(UPLOADED_INVALIDATION, media_id)
+        await self.hs.invalidate_elsewhere(UPLOADED_INVALIDATION, media_id)
 
     def _uploaded(self, media_id: str) -> None:
         for d in self._waiters.pop(media_id, []):

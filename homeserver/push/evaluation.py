@@ -77,8 +77,7 @@ class Push:
 
     def rules_changed(self, user_id: str) -> None:
         self.rules.invalidate(user_id)
-        if self.hs.replication is not None:  # the writers evaluate them
-            self.hs.replication.invalidate("push_rules", user_id)
+        self.hs.invalidate_elsewhere("push_rules", user_id)  # the writers evaluate them
 
     # ---- 1. at enqueue -------------------------------------------------------------
 
