@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import random
 import sys
 import time
@@ -73,6 +74,39 @@ async def fill(owner: Client, senders: list[Client], room_id: str, texts: list[s
     return {"messages": len(texts), "seconds": wall, "msgs_per_s": len(texts) / wall}
 
 
+async def login(session: aiohttp.ClientSession, base: str, name: str) -> Client:
+    """Sign in as a user `register` created earlier (same password rule)."""
+    c = Client(session, base)
+    data = await c.ok("POST", "/login", {"type": "m.login.password", "password": "bench-pw-" + name,
+                                         "identifier": {"type": "m.id.user", "user": name}})
+    c.user_id, c.token = data["user_id"], data["access_token"]
+    return c
+
+
+async def bodies_in_room(c: Client, room_id: str) -> collections.Counter:
+    """Every m.room.message body already in the room, paged backwards with /messages."""
+    found: collections.Counter = collections.Counter()
+    params = {"dir": "b", "limit": "1000", "filter": '{"types":["m.room.message"]}'}
+    while True:
+        page = await c.ok("GET", f"/rooms/{room_id}/messages", params=params)
+        found.update(e["content"].get("body") for e in page.get("chunk", []) if e.get("type") == "m.room.message")
+        if not page.get("chunk") or "end" not in page:
+            return found
+        params["from"] = page["end"]
+
+
+def still_missing(wanted: list[str], present: collections.Counter) -> list[str]:
+    """The bodies of `wanted` not yet in the room, counting repeats, in their order."""
+    left = collections.Counter(present)
+    out = []
+    for body in wanted:
+        if left[body] > 0:
+            left[body] -= 1
+        else:
+            out.append(body)
+    return out
+
+
 async def timed_search(c: Client, term: str, order: str) -> tuple[float, int | None]:
     body = {"search_categories": {"room_events": {"search_term": term, "order_by": order}}}
     t0 = time.perf_counter()
@@ -86,17 +120,34 @@ async def timed_search(c: Client, term: str, order: str) -> tuple[float, int | N
 async def run_target(base_url: str, args) -> dict:
     tag = uuid.uuid4().hex[:6]
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-        print(f"[{base_url}] registering {args.senders} users", file=sys.stderr)
-        senders = []
-        for i in range(0, args.senders, 10):
-            senders += await asyncio.gather(*(register(session, base_url, f"q{tag}x{j}")
-                                              for j in range(i, min(i + 10, args.senders))))
-        owner = senders[0]
-        room_id = (await owner.ok("POST", "/createRoom", {"name": "search bench", "preset": "public_chat"}))["room_id"]
-        for i in range(1, len(senders), 10):
-            await asyncio.gather(*(c.ok("POST", f"/rooms/{room_id}/join", {}) for c in senders[i:i + 10]))
-        print(f"filling the room with {args.messages} messages", file=sys.stderr)
-        results: dict = {"fill": await fill(owner, senders, room_id, bodies(args.messages), args.in_flight)}
+        texts = bodies(args.messages)
+        if args.resume_room:
+            # Finish filling a room an interrupted run left behind (same deterministic
+            # bodies, same users), so a slow server need not start again from nothing.
+            tag, room_id = args.resume_tag, args.resume_room
+            print(f"[{base_url}] signing in {args.senders} users to resume {room_id}", file=sys.stderr)
+            senders = []
+            for i in range(0, args.senders, 10):
+                senders += await asyncio.gather(*(login(session, base_url, f"q{tag}x{j}")
+                                                  for j in range(i, min(i + 10, args.senders))))
+            present = await bodies_in_room(senders[0], room_id)
+            texts = still_missing(texts, present)
+            print(f"{sum(present.values())} messages already in the room; sending the {len(texts)} missing",
+                  file=sys.stderr)
+            results: dict = {"fill": await fill(senders[0], senders, room_id, texts, args.in_flight)}
+            results["fill"]["resumed_with"] = sum(present.values())
+        else:
+            print(f"[{base_url}] registering {args.senders} users", file=sys.stderr)
+            senders = []
+            for i in range(0, args.senders, 10):
+                senders += await asyncio.gather(*(register(session, base_url, f"q{tag}x{j}")
+                                                  for j in range(i, min(i + 10, args.senders))))
+            owner = senders[0]
+            room_id = (await owner.ok("POST", "/createRoom", {"name": "search bench", "preset": "public_chat"}))["room_id"]
+            for i in range(1, len(senders), 10):
+                await asyncio.gather(*(c.ok("POST", f"/rooms/{room_id}/join", {}) for c in senders[i:i + 10]))
+            print(f"filling the room with {args.messages} messages (tag {tag}, room {room_id})", file=sys.stderr)
+            results = {"fill": await fill(owner, senders, room_id, texts, args.in_flight)}
         await asyncio.sleep(args.settle)  # let a server that indexes in the background catch up
         searcher = senders[-1]
         searches: dict = {}
@@ -122,7 +173,8 @@ def markdown(results: dict[str, dict], command: str) -> str:
     lines = [f"Command: `{command}`", ""]
     for name, r in results.items():
         f = r["fill"]
-        lines.append(f"- {name}: {f['messages']} messages sent in {f['seconds']:.0f} s ({f['msgs_per_s']:.0f}/s)")
+        resumed = f" (resuming a room that already held {f['resumed_with']})" if "resumed_with" in f else ""
+        lines.append(f"- {name}: {f['messages']} messages sent in {f['seconds']:.0f} s ({f['msgs_per_s']:.0f}/s){resumed}")
     lines += ["", "| search (order) | " + " | ".join(f"{n} p50 ms | {n} p99 ms | {n} count" for n in names) + " |",
               "|---|" + "---:|---:|---:|" * len(names)]
     for key in next(iter(results.values()))["search"]:
@@ -143,11 +195,17 @@ def main() -> None:
     p.add_argument("--in-flight", type=int, default=100, help="concurrent send requests")
     p.add_argument("--repeats", type=int, default=30, help="timed searches per term and order")
     p.add_argument("--settle", type=float, default=1.0, help="seconds to wait between filling and searching")
+    p.add_argument("--resume-room", help="finish filling this room from an interrupted run, then search it")
+    p.add_argument("--resume-tag", help="the interrupted run's user tag (its users are q<tag>x0, q<tag>x1, ...)")
     p.add_argument("--json", help="write the raw results here")
     p.add_argument("--markdown", help="append the table here under a heading")
     args = p.parse_args()
     if not (args.ours or args.url or args.synapse):
         p.error("choose at least one of --ours, --url, --synapse")
+    if bool(args.resume_room) != bool(args.resume_tag):
+        p.error("--resume-room and --resume-tag go together")
+    if args.resume_room and sum(map(bool, (args.ours, args.url, args.synapse))) != 1:
+        p.error("--resume-room names a room on one server: choose one target")
     results = asyncio.run(each_target(args, lambda target: run_target(target.base_url, args), "search-bench-ours-"))
     report(results, markdown(results, command_line("bench.search_bench")), args.json, args.markdown,
            heading="Search, run")

@@ -84,11 +84,13 @@ def secret_ok(hs: "HomeServer", request: server.Request) -> bool:
 
 def mark_forwarded(request: server.Request) -> None:
     """On an internal listener (the secret checked): the client's address is the one the
-    forwarding process saw, and a forwarded request's own rate limits were counted there
-    (`ApiResource.count_here`)."""
+    forwarding process saw, a forwarded request is answered here (never forwarded again)
+    and its own rate limits were counted where it entered (`ApiResource.count_here`).
+    Only here: on a public listener a client could send the header itself."""
     trust_forwarded_address(request)
     if request.getHeader(FORWARDED_HEADER) is not None:
         request.counted_upstream = True
+        request.arrived_forwarded = True
 
 
 def trust_forwarded_address(request: server.Request) -> None:
@@ -127,7 +129,7 @@ class Forwarder:
 
     async def target(self, request: server.Request) -> str | None:
         """The instance to forward to, or None to answer here."""
-        if request.getHeader(FORWARDED_HEADER) is not None:
+        if getattr(request, "arrived_forwarded", False):
             return None
         found = classify(request.method, request.path.decode("utf-8", "replace"))
         if found is None:

@@ -472,3 +472,25 @@ def test_push_gateway_gets_each_writers_notifications_once(tmp_path, unique):
     finally:
         cluster.stop()
         gateway.stop()
+
+
+def test_a_client_cannot_claim_its_request_was_forwarded(server, unique):
+    """The header a process adds when it forwards counts only on the internal listener
+    (where the secret was checked): sent by a client to a public listener, it must not make
+    a process answer what another owns (here a per-user stream write, which only the
+    stream owner may make)."""
+    cluster = server.cluster
+    alice = new_user(server.base_url, unique("a"))
+    on_client = Http(cluster.url(cluster.clients[0]), alice.token)
+    on_sync = Http(cluster.url(cluster.sync), alice.token)
+    status, first = on_sync.request("GET", "/_matrix/client/v3/sync?timeout=0")
+    assert status == 200, first
+    kind = f"com.example.claimed.{unique('k')}"
+    status, body = on_client.request(
+        "PUT", f"/_matrix/client/v3/user/{urllib.parse.quote(alice.user_id)}/account_data/{kind}",
+        {"written": "through the client process"}, headers={"X-Homeserver-Forwarded": "sync1"})
+    assert status == 200, body
+    status, later = on_sync.request("GET", f"/_matrix/client/v3/sync?timeout=3000&since={first['next_batch']}")
+    assert status == 200, later
+    events = later.get("account_data", {}).get("events", [])
+    assert [e["content"] for e in events if e["type"] == kind] == [{"written": "through the client process"}]
