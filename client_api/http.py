@@ -27,6 +27,7 @@ from twisted.web.resource import Resource
 
 from client_api import request_log
 from client_api.streaming import JsonLines
+from homeserver import held_writes
 from homeserver.errors import MatrixError
 from homeserver.lru import LRU
 from storage import accounts as accounts_store
@@ -338,6 +339,8 @@ class LimitedChannel(http.HTTPChannel):
         if self._refused:
             return
         self._refused = True
+        if self._held is not None:
+            self.send_held()
         self.transport.write(raw_response(413, b"Payload Too Large", {
             "errcode": "M_TOO_LARGE", "error": "request body too large"}))
         self.transport.loseWriteConnection()
@@ -361,7 +364,28 @@ class LimitedChannel(http.HTTPChannel):
         """Send at once what fits in the socket when nothing is queued before it, so a
         whole answer costs one send() instead of registering the connection for writing,
         waiting a reactor turn and unregistering it; any rest is queued as usual. (Plain
-        TCP only: a TLS transport encrypts what it is given first.)"""
+        TCP only: a TLS transport encrypts what it is given first.) Inside a burst of
+        woken long-polls the answer is held and sent with the burst's others at its end
+        (`homeserver.held_writes`)."""
+        if held_writes.holding() and type(self.transport) is tcp.Server:
+            if self._held is None:
+                self._held = [data]
+                held_writes.register(self)
+            else:
+                self._held.append(data)
+            return
+        if self._held is not None:
+            self.send_held()
+        self._send_now(data)
+
+    _held: list[bytes] | None = None
+
+    def send_held(self) -> None:
+        held, self._held = self._held, None
+        if held:
+            self._send_now(b"".join(held))
+
+    def _send_now(self, data: bytes) -> None:
         t = self.transport
         if type(t) is tcp.Server and t.connected and not t.disconnecting \
                 and not t.dataBuffer and not t._tempDataBuffer:
@@ -370,6 +394,27 @@ class LimitedChannel(http.HTTPChannel):
                 data = data[sent:]  # (an error: queue it all and let Twisted see the loss)
         if data:
             t.write(data)
+
+    # Whatever else goes to the connection goes after what it holds.
+    def writeHeaders(self, *args: Any) -> None:
+        if self._held is not None:
+            self.send_held()
+        super().writeHeaders(*args)
+
+    def write(self, data: bytes) -> None:
+        if self._held is not None:
+            self.send_held()
+        super().write(data)
+
+    def writeSequence(self, iovec: Any) -> None:
+        if self._held is not None:
+            self.send_held()
+        super().writeSequence(iovec)
+
+    def loseConnection(self) -> None:
+        if self._held is not None:
+            self.send_held()
+        super().loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
         if not self._refused:

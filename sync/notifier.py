@@ -6,8 +6,8 @@ Waking is deferred and sliced. `notify_users` only moves the users' waiters to a
 (so the caller, e.g. the persist listener that precedes a sender's 200, never waits for
 the fan-out); the queue is drained on later reactor turns, each turn resuming waiters
 (each builds and writes its response right there) for at most `SLICE_SECONDS` before
-yielding, so the responses already built reach the network, and other requests are
-served, while the rest wait their turn. A woken waiter costs the same however many were
+yielding, so the responses already built reach the network (together, at the slice's end:
+`homeserver.held_writes`), and other requests are served, while the rest wait their turn. A woken waiter costs the same however many were
 woken before it.
 
 A second process could feed `notify_users` from PostgreSQL LISTEN/NOTIFY."""
@@ -19,7 +19,7 @@ from typing import Iterable
 
 from twisted.internet import defer, reactor
 
-from homeserver import metrics
+from homeserver import held_writes, metrics
 
 SLICE_SECONDS = 0.01
 
@@ -59,12 +59,13 @@ class Notifier:
         self._drain_scheduled = False
         ready = self._ready
         deadline = time.perf_counter() + SLICE_SECONDS
-        while ready:
-            d = ready.popleft()
-            if not d.called:
-                d.callback(True)  # resumes the long-poll: it builds and writes its response
-                if time.perf_counter() >= deadline:
-                    break
+        with held_writes.held():  # the slice's answers leave together at its end
+            while ready:
+                d = ready.popleft()
+                if not d.called:
+                    d.callback(True)  # resumes the long-poll: it builds and writes its response
+                    if time.perf_counter() >= deadline:
+                        break
         if ready:
             self._drain_scheduled = True
             reactor.callLater(0, self._drain)

@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import urllib.parse
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,3 +232,14 @@ def new_user(base_url: str, name: str, password: str = "secret-pw") -> Http:
     user = Http(base_url, reg["access_token"])
     user.user_id, user.device_id = reg["user_id"], reg["device_id"]
     return user
+
+
+def pair_in_room(base_url: str, alice_name: str, bob_name: str) -> tuple[Http, Http, str]:
+    """Two new users, and a private room alice created and bob joined."""
+    alice, bob = new_user(base_url, alice_name), new_user(base_url, bob_name)
+    status, room = alice.request("POST", "/_matrix/client/v3/createRoom", {"invite": [bob.user_id]})
+    assert status == 200, room
+    room_id = room["room_id"]
+    status, body = bob.request("POST", f"/_matrix/client/v3/join/{urllib.parse.quote(room_id)}", {})
+    assert status == 200, body
+    return alice, bob, room_id

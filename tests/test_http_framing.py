@@ -2,12 +2,17 @@
 are answered in order, each with a Content-Length that matches its body, a Date, and no
 body for HEAD; `Connection: close` ends the connection after its answer. (JSON answers
 leave the server as one buffer, head and body together: this pins that the shortcut keeps
-the framing twisted.web would give.)"""
+the framing twisted.web would give; answers of woken long-polls are held and sent together
+at the end of their slice: that keeps their order with what follows on the connection.)"""
 from __future__ import annotations
 
 import json
 import socket
+import time
+import urllib.parse
 from urllib.parse import urlsplit
+
+from tests.server_harness import pair_in_room
 
 
 def _read_responses(sock: socket.socket, methods: list[str]) -> list[tuple[int, dict[str, str], bytes]]:
@@ -59,3 +64,32 @@ def test_pipelined_json_answers_keep_their_framing(server):
         assert headers["date"].endswith("GMT")
         assert headers["access-control-allow-origin"] == "*"
     assert anon_headers.get("connection", "").lower() == "close"
+
+
+def test_a_woken_long_poll_answer_stays_ahead_of_the_requests_pipelined_behind_it(server, unique):
+    alice, bob, room_id = pair_in_room(server.base_url, unique("a"), unique("b"))
+    status, first = bob.request("GET", "/_matrix/client/v3/sync?timeout=0")
+    assert status == 200, first
+    url = urlsplit(server.base_url)
+    auth = f"Authorization: Bearer {bob.token}\r\n"
+    # The long-poll is answered inside a burst; the HEAD behind it is answered while its
+    # answer is still held (twisted.web writes a HEAD's head itself), then whoami.
+    requests = [("GET", f"/_matrix/client/v3/sync?timeout=20000&since={urllib.parse.quote(first['next_batch'])}", auth),
+                ("HEAD", "/_matrix/client/versions", ""),
+                ("GET", "/_matrix/client/v3/account/whoami", auth + "Connection: close\r\n")]
+    raw = "".join(f"{m} {p} HTTP/1.1\r\nHost: {url.netloc}\r\n{extra}\r\n" for m, p, extra in requests)
+    with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
+        sock.sendall(raw.encode("ascii"))
+        time.sleep(0.5)  # the long-poll waits
+        status, sent = alice.request("PUT", f"/_matrix/client/v3/rooms/{urllib.parse.quote(room_id)}"
+                                            f"/send/m.room.message/{unique('t')}", {"msgtype": "m.text", "body": "wake"})
+        assert status == 200, sent
+        answers = _read_responses(sock, [m for m, _, _ in requests])
+        sock.settimeout(10)
+        assert sock.recv(1) == b"", "the connection stays open after Connection: close"
+    (sync_status, _, sync_body), (head_status, head_headers, head_body), (who_status, _, who_body) = answers
+    assert (sync_status, head_status, who_status) == (200, 200, 200)
+    timeline = json.loads(sync_body)["rooms"]["join"][room_id]["timeline"]["events"]
+    assert [e["content"].get("body") for e in timeline if e["type"] == "m.room.message"] == ["wake"]
+    assert head_body == b"" and int(head_headers["content-length"]) > 0
+    assert json.loads(who_body)["user_id"] == bob.user_id

@@ -7,7 +7,7 @@ import urllib.parse
 
 from homeserver.sharding import writer_for_room
 from tests.scaleout.test_cluster import _admin, _eventually, _rooms_on_each_writer, _send
-from tests.server_harness import Http, new_user
+from tests.server_harness import Http, new_user, pair_in_room
 
 
 def _q(value: str) -> str:
@@ -199,12 +199,7 @@ def test_ignored_users_reach_the_client_process(server, unique):
 
 def test_notifications_are_read_once_a_receipt_says_so(server, unique):
     """/notifications marks what the user has read by the receipts the sync process keeps."""
-    alice = new_user(server.base_url, unique("a"))
-    bob = new_user(server.base_url, unique("b"))
-    status, room = alice.request("POST", "/_matrix/client/v3/createRoom", {"invite": [bob.user_id]})
-    assert status == 200, room
-    room_id = room["room_id"]
-    assert bob.request("POST", f"/_matrix/client/v3/join/{_q(room_id)}", {})[0] == 200
+    alice, bob, room_id = pair_in_room(server.base_url, unique("a"), unique("b"))
     status, sent = alice.request("PUT", f"/_matrix/client/v3/rooms/{_q(room_id)}/send/m.room.message/{unique('t')}",
                                  {"msgtype": "m.text", "body": "hey", "m.mentions": {"user_ids": [bob.user_id]}})
     assert status == 200, sent
