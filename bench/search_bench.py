@@ -4,6 +4,8 @@ against our server, Synapse or any homeserver URL with open registration.
     python -m bench.search_bench --ours                 # start ours on a fresh database
     python -m bench.search_bench --url http://host:8008 # an already running homeserver
     python -m bench.search_bench --synapse              # Synapse, via the anchor script
+    python -m bench.search_bench --url URL --resume-room ROOM --resume-tag TAG
+                                  # finish filling a room an interrupted run left, then search it
 
 It fills one room with --messages messages (default 100,000) from --senders concurrent
 users, planting terms of known frequency, then times POST /search for each term, in
