@@ -14,8 +14,11 @@ holds before anything else it writes or before closing, so order on a connection
 (`client_api.http.LimitedChannel`)."""
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from typing import Iterator, Protocol
+
+logger = logging.getLogger(__name__)
 
 
 class Holder(Protocol):
@@ -56,4 +59,7 @@ def send_all() -> None:
     global _holders
     holders, _holders = _holders, []
     for holder in holders:
-        holder.send_held()
+        try:
+            holder.send_held()
+        except Exception:  # one broken connection must not keep the others' answers
+            logger.exception("sending a held answer failed")

@@ -40,3 +40,16 @@ def test_an_error_inside_a_burst_still_sends_what_it_held():
             held_writes.register(Recorder(log, "a"))
             raise RuntimeError("a waiter failed")
     assert log == ["a"] and not held_writes.holding()
+
+
+class Broken:
+    def send_held(self) -> None:
+        raise OSError("connection gone")
+
+
+def test_one_failing_holder_does_not_keep_the_others_answers():
+    log: list[str] = []
+    with held_writes.held():
+        held_writes.register(Broken())
+        held_writes.register(Recorder(log, "after"))
+    assert log == ["after"]
