@@ -133,7 +133,11 @@ async def run_target(base_url: str, args) -> dict:
                 senders += await asyncio.gather(*(login(session, base_url, f"q{tag}x{j}")
                                                   for j in range(i, min(i + 10, args.senders))))
             present = await bodies_in_room(senders[0], room_id)
-            texts = still_missing(texts, present)
+            missing = still_missing(texts, present)
+            if sum(present.values()) != len(texts) - len(missing):
+                raise SystemExit(f"{room_id} holds bodies that --messages {args.messages} does not make: "
+                                 "give the interrupted run's --messages")
+            texts = missing
             print(f"{sum(present.values())} messages already in the room; sending the {len(texts)} missing",
                   file=sys.stderr)
             results: dict = {"fill": await fill(senders[0], senders, room_id, texts, args.in_flight)}

@@ -416,6 +416,13 @@ class LimitedChannel(http.HTTPChannel):
             self.send_held()
         super().loseConnection()
 
+    def requestDone(self, request: Any) -> None:
+        # Twisted goes on to parse a pipelined request at once, and may answer it straight
+        # to the socket (a 100 Continue, a 400 for a malformed one): what is held first.
+        if self._held is not None and self._dataBuffer:
+            self.send_held()
+        super().requestDone(request)
+
     def dataReceived(self, data: bytes) -> None:
         if not self._refused:
             super().dataReceived(data)

@@ -16,6 +16,9 @@ from tests.server_harness import pair_in_room
 
 
 def _read_responses(sock: socket.socket, methods: list[str]) -> list[tuple[int, dict[str, str], bytes]]:
+    """The answers, in order, to requests made with `methods`; "INTERIM" stands for a
+    `100 Continue` (no body) and "CLOSING" for an answer without a length, read to the
+    end of the connection."""
     buf = b""
     out = []
     for method in methods:
@@ -28,8 +31,12 @@ def _read_responses(sock: socket.socket, methods: list[str]) -> list[tuple[int, 
         version, status, _ = lines[0].split(" ", 2)
         assert version == "HTTP/1.1", lines[0]
         headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
-        length = int(headers["content-length"])
-        body_len = 0 if method == "HEAD" else length
+        if method == "CLOSING":
+            while chunk := sock.recv(65536):
+                buf += chunk
+            body_len = len(buf)
+        else:
+            body_len = 0 if method in ("HEAD", "INTERIM") else int(headers["content-length"])
         while len(buf) < body_len:
             chunk = sock.recv(65536)
             assert chunk, "connection closed inside a body"
@@ -66,30 +73,59 @@ def test_pipelined_json_answers_keep_their_framing(server):
     assert anon_headers.get("connection", "").lower() == "close"
 
 
-def test_a_woken_long_poll_answer_stays_ahead_of_the_requests_pipelined_behind_it(server, unique):
+def _woken_long_poll_then(server, unique, behind: list[tuple[str, str, str]], reads: list[str]):
+    """bob's long-poll, with `behind` (method, path, extra header lines and body) pipelined
+    behind it on one connection; a message from alice wakes it. The answers as read with
+    `reads` (after the long-poll's, which is checked to carry the message)."""
     alice, bob, room_id = pair_in_room(server.base_url, unique("a"), unique("b"))
     status, first = bob.request("GET", "/_matrix/client/v3/sync?timeout=0")
     assert status == 200, first
     url = urlsplit(server.base_url)
     auth = f"Authorization: Bearer {bob.token}\r\n"
-    # The long-poll is answered inside a burst; the HEAD behind it is answered while its
-    # answer is still held (twisted.web writes a HEAD's head itself), then whoami.
-    requests = [("GET", f"/_matrix/client/v3/sync?timeout=20000&since={urllib.parse.quote(first['next_batch'])}", auth),
-                ("HEAD", "/_matrix/client/versions", ""),
-                ("GET", "/_matrix/client/v3/account/whoami", auth + "Connection: close\r\n")]
-    raw = "".join(f"{m} {p} HTTP/1.1\r\nHost: {url.netloc}\r\n{extra}\r\n" for m, p, extra in requests)
+    since = urllib.parse.quote(first["next_batch"])
+    requests = [("GET", f"/_matrix/client/v3/sync?timeout=20000&since={since}", auth + "\r\n"), *behind]
+    raw = "".join(f"{m} {p} HTTP/1.1\r\nHost: {url.netloc}\r\n{rest.replace('AUTH', auth)}"
+                  for m, p, rest in requests)
     with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
         sock.sendall(raw.encode("ascii"))
         time.sleep(0.5)  # the long-poll waits
         status, sent = alice.request("PUT", f"/_matrix/client/v3/rooms/{urllib.parse.quote(room_id)}"
                                             f"/send/m.room.message/{unique('t')}", {"msgtype": "m.text", "body": "wake"})
         assert status == 200, sent
-        answers = _read_responses(sock, [m for m, _, _ in requests])
-        sock.settimeout(10)
-        assert sock.recv(1) == b"", "the connection stays open after Connection: close"
-    (sync_status, _, sync_body), (head_status, head_headers, head_body), (who_status, _, who_body) = answers
-    assert (sync_status, head_status, who_status) == (200, 200, 200)
+        answers = _read_responses(sock, ["GET", *reads])
+        if reads[-1] != "CLOSING":
+            sock.settimeout(10)
+            assert sock.recv(1) == b"", "the connection stays open after Connection: close"
+    sync_status, _, sync_body = answers[0]
+    assert sync_status == 200, sync_body[:200]
     timeline = json.loads(sync_body)["rooms"]["join"][room_id]["timeline"]["events"]
     assert [e["content"].get("body") for e in timeline if e["type"] == "m.room.message"] == ["wake"]
+    return bob, answers[1:]
+
+
+def test_a_woken_long_poll_answer_stays_ahead_of_the_requests_pipelined_behind_it(server, unique):
+    # The long-poll is answered inside a burst; the HEAD behind it is answered while its
+    # answer is still held (twisted.web writes a HEAD's head itself), then whoami.
+    bob, answers = _woken_long_poll_then(server, unique, [
+        ("HEAD", "/_matrix/client/versions", "\r\n"),
+        ("GET", "/_matrix/client/v3/account/whoami", "AUTHConnection: close\r\n\r\n")], ["HEAD", "GET"])
+    (head_status, head_headers, head_body), (who_status, _, who_body) = answers
+    assert (head_status, who_status) == (200, 200)
     assert head_body == b"" and int(head_headers["content-length"]) > 0
     assert json.loads(who_body)["user_id"] == bob.user_id
+
+
+def test_twisteds_own_answers_to_a_pipelined_request_come_after_the_woken_long_polls(server, unique):
+    """Twisted writes some answers to the socket itself, as it parses the next request:
+    a `100 Continue`, and the 400 for a request it cannot parse."""
+    body = '{"held": "behind"}'
+    _, answers = _woken_long_poll_then(server, unique, [
+        ("PUT", "/_matrix/client/v3/user/%40nobody%3Alocalhost/account_data/x",
+         f"AUTHConnection: close\r\nExpect: 100-continue\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}")],
+        ["INTERIM", "PUT"])
+    (interim_status, _, _), (put_status, _, put_body) = answers
+    assert interim_status == 100
+    assert put_status in (403, 404), put_body  # another user's account data: refused, but answered
+    _, answers = _woken_long_poll_then(server, unique, [
+        ("GET", "/_matrix/client/versions", "a header line without a colon\r\n\r\n")], ["CLOSING"])
+    assert answers[0][0] == 400
