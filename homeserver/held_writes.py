@@ -10,8 +10,9 @@ woken long-polls (at most `sync.notifier.SLICE_SECONDS`, so an answer waits at m
 long). Outside a burst nothing is held.
 
 A holder is anything with `send_held()`: the HTTP channel, which also sends what it
-holds before anything else it writes or before closing, so order on a connection is kept
-(`client_api.http.LimitedChannel`)."""
+holds before anything else it writes, before closing and before Twisted parses a
+pipelined request (which Twisted may answer straight to the socket), so order on a
+connection is kept (`client_api.http.LimitedChannel`)."""
 from __future__ import annotations
 
 import logging
