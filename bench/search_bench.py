@@ -21,6 +21,7 @@ import random
 import sys
 import time
 import uuid
+from typing import Awaitable, Callable
 
 import aiohttp
 
@@ -85,6 +86,15 @@ async def login(session: aiohttp.ClientSession, base: str, name: str) -> Client:
     return c
 
 
+async def bench_users(session: aiohttp.ClientSession, base_url: str, tag: str, count: int,
+                      sign_in: Callable[[aiohttp.ClientSession, str, str], Awaitable[Client]]) -> list[Client]:
+    """The run's users q<tag>x0, q<tag>x1, ..., ten at a time (`register` or `login`)."""
+    users: list[Client] = []
+    for i in range(0, count, 10):
+        users += await asyncio.gather(*(sign_in(session, base_url, f"q{tag}x{j}") for j in range(i, min(i + 10, count))))
+    return users
+
+
 async def bodies_in_room(c: Client, room_id: str) -> collections.Counter:
     """Every m.room.message body already in the room, paged backwards with /messages."""
     found: collections.Counter = collections.Counter()
@@ -128,26 +138,19 @@ async def run_target(base_url: str, args) -> dict:
             # bodies, same users), so a slow server need not start again from nothing.
             tag, room_id = args.resume_tag, args.resume_room
             print(f"[{base_url}] signing in {args.senders} users to resume {room_id}", file=sys.stderr)
-            senders = []
-            for i in range(0, args.senders, 10):
-                senders += await asyncio.gather(*(login(session, base_url, f"q{tag}x{j}")
-                                                  for j in range(i, min(i + 10, args.senders))))
+            senders = await bench_users(session, base_url, tag, args.senders, login)
             present = await bodies_in_room(senders[0], room_id)
+            already = sum(present.values())
             missing = still_missing(texts, present)
-            if sum(present.values()) != len(texts) - len(missing):
+            if already != len(texts) - len(missing):
                 raise SystemExit(f"{room_id} holds bodies that --messages {args.messages} does not make: "
                                  "give the interrupted run's --messages")
-            texts = missing
-            print(f"{sum(present.values())} messages already in the room; sending the {len(texts)} missing",
-                  file=sys.stderr)
-            results: dict = {"fill": await fill(senders[0], senders, room_id, texts, args.in_flight)}
-            results["fill"]["resumed_with"] = sum(present.values())
+            print(f"{already} messages already in the room; sending the {len(missing)} missing", file=sys.stderr)
+            results: dict = {"fill": {**await fill(senders[0], senders, room_id, missing, args.in_flight),
+                                      "resumed_with": already}}
         else:
             print(f"[{base_url}] registering {args.senders} users", file=sys.stderr)
-            senders = []
-            for i in range(0, args.senders, 10):
-                senders += await asyncio.gather(*(register(session, base_url, f"q{tag}x{j}")
-                                                  for j in range(i, min(i + 10, args.senders))))
+            senders = await bench_users(session, base_url, tag, args.senders, register)
             owner = senders[0]
             room_id = (await owner.ok("POST", "/createRoom", {"name": "search bench", "preset": "public_chat"}))["room_id"]
             for i in range(1, len(senders), 10):

@@ -339,8 +339,7 @@ class LimitedChannel(http.HTTPChannel):
         if self._refused:
             return
         self._refused = True
-        if self._held is not None:
-            self.send_held()
+        self.send_held()
         self.transport.write(raw_response(413, b"Payload Too Large", {
             "errcode": "M_TOO_LARGE", "error": "request body too large"}))
         self.transport.loseWriteConnection()
@@ -374,13 +373,13 @@ class LimitedChannel(http.HTTPChannel):
             else:
                 self._held.append(data)
             return
-        if self._held is not None:
-            self.send_held()
+        self.send_held()
         self._send_now(data)
 
     _held: list[bytes] | None = None
 
     def send_held(self) -> None:
+        """Send what this connection holds (nothing if it holds nothing)."""
         held, self._held = self._held, None
         if held:
             self._send_now(b"".join(held))
@@ -397,23 +396,19 @@ class LimitedChannel(http.HTTPChannel):
 
     # Whatever else goes to the connection goes after what it holds.
     def writeHeaders(self, *args: Any) -> None:
-        if self._held is not None:
-            self.send_held()
+        self.send_held()
         super().writeHeaders(*args)
 
     def write(self, data: bytes) -> None:
-        if self._held is not None:
-            self.send_held()
+        self.send_held()
         super().write(data)
 
     def writeSequence(self, iovec: Any) -> None:
-        if self._held is not None:
-            self.send_held()
+        self.send_held()
         super().writeSequence(iovec)
 
     def loseConnection(self) -> None:
-        if self._held is not None:
-            self.send_held()
+        self.send_held()
         super().loseConnection()
 
     def requestDone(self, request: Any) -> None:
@@ -507,7 +502,7 @@ class ApiResource(Resource):
         path = request.path.decode("utf-8", "replace")
         if method == "OPTIONS":
             return 200, {}
-        route, params, known = getattr(request, "matched", None) or self.router.match(method, path)
+        route, params, known = self._route_of(request, method, path)
         if route is None:
             if known:
                 raise MatrixError(405, "M_UNRECOGNIZED", f"method {method} not allowed here")
@@ -527,6 +522,10 @@ class ApiResource(Resource):
             return result
         return 200, result
 
+    def _route_of(self, request: server.Request, method: str, path: str) -> tuple[Route | None, dict[str, str], bool]:
+        """The route, as matched when the request's headers arrived (LimitedChannel)."""
+        return getattr(request, "matched", None) or self.router.match(method, path)
+
     def _req(self, request: server.Request, route: Route, method: str, path: str) -> "Req":
         upload, body = (request.content, b"") if route.body is not None else (None, b"")
         if upload is None:
@@ -542,7 +541,7 @@ class ApiResource(Resource):
         in the one process the proxy sends the user to. False when refused (answered)."""
         method = request.method.decode("ascii", "replace")
         path = request.path.decode("utf-8", "replace")
-        route, params, _ = self.router.match(method, path)
+        route, params, _ = self._route_of(request, method, path)
         if route is None or route.limit is None or not route.auth:
             return True
         req = self._req(request, route, method, path)

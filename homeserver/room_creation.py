@@ -50,10 +50,10 @@ def new_room_id(hs: "HomeServer", rv: RoomVersion) -> str | None:
     room's events (hashed ids are moved onto it in EventCreator.queue_create_event)."""
     if rv.room_id_from_create:
         return None
-    room_id = f"!{random_string(18)}:{hs.server_name}"
-    while hs.writes_rooms and not hs.owns_room(room_id):
+    while True:
         room_id = f"!{random_string(18)}:{hs.server_name}"
-    return room_id
+        if not hs.writes_rooms or hs.owns_room(room_id):
+            return room_id
 
 
 async def commit_new_room(hs: "HomeServer", creator: str, rv: RoomVersion, create_content: dict,

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from twisted.internet import defer
+
 from homeserver import metrics
 from homeserver.accounts import Accounts
 from homeserver.aggregations import Aggregations

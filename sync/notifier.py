@@ -6,9 +6,9 @@ Waking is deferred and sliced. `notify_users` only moves the users' waiters to a
 (so the caller, e.g. the persist listener that precedes a sender's 200, never waits for
 the fan-out); the queue is drained on later reactor turns, each turn resuming waiters
 (each builds and writes its response right there) for at most `SLICE_SECONDS` before
-yielding, so the responses already built reach the network (together, at the slice's end:
-`homeserver.held_writes`), and other requests are served, while the rest wait their turn. A woken waiter costs the same however many were
-woken before it.
+yielding, so the responses already built reach the network (together, at the slice's
+end: `homeserver.held_writes`), and other requests are served, while the rest wait their
+turn. A woken waiter costs the same however many were woken before it.
 
 A second process could feed `notify_users` from PostgreSQL LISTEN/NOTIFY."""
 from __future__ import annotations
