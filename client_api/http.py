@@ -22,7 +22,7 @@ import orjson
 from twisted.internet import defer, reactor, tcp
 from twisted.python import failure
 from twisted.web import http, server
-from twisted.web.http import NO_BODY_CODES, datetimeToString
+from twisted.web.http import NO_BODY_CODES, RESPONSES, datetimeToString
 from twisted.web.resource import Resource
 
 from client_api import request_log
@@ -272,23 +272,51 @@ class LimitedRequest(server.Request):
         except BaseException:
             self.processingFailed(failure.Failure())
 
+    def _whole_answer_allowed(self) -> bool:
+        """Whether the response may go out as one buffer composed here: a plain HTTP/1.1
+        answer with a body, nothing written yet, none of Twisted's extra headers."""
+        return not (self.startedWriting or self.finished or self._disconnected
+                    or self.clientproto != b"HTTP/1.1" or self.method == b"HEAD"
+                    or self.code in NO_BODY_CODES or self.lastModified is not None
+                    or self.etag is not None or self.cookies)
+
+    def _head(self, raw: dict[bytes, list[bytes]]) -> list[bytes]:
+        """The status line and the header lines set so far."""
+        head = [b"HTTP/1.1 %d %s\r\n" % (self.code, self.code_message)]
+        head += [name + b": " + value + b"\r\n" for name, values in raw.items() for value in values]
+        return head
+
+    def _send_whole(self, head: list[bytes], data: bytes) -> None:
+        self.startedWriting = 1
+        self.sentLength += len(data)
+        self.channel.write_now(b"".join(head) + data)
+
     def write(self, data: bytes) -> None:
         """The first write of a response with a Content-Length goes out as one buffer, head
         and body together (twisted.web hands the transport some forty pieces, each
         checked, and then the body); everything else is twisted.web's own `write`."""
         raw = getattr(self.responseHeaders, "_rawHeaders", None)
-        if (self.startedWriting or self.finished or self._disconnected or raw is None
-                or b"Content-Length" not in raw or self.clientproto != b"HTTP/1.1"
-                or self.method == b"HEAD" or self.code in NO_BODY_CODES
-                or self.lastModified is not None or self.etag is not None or self.cookies):
+        if raw is None or b"Content-Length" not in raw or not self._whole_answer_allowed():
             super().write(data)
             return
-        self.startedWriting = 1
-        head = [b"HTTP/1.1 %d %s\r\n" % (self.code, self.code_message)]
-        head += [name + b": " + value + b"\r\n" for name, values in raw.items() for value in values]
+        head = self._head(raw)
         head.append(b"\r\n")
-        self.sentLength += len(data)
-        self.channel.write_now(b"".join(head) + data)
+        self._send_whole(head, data)
+
+    def answer_json(self, status: int, data: bytes, block: bytes, names: frozenset[bytes]) -> bool:
+        """Send a whole JSON answer: the headers set so far, then `block` (pre-encoded
+        header lines naming `names`), then the Content-Length and `data`. Composed here in
+        one go: a woken long-poll's answer is one of thousands sent back to back. False
+        (nothing done) where twisted.web must write it, or where a header set earlier
+        shares a name with the block."""
+        raw = getattr(self.responseHeaders, "_rawHeaders", None)
+        self.code, self.code_message = status, RESPONSES.get(status, b"Unknown Status")
+        if raw is None or not names.isdisjoint(raw) or not self._whole_answer_allowed():
+            return False
+        head = self._head(raw)
+        head += [block, b"Content-Length: %d\r\n\r\n" % len(data)]
+        self._send_whole(head, data)
+        return True
 
     def choose_body(self, max_body: int, open_sink: Callable[[Any], Any] | None) -> None:
         self.max_body = max_body
@@ -563,6 +591,10 @@ class ApiResource(Resource):
         if request._disconnected:
             return
         data = encode_json(body)
+        if not headers and isinstance(request, LimitedRequest) and \
+                request.answer_json(status, data, JSON_HEADER_BLOCK, JSON_HEADER_NAMES):
+            request.finish()
+            return
         request.setResponseCode(status)
         put_headers(request, JSON_RESPONSE_HEADERS)
         for k, v in (headers or {}).items():
@@ -575,6 +607,9 @@ class ApiResource(Resource):
 
 JSON_RESPONSE_HEADERS = {**CORS_HEADERS, b"Content-Type": b"application/json",
                          b"Cache-Control": b"no-cache, no-store, must-revalidate"}
+# The same, as header lines (LimitedRequest.answer_json).
+JSON_HEADER_BLOCK = b"".join(k + b": " + v + b"\r\n" for k, v in JSON_RESPONSE_HEADERS.items())
+JSON_HEADER_NAMES = frozenset(JSON_RESPONSE_HEADERS) | {b"Content-Length"}
 
 
 def set_cors_headers(request: server.Request) -> None:

@@ -40,30 +40,11 @@ def begin(request: Any, hs: Any) -> float:
     return time.perf_counter()
 
 
-# Labelled metric children by (method, route, status): prometheus_client's `labels()`
-# validates and hashes its arguments on every call, once per request otherwise. Routes
-# are templates, so the keys are few.
-_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-
-
-def _metrics_for(method: str, route: str, status: int) -> tuple[Any, Any]:
-    key = (method, route, status)
-    found = _children.get(key)
-    if found is None:
-        found = (metrics.HTTP_REQUESTS.labels(method, route, str(status)),
-                                  metrics.HTTP_DURATION.labels(method, route))
-        if len(_children) < 10_000:  # unmatched requests may carry any method name
-            _children[key] = found
-    return found
-
-
 def end(request: Any, hs: Any, method: str, status: int, started: float) -> None:
     hs.requests_in_flight -= 1
     duration = time.perf_counter() - started
     route = getattr(request, "route_pattern", None) or "unmatched"
-    requests, durations = _metrics_for(method, route, status)
-    requests.inc()
-    durations.observe(duration)
+    metrics.HTTP.observe(method, route, status, duration)
     if not access_logger.isEnabledFor(logging.INFO):
         return
     address = request.getClientAddress()

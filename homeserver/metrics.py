@@ -5,11 +5,13 @@ open, pool connections in use, presence, application-service queues) are read wh
 scraped, so they cost nothing in between. Every metric is listed in docs/metrics.md."""
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import TYPE_CHECKING, Any, Iterable
 
 from prometheus_client import REGISTRY, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
@@ -17,13 +19,65 @@ if TYPE_CHECKING:
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                     10.0, 30.0, 60.0, 120.0, 300.0)
 
-HTTP_REQUESTS = Counter(
-    "homeserver_http_requests_total", "HTTP requests answered, by route template, method and status.",
-    ["method", "route", "status"])
-HTTP_DURATION = Histogram(
-    "homeserver_http_request_duration_seconds",
-    "Time from receiving a request to answering it (long-polls included), by route template and method.",
-    ["method", "route"], buckets=_LATENCY_BUCKETS)
+
+
+class HttpRequestStats(Collector):
+    """`homeserver_http_requests_total` (by method, route template and status) and
+    `homeserver_http_request_duration_seconds` (by method and route template), counted
+    in plain lists: every request is counted, and prometheus-client's labelled children
+    take a lock per increment, several per histogram observation (a measurable share of
+    answering a woken long-poll). Only the reactor thread counts; a scrape (on a
+    WSGI thread) copies each series first, under the GIL."""
+
+    # Label sets are route templates, so they are few; unmatched requests may carry any
+    # method name, so new series stop being added past this many.
+    MAX_SERIES = 10_000
+
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        self._bounds = list(buckets)
+        self._answered: dict[tuple[str, str, str], list[int]] = {}
+        # (method, route) -> [count per bucket..., count above the last bound, sum]
+        self._durations: dict[tuple[str, str], list[float]] = {}
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route)
+        series = self._durations.get(key)
+        if series is None:
+            if len(self._durations) >= self.MAX_SERIES:
+                return
+            series = self._durations[key] = [0] * (len(self._bounds) + 1) + [0.0]
+        series[bisect_left(self._bounds, seconds)] += 1
+        series[-1] += seconds
+        answered_key = (method, route, str(status))
+        answered = self._answered.get(answered_key)
+        if answered is None:
+            if len(self._answered) >= self.MAX_SERIES:
+                return
+            answered = self._answered[answered_key] = [0]
+        answered[0] += 1
+
+    def collect(self) -> Iterable[Any]:
+        answered = CounterMetricFamily(
+            "homeserver_http_requests", "HTTP requests answered, by route template, method and status.",
+            labels=["method", "route", "status"])
+        for labels, (count,) in list(self._answered.items()):
+            answered.add_metric(list(labels), count)
+        durations = HistogramMetricFamily(
+            "homeserver_http_request_duration_seconds",
+            "Time from receiving a request to answering it (long-polls included), by route template and method.",
+            labels=["method", "route"])
+        for labels, series in list(self._durations.items()):
+            series = list(series)
+            cumulative, buckets = 0, []
+            for bound, count in zip(self._bounds + [float("inf")], series[:-1]):
+                cumulative += count
+                buckets.append((floatToGoString(bound), cumulative))
+            durations.add_metric(list(labels), buckets, series[-1])
+        return [answered, durations]
+
+
+HTTP = HttpRequestStats(_LATENCY_BUCKETS)
+REGISTRY.register(HTTP)
 
 EVENTS_PERSISTED = Counter("homeserver_events_persisted_total", "Room events committed to PostgreSQL.")
 PERSIST_BATCH_SIZE = Histogram(

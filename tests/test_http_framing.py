@@ -129,3 +129,30 @@ def test_twisteds_own_answers_to_a_pipelined_request_come_after_the_woken_long_p
     _, answers = _woken_long_poll_then(server, unique, [
         ("GET", "/_matrix/client/versions", "a header line without a colon\r\n\r\n")], ["CLOSING"])
     assert answers[0][0] == 400
+
+
+def test_json_answers_carry_each_header_once(server):
+    """The JSON answer's head is composed from the headers set for the request and a
+    block of fixed ones: each appears once, with the request's own id and a length that
+    matches the body, for a success and for errors alike."""
+    url = urlsplit(server.base_url)
+    paths = ["/_matrix/client/versions", "/_matrix/client/v3/nothing-here", "/_matrix/client/v3/account/whoami"]
+    with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
+        sock.sendall("".join(f"GET {p} HTTP/1.1\r\nHost: {url.netloc}\r\n\r\n" for p in paths).encode("ascii"))
+        buf = b""
+        for expected_status in (200, 404, 401):
+            while b"\r\n\r\n" not in buf:
+                buf += sock.recv(65536)
+            head, buf = buf.split(b"\r\n\r\n", 1)
+            lines = head.decode("latin-1").split("\r\n")
+            assert lines[0].startswith(f"HTTP/1.1 {expected_status} "), lines[0]
+            names = [line.split(":", 1)[0].lower() for line in lines[1:]]
+            assert len(names) == len(set(names)), f"a header twice: {names}"
+            for name in ("content-type", "content-length", "cache-control", "access-control-allow-origin",
+                         "x-request-id", "date", "server"):
+                assert name in names, (name, lines)
+            length = int(next(line.split(":", 1)[1] for line in lines[1:] if line.lower().startswith("content-length")))
+            while len(buf) < length:
+                buf += sock.recv(65536)
+            body, buf = buf[:length], buf[length:]
+            assert isinstance(json.loads(body), dict)
