@@ -16,6 +16,9 @@ class Coalescer:
     def __init__(self) -> None:
         self._waiters: dict[Hashable, list[defer.Deferred]] = {}
 
+    def running(self, key: Hashable) -> bool:
+        return key in self._waiters
+
     async def run(self, key: Hashable, fn: Callable[[], Awaitable[Any]]) -> Any:
         waiters = self._waiters.get(key)
         if waiters is not None:

@@ -34,7 +34,10 @@ class PublishedReloader:
 
     def changed(self, room_id: str) -> None:
         if self.hs.room_heads.peek(room_id) is None:
-            return  # loaded from the table when next needed
+            # Read from the table when next needed; a head being loaded now may have
+            # read the old flag, so it is not kept.
+            self.hs.room_heads.invalidate(room_id)
+            return
         number = self._reads.get(room_id, 0) + 1
         self._reads[room_id] = number
 

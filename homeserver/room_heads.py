@@ -50,6 +50,9 @@ class RoomHeads:
         self._db = db
         self._heads: dict[str, RoomHead] = {}
         self._loading = Coalescer()
+        # Rooms invalidated while their head was being loaded: that load may have read
+        # the tables before the change, so what it returns is not kept.
+        self._stale_loads: set[str] = set()
 
     def peek(self, room_id: str) -> RoomHead | None:
         return self._heads.get(room_id)
@@ -61,7 +64,10 @@ class RoomHeads:
         return list(self._heads.values())
 
     def invalidate(self, room_id: str) -> None:
+        """Forget the room's head (read again when next needed), and any being loaded."""
         self._heads.pop(room_id, None)
+        if self._loading.running(room_id):
+            self._stale_loads.add(room_id)
 
     async def get(self, room_id: str) -> RoomHead | None:
         head = self._heads.get(room_id)
@@ -71,7 +77,11 @@ class RoomHeads:
         return await self._loading.run(room_id, lambda: self._load(room_id))
 
     async def _load(self, room_id: str) -> RoomHead | None:
-        data = await self._db.run(state_store.load_room_head, room_id)
+        try:
+            data = await self._db.run(state_store.load_room_head, room_id)
+        finally:
+            stale = room_id in self._stale_loads
+            self._stale_loads.discard(room_id)
         if data is None:
             return None
         rv = KNOWN_ROOM_VERSIONS[data["room_version"]]
@@ -88,6 +98,8 @@ class RoomHeads:
         )
         for ev in state.values():
             head.apply_state(ev)
+        if stale:  # good for the requests that waited for it, not to keep
+            return self._heads.get(room_id, head)
         if room_id not in self._heads:
             self._heads[room_id] = head
         return self._heads[room_id]

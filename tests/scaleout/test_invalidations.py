@@ -3,6 +3,7 @@ invalidations"): each change made through one process is seen by the others once
 notice arrives, milliseconds later."""
 from __future__ import annotations
 
+import time
 import urllib.parse
 
 from homeserver.sharding import writer_for_room
@@ -244,3 +245,49 @@ def test_upload_to_a_pending_media_id_wakes_a_download_elsewhere(server, unique)
     waiting.join(30)
     assert got.get("body") == b"the content"
     assert got["at"] - uploaded_at < 3, f"the download waited {got['at'] - uploaded_at:.1f} s more"
+
+
+def test_publishing_while_another_process_loads_the_head(server, unique):
+    """The flag changes while the sync process is loading the room's head (as it does for
+    a room new to it, when the room's first events are replayed there), after that load
+    read the old flag: the notice arrives while no head is held there yet, and the load
+    must not be kept (else the sync process shows the old flag until the head is next
+    reloaded). The load is held half way by a lock on the last table it reads."""
+    import threading
+
+    import psycopg2
+
+    from homeserver.replication import application_name
+
+    cluster = server.cluster
+    alice = new_user(server.base_url, unique("a"))
+    locker = psycopg2.connect(cluster.dsn)
+    try:
+        with locker.cursor() as cur:
+            cur.execute("LOCK TABLE remote_rooms IN ACCESS EXCLUSIVE MODE")  # read by head loads only
+            status, body = alice.request("POST", "/_matrix/client/v3/createRoom", {"name": unique("race")})
+            assert status == 200, body
+            room_id = body["room_id"]
+            watcher = psycopg2.connect(cluster.dsn)
+            watcher.autocommit = True
+            try:
+                def loading_on_sync() -> bool:
+                    with watcher.cursor() as w:
+                        w.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+                                  " AND wait_event_type = 'Lock' AND query LIKE '%%remote_rooms%%'",
+                                  (application_name(cluster.sync),))
+                        return w.fetchone()[0] > 0
+                assert _eventually(loading_on_sync, bool, within=10), "the sync process did not load the head"
+            finally:
+                watcher.close()
+            # Published through the room's writer, which holds the head (no load to wait for).
+            on_writer = Http(cluster.url(writer_for_room(room_id, cluster.writers)), alice.token)
+            status, body = on_writer.request("PUT", f"/_matrix/client/v3/directory/list/room/{_q(room_id)}",
+                                             {"visibility": "public"})
+            assert status == 200, body
+            time.sleep(1.0)  # the notice reaches the sync process while its load waits
+    finally:
+        locker.rollback()
+        locker.close()
+    on_sync = Http(cluster.url(cluster.sync), alice.token)
+    assert _eventually(lambda: _visibility_on(on_sync, room_id), lambda v: v == "public") == "public"
