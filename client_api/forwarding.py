@@ -21,13 +21,13 @@ from twisted.web import server
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
 
+from homeserver.internal_http import SECRET_HEADER
 from homeserver.sharding import writer_for_room
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
 
 logger = logging.getLogger(__name__)
-SECRET_HEADER = b"X-Homeserver-Internal"
 FORWARDED_HEADER = b"X-Homeserver-Forwarded"
 POSITION_HEADER = b"X-Homeserver-Position"
 _PASSED_HEADERS = (b"authorization", b"content-type", b"user-agent", b"accept")

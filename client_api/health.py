@@ -64,9 +64,9 @@ class ListenerResource(Resource):
             mark_forwarded(request)
             if self.hs.persister.multi_writer is not None:
                 tell_position(request, self.hs.persister)
-            from homeserver.remote_writes import SEND_PATH
-            if path == SEND_PATH.encode() and request.method == b"POST" and self.hs.ready:
-                defer.ensureDeferred(self._internal_send(request))
+            serve = _internal_handlers().get(path)
+            if serve is not None and request.method == b"POST":
+                defer.ensureDeferred(self._internal_call(request, serve))
                 return server.NOT_DONE_YET
         elif self.x_forwarded:
             from client_api.forwarding import trust_forwarded_address
@@ -75,10 +75,9 @@ class ListenerResource(Resource):
             return self.forwarder.render(request, self.api)
         return self.api.render(request)
 
-    async def _internal_send(self, request: server.Request) -> None:
-        from homeserver.remote_writes import serve_send
+    async def _internal_call(self, request: server.Request, serve: Any) -> None:
         request.content.seek(0)
-        status, body = await serve_send(self.hs, request.content.read())
+        status, body = await serve(self.hs, request.content.read())
         if not request._disconnected:
             import orjson
             request.setResponseCode(status)
@@ -104,6 +103,14 @@ class ListenerResource(Resource):
             request.setHeader(b"Cache-Control", b"no-cache, no-store, must-revalidate")
             request.write(body)
             request.finish()
+
+
+def _internal_handlers() -> dict[bytes, Any]:
+    """What processes ask each other (POST, JSON in and out): `async (hs, body) ->
+    (status, answer)` by path."""
+    from homeserver.push.activity import SYNCING_PATH, serve_syncing
+    from homeserver.remote_writes import SEND_PATH, serve_send
+    return {SEND_PATH.encode(): serve_send, SYNCING_PATH.encode(): serve_syncing}
 
 
 def _plain(request: server.Request, status: int, body: bytes, content_type: bytes) -> bytes:

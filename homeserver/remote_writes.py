@@ -5,13 +5,9 @@ authorises and persists it exactly as a local send; the answer is returned once 
 process has replayed the event, so the caller reads its own write."""
 from __future__ import annotations
 
-from io import BytesIO
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import orjson
-from twisted.internet import reactor
-from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
-from twisted.web.http_headers import Headers
 
 from homeserver.errors import MatrixError
 from homeserver.sharding import writer_for_room
@@ -21,30 +17,24 @@ if TYPE_CHECKING:
     from homeserver.server import HomeServer
 
 SEND_PATH = "/_homeserver/internal/v1/send_event"
-SECRET_HEADER = b"X-Homeserver-Internal"
 
 
 class RemoteWrites:
     def __init__(self, hs: "HomeServer") -> None:
         self.hs = hs
         self.cfg = hs.config.worker
-        self._agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=True))
 
     async def send(self, room_id: str, sender: str, event_type: str, content: dict,
                    state_key: str | None, txn: tuple[str, str, str] | None, ts: int | None) -> "Event":
         owner = writer_for_room(room_id, self.cfg.writers)
-        body = orjson.dumps({"room_id": room_id, "sender": sender, "type": event_type, "content": content,
-                             "state_key": state_key, "txn": list(txn) if txn else None, "ts": ts})
-        url = (self.cfg.instances[owner].rstrip("/") + SEND_PATH).encode()
-        headers = Headers({b"Content-Type": [b"application/json"],
-                           SECRET_HEADER: [(self.cfg.internal_secret or "").encode()]})
+        body = {"room_id": room_id, "sender": sender, "type": event_type, "content": content,
+                "state_key": state_key, "txn": list(txn) if txn else None, "ts": ts}
         try:
-            response = await self._agent.request(b"POST", url, headers, FileBodyProducer(BytesIO(body)))
-            answer: Any = orjson.loads(await readBody(response))
+            status, answer = await self.hs.internal.post(owner, SEND_PATH, body)
         except Exception as e:
             raise MatrixError(503, "M_UNKNOWN", f"the writer of {room_id} is unavailable") from e
-        if response.code != 200:
-            raise MatrixError(response.code, answer.get("errcode", "M_UNKNOWN"), answer.get("error", ""))
+        if status != 200:
+            raise MatrixError(status, answer.get("errcode", "M_UNKNOWN"), answer.get("error", ""))
         await self.hs.replication.wait_for(answer["stream_ordering"])
         event = await self.hs.event_cache.get(answer["event_id"])
         if event is None:

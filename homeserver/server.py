@@ -63,6 +63,7 @@ class HomeServer:
         # homeserver.replication.Replication when worker.role is not main, else None.
         self.replication: Any = None
         self.remote_writes: Any = None  # homeserver.remote_writes.RemoteWrites, likewise
+        self.internal: Any = None  # homeserver.internal_http.InternalClient, likewise
 
     def open_database(self) -> None:
         """Blocking: start the embedded Postgres if needed, connect, migrate."""
@@ -90,8 +91,10 @@ class HomeServer:
         await self.persister.start()
         self.persister.add_listener(self._after_persist)
         if self.config.worker.multi_process:
+            from homeserver.internal_http import InternalClient
             from homeserver.replication import Replication
             from homeserver.remote_writes import RemoteWrites
+            self.internal = InternalClient(self)
             self.replication = Replication(self)
             await self.replication.start()
             self.remote_writes = RemoteWrites(self)

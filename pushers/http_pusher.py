@@ -22,6 +22,7 @@ from twisted.internet import defer, reactor, task
 from twisted.web.client import Agent
 
 from homeserver.media.url_preview import FilteredReactor
+from homeserver.push.activity import is_syncing
 from pushers import notification as bodies
 from storage import push as push_store
 
@@ -134,7 +135,7 @@ class HttpPusher:
     async def _handle(self, note: push_store.Notification) -> None:
         cfg = self.hs.config.push
         user_id = self.row.user_id
-        if cfg.quiet_while_syncing and self.hs.push.activity.is_active(user_id, cfg.synced_within_ms / 1000):
+        if cfg.quiet_while_syncing and await is_syncing(self.hs, user_id, cfg.synced_within_ms / 1000):
             return  # the user is looking: no phone needs to ring
         event = await self.hs.event_cache.get(note.event_id)
         if event is None:

@@ -1,8 +1,19 @@
 """Who is syncing: a user with a /sync in flight, or one that ended less than a grace
-period ago, is reading along, so pushers leave their phones quiet."""
+period ago, is reading along, so pushers leave their phones quiet.
+
+Kept by the stream owner (`worker.streams`, the process serving /sync); a pushers job
+elsewhere asks it over the internal listener (`is_syncing`, `serve_syncing`)."""
 from __future__ import annotations
 
+import logging
 import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from homeserver.server import HomeServer
+
+logger = logging.getLogger(__name__)
+SYNCING_PATH = "/_homeserver/internal/v1/syncing"
 
 
 class SyncActivity:
@@ -31,3 +42,30 @@ class SyncActivity:
             return True
         del self._last_ended[user_id]  # keep the map to recent syncers
         return False
+
+
+async def is_syncing(hs: "HomeServer", user_id: str, grace_s: float) -> bool:
+    """Whether the user is reading along, wherever /sync is served. Unknown (the stream
+    owner cannot be asked) counts as not: a phone rings rather than stays silent."""
+    if hs.config.worker.owns_streams:
+        return hs.push.activity.is_active(user_id, grace_s)
+    try:
+        status, answer = await hs.internal.post(hs.config.worker.streams, SYNCING_PATH,
+                                                {"user_id": user_id, "grace_ms": int(grace_s * 1000)})
+    except Exception as e:
+        logger.warning("asking %s whether %s is syncing failed: %s", hs.config.worker.streams, user_id, e)
+        return False
+    return status == 200 and isinstance(answer, dict) and answer.get("active") is True
+
+
+async def serve_syncing(hs: "HomeServer", body: bytes) -> tuple[int, dict[str, Any]]:
+    """The stream owner's side of `is_syncing` (an internal listener only)."""
+    import orjson
+    try:
+        req = orjson.loads(body)
+        user_id, grace_ms = req["user_id"], req["grace_ms"]
+        if not isinstance(user_id, str) or type(grace_ms) is not int:
+            raise TypeError("user_id must be a string and grace_ms an integer")
+    except (ValueError, KeyError, TypeError) as e:
+        return 400, {"errcode": "M_BAD_JSON", "error": str(e)}
+    return 200, {"active": hs.push.activity.is_active(user_id, grace_ms / 1000)}

@@ -11,7 +11,10 @@ unthreaded receipt reads everything in the room up to its event; a threaded one 
 'main') only its thread."""
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any, Callable
+
+from twisted.internet import defer
 
 from homeserver.async_utils import Coalescer, KeyedLock
 from storage import push as push_store
@@ -20,6 +23,11 @@ if TYPE_CHECKING:
     from homeserver.server import HomeServer
 
 MAIN = "main"
+# Several processes: the stream owner tells the others of each read receipt it applied
+# (key: user room thread event_stream receipt_stream), so the counts they hold (the
+# pushers job's badges, /notifications) come down too.
+RECEIPT_INVALIDATION = "read_receipt"
+logger = logging.getLogger(__name__)
 
 
 class RoomUnread:
@@ -55,6 +63,8 @@ class UnreadCounts:
         self._recounting: dict[tuple[str, str], list[tuple[str, bool, int]]] = {}
         # Told (user_id) when a receipt lowered a user's counts: badge-only pushes.
         self.on_counts_lowered: list[Callable[[str], None]] = []
+        if hs.replication is not None:
+            hs.replication.on_invalidate(RECEIPT_INVALIDATION, self._receipt_elsewhere)
 
     # ---- loading -------------------------------------------------------------------
 
@@ -128,6 +138,20 @@ class UnreadCounts:
             return False  # loaded from the database, receipts included, when first needed
         return await self._recount_lock.run((user_id, room_id), lambda: self._apply_receipt(
             user_id, room_id, thread_id, event_stream, receipt_stream))
+
+    async def receipt_applied(self, user_id: str, room_id: str, thread_id: str | None,
+                              event_stream: int, receipt_stream: int) -> None:
+        """The stream owner stored a read receipt: apply it here and tell the others."""
+        await self.on_receipt(user_id, room_id, thread_id, event_stream, receipt_stream)
+        await self.hs.invalidate_elsewhere(
+            RECEIPT_INVALIDATION, f"{user_id} {room_id} {thread_id or ''} {event_stream} {receipt_stream}")
+
+    def _receipt_elsewhere(self, key: str) -> None:
+        user_id, room_id, thread_id, event_stream, receipt_stream = key.split(" ")
+        defer.ensureDeferred(self.on_receipt(user_id, room_id, thread_id or None, int(event_stream),
+                                             int(receipt_stream))).addErrback(
+            lambda f: logger.warning("applying a read receipt of %s heard from another process failed: %s",
+                                     user_id, f.getErrorMessage()))
 
     async def _apply_receipt(self, user_id: str, room_id: str, thread_id: str | None,
                              event_stream: int, receipt_stream: int) -> bool:

@@ -135,6 +135,26 @@ def test_internal_listener_wants_the_secret(server, unique):
     assert status == 200 and body["user_id"] == alice.user_id
 
 
+def test_the_stream_owner_says_who_is_syncing(server, unique):
+    """The internal question a pushers job elsewhere asks: only with the secret, and
+    malformed questions are refused."""
+    cluster = server.cluster
+    alice = new_user(server.base_url, unique("a"))
+    internal = Http(f"http://127.0.0.1:{cluster.internal_ports[cluster.sync]}", None)
+    path, secret = "/_homeserver/internal/v1/syncing", {"X-Homeserver-Internal": cluster.secret}
+    status, body = internal.request("POST", path, {"user_id": alice.user_id, "grace_ms": 1000})
+    assert status == 403 and body["errcode"] == "M_FORBIDDEN"
+    for bad in ({"user_id": alice.user_id}, {"user_id": 5, "grace_ms": 1000}, {"grace_ms": 1000}):
+        status, body = internal.request("POST", path, bad, headers=secret)
+        assert status == 400 and body["errcode"] == "M_BAD_JSON", (bad, body)
+    status, body = internal.request("POST", path, {"user_id": alice.user_id, "grace_ms": 60_000}, headers=secret)
+    assert status == 200 and body == {"active": False}
+    on_sync = Http(cluster.url(cluster.sync), alice.token)
+    assert on_sync.request("GET", "/_matrix/client/v3/sync?timeout=0")[0] == 200
+    status, body = internal.request("POST", path, {"user_id": alice.user_id, "grace_ms": 60_000}, headers=secret)
+    assert status == 200 and body == {"active": True}  # synced within the last minute
+
+
 def test_writer_killed_mid_burst_loses_nothing_acknowledged(tmp_path, unique):
     cluster = Cluster(tmp_path / "c")
     try:
@@ -468,6 +488,69 @@ def test_push_gateway_gets_each_writers_notifications_once(tmp_path, unique):
         time.sleep(0.5)  # a second delivery would have arrived by now
         for event_id in mentions:
             assert len(gateway.for_event(event_id)) == 1
+        assert not gateway.bad_requests
+    finally:
+        cluster.stop()
+        gateway.stop()
+
+
+def test_pushers_job_away_from_the_stream_owner(tmp_path, unique):
+    """With the pushers job on a client process, what the stream owner keeps still
+    decides: no push while the user is syncing there (asked over the internal listener),
+    and a read receipt stored there lowers the counts the job holds (a badge-only push
+    with the new count)."""
+    from tests.push_gateway import PushGateway
+    from tests.server_harness import free_port
+
+    gateway = PushGateway(free_port())
+    gateway.start()
+    cluster = Cluster(tmp_path / "c", extra_config="  jobs:\n    pushers: client1\n"
+                                                  "push:\n  gateway_ip_range_whitelist: ['127.0.0.0/8']\n"
+                                                  "  retry_initial_ms: 200\n  synced_within_ms: 1000\n")
+    try:
+        cluster.start()
+        url = cluster.url(cluster.clients[0])
+        alice, bob = new_user(url, unique("a")), new_user(url, unique("b"))
+        status, body = alice.request("POST", "/_matrix/client/v3/createRoom",
+                                     {"preset": "private_chat", "invite": [bob.user_id]})
+        assert status == 200, body
+        room_id = body["room_id"]
+        assert bob.request("POST", f"/_matrix/client/v3/join/{urllib.parse.quote(room_id)}", {})[0] == 200
+        status, body = bob.request("POST", "/_matrix/client/v3/pushers/set", {
+            "kind": "http", "app_id": "com.example.app", "pushkey": "key-1", "app_display_name": "App",
+            "device_display_name": "Phone", "lang": "en", "data": {"url": gateway.url}})
+        assert status == 200, body
+
+        def mention(text: str) -> str:
+            status, body = alice.request(
+                "PUT", f"/_matrix/client/v3/rooms/{urllib.parse.quote(room_id)}/send/m.room.message/{unique('t')}",
+                {"msgtype": "m.text", "body": text, "m.mentions": {"user_ids": [bob.user_id]}})
+            assert status == 200, body
+            return body["event_id"]
+
+        bob_on_sync = Http(cluster.url(cluster.sync), bob.token)
+        status, first = bob_on_sync.request("GET", "/_matrix/client/v3/sync?timeout=0")
+        assert status == 200, first
+        answered: dict = {}
+        poll = threading.Thread(target=lambda: answered.update(resp=bob_on_sync.request(
+            "GET", f"/_matrix/client/v3/sync?timeout=10000&since={urllib.parse.quote(first['next_batch'])}")))
+        poll.start()
+        time.sleep(0.5)  # the long-poll is in flight on the sync process
+        seen = mention("you are looking")
+        poll.join(15)
+        assert answered["resp"][0] == 200
+        time.sleep(2.0)  # past synced_within_ms: the next ones are pushed
+        pushed = [mention("you looked away"), mention("still there?")]
+        notes = gateway.wait_for(lambda ns: any(n.get("event_id") == pushed[-1] for n in ns))
+        assert gateway.for_event(seen) == [], "pushed while the user was syncing on the sync process"
+        assert [n["counts"] for n in notes if n.get("event_id") == pushed[-1]] == [{"unread": 1}]
+        before = len(notes)
+        status, body = bob.request(
+            "POST", f"/_matrix/client/v3/rooms/{urllib.parse.quote(room_id)}/receipt/m.read/"
+                    f"{urllib.parse.quote(pushed[-1])}", {})
+        assert status == 200, body
+        badge = gateway.wait_for(lambda ns: len(ns) > before)[before]
+        assert badge["counts"] == {"unread": 0} and "event_id" not in badge
         assert not gateway.bad_requests
     finally:
         cluster.stop()
