@@ -105,12 +105,17 @@ class ListenerResource(Resource):
             request.finish()
 
 
+_internal: dict[bytes, Any] = {}
+
+
 def _internal_handlers() -> dict[bytes, Any]:
     """What processes ask each other (POST, JSON in and out): `async (hs, body) ->
     (status, answer)` by path."""
-    from homeserver.push.activity import SYNCING_PATH, serve_syncing
-    from homeserver.remote_writes import SEND_PATH, serve_send
-    return {SEND_PATH.encode(): serve_send, SYNCING_PATH.encode(): serve_syncing}
+    if not _internal:  # imported late: those modules import the room core
+        from homeserver.push.activity import SYNCING_PATH, serve_syncing
+        from homeserver.remote_writes import SEND_PATH, serve_send
+        _internal.update({SEND_PATH.encode(): serve_send, SYNCING_PATH.encode(): serve_syncing})
+    return _internal
 
 
 def _plain(request: server.Request, status: int, body: bytes, content_type: bytes) -> bytes:

@@ -8,7 +8,7 @@ from io import BytesIO
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
 
@@ -21,13 +21,23 @@ SECRET_HEADER = b"X-Homeserver-Internal"
 class InternalClient:
     def __init__(self, hs: "HomeServer") -> None:
         self.cfg = hs.config.worker
-        self._agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=True))
+        pool = HTTPConnectionPool(reactor, persistent=True)
+        pool.maxPersistentPerHost = 16  # a burst of pushes asks the stream owner at once
+        self._agent = Agent(reactor, pool=pool)
 
-    async def post(self, instance: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:
-        """(status, decoded answer) of `instance`; raises when it cannot be reached or
-        answers something that is not JSON."""
+    async def post(self, instance: str, path: str, body: dict[str, Any],
+                   timeout_s: float | None = None) -> tuple[int, Any]:
+        """(status, decoded answer) of `instance`; raises when it cannot be reached, does
+        not answer within `timeout_s` (None: waits), or answers something that is not JSON."""
         url = (self.cfg.instances[instance].rstrip("/") + path).encode()
         headers = Headers({b"Content-Type": [b"application/json"],
                            SECRET_HEADER: [(self.cfg.internal_secret or "").encode()]})
-        response = await self._agent.request(b"POST", url, headers, FileBodyProducer(BytesIO(orjson.dumps(body))))
-        return response.code, orjson.loads(await readBody(response))
+
+        async def exchange() -> tuple[int, Any]:
+            response = await self._agent.request(b"POST", url, headers,
+                                                 FileBodyProducer(BytesIO(orjson.dumps(body))))
+            return response.code, orjson.loads(await readBody(response))
+        answer = defer.ensureDeferred(exchange())
+        if timeout_s is not None:
+            answer.addTimeout(timeout_s, reactor)
+        return await answer

@@ -20,7 +20,6 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
                     10.0, 30.0, 60.0, 120.0, 300.0)
 
 
-
 class HttpRequestStats(Collector):
     """`homeserver_http_requests_total` (by method, route template and status) and
     `homeserver_http_request_duration_seconds` (by method and route template), counted
@@ -29,8 +28,9 @@ class HttpRequestStats(Collector):
     answering a woken long-poll). Only the reactor thread counts; a scrape (on a
     WSGI thread) copies each series first, under the GIL."""
 
-    # Label sets are route templates, so they are few; unmatched requests may carry any
-    # method name, so new series stop being added past this many.
+    # A client may send any method name: others are counted as "other".
+    METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
+    # Label sets are route templates and these methods, so they are few; a backstop.
     MAX_SERIES = 10_000
 
     def __init__(self, buckets: tuple[float, ...]) -> None:
@@ -40,6 +40,8 @@ class HttpRequestStats(Collector):
         self._durations: dict[tuple[str, str], list[float]] = {}
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        if method not in self.METHODS:
+            method = "other"
         key = (method, route)
         series = self._durations.get(key)
         if series is None:
@@ -58,7 +60,7 @@ class HttpRequestStats(Collector):
 
     def collect(self) -> Iterable[Any]:
         answered = CounterMetricFamily(
-            "homeserver_http_requests", "HTTP requests answered, by route template, method and status.",
+            "homeserver_http_requests_total", "HTTP requests answered, by route template, method and status.",
             labels=["method", "route", "status"])
         for labels, (count,) in list(self._answered.items()):
             answered.add_metric(list(labels), count)

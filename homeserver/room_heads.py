@@ -50,9 +50,10 @@ class RoomHeads:
         self._db = db
         self._heads: dict[str, RoomHead] = {}
         self._loading = Coalescer()
-        # Rooms invalidated while their head was being loaded: that load may have read
-        # the tables before the change, so what it returns is not kept.
-        self._stale_loads: set[str] = set()
+        # Rooms invalidated while their head was being loaded, and how often: that load
+        # may have read the tables before the change, so what it returns is not kept,
+        # and requests coming after the change start a load of their own.
+        self._generation: dict[str, int] = {}
 
     def peek(self, room_id: str) -> RoomHead | None:
         return self._heads.get(room_id)
@@ -66,22 +67,21 @@ class RoomHeads:
     def invalidate(self, room_id: str) -> None:
         """Forget the room's head (read again when next needed), and any being loaded."""
         self._heads.pop(room_id, None)
-        if self._loading.running(room_id):
-            self._stale_loads.add(room_id)
+        generation = self._generation.get(room_id, 0)
+        if self._loading.running((room_id, generation)):
+            self._generation[room_id] = generation + 1
 
     async def get(self, room_id: str) -> RoomHead | None:
         head = self._heads.get(room_id)
         if head is not None:
             return head
         # One load per room however many requests ask at once.
-        return await self._loading.run(room_id, lambda: self._load(room_id))
+        generation = self._generation.get(room_id, 0)
+        return await self._loading.run((room_id, generation), lambda: self._load(room_id, generation))
 
-    async def _load(self, room_id: str) -> RoomHead | None:
-        try:
-            data = await self._db.run(state_store.load_room_head, room_id)
-        finally:
-            stale = room_id in self._stale_loads
-            self._stale_loads.discard(room_id)
+    async def _load(self, room_id: str, generation: int) -> RoomHead | None:
+        data = await self._db.run(state_store.load_room_head, room_id)
+        stale = self._generation.get(room_id, 0) != generation
         if data is None:
             return None
         rv = KNOWN_ROOM_VERSIONS[data["room_version"]]

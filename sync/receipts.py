@@ -49,7 +49,8 @@ class Receipts:
         drop before anyone is woken, so the /sync carrying the receipt has them."""
         event = await self.hs.event_cache.get(event_id)
         if event is not None and event.stream_ordering:
-            await self.hs.push.counts.receipt_applied(user_id, room_id, thread_id, event.stream_ordering, stream_id)
+            await self.hs.push.counts.on_receipt(user_id, room_id, thread_id, event.stream_ordering, stream_id)
+            self.hs.push.counts.announce_receipt(user_id, room_id, thread_id, event.stream_ordering, stream_id)
 
     def known_room_stream(self, room_id: str) -> int | None:
         return self._room_stream.get(room_id)

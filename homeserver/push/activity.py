@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 SYNCING_PATH = "/_homeserver/internal/v1/syncing"
+ASK_TIMEOUT_S = 2.0  # a stream owner that does not answer must not hold the pushers back
 
 
 class SyncActivity:
@@ -51,7 +52,8 @@ async def is_syncing(hs: "HomeServer", user_id: str, grace_s: float) -> bool:
         return hs.push.activity.is_active(user_id, grace_s)
     try:
         status, answer = await hs.internal.post(hs.config.worker.streams, SYNCING_PATH,
-                                                {"user_id": user_id, "grace_ms": int(grace_s * 1000)})
+                                                {"user_id": user_id, "grace_ms": int(grace_s * 1000)},
+                                                timeout_s=ASK_TIMEOUT_S)
     except Exception as e:
         logger.warning("asking %s whether %s is syncing failed: %s", hs.config.worker.streams, user_id, e)
         return False
@@ -61,6 +63,8 @@ async def is_syncing(hs: "HomeServer", user_id: str, grace_s: float) -> bool:
 async def serve_syncing(hs: "HomeServer", body: bytes) -> tuple[int, dict[str, Any]]:
     """The stream owner's side of `is_syncing` (an internal listener only)."""
     import orjson
+    if not hs.config.worker.owns_streams:  # only the process serving /sync knows
+        return 404, {"errcode": "M_UNRECOGNIZED", "error": "not the stream owner"}
     try:
         req = orjson.loads(body)
         user_id, grace_ms = req["user_id"], req["grace_ms"]

@@ -109,6 +109,9 @@ class UnreadCounts:
         for user_id, thread_id, highlight, _ in results:
             rooms = users.get(user_id)
             if rooms is not None:
+                ru = rooms.get(room_id)
+                if ru is not None and (stream <= ru.read_all or stream <= ru.read_threads.get(thread_id, 0)):
+                    continue  # read already: a receipt heard from the stream owner before this replay
                 pending = recounting.get((user_id, room_id)) if recounting else None
                 if pending is not None:
                     pending.append((thread_id, highlight, stream))
@@ -139,12 +142,17 @@ class UnreadCounts:
         return await self._recount_lock.run((user_id, room_id), lambda: self._apply_receipt(
             user_id, room_id, thread_id, event_stream, receipt_stream))
 
-    async def receipt_applied(self, user_id: str, room_id: str, thread_id: str | None,
-                              event_stream: int, receipt_stream: int) -> None:
-        """The stream owner stored a read receipt: apply it here and tell the others."""
-        await self.on_receipt(user_id, room_id, thread_id, event_stream, receipt_stream)
-        await self.hs.invalidate_elsewhere(
-            RECEIPT_INVALIDATION, f"{user_id} {room_id} {thread_id or ''} {event_stream} {receipt_stream}")
+    def announce_receipt(self, user_id: str, room_id: str, thread_id: str | None,
+                         event_stream: int, receipt_stream: int) -> None:
+        """The stream owner stored and applied a read receipt: the other processes apply
+        it to the counts they hold. Not waited for: the receipt is stored and served
+        already, and a notice lost with a failed NOTIFY only leaves a badge high."""
+        if self.hs.replication is None:
+            return
+        self.hs.invalidate_elsewhere(
+            RECEIPT_INVALIDATION, f"{user_id} {room_id} {thread_id or ''} {event_stream} {receipt_stream}",
+        ).addErrback(lambda f: logger.warning("announcing a read receipt of %s failed: %s",
+                                              user_id, f.getErrorMessage()))
 
     def _receipt_elsewhere(self, key: str) -> None:
         user_id, room_id, thread_id, event_stream, receipt_stream = key.split(" ")

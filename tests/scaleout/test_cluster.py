@@ -551,6 +551,10 @@ def test_pushers_job_away_from_the_stream_owner(tmp_path, unique):
         assert status == 200, body
         badge = gateway.wait_for(lambda ns: len(ns) > before)[before]
         assert badge["counts"] == {"unread": 0} and "event_id" not in badge
+        # The stream owner gone: nobody can say the user is reading along, so phones ring.
+        cluster.procs[cluster.sync].stop()
+        unasked = mention("anyone?")
+        gateway.wait_for(lambda ns: any(n.get("event_id") == unasked for n in ns))
         assert not gateway.bad_requests
     finally:
         cluster.stop()

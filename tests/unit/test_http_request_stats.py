@@ -45,12 +45,17 @@ def test_same_exposition_as_prometheus_client(reqs):
         assert abs(got[key] - value) <= 1e-9 * max(1.0, abs(value)), key
 
 
-def test_new_series_stop_at_the_cap():
+def test_unknown_methods_share_one_series_and_new_series_stop_at_the_cap():
     stats = HttpRequestStats((0.1,))
-    stats.MAX_SERIES = 2
-    for method in ("A", "B", "C"):
+    for method in ("BREW", "WHEN", "GET"):
         stats.observe(method, "unmatched", 404, 0.01)
+    stats.MAX_SERIES = 3
+    for route in ("/a", "/b", "/c"):
+        stats.observe("GET", route, 200, 0.01)
     registry = CollectorRegistry()
     registry.register(stats)
-    methods = {dict(labels)["method"] for name, labels in samples(registry)}
-    assert methods == {"A", "B"}
+    got = samples(registry)
+    series = {(dict(labels)["method"], dict(labels)["route"]) for name, labels in got}
+    assert series == {("other", "unmatched"), ("GET", "unmatched"), ("GET", "/a")}
+    assert got[("homeserver_http_requests_total",
+                (("method", "other"), ("route", "unmatched"), ("status", "404")))] == 2
