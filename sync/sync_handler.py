@@ -209,7 +209,7 @@ class SyncHandler:
             device_changes &= visible
             left &= visible
             presence_events = [e for e in presence_events if e["sender"] in visible]
-        next_token = now.copy_with(to_device=to_device_pos)
+        next_token = now if to_device_pos == now.to_device else now.copy_with(to_device=to_device_pos)
         result: dict[str, Any] = {
             "next_batch": next_token.encode(),
             "rooms": {"join": join, "invite": invite, "leave": leave, "knock": knock},

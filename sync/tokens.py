@@ -13,6 +13,7 @@ from homeserver.lru import LRU
 
 # Parsed tokens: the members of a busy room re-poll with the same few `since` strings.
 _parsed: LRU[str, "StreamToken"] = LRU(4096)
+_last_encoded: tuple[tuple[int, ...], str] = ((), "")
 
 
 class StreamToken(NamedTuple):
@@ -25,7 +26,14 @@ class StreamToken(NamedTuple):
     device_lists: int = 0
 
     def encode(self) -> str:
-        return "s" + "_".join(map(str, self))
+        # Every long-poll woken by one change encodes the same token: the last one is kept.
+        global _last_encoded
+        last, text = _last_encoded
+        if last == self:
+            return text
+        text = "s" + "_".join(map(str, self))
+        _last_encoded = (self, text)
+        return text
 
     @classmethod
     def parse(cls, token: str) -> "StreamToken":
