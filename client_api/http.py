@@ -303,18 +303,18 @@ class LimitedRequest(server.Request):
         head.append(b"\r\n")
         self._send_whole(head, data)
 
-    def answer_json(self, status: int, data: bytes, block: bytes, names: frozenset[bytes]) -> bool:
-        """Send a whole JSON answer: the headers set so far, then `block` (pre-encoded
-        header lines naming `names`), then the Content-Length and `data`. Composed here in
-        one go: a woken long-poll's answer is one of thousands sent back to back. False
-        (nothing done) where twisted.web must write it, or where a header set earlier
+    def answer_json(self, status: int, data: bytes) -> bool:
+        """Send a whole JSON answer: the headers set so far, then the fixed JSON ones
+        (`JSON_HEADER_BLOCK`, pre-encoded), then the Content-Length and `data`. Composed
+        here in one go: a woken long-poll's answer is one of thousands sent back to back.
+        False (nothing done) where twisted.web must write it, or where a header set earlier
         shares a name with the block."""
         raw = getattr(self.responseHeaders, "_rawHeaders", None)
         self.code, self.code_message = status, RESPONSES.get(status, b"Unknown Status")
-        if raw is None or not names.isdisjoint(raw) or not self._whole_answer_allowed():
+        if raw is None or not JSON_HEADER_NAMES.isdisjoint(raw) or not self._whole_answer_allowed():
             return False
         head = self._head(raw)
-        head += [block, b"Content-Length: %d\r\n\r\n" % len(data)]
+        head += [JSON_HEADER_BLOCK, b"Content-Length: %d\r\n\r\n" % len(data)]
         self._send_whole(head, data)
         return True
 
@@ -591,8 +591,7 @@ class ApiResource(Resource):
         if request._disconnected:
             return
         data = encode_json(body)
-        if not headers and isinstance(request, LimitedRequest) and \
-                request.answer_json(status, data, JSON_HEADER_BLOCK, JSON_HEADER_NAMES):
+        if not headers and isinstance(request, LimitedRequest) and request.answer_json(status, data):
             request.finish()
             return
         request.setResponseCode(status)

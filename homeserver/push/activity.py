@@ -9,6 +9,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
 
@@ -62,7 +64,6 @@ async def is_syncing(hs: "HomeServer", user_id: str, grace_s: float) -> bool:
 
 async def serve_syncing(hs: "HomeServer", body: bytes) -> tuple[int, dict[str, Any]]:
     """The stream owner's side of `is_syncing` (an internal listener only)."""
-    import orjson
     if not hs.config.worker.owns_streams:  # only the process serving /sync knows
         return 404, {"errcode": "M_UNRECOGNIZED", "error": "not the stream owner"}
     try:

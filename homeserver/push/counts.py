@@ -39,6 +39,10 @@ class RoomUnread:
         self.threads: dict[str, list[int]] = {}  # thread -> [notifications, highlights]
         self.receipt_change = 0                  # receipt stream id of the last reset
 
+    def read_position(self, thread_id: str) -> int:
+        """How far the thread is read (an unthreaded receipt reads every thread)."""
+        return max(self.read_all, self.read_threads.get(thread_id, 0))
+
     def totals(self) -> tuple[int, int]:
         n = h = 0
         for counts in self.threads.values():
@@ -110,7 +114,7 @@ class UnreadCounts:
             rooms = users.get(user_id)
             if rooms is not None:
                 ru = rooms.get(room_id)
-                if ru is not None and (stream <= ru.read_all or stream <= ru.read_threads.get(thread_id, 0)):
+                if ru is not None and stream <= ru.read_position(thread_id):
                     continue  # read already: a receipt heard from the stream owner before this replay
                 pending = recounting.get((user_id, room_id)) if recounting else None
                 if pending is not None:
@@ -147,8 +151,6 @@ class UnreadCounts:
         """The stream owner stored and applied a read receipt: the other processes apply
         it to the counts they hold. Not waited for: the receipt is stored and served
         already, and a notice lost with a failed NOTIFY only leaves a badge high."""
-        if self.hs.replication is None:
-            return
         self.hs.invalidate_elsewhere(
             RECEIPT_INVALIDATION, f"{user_id} {room_id} {thread_id or ''} {event_stream} {receipt_stream}",
         ).addErrback(lambda f: logger.warning("announcing a read receipt of %s failed: %s",
@@ -235,9 +237,7 @@ class UnreadCounts:
 
     def read_position(self, user_id: str, room_id: str, thread_id: str) -> int:
         ru = self.room(user_id, room_id)
-        if ru is None:
-            return 0
-        return max(ru.read_all, ru.read_threads.get(thread_id, 0))
+        return 0 if ru is None else ru.read_position(thread_id)
 
 
 def _add(rooms: dict[str, RoomUnread], room_id: str, thread_id: str, highlight: bool) -> None:

@@ -8,11 +8,13 @@ import threading
 import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 
 from homeserver.sharding import writer_for_room
 from tests.cluster import Cluster
-from tests.server_harness import Http, new_user
+from tests.server_harness import Http, new_user, pair_in_room
 
 
 def _send(user: Http, room_id: str, txn: str, body: str) -> tuple[int, dict]:
@@ -456,27 +458,42 @@ def test_admin_room_deletion_reaches_every_process(server, unique):
         assert status in (403, 404), (status, body)
 
 
-def test_push_gateway_gets_each_writers_notifications_once(tmp_path, unique):
-    """Push delivery runs in one process (worker.jobs.pushers, here the stream owner),
-    from the push results the writers stored with their events."""
+@contextmanager
+def _push_cluster(tmp_path, worker_extra: str = "") -> Iterator[tuple[Cluster, Any]]:
+    """A cluster of its own delivering to a recording push gateway; `worker_extra` goes
+    into the `worker` section."""
     from tests.push_gateway import PushGateway
     from tests.server_harness import free_port
 
     gateway = PushGateway(free_port())
     gateway.start()
-    cluster = Cluster(tmp_path / "c", extra_config="push:\n  gateway_ip_range_whitelist: ['127.0.0.0/8']\n"
+    cluster = Cluster(tmp_path / "c", extra_config=worker_extra + "push:\n  gateway_ip_range_whitelist: ['127.0.0.0/8']\n"
                                                   "  retry_initial_ms: 200\n  synced_within_ms: 1000\n")
     try:
         cluster.start()
+        yield cluster, gateway
+    finally:
+        cluster.stop()
+        gateway.stop()
+
+
+def _set_pusher(user: Http, gateway) -> None:
+    status, body = user.request("POST", "/_matrix/client/v3/pushers/set", {
+        "kind": "http", "app_id": "com.example.app", "pushkey": "key-1", "app_display_name": "App",
+        "device_display_name": "Phone", "lang": "en", "data": {"url": gateway.url}})
+    assert status == 200, body
+
+
+def test_push_gateway_gets_each_writers_notifications_once(tmp_path, unique):
+    """Push delivery runs in one process (worker.jobs.pushers, here the stream owner),
+    from the push results the writers stored with their events."""
+    with _push_cluster(tmp_path) as (cluster, gateway):
         url = cluster.url(cluster.clients[0])
         alice, bob = new_user(url, unique("a")), new_user(url, unique("b"))
         rooms = _rooms_on_each_writer(alice, cluster.writers, invite=bob.user_id)
         for room_id in rooms.values():
             assert bob.request("POST", f"/_matrix/client/v3/join/{urllib.parse.quote(room_id)}", {})[0] == 200
-        status, body = bob.request("POST", "/_matrix/client/v3/pushers/set", {
-            "kind": "http", "app_id": "com.example.app", "pushkey": "key-1", "app_display_name": "App",
-            "device_display_name": "Phone", "lang": "en", "data": {"url": gateway.url}})
-        assert status == 200, body
+        _set_pusher(bob, gateway)
         mentions = []
         for room_id in rooms.values():
             status, body = alice.request(
@@ -489,9 +506,6 @@ def test_push_gateway_gets_each_writers_notifications_once(tmp_path, unique):
         for event_id in mentions:
             assert len(gateway.for_event(event_id)) == 1
         assert not gateway.bad_requests
-    finally:
-        cluster.stop()
-        gateway.stop()
 
 
 def test_pushers_job_away_from_the_stream_owner(tmp_path, unique):
@@ -499,27 +513,9 @@ def test_pushers_job_away_from_the_stream_owner(tmp_path, unique):
     decides: no push while the user is syncing there (asked over the internal listener),
     and a read receipt stored there lowers the counts the job holds (a badge-only push
     with the new count)."""
-    from tests.push_gateway import PushGateway
-    from tests.server_harness import free_port
-
-    gateway = PushGateway(free_port())
-    gateway.start()
-    cluster = Cluster(tmp_path / "c", extra_config="  jobs:\n    pushers: client1\n"
-                                                  "push:\n  gateway_ip_range_whitelist: ['127.0.0.0/8']\n"
-                                                  "  retry_initial_ms: 200\n  synced_within_ms: 1000\n")
-    try:
-        cluster.start()
-        url = cluster.url(cluster.clients[0])
-        alice, bob = new_user(url, unique("a")), new_user(url, unique("b"))
-        status, body = alice.request("POST", "/_matrix/client/v3/createRoom",
-                                     {"preset": "private_chat", "invite": [bob.user_id]})
-        assert status == 200, body
-        room_id = body["room_id"]
-        assert bob.request("POST", f"/_matrix/client/v3/join/{urllib.parse.quote(room_id)}", {})[0] == 200
-        status, body = bob.request("POST", "/_matrix/client/v3/pushers/set", {
-            "kind": "http", "app_id": "com.example.app", "pushkey": "key-1", "app_display_name": "App",
-            "device_display_name": "Phone", "lang": "en", "data": {"url": gateway.url}})
-        assert status == 200, body
+    with _push_cluster(tmp_path, "  jobs:\n    pushers: client1\n") as (cluster, gateway):
+        alice, bob, room_id = pair_in_room(cluster.url(cluster.clients[0]), unique("a"), unique("b"))
+        _set_pusher(bob, gateway)
 
         def mention(text: str) -> str:
             status, body = alice.request(
@@ -556,9 +552,6 @@ def test_pushers_job_away_from_the_stream_owner(tmp_path, unique):
         unasked = mention("anyone?")
         gateway.wait_for(lambda ns: any(n.get("event_id") == unasked for n in ns))
         assert not gateway.bad_requests
-    finally:
-        cluster.stop()
-        gateway.stop()
 
 
 def test_a_client_cannot_claim_its_request_was_forwarded(server, unique):

@@ -47,18 +47,17 @@ def test_each_header_once_whoever_writes_the_answer(preset):
 
 
 def test_answer_json_declines_what_twisted_must_write():
-    from client_api.http import JSON_HEADER_BLOCK, JSON_HEADER_NAMES
     for method, proto, status in ((b"HEAD", b"HTTP/1.1", 200), (b"GET", b"HTTP/1.0", 200),
                                   (b"GET", b"HTTP/1.1", 204), (b"GET", b"HTTP/1.1", 304)):
         request, transport = _request(method, proto)
-        assert not request.answer_json(status, b"{}", JSON_HEADER_BLOCK, JSON_HEADER_NAMES), (method, proto, status)
+        assert not request.answer_json(status, b"{}"), (method, proto, status)
         assert transport.value() == b""
     request, transport = _request()
     request.setHeader(b"Content-Type", b"text/plain")
-    assert not request.answer_json(200, b"{}", JSON_HEADER_BLOCK, JSON_HEADER_NAMES)
+    assert not request.answer_json(200, b"{}")
     assert transport.value() == b""
     request, transport = _request()
-    assert request.answer_json(404, b'{"errcode":"M_NOT_FOUND"}', JSON_HEADER_BLOCK, JSON_HEADER_NAMES)
+    assert request.answer_json(404, b'{"errcode":"M_NOT_FOUND"}')
     status, names, body = _head_and_body(transport.value())
     assert status == "HTTP/1.1 404 Not Found" and names.count("content-length") == 1
     assert body == b'{"errcode":"M_NOT_FOUND"}'
