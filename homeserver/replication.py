@@ -53,6 +53,7 @@ class Replication:
         self.claim: WriterClaim | None = None
         self.replayed = 0                       # events handed to the listeners up to here
         self._invalidations: dict[str, list[Callable[[str], None]]] = {}
+        self._positions: dict[str, list[Callable[[int], None]]] = {}  # other streams' readers
         self._advancing = False
         self._dead_check = None
         self._waiters: list[tuple[int, defer.Deferred]] = []
@@ -154,6 +155,18 @@ class Replication:
 
     # ---- reading positions ----------------------------------------------------------
 
+    def on_position(self, stream: str, fn: Callable[[int], None]) -> None:
+        """Tell `fn` each position announced for `stream` (a stream other than the events,
+        with one writer), and the stored one after every (re)connect."""
+        self._positions.setdefault(stream, []).append(fn)
+
+    def _tell_position(self, stream: str, position: int) -> None:
+        for fn in self._positions.get(stream, ()):
+            try:
+                fn(position)
+            except Exception:
+                logger.exception("handling a position of %s failed", stream)
+
     async def catch_up_with_writers(self, timeout: float = 10.0) -> None:
         """Wait until this process has replayed every event allocated so far: after a
         write forwarded to a writer, so the client reads its own write from here."""
@@ -207,6 +220,9 @@ class Replication:
         try:
             for writer, position in (await self.hs.db.run(repl_store.positions, EVENTS)).items():
                 self._heard(writer, position)
+            for stream in list(self._positions):
+                for position in (await self.hs.db.run(repl_store.positions, stream)).values():
+                    self._tell_position(stream, position)
         except Exception:
             logger.warning("catching up stream positions failed", exc_info=True)
         self._advance()
@@ -220,6 +236,8 @@ class Replication:
             if "s" in note:
                 if note["s"] == EVENTS:
                     self._heard(note["w"], int(note["p"]))
+                else:
+                    self._tell_position(note["s"], int(note["p"]))
             elif "inv" in note and note.get("from") != self.instance:
                 for fn in self._invalidations.get(note["inv"], ()):
                     try:
