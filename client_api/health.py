@@ -77,7 +77,11 @@ class ListenerResource(Resource):
 
     async def _internal_call(self, request: server.Request, serve: Any) -> None:
         request.content.seek(0)
-        status, body = await serve(self.hs, request.content.read())
+        try:
+            status, body = await serve(self.hs, request.content.read())
+        except Exception:  # the asking process must hear of it, not wait for its timeout
+            logger.exception("internal call %s failed", request.path.decode("ascii", "replace"))
+            status, body = 500, {"errcode": "M_UNKNOWN", "error": "internal error"}
         if not request._disconnected:
             import orjson
             request.setResponseCode(status)
@@ -114,7 +118,9 @@ def _internal_handlers() -> dict[bytes, Any]:
     if not _internal:  # imported late: those modules import the room core
         from homeserver.push.activity import SYNCING_PATH, serve_syncing
         from homeserver.remote_writes import SEND_PATH, serve_send
-        _internal.update({SEND_PATH.encode(): serve_send, SYNCING_PATH.encode(): serve_syncing})
+        from sync.device_lists import CHANGED_PATH, serve_device_list_changed
+        _internal.update({SEND_PATH.encode(): serve_send, SYNCING_PATH.encode(): serve_syncing,
+                          CHANGED_PATH.encode(): serve_device_list_changed})
     return _internal
 
 
