@@ -98,10 +98,19 @@ def forget_events(hs: "HomeServer", room_id: str, gone: list[str], pruned: list[
 
 
 def forget_purged_events(hs: "HomeServer", room_id: str) -> None:
-    """Another process purged history in the room: what this one holds of its events
-    goes (the head and events are read again when next needed)."""
-    hs.room_heads.invalidate(room_id)
-    hs.event_cache.forget_room(room_id)
+    """Another process pruned (erasure) or purged events of the room: what this one holds
+    of them goes (read again when next needed).
+
+    Except on the room's writer: its head is where events are built, ahead of the tables
+    while events are queued, so a head read again from the tables would lose them. It
+    does not need to go: erasure prunes only events outside the current state, and
+    history purges run on the writer, which prunes its head in place. Nor do the queued
+    events (not in the tables, so not pruned)."""
+    if hs.owns_room(room_id):
+        hs.event_cache.forget_room(room_id, keep=hs.persister.pending_event_ids(room_id))
+    else:
+        hs.room_heads.invalidate(room_id)
+        hs.event_cache.forget_room(room_id)
     hs.aggregations.forget_all()
     if hs.sync is not None:
         hs.sync.timeline_cache.forget_room(room_id)

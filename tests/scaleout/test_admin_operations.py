@@ -1,0 +1,135 @@
+"""Admin operations and erasure on several processes (docs/scaling.md): what they change
+in one process reaches the others without undoing the room writer's own state, a
+process starting up fails only the admin tasks it was running, a room deleted without
+purging leaves the sync process's /sync, and only the room's writer sends the guests'
+leaves. A cluster of its own (one writer, the sync process, a client process; guest
+access on), reached without the proxy; some tests restart its processes."""
+from __future__ import annotations
+
+import urllib.parse
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from types import SimpleNamespace
+from typing import Iterator
+
+import psycopg2
+import pytest
+
+from tests.cluster import Cluster
+from tests.scaleout.test_cluster import _admin, _eventually, _send
+from tests.server_harness import Http, new_user
+
+WRITER = "w1"
+
+
+def _q(value: str) -> str:
+    return urllib.parse.quote(value)
+
+
+@pytest.fixture(scope="module")
+def ops(tmp_path_factory) -> Iterator[SimpleNamespace]:
+    """The cluster, its client process's URL (where requests enter) and its admin."""
+    cluster = Cluster(tmp_path_factory.mktemp("admin-ops"), writers=[WRITER],
+                      extra_config="guest_access:\n  enabled: true\n")
+    try:
+        cluster.start()
+        entry = SimpleNamespace(cluster=cluster, base_url=cluster.url(cluster.clients[0]))
+        yield SimpleNamespace(cluster=cluster, base_url=entry.base_url, admin=_admin(entry))
+    finally:
+        cluster.stop()
+
+
+@contextmanager
+def _held(cluster: Cluster, sql: str, params: tuple) -> Iterator[psycopg2.extensions.cursor]:
+    """A transaction of the test's own holding the row locks `sql` takes, until the block
+    ends (then rolled back): whatever needs those rows waits meanwhile."""
+    conn = psycopg2.connect(cluster.dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            assert cur.rowcount == 1, sql
+            yield cur
+    finally:
+        conn.rollback()
+        conn.close()
+
+
+def _waiting_on_a_lock(cluster: Cluster, instance: str) -> bool:
+    conn = psycopg2.connect(cluster.dsn)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+                        " AND wait_event_type = 'Lock'", (f"hs:{instance}",))
+            return cur.fetchone()[0] > 0
+    finally:
+        conn.close()
+
+
+def _public_room(owner: Http, *joiners: Http, **body) -> str:
+    status, room = owner.request("POST", "/_matrix/client/v3/createRoom", {"preset": "public_chat", **body})
+    assert status == 200, room
+    for user in joiners:
+        status, answer = user.request("POST", f"/_matrix/client/v3/join/{_q(room['room_id'])}", {})
+        assert status == 200, answer
+    return room["room_id"]
+
+
+def _event(user: Http, room_id: str, event_id: str) -> dict:
+    status, ev = user.request("GET", f"/_matrix/client/v3/rooms/{_q(room_id)}/event/{_q(event_id)}")
+    assert status == 200, ev
+    return ev
+
+
+def test_erasure_keeps_the_writers_room_state_under_queued_events(ops, unique):
+    """An erasure answered by the client process tells every process to drop the erased
+    user's messages. The room's writer must not drop its room head with them: a ban it
+    has built but not yet persisted (its batch held back by a row lock the test takes)
+    must still hold when the notice has arrived, for the next send and after it. The
+    erased message is pruned on the writer and on the client process alike."""
+    cluster = ops.cluster
+    alice = new_user(ops.base_url, unique("a"))
+    bob = new_user(ops.base_url, unique("b"))
+    mallory = new_user(ops.base_url, unique("m"))
+    room_id = _public_room(alice, bob, mallory)
+    status, sent = _send(bob, room_id, unique("t"), "soon erased")
+    assert status == 200, sent
+    secret = sent["event_id"]
+    assert bob.request("POST", f"/_matrix/client/v3/rooms/{_q(room_id)}/leave", {})[0] == 200
+    on_writer = Http(cluster.url(WRITER), alice.token)
+    for reader in (alice, on_writer):  # both processes hold the message now
+        assert _event(reader, room_id, secret)["content"]["body"] == "soon erased"
+
+    with ThreadPoolExecutor(2) as pool, \
+            _held(cluster, "SELECT 1 FROM stream_positions WHERE stream = 'events' AND instance = %s FOR UPDATE",
+                  (WRITER,)):
+        ban: Future = pool.submit(alice.request, "POST", f"/_matrix/client/v3/rooms/{_q(room_id)}/ban",
+                                  {"user_id": mallory.user_id})
+        # The ban is built and in the writer's head; its batch waits for the lock.
+        assert _eventually(lambda: _waiting_on_a_lock(cluster, WRITER), bool, within=10)
+        status, body = ops.admin.request("POST", f"/_synapse/admin/v1/deactivate/{_q(bob.user_id)}", {"erase": True})
+        assert status == 200, body
+        # The writer has acted on the notice once it serves the message pruned.
+        pruned = _eventually(lambda: _event(on_writer, room_id, secret), lambda ev: "body" not in ev["content"],
+                             within=10)
+        assert "body" not in pruned["content"], pruned
+        late = pool.submit(_send, mallory, room_id, unique("t"), "banned already")
+        try:  # refused at once when the head holds the ban; otherwise queued behind the lock
+            status, body = late.result(timeout=5)
+            assert status == 403, body
+        except TimeoutError:
+            pass  # judged below, once the lock is released
+    status, body = ban.result(timeout=30)
+    assert status == 200, body
+    status, body = late.result(timeout=30)
+    assert status == 403 and body["errcode"] == "M_FORBIDDEN", "the writer forgot the ban it had queued"
+    status, body = _send(mallory, room_id, unique("t"), "still banned")
+    assert status == 403, body
+    status, member = alice.request("GET", f"/_matrix/client/v3/rooms/{_q(room_id)}/state/m.room.member/{_q(mallory.user_id)}")
+    assert status == 200 and member["membership"] == "ban", member
+    status, body = _send(alice, room_id, unique("t"), "business as usual")
+    assert status == 200, body
+    ev = _eventually(lambda: _event(alice, room_id, secret), lambda ev: "body" not in ev["content"])
+    assert "body" not in ev["content"], "the client process still serves the erased message"
+
+
