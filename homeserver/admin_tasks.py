@@ -27,6 +27,7 @@ from storage import state as state_store
 
 if TYPE_CHECKING:
     from homeserver.audit import Origin
+    from homeserver.config import WorkerConfig
     from homeserver.event import Event
     from homeserver.server import HomeServer
 
@@ -40,8 +41,17 @@ def _now() -> int:
     return int(time.time() * 1000)
 
 
+def interrupted_instances(worker: "WorkerConfig") -> list[str] | None:
+    """Whose unfinished tasks a process starting up knows to be dead: its own; alone
+    (role main), every task's; in a cluster also those of the single process `main` it
+    grew from (which never runs beside it), unless an instance of the cluster is so named."""
+    if not worker.multi_process:
+        return None
+    return [worker.instance_name] + (["main"] if "main" not in worker.instances else [])
+
+
 async def fail_interrupted(hs: "HomeServer") -> None:
-    n = await hs.db.run(tasks_store.fail_interrupted, _now())
+    n = await hs.db.run(tasks_store.fail_interrupted, interrupted_instances(hs.config.worker), _now())
     if n:
         logger.warning("%d admin task(s) were interrupted by a restart and are marked failed", n)
 
@@ -62,7 +72,7 @@ def _start(hs: "HomeServer", task_id: str, work: Callable[[], Awaitable[Any]]) -
 
 async def _new_task(hs: "HomeServer", kind: str, room_id: str, tenant_id: str | None) -> str:
     task_id = secrets.token_urlsafe(12)
-    await hs.db.run(tasks_store.create, task_id, kind, room_id, tenant_id, _now())
+    await hs.db.run(tasks_store.create, task_id, kind, room_id, tenant_id, hs.config.worker.instance_name, _now())
     return task_id
 
 

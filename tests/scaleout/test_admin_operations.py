@@ -133,3 +133,49 @@ def test_erasure_keeps_the_writers_room_state_under_queued_events(ops, unique):
     assert "body" not in ev["content"], "the client process still serves the erased message"
 
 
+def _purge_status(admin: Http, purge_id: str) -> str:
+    status, body = admin.request("GET", f"/_synapse/admin/v1/purge_history_status/{_q(purge_id)}")
+    assert status == 200, body
+    return body["status"]
+
+
+def test_a_process_starting_up_fails_only_its_own_admin_tasks(ops, unique):
+    """A history purge runs on the room's writer (held active by a row lock the test takes
+    on an event it deletes). Restarting the client process leaves it running, and it
+    completes; restarting the writer itself fails the task it interrupted."""
+    cluster = ops.cluster
+    alice = new_user(ops.base_url, unique("a"))
+    room_id = _public_room(alice)
+    sent = []
+    for i in range(4):
+        status, body = _send(alice, room_id, unique("t"), f"old {i}")
+        assert status == 200, body
+        sent.append(body["event_id"])
+
+    def purge(up_to: str) -> str:
+        status, body = ops.admin.request("POST", f"/_synapse/admin/v1/purge_history/{_q(room_id)}",
+                                         {"purge_up_to_event_id": up_to, "delete_local_events": True})
+        assert status == 200, body
+        return body["purge_id"]
+
+    lock_event = "SELECT 1 FROM events WHERE event_id = %s FOR UPDATE"
+    with _held(cluster, lock_event, (sent[0],)):
+        purge_id = purge(sent[1])
+        assert _eventually(lambda: _waiting_on_a_lock(cluster, WRITER), bool, within=10)
+        assert _purge_status(ops.admin, purge_id) == "active"
+        client = cluster.clients[0]
+        cluster.procs[client].stop()
+        cluster.restart(client)
+        assert _purge_status(ops.admin, purge_id) == "active", "another process's restart failed the task"
+    assert _eventually(lambda: _purge_status(ops.admin, purge_id), lambda s: s == "complete",
+                       within=10) == "complete"
+
+    with _held(cluster, lock_event, (sent[2],)):
+        purge_id = purge(sent[3])
+        assert _eventually(lambda: _waiting_on_a_lock(cluster, WRITER), bool, within=10)
+        cluster.procs[WRITER].kill()  # the purge dies with it
+        cluster.restart(WRITER)
+    status, body = ops.admin.request("GET", f"/_synapse/admin/v1/purge_history_status/{_q(purge_id)}")
+    assert status == 200 and body == {"status": "failed", "error": "interrupted by a restart"}, body
+
+
