@@ -23,7 +23,6 @@ from storage import admin_rooms as admin_rooms_store
 from storage import admin_tasks as tasks_store
 from storage import directory as directory_store
 from storage import purge as purge_store
-from storage import state as state_store
 
 if TYPE_CHECKING:
     from homeserver.audit import Origin
@@ -223,9 +222,7 @@ async def shutdown_room(hs: "HomeServer", room_id: str, tenant_id: str | None,
                 result.failed_to_kick_users.append(user_id)
                 continue
             result.kicked_users.append(user_id)
-            await hs.db.run(state_store.forget_room, user_id, room_id)
-            if hs.sync is not None:
-                hs.sync.user_rooms.forget(user_id, room_id)
+            await hs.sync.user_rooms.user_forgot(user_id, room_id)  # on the sync process too
             if result.new_room_id is not None and user_id != params.new_room_user_id:
                 try:
                     await hs.membership.join(user_id, result.new_room_id)

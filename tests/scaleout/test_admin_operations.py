@@ -6,6 +6,7 @@ leaves. A cluster of its own (one writer, the sync process, a client process; gu
 access on), reached without the proxy; some tests restart its processes."""
 from __future__ import annotations
 
+import json
 import urllib.parse
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -177,5 +178,36 @@ def test_a_process_starting_up_fails_only_its_own_admin_tasks(ops, unique):
         cluster.restart(WRITER)
     status, body = ops.admin.request("GET", f"/_synapse/admin/v1/purge_history_status/{_q(purge_id)}")
     assert status == 200 and body == {"status": "failed", "error": "interrupted by a restart"}, body
+
+
+def _sync_rooms(user: Http, section: str) -> set[str]:
+    leave_filter = _q(json.dumps({"room": {"include_leave": True}}))
+    status, body = user.request("GET", f"/_matrix/client/v3/sync?timeout=0&filter={leave_filter}")
+    assert status == 200, body
+    return set(body.get("rooms", {}).get(section, {}))
+
+
+def test_room_deleted_without_purge_leaves_the_sync_process(ops, unique):
+    """Deleting a room without purging it moves its users out and forgets it for them (as
+    Synapse does): the sync process, not the writer running the deletion, answers their
+    /sync, and leaves the room out even with include_leave."""
+    cluster = ops.cluster
+    admin = ops.admin
+    alice = new_user(ops.base_url, unique("a"))
+    bob = new_user(ops.base_url, unique("b"))
+    room_id = _public_room(alice, bob)
+    bob_on_sync = Http(cluster.url(cluster.sync), bob.token)
+    assert room_id in _eventually(lambda: _sync_rooms(bob_on_sync, "join"), lambda found: room_id in found)
+    status, body = admin.request("DELETE", f"/_synapse/admin/v2/rooms/{_q(room_id)}", {"purge": False})
+    assert status == 200, body
+    delete_id = body["delete_id"]
+
+    def delete_status() -> str:
+        status, body = admin.request("GET", f"/_synapse/admin/v2/rooms/delete_status/{_q(delete_id)}")
+        assert status == 200, body
+        return body["status"]
+    assert _eventually(delete_status, lambda s: s in ("complete", "failed"), within=10) == "complete"
+    assert room_id not in _eventually(lambda: _sync_rooms(bob_on_sync, "leave") | _sync_rooms(bob_on_sync, "join"),
+                                      lambda found: room_id not in found)
 
 
