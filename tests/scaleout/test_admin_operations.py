@@ -7,6 +7,7 @@ access on), reached without the proxy; some tests restart its processes."""
 from __future__ import annotations
 
 import json
+import time
 import urllib.parse
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -211,3 +212,37 @@ def test_room_deleted_without_purge_leaves_the_sync_process(ops, unique):
                                       lambda found: room_id not in found)
 
 
+def _guest(base_url: str) -> Http:
+    http = Http(base_url)
+    status, me = http.request("POST", "/_matrix/client/v3/register?kind=guest", {})
+    assert status == 200, me
+    http.token, http.user_id = me["access_token"], me["user_id"]
+    return http
+
+
+def test_only_the_rooms_writer_sends_the_guests_leaves(ops, unique):
+    """A room that stops admitting guests sends its guests' leaves once, from its writer:
+    the processes replaying the change do not try as well (their tries, refused, would be
+    logged as guests that could not leave)."""
+    cluster = ops.cluster
+    agent = new_user(ops.base_url, unique("agent"))
+    guests = [_guest(ops.base_url) for _ in range(3)]
+    room_id = _public_room(agent, *guests, initial_state=[
+        {"type": "m.room.guest_access", "state_key": "", "content": {"guest_access": "can_join"}}])
+    status, body = agent.request("PUT", f"/_matrix/client/v3/rooms/{_q(room_id)}/state/m.room.guest_access",
+                                 {"guest_access": "forbidden"})
+    assert status == 200, body
+
+    def memberships() -> set[str]:
+        found = set()
+        for guest in guests:
+            status, member = agent.request(
+                "GET", f"/_matrix/client/v3/rooms/{_q(room_id)}/state/m.room.member/{_q(guest.user_id)}")
+            assert status == 200, member
+            found.add(member["membership"])
+        return found
+    assert _eventually(memberships, lambda found: found == {"leave"}, within=10) == {"leave"}
+    time.sleep(1)  # the other processes' replays have run by now
+    tries = [line for line in cluster.log_path.read_text().splitlines()
+             if room_id in line and ("could not leave" in line or "removing guests" in line)]
+    assert tries == [], tries
