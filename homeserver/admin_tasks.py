@@ -23,10 +23,10 @@ from storage import admin_rooms as admin_rooms_store
 from storage import admin_tasks as tasks_store
 from storage import directory as directory_store
 from storage import purge as purge_store
-from storage import state as state_store
 
 if TYPE_CHECKING:
     from homeserver.audit import Origin
+    from homeserver.config import WorkerConfig
     from homeserver.event import Event
     from homeserver.server import HomeServer
 
@@ -40,8 +40,17 @@ def _now() -> int:
     return int(time.time() * 1000)
 
 
+def interrupted_instances(worker: "WorkerConfig") -> list[str] | None:
+    """Whose unfinished tasks a process starting up knows to be dead: its own; alone
+    (role main), every task's; in a cluster also those of the single process `main` it
+    grew from (which never runs beside it), unless an instance of the cluster is so named."""
+    if not worker.multi_process:
+        return None
+    return [worker.instance_name] + (["main"] if "main" not in worker.instances else [])
+
+
 async def fail_interrupted(hs: "HomeServer") -> None:
-    n = await hs.db.run(tasks_store.fail_interrupted, _now())
+    n = await hs.db.run(tasks_store.fail_interrupted, interrupted_instances(hs.config.worker), _now())
     if n:
         logger.warning("%d admin task(s) were interrupted by a restart and are marked failed", n)
 
@@ -62,7 +71,7 @@ def _start(hs: "HomeServer", task_id: str, work: Callable[[], Awaitable[Any]]) -
 
 async def _new_task(hs: "HomeServer", kind: str, room_id: str, tenant_id: str | None) -> str:
     task_id = secrets.token_urlsafe(12)
-    await hs.db.run(tasks_store.create, task_id, kind, room_id, tenant_id, _now())
+    await hs.db.run(tasks_store.create, task_id, kind, room_id, tenant_id, hs.config.worker.instance_name, _now())
     return task_id
 
 
@@ -98,10 +107,19 @@ def forget_events(hs: "HomeServer", room_id: str, gone: list[str], pruned: list[
 
 
 def forget_purged_events(hs: "HomeServer", room_id: str) -> None:
-    """Another process purged history in the room: what this one holds of its events
-    goes (the head and events are read again when next needed)."""
-    hs.room_heads.invalidate(room_id)
-    hs.event_cache.forget_room(room_id)
+    """Another process pruned (erasure) or purged events of the room: what this one holds
+    of them goes (read again when next needed).
+
+    Except on the room's writer: its head is where events are built, ahead of the tables
+    while events are queued, so a head read again from the tables would lose them. It
+    does not need to go: erasure prunes only events outside the current state, and
+    history purges run on the writer, which prunes its head in place. Nor do the queued
+    events (not in the tables, so not pruned)."""
+    if hs.owns_room(room_id):
+        hs.event_cache.forget_room(room_id, keep=hs.persister.pending_event_ids(room_id))
+    else:
+        hs.room_heads.invalidate(room_id)
+        hs.event_cache.forget_room(room_id)
     hs.aggregations.forget_all()
     if hs.sync is not None:
         hs.sync.timeline_cache.forget_room(room_id)
@@ -204,9 +222,7 @@ async def shutdown_room(hs: "HomeServer", room_id: str, tenant_id: str | None,
                 result.failed_to_kick_users.append(user_id)
                 continue
             result.kicked_users.append(user_id)
-            await hs.db.run(state_store.forget_room, user_id, room_id)
-            if hs.sync is not None:
-                hs.sync.user_rooms.forget(user_id, room_id)
+            await hs.sync.user_rooms.user_forgot(user_id, room_id)  # on the sync process too
             if result.new_room_id is not None and user_id != params.new_room_user_id:
                 try:
                     await hs.membership.join(user_id, result.new_room_id)

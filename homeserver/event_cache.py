@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Collection
 
 from homeserver.event import Event
 from homeserver.room_versions import KNOWN_ROOM_VERSIONS
@@ -81,7 +81,7 @@ class EventCache:
         for eid in event_ids:
             self._cache.pop(eid, None)
 
-    def forget_room(self, room_id: str) -> None:
-        """Drop every cached event of a room (a deleted room): one pass over the cache."""
-        for eid in [eid for eid, ev in self._cache.items() if ev.room_id == room_id]:
+    def forget_room(self, room_id: str, keep: Collection[str] = ()) -> None:
+        """Drop every cached event of a room (a deleted room) but `keep`: one pass over the cache."""
+        for eid in [eid for eid, ev in self._cache.items() if ev.room_id == room_id and eid not in keep]:
             del self._cache[eid]

@@ -112,7 +112,7 @@ class Persister:
     def settled(self, room_id: str) -> defer.Deferred:
         """Fires once every event of the room queued so far is written (or has failed):
         federation reads the state of the room's latest events from the database."""
-        waiting = [p.done for p in self._writing + self._queue if p.row.room_id == room_id]
+        waiting = [p.done for p in self._pending_in(room_id)]
         if not waiting:
             return defer.succeed(None)
         done: defer.Deferred = defer.Deferred()
@@ -126,6 +126,13 @@ class Persister:
         for d in waiting:
             d.addBoth(one)
         return done
+
+    def pending_event_ids(self, room_id: str) -> set[str]:
+        """The room's events queued or being written: built, not yet in the tables."""
+        return {p.event.event_id for p in self._pending_in(room_id)}
+
+    def _pending_in(self, room_id: str) -> list[_Pending]:
+        return [p for p in self._writing + self._queue if p.row.room_id == room_id]
 
     def discard_room(self, room_id: str) -> None:
         """Fail and drop the not-yet-written events of a room."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from homeserver.event import Event
+from storage import state as state_store
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
@@ -78,7 +79,9 @@ class UserRooms:
         self._forgotten.setdefault(user_id, set()).add(room_id)
 
     async def user_forgot(self, user_id: str, room_id: str) -> None:
-        """The user forgot the room (stored already): here and in the other processes."""
+        """The user forgot the room: stored, here and in the other processes (the sync
+        process's /sync leaves it out)."""
+        await self.hs.db.run(state_store.forget_room, user_id, room_id)
         self.forget(user_id, room_id)
         await self.hs.invalidate_elsewhere(FORGOTTEN_INVALIDATION, f"{user_id} {room_id}")
 

@@ -109,9 +109,7 @@ async def forget(req: Req, room_id: str):
     head = await req.hs.room_heads.get(room_id)
     if head is not None and head.membership_of(req.user_id) in ("join", "invite", "knock"):
         raise MatrixError(400, "M_UNKNOWN", "leave the room before forgetting it")
-    await req.hs.db.run(state_store.forget_room, req.user_id, room_id)
-    if req.hs.sync is not None:
-        await req.hs.sync.user_rooms.user_forgot(req.user_id, room_id)
+    await req.hs.sync.user_rooms.user_forgot(req.user_id, room_id)
     return {}
 
 
