@@ -122,7 +122,8 @@ class Database:
     def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(cursor, *args)` in one transaction on the calling thread. It is run
         again on serialization failures, and when the connection fails (or cannot be made)
-        unless it wrote and its COMMIT was in flight; so `fn` must touch only the database.
+        unless it wrote and its COMMIT was in flight; so `fn` must touch only the database
+        (or do nothing else it cannot do twice: media files, `homeserver/media/repository.py`).
         Raises DatabaseUnavailable when the database stays out of reach."""
         attempt = 0
         while True:

@@ -251,6 +251,12 @@ def delete_media(cur: Cursor, media_ids: list[str], mxc_prefix: str) -> tuple[li
     return deleted, sorted({h for _, h in rows if h})
 
 
+def lock_content(cur: Cursor, sha256: str) -> None:
+    """Hold, until the transaction ends, the lock every process takes to place the file of
+    some content, to write a row naming it, or to decide to remove it."""
+    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("media-content:" + sha256,))
+
+
 def content_in_use(cur: Cursor, sha256: str) -> bool:
     cur.execute("SELECT 1 FROM local_media WHERE sha256 = %s LIMIT 1", (sha256,))
     return cur.fetchone() is not None

@@ -164,6 +164,11 @@ def _files_under(root: Path) -> set[Path]:
     return {p for p in root.rglob("*") if p.is_file()}
 
 
+def _tmp(srv: ServerProcess) -> Path:
+    """Where the (single, so `main`) process receives uploads."""
+    return srv.data_dir / "media" / "tmp" / "main"
+
+
 def _wait_empty(directory: Path, timeout: float = 5) -> bool:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -224,7 +229,7 @@ def test_chunked_upload_over_the_limit_is_cut_off(tight):
 
     status, body = run(go())
     assert status == 413 and body["errcode"] == "M_TOO_LARGE"
-    assert _wait_empty(srv.data_dir / "media" / "tmp"), "the cut-off upload left a file"
+    assert _wait_empty(_tmp(srv)), "the cut-off upload left a file"
     assert not (srv.data_dir / "media" / "content").exists() or _files_under(srv.data_dir / "media" / "content") == set()
     assert _rss(srv) - before < 8
     # At the limit itself the upload is fine.
@@ -238,10 +243,10 @@ def test_interrupted_upload_leaves_nothing(tight):
         s.sendall((f"POST {LEGACY}/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {users['tina'].token}"
                    f"\r\nContent-Length: {900 * 1024}\r\n\r\n").encode() + b"\3" * (500 * 1024))
         deadline = time.time() + 5
-        while not any((srv.data_dir / "media" / "tmp").iterdir()) and time.time() < deadline:
+        while not any(_tmp(srv).iterdir()) and time.time() < deadline:
             time.sleep(0.02)
-        assert any((srv.data_dir / "media" / "tmp").iterdir()), "the upload never reached the disk"
-    assert _wait_empty(srv.data_dir / "media" / "tmp"), "the interrupted upload left a file"
+        assert any(_tmp(srv).iterdir()), "the upload never reached the disk"
+    assert _wait_empty(_tmp(srv)), "the interrupted upload left a file"
 
 
 def test_reserved_ids_expire(tight):

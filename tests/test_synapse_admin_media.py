@@ -10,7 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import psycopg2
 import pytest
@@ -244,6 +247,53 @@ def test_delete_removes_the_file_with_the_last_row_naming_it(world):
         404, {"errcode": "M_NOT_FOUND", "error": "Unknown media"})
     status, err = w.admin.request("DELETE", f"{A1}/media/elsewhere.org/{again}")
     assert (status, err["error"]) == (400, "Can only delete local media")
+
+
+@contextmanager
+def _content_lock_held(w, data: bytes) -> Iterator[None]:
+    """Hold the lock a process takes on some content (storage.media.lock_content) while it
+    places or removes its files, as another process of the deployment would."""
+    conn = psycopg2.connect(w.srv.dsn())
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
+                        ("media-content:" + hashlib.sha256(data).hexdigest(),))
+        yield
+    finally:
+        conn.rollback()
+        conn.close()
+
+
+def _still_waiting(*pending: Future) -> bool:
+    time.sleep(1.0)
+    return not any(f.done() for f in pending)
+
+
+def test_files_of_content_wait_for_its_lock_held_by_another_process(world):
+    """What orders an upload of some bytes against the removal of their file when the two
+    run in different processes: the content's lock in PostgreSQL. While another process
+    holds it (here the test), thumbnails, deletions and uploads of that content wait; an
+    upload arriving while the last row naming the content is deleted keeps a served file."""
+    w, u = world
+    alice, carol = u["alice"], u["carol"]
+    png = image_bytes((77, 41))
+    first = upload_ok(alice, png, "image/png")
+    with ThreadPoolExecutor(2) as pool:
+        with _content_lock_held(w, png):
+            thumbnail = pool.submit(_fetch, w, alice, first, True)
+            assert _still_waiting(thumbnail), "the thumbnail was placed under another process's lock"
+        assert thumbnail.result(30)[0] == 200 and _thumbnail_dir(w, png).exists()
+
+        with _content_lock_held(w, png):
+            deletion = pool.submit(w.admin.request, "DELETE", f"{A1}/media/{SERVER_NAME}/{first}")
+            time.sleep(0.3)  # the deletion comes first: it waits to decide on the file
+            upload = pool.submit(upload_ok, carol, png, "image/png")
+            assert _still_waiting(deletion, upload), "a file was placed or removed under another process's lock"
+        assert deletion.result(30) == (200, {"deleted_media": [first], "total": 1})
+        again = upload.result(30)
+    assert _fetch(w, alice, first)[0] == 404
+    assert _fetch(w, carol, again) == (200, png) and _content_file(w, png).exists()
+    assert _fetch(w, carol, again, thumbnail=True)[0] == 200
 
 
 def test_delete_a_users_media(world):

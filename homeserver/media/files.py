@@ -2,9 +2,14 @@
 
     media/content/ab/cd/abcd...      the bytes, named by their SHA-256 (hex)
     media/thumbnails/ab/cd/abcd.../  thumbnails of that content, one file per size
-    media/tmp/                       uploads being received (removed at start-up)
+    media/tmp/<instance>/            uploads and thumbnails being made by one process
 
-The functions here block (file system calls): run them on the media thread pool."""
+Several processes may share the directory (docs/scaling.md): each receives into a tmp
+directory of its own, and at start-up clears only that one (a process of role `main`,
+alone by definition, clears all of `tmp/`).
+
+The functions here block (file system calls): run them on the media thread pool, or in
+the database transaction holding the content's lock (`repository.py`)."""
 from __future__ import annotations
 
 import os
@@ -13,16 +18,16 @@ from pathlib import Path
 
 
 class MediaFiles:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, instance_name: str) -> None:
         self.root = root
-        self.tmp_dir = root / "tmp"
+        self.tmp_dir = root / "tmp" / instance_name
 
-    def prepare(self) -> None:
-        """Create the directories; drop uploads a previous process left half-received."""
-        if self.tmp_dir.exists():
-            shutil.rmtree(self.tmp_dir, ignore_errors=True)
-        for sub in ("content", "thumbnails", "tmp"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
+    def prepare(self, alone: bool) -> None:
+        """Create the directories; drop what an earlier run of this instance (when `alone`,
+        of any instance) left half-received."""
+        shutil.rmtree(self.root / "tmp" if alone else self.tmp_dir, ignore_errors=True)
+        for directory in (self.root / "content", self.root / "thumbnails", self.tmp_dir):
+            directory.mkdir(parents=True, exist_ok=True)
 
     @staticmethod
     def _fan_out(sha256: str) -> Path:
@@ -46,11 +51,14 @@ class MediaFiles:
         if final.exists():
             tmp_path.unlink(missing_ok=True)
         else:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp_path, final)
+            self.place(tmp_path, final)
         return final
 
     def place(self, tmp_path: Path, final: Path) -> None:
+        """Move `tmp_path` to `final`. Run again (a retried transaction), it finds the file
+        already moved."""
+        if final.exists() and not tmp_path.exists():
+            return
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp_path, final)
 

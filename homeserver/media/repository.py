@@ -3,9 +3,11 @@ wall on every read, waiting for content not uploaded yet, cached thumbnails, and
 
 Bytes are content-addressed files (`files.py`); metadata is in PostgreSQL
 (`storage/media.py`). A file is shared by every media row of the same content, so it is
-removed only with the last row naming it; placing a file and deciding to remove one hold
-the same per-content lock, so an upload of the same bytes never loses its file. All file
-and image work runs on the repository's own thread pool."""
+removed only with the last row naming it. Placing a file (or a thumbnail) with the row
+naming it, and deciding to remove one with the removal, each happen in one transaction
+holding the content's advisory lock (`storage.media.lock_content`), so an upload of the
+same bytes never loses its file, whichever processes the two run in. Other file and
+image work runs on the repository's own thread pool."""
 from __future__ import annotations
 
 import logging
@@ -33,6 +35,7 @@ from homeserver.media.thumbnails import (
 from homeserver.media.upload_sink import Producer, ReceivedFile, UploadSink
 from homeserver.write_behind import WriteBehind
 from storage import media as media_store
+from storage.database import Cursor
 from storage.media import MediaRow, ThumbnailRow
 
 if TYPE_CHECKING:
@@ -63,11 +66,13 @@ class MediaRepository:
     def __init__(self, hs: "HomeServer") -> None:
         self.hs = hs
         self.config = hs.config.media
-        self.files = MediaFiles(hs.config.data_dir / "media")
+        self.files = MediaFiles(hs.config.data_dir / "media", hs.config.worker.instance_name)
         self.pool = ThreadPool(minthreads=0, maxthreads=4, name="media")
         self._waiters: dict[str, list[defer.Deferred]] = {}
         self._thumbnailing = Coalescer()
-        self._content_locks = KeyedLock()  # by SHA-256: placing a file vs removing it
+        # By SHA-256: this process's contenders for a content's database lock queue here,
+        # not each on a database connection.
+        self._content_locks = KeyedLock()
         # Downloads note when media was last used; deleting media by date goes by it.
         self._accesses: WriteBehind[str, int] = WriteBehind(hs, media_store.note_accesses, ACCESS_FLUSH_S,
                                                             "media last-access times")
@@ -76,7 +81,7 @@ class MediaRepository:
 
     async def start(self) -> None:
         self.pool.start()
-        await self.run_in_pool(self.files.prepare)
+        await self.run_in_pool(self.files.prepare, not self.hs.config.worker.multi_process)
         self._accesses.start()
 
     def stop(self) -> None:
@@ -114,13 +119,17 @@ class MediaRepository:
         try:
             media_id = secrets.token_urlsafe(18)
             tenant = await self.hs.tenancy.tenant_of(user_id)
-            async with self._content_locks.hold(received.sha256):
-                await self.run_in_pool(self.files.commit, received.path, received.sha256)
-                await self.hs.db.run(media_store.insert_uploaded, media_id, user_id, tenant, content_type,
-                                     upload_name, received.size, received.sha256, now_ms())
+            await self._keep(received, media_store.insert_uploaded, media_id, user_id, tenant, content_type,
+                             upload_name, received.size, received.sha256, now_ms())
         finally:
             await self.run_in_pool(received.path.unlink, True)
         return media_id
+
+    async def _keep(self, received: ReceivedFile, record: Any, *args: Any) -> Any:
+        """Move a received file to its content address and write the row naming it
+        (`record(cursor, *args)`, whose answer this is), under the content's lock."""
+        async with self._content_locks.hold(received.sha256):
+            return await self.hs.db.run(_place_content, self.files, received, record, *args)
 
     async def create(self, user_id: str) -> tuple[str, int]:
         """Reserve a media id for a later PUT; (media id, unused_expires_at)."""
@@ -143,10 +152,8 @@ class MediaRepository:
             raise MatrixError(409, "M_CANNOT_OVERWRITE_MEDIA", "media already uploaded")
         received = await sink.finish()
         try:
-            async with self._content_locks.hold(received.sha256):
-                await self.run_in_pool(self.files.commit, received.path, received.sha256)
-                done = await self.hs.db.run(media_store.complete_pending, media_id, content_type,
-                                            upload_name, received.size, received.sha256, now_ms())
+            done = await self._keep(received, media_store.complete_pending, media_id, content_type,
+                                    upload_name, received.size, received.sha256, now_ms())
         finally:
             await self.run_in_pool(received.path.unlink, True)
         if not done:
@@ -248,16 +255,14 @@ class MediaRepository:
         thumb = ThumbnailRow(size.width, size.height, size.method, animated, made.content_type,
                              int(row.size or 0), made.is_original)
         sha = row.sha256 or ""
+        final = self._thumbnail_path(sha, thumb) if made.path is not None else None
         async with self._content_locks.hold(sha):
-            if not await self.hs.db.run(media_store.content_in_use, sha):  # deleted meanwhile
-                if made.path is not None:
-                    await self.run_in_pool(made.path.unlink, True)
-                raise not_found("media not found")
+            kept = await self.hs.db.run(_place_thumbnail, self.files, sha, thumb, made.path, final, now_ms())
+        if kept is None:  # the media was deleted meanwhile
             if made.path is not None:
-                final = self._thumbnail_path(sha, thumb)
-                thumb = replace(thumb, size=await self.run_in_pool(_place, self.files, made.path, final))
-            await self.hs.db.run(media_store.insert_thumbnail, sha, thumb, now_ms())
-        return thumb
+                await self.run_in_pool(made.path.unlink, True)
+            raise not_found("media not found")
+        return kept
 
     # --- deletion ----------------------------------------------------------------------
 
@@ -271,8 +276,7 @@ class MediaRepository:
                                                f"mxc://{self.hs.server_name}/")
         for sha in hashes:
             async with self._content_locks.hold(sha):
-                if await self.hs.db.run(media_store.forget_content, sha):
-                    await self.run_in_pool(self.files.remove, sha)
+                await self.hs.db.run(_forget_content, self.files, sha)
         return deleted
 
     def last_access_ts(self, row: MediaRow) -> int | None:
@@ -285,9 +289,36 @@ class MediaRepository:
         return self._accesses.flush()
 
 
-def _place(files: MediaFiles, tmp: Path, final: Path) -> int:
-    files.place(tmp, final)
-    return final.stat().st_size
+# One transaction each, holding the content's lock: the file step runs inside it (on the
+# database thread), so no process places or removes the content's files between another's
+# check of the rows and its change to them. Run again when the transaction is retried,
+# each finds its file step done (an upload fails if its content was removed in between).
+
+def _place_content(cur: Cursor, files: MediaFiles, received: ReceivedFile, record: Any, *args: Any) -> Any:
+    media_store.lock_content(cur, received.sha256)
+    files.commit(received.path, received.sha256)
+    return record(cur, *args)
+
+
+def _place_thumbnail(cur: Cursor, files: MediaFiles, sha: str, thumb: ThumbnailRow, made: Path | None,
+                     final: Path | None, now: int) -> ThumbnailRow | None:
+    """The thumbnail's row (its file moved into place), or None when no media row names
+    the content any more."""
+    media_store.lock_content(cur, sha)
+    if not media_store.content_in_use(cur, sha):
+        return None
+    if made is not None and final is not None:
+        files.place(made, final)
+        thumb = replace(thumb, size=final.stat().st_size)
+    media_store.insert_thumbnail(cur, sha, thumb, now)
+    return thumb
+
+
+def _forget_content(cur: Cursor, files: MediaFiles, sha: str) -> None:
+    """Remove the content's file and thumbnails if no media row names it any more."""
+    media_store.lock_content(cur, sha)
+    if media_store.forget_content(cur, sha):
+        files.remove(sha)
 
 
 def _expired(row: MediaRow, now: int) -> bool:
