@@ -25,7 +25,7 @@ from twisted.web import http, server
 from twisted.web.http import NO_BODY_CODES, RESPONSES, datetimeToString
 from twisted.web.resource import Resource
 
-from client_api import request_log
+from client_api import idle_sweep, request_log
 from client_api.streaming import JsonLines
 from homeserver import held_writes
 from homeserver.errors import MatrixError
@@ -446,6 +446,23 @@ class LimitedChannel(http.HTTPChannel):
             self.send_held()
         super().requestDone(request)
 
+    # The idle timeout: a time noted here and one sweep for every connection
+    # (client_api.idle_sweep) instead of TimeoutMixin's timer per connection.
+    idle_since = 0.0
+
+    def connectionMade(self) -> None:
+        idle_sweep.track(self)
+        super().connectionMade()
+
+    def setTimeout(self, period: float | None) -> float | None:
+        previous, self.timeOut = self.timeOut, period
+        self.idle_since = time.monotonic()
+        return previous
+
+    def resetTimeout(self) -> None:
+        if self.timeOut is not None:
+            self.idle_since = time.monotonic()
+
     def dataReceived(self, data: bytes) -> None:
         if not self._refused:
             super().dataReceived(data)
@@ -457,6 +474,7 @@ class LimitedChannel(http.HTTPChannel):
     def connectionLost(self, reason: Any) -> None:
         if self._linger_call is not None and self._linger_call.active():
             self._linger_call.cancel()
+        idle_sweep.forget(self)
         super().connectionLost(reason)
 
 
