@@ -91,8 +91,11 @@ class Pusher:
         logger.error("pusher for %s stopped: %s", self.reg.id, failure.getTraceback())
         self._running = False
 
+    def wants_ephemeral(self, event: dict) -> bool:
+        return self.reg.receive_ephemeral and self._ephemeral_interesting(event)
+
     def add_ephemeral(self, event: dict) -> None:
-        if not self.reg.receive_ephemeral or not self._ephemeral_interesting(event):
+        if not self.wants_ephemeral(event):
             return
         self._ephemeral.append(event)
         del self._ephemeral[:-MAX_EPHEMERAL]  # ephemeral data may be dropped, never events

@@ -118,9 +118,7 @@ def _internal_handlers() -> dict[bytes, Any]:
     if not _internal:  # imported late: those modules import the room core
         from homeserver.push.activity import SYNCING_PATH, serve_syncing
         from homeserver.remote_writes import SEND_PATH, serve_send
-        from sync.device_lists import CHANGED_PATH, serve_device_list_changed
-        _internal.update({SEND_PATH.encode(): serve_send, SYNCING_PATH.encode(): serve_syncing,
-                          CHANGED_PATH.encode(): serve_device_list_changed})
+        _internal.update({SEND_PATH.encode(): serve_send, SYNCING_PATH.encode(): serve_syncing})
     return _internal
 
 

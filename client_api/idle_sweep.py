@@ -10,12 +10,14 @@ every `SWEEP_SECONDS` closes those idle for longer than their period (so up to t
 late: the periods are hours)."""
 from __future__ import annotations
 
+import logging
 import time
 from typing import Protocol
 
 from twisted.internet import task
 
 SWEEP_SECONDS = 30.0
+logger = logging.getLogger(__name__)
 
 
 class Sweepable(Protocol):
@@ -48,5 +50,8 @@ def sweep(now: float | None = None) -> int:
     expired = [c for c in _open if c.timeOut is not None and now - c.idle_since >= c.timeOut]
     for channel in expired:
         _open.discard(channel)  # closing: once is enough
-        channel.timeoutConnection()
+        try:
+            channel.timeoutConnection()
+        except Exception:  # one connection must not stop the sweep for the others
+            logger.exception("timing out an idle connection failed")
     return len(expired)

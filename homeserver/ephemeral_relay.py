@@ -27,7 +27,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 KEEP_MS = 300_000
+PRUNE_EVERY_S = 60.0
 MAX_BATCH = 500
+READ_PAGE = 1000
 
 
 class RelaySender:
@@ -37,8 +39,13 @@ class RelaySender:
         self.hs = hs
         self._queue: list[str] = []
         self._writing = False
+        self._pruned_at = 0.0
 
     def add(self, event: dict) -> None:
+        # Judged here, where typing, receipts and presence are made and the heads are
+        # current; the job's process judges again before sending.
+        if not any(p.wants_ephemeral(event) for p in self.hs.appservices.pushers.values()):
+            return
         self._queue.append(orjson.dumps(event).decode())
         if not self._writing:
             self._writing = True
@@ -48,9 +55,13 @@ class RelaySender:
         try:
             while self._queue:
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                now = time.time()
+                prune = now - self._pruned_at >= PRUNE_EVERY_S
                 try:
-                    await self.hs.db.run(relay_store.append, batch, int(time.time() * 1000),
-                                         self.hs.config.worker.instance_name, KEEP_MS)
+                    await self.hs.db.run(relay_store.append, batch, int(now * 1000),
+                                         self.hs.config.worker.instance_name, KEEP_MS if prune else None)
+                    if prune:
+                        self._pruned_at = now
                 except Exception as e:  # dropped, as ephemeral data may be
                     logger.warning("relaying %d ephemeral update(s) failed: %s", len(batch), e)
         finally:
@@ -72,10 +83,10 @@ class RelayReader:
         self.position = self._target = await self.hs.db.run(relay_store.latest)
 
     def heard(self, position: int) -> None:
-        if position <= self._target:
-            return
-        self._target = position
-        if not self._reading:
+        """An announced position (or the stored one, after a reconnect: a read that failed
+        before is tried again then)."""
+        self._target = max(self._target, position)
+        if self._target > self.position and not self._reading:
             self._reading = True
             defer.ensureDeferred(self._read())
 
@@ -84,7 +95,7 @@ class RelayReader:
             while self._target > self.position:
                 upto = self._target
                 try:
-                    rows = await self.hs.db.run(relay_store.between, self.position, upto)
+                    rows = await self.hs.db.run(relay_store.between, self.position, upto, READ_PAGE)
                 except Exception as e:  # the next announcement or reconnect tries again
                     logger.warning("reading relayed ephemeral updates failed: %s", e)
                     return
@@ -97,7 +108,7 @@ class RelayReader:
                         self._deliver(event)
                     except Exception:
                         logger.exception("handing on a relayed ephemeral update failed")
-                self.position = upto
+                self.position = rows[-1][0] if len(rows) == READ_PAGE else upto
         finally:
             self._reading = False
 

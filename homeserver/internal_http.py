@@ -1,8 +1,7 @@
 """Calls from one process of the deployment to another's internal listener
 (docs/scaling.md): a JSON body POSTed with the shared secret, a JSON answer. Used for a
-room write handed to its writer (`remote_writes`), for asking the stream owner whether
-a user is syncing (`push.activity`) and for telling it of a device-list change
-(`sync.device_lists`)."""
+room write handed to its writer (`remote_writes`) and for asking the stream owner whether
+a user is syncing (`push.activity`)."""
 from __future__ import annotations
 
 from io import BytesIO

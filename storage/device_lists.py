@@ -1,12 +1,31 @@
 """Device-list changes: which users' devices or keys changed, by stream position."""
 from __future__ import annotations
 
+from storage import replication as repl_store
 from storage.database import Cursor
 
 
 def record_change(cur: Cursor, stream_id: int, user_id: str) -> None:
     cur.execute("INSERT INTO device_list_changes (stream_id, user_id) VALUES (%s, %s)"
                 " ON CONFLICT DO NOTHING", (stream_id, user_id))
+
+
+OUTBOX_STREAM = "device_list_outbox"
+
+
+def queue_change(cur: Cursor, user_id: str, instance: str) -> None:
+    """Away from the stream owner: keep the change for the owner, and tell it."""
+    cur.execute("INSERT INTO device_list_outbox (user_id) VALUES (%s) RETURNING id", (user_id,))
+    repl_store.announce(cur, OUTBOX_STREAM, instance, cur.fetchone()[0])
+
+
+def queued_changes(cur: Cursor, limit: int) -> list[tuple[int, str]]:
+    cur.execute("SELECT id, user_id FROM device_list_outbox ORDER BY id LIMIT %s", (limit,))
+    return cur.fetchall()
+
+
+def forget_queued(cur: Cursor, ids: list[int]) -> None:
+    cur.execute("DELETE FROM device_list_outbox WHERE id = ANY(%s)", (ids,))
 
 
 def changed_since(cur: Cursor, since: int, upto: int) -> list[str]:

@@ -1,18 +1,18 @@
 """The device-list stream: a user's devices or keys changed, so users who share a room
 with them should re-query their keys (sync's device_lists.changed, keys/changes).
 
-Written by the stream owner alone (`worker.streams`, docs/scaling.md): a change made on
-another process (the admin API answers on client processes) is handed to the owner over
-its internal listener (`record_change`, `serve_device_list_changed`)."""
+Written by the stream owner alone (`worker.streams`, docs/scaling.md). A change made on
+another process (the admin API answers on client processes) is stored in
+`device_list_outbox` and announced in the same transaction; the owner records what the
+outbox holds when it hears of it, and after every (re)connect, so a change survives the
+owner being away."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
-import orjson
+from twisted.internet import defer
 
-from homeserver.errors import MatrixError
-from homeserver.ids import is_valid_user_id
 from storage import device_lists as store
 from sync.change_log import ChangeLog
 from sync.stream_ids import StreamIdGen
@@ -21,8 +21,7 @@ if TYPE_CHECKING:
     from homeserver.server import HomeServer
 
 logger = logging.getLogger(__name__)
-CHANGED_PATH = "/_homeserver/internal/v1/device_list_changed"
-TELL_TIMEOUT_S = 10.0  # a stream owner that does not answer fails the change, never hangs it
+OUTBOX_PAGE = 500
 
 
 class DeviceLists:
@@ -38,12 +37,15 @@ class DeviceLists:
         start = await self.hs.db.run(store.max_stream)
         self.stream = StreamIdGen(start)
         self._log = ChangeLog(start, keep=10_000)
+        self._draining = self._drain_again = False
+        if self.hs.replication is not None and self.hs.config.worker.owns_streams:
+            self.hs.replication.on_position(store.OUTBOX_STREAM, lambda _position: self._drain_outbox())
 
     async def record_change(self, user_id: str) -> None:
-        """Returns once the change is recorded where /sync reads it; raises (503) when the
-        stream owner cannot be told: the change must not be lost silently."""
+        """Returns once the change is stored: recorded where /sync reads it on the stream
+        owner, queued for the owner elsewhere."""
         if not self.hs.config.worker.owns_streams:
-            await self._tell_owner(user_id)
+            await self.hs.db.run(store.queue_change, user_id, self.hs.config.worker.instance_name)
             return
         stream_id = self.stream.allocate()
         try:
@@ -55,16 +57,30 @@ class DeviceLists:
         for listener in self.listeners:
             listener(user_id)
 
-    async def _tell_owner(self, user_id: str) -> None:
-        owner = self.hs.config.worker.streams
+    def _drain_outbox(self) -> None:
+        if self._draining:
+            self._drain_again = True  # announced while reading: read once more
+            return
+        self._draining = True
+        defer.ensureDeferred(self._drain())
+
+    async def _drain(self) -> None:
+        """Record the changes other processes queued, then drop them (a crash in between
+        records one twice, which only makes clients query keys again)."""
         try:
-            status, answer = await self.hs.internal.post(owner, CHANGED_PATH, {"user_id": user_id},
-                                                         timeout_s=TELL_TIMEOUT_S)
-        except Exception as e:
-            status, answer = None, str(e) or type(e).__name__
-        if status != 200:
-            logger.warning("telling %s that the devices of %s changed failed: %s %s", owner, user_id, status, answer)
-            raise MatrixError(503, "M_UNKNOWN", "the device change is saved but could not be announced; retry")
+            while True:
+                self._drain_again = False
+                rows = await self.hs.db.run(store.queued_changes, OUTBOX_PAGE)
+                for user_id in dict.fromkeys(u for _, u in rows):
+                    await self.record_change(user_id)
+                if rows:
+                    await self.hs.db.run(store.forget_queued, [i for i, _ in rows])
+                if len(rows) < OUTBOX_PAGE and not self._drain_again:
+                    return
+        except Exception:  # the next announcement or reconnect tries again
+            logger.warning("recording queued device-list changes failed", exc_info=True)
+        finally:
+            self._draining = False
 
     def changed_in_memory(self, since: int) -> set[str]:
         """Users changed after `since` as far as this process knows (tokens from before
@@ -99,17 +115,3 @@ class DeviceLists:
             sharing_changed.add(user_id)
         return sorted(sharing_changed), sorted(left - sharing_changed)
 
-
-async def serve_device_list_changed(hs: "HomeServer", body: bytes) -> tuple[int, dict[str, Any]]:
-    """The stream owner's side of `record_change` on another process (an internal listener
-    only)."""
-    if not hs.config.worker.owns_streams:  # ids come from the owner's memory alone
-        return 404, {"errcode": "M_UNRECOGNIZED", "error": "not the stream owner"}
-    try:
-        user_id = orjson.loads(body)["user_id"]
-        if not isinstance(user_id, str) or not is_valid_user_id(user_id):
-            raise TypeError("user_id must be a user id")
-    except (ValueError, KeyError, TypeError) as e:
-        return 400, {"errcode": "M_BAD_JSON", "error": str(e)}
-    await hs.sync.device_lists.record_change(user_id)
-    return 200, {}

@@ -141,6 +141,27 @@ class SyncEngine:
                     return True
         return False
 
+    def unloaded_rooms(self, user_id: str) -> list[str]:
+        """The user's joined rooms whose heads are not in memory (after a restart, or
+        evicted): `shares_room` cannot see into them."""
+        rooms = self.user_rooms._users.get(user_id) or {}
+        peek = self.hs.room_heads.peek
+        return [r for r, (m, _) in rooms.items() if m == "join" and peek(r) is None]
+
+    async def sharing_among(self, user_id: str, others: set[str]) -> set[str]:
+        """Those of `others` sharing a joined room with `user_id` (the user among them),
+        the heads of the user's rooms loaded where they are not in memory."""
+        found = others & {user_id}
+        rooms = await self.user_rooms.rooms_of(user_id)
+        heads = self.hs.room_heads
+        for room_id, (membership, _) in rooms.items():
+            if membership != "join" or len(found) == len(others):
+                continue
+            head = heads.peek(room_id) or await heads.get(room_id)
+            if head is not None:
+                found.update(u for u in others if head.members.get(u) == "join")
+        return found
+
     def _wake_sharing(self, user_id: str) -> None:
         self.notifier.notify_users(self.sharing_users(user_id))
 

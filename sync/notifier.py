@@ -28,7 +28,7 @@ from homeserver import held_writes, metrics
 from sync.deadlines import Deadlines
 
 SLICE_SECONDS = 0.01
-DEADLINE_RESOLUTION = 0.05  # a long-poll times out at most this much late
+DEADLINE_RESOLUTION = 0.05  # a long-poll times out at most this much late (and a drain slice)
 
 
 class Notifier:
@@ -74,7 +74,8 @@ class Notifier:
         self._drain_scheduled = False
         deadline = time.perf_counter() + SLICE_SECONDS
         with held_writes.held():  # the slice's answers leave together at its end
-            for queue, woken in ((self._ready, True), (self._expired, False)):
+            # The expired first: few, and never held back behind a stream of wake-ups.
+            for queue, woken in ((self._expired, False), (self._ready, True)):
                 while queue:
                     d = queue.popleft()
                     if not d.called:
@@ -122,9 +123,7 @@ class Notifier:
         d: defer.Deferred = defer.Deferred()
         self._waiters.setdefault(user_id, set()).add(d)
         self._deadlines.add(time.monotonic() + timeout_ms / 1000.0, d)
-        timer = self._timer
-        if timer is None or not timer.active() or timeout_ms < 1000 * (timer.getTime() - reactor.seconds()):
-            self._arm()
+        self._arm()
         self._waiting += 1
         try:
             return await d

@@ -124,7 +124,8 @@ class SyncHandler:
                                          or self._ephemeral_changed(room_id, since)):
                 return True
         device_changes = engine.device_lists.changed_in_memory(since.device_lists)
-        if any(engine.shares_room(user_id, u) for u in device_changes):
+        if device_changes and (any(engine.shares_room(user_id, u) for u in device_changes)
+                               or engine.unloaded_rooms(user_id)):  # can't tell here: the build can
             return True
         if self.hs.config.presence.enabled:
             presence = engine.presence
@@ -198,7 +199,8 @@ class SyncHandler:
         to_device, to_device_pos = await engine.to_device.fetch(
             user_id, device_id, since.to_device if since else 0)
         device_changes = await self._device_list_changes(since, now)
-        device_changes = {u for u in device_changes if engine.shares_room(user_id, u)}
+        if device_changes:
+            device_changes = await engine.sharing_among(user_id, device_changes)
         presence_events = self._presence(user_id, since, filt, plans)
         left = self._no_longer_sharing(user_id, plans) if since else set()
         if device_changes or left or presence_events:
