@@ -148,16 +148,21 @@ class SyncEngine:
         peek = self.hs.room_heads.peek
         return [r for r, (m, _) in rooms.items() if m == "join" and peek(r) is None]
 
+    async def load_heads(self, user_id: str) -> None:
+        """Bring the heads of the user's joined rooms into memory, where who shares a room
+        with them is read."""
+        for room_id in self.unloaded_rooms(user_id):
+            await self.hs.room_heads.get(room_id)
+
     async def sharing_among(self, user_id: str, others: set[str]) -> set[str]:
         """Those of `others` sharing a joined room with `user_id` (the user among them),
-        the heads of the user's rooms loaded where they are not in memory."""
-        found = others & {user_id}
+        walking the user's own rooms, their heads loaded first."""
         rooms = await self.user_rooms.rooms_of(user_id)
-        heads = self.hs.room_heads
+        await self.load_heads(user_id)
+        found = others & {user_id}
+        peek = self.hs.room_heads.peek
         for room_id, (membership, _) in rooms.items():
-            if membership != "join" or len(found) == len(others):
-                continue
-            head = heads.peek(room_id) or await heads.get(room_id)
+            head = peek(room_id) if membership == "join" else None
             if head is not None:
                 found.update(u for u in others if head.members.get(u) == "join")
         return found

@@ -131,8 +131,10 @@ class SyncHandler:
             presence = engine.presence
             changed_users = presence.changed_after(since.presence)
             if changed_users is None:  # too old for the log: walk everyone we share with
-                return bool(presence.changed_since(engine.sharing_users(user_id), since.presence))
-            return any(engine.shares_room(user_id, u) for u in changed_users)
+                return bool(presence.changed_since(engine.sharing_users(user_id), since.presence)) \
+                    or bool(engine.unloaded_rooms(user_id))
+            return any(engine.shares_room(user_id, u) for u in changed_users) \
+                or bool(changed_users and engine.unloaded_rooms(user_id))  # can't tell here: the build can
         return False
 
     def _changed_rooms(self, rooms: dict[str, tuple[str, int]], since: StreamToken | None) -> set[str] | None:
@@ -201,7 +203,7 @@ class SyncHandler:
         device_changes = await self._device_list_changes(since, now)
         if device_changes:
             device_changes = await engine.sharing_among(user_id, device_changes)
-        presence_events = self._presence(user_id, since, filt, plans)
+        presence_events = await self._presence(user_id, since, filt, plans)
         left = self._no_longer_sharing(user_id, plans) if since else set()
         if device_changes or left or presence_events:
             # Someone whose tenant changed after joining may still share a room: another
@@ -619,7 +621,8 @@ class SyncHandler:
             return [], {}
         return await ad.changed_since(user_id, lower)
 
-    def _presence(self, user_id: str, since: StreamToken | None, filt: Filter, plans: list[RoomPlan]) -> list[dict]:
+    async def _presence(self, user_id: str, since: StreamToken | None, filt: Filter,
+                        plans: list[RoomPlan]) -> list[dict]:
         """Presence changes of users we share a room with, and the current presence of
         users who newly share one with us (members of a newly joined room, members who
         joined one of ours), whenever it last changed."""
@@ -629,9 +632,10 @@ class SyncHandler:
         presence = engine.presence
         changed_users = presence.changed_after(since.presence) if since is not None else None
         if changed_users is None:
+            await engine.load_heads(user_id)
             changed = set(presence.changed_since(engine.sharing_users(user_id), since.presence if since else 0))
         else:
-            changed = {u for u in changed_users if engine.shares_room(user_id, u)}
+            changed = await engine.sharing_among(user_id, set(changed_users)) if changed_users else set()
         if since is not None:
             changed.update(u for u in self._newly_sharing(user_id, plans) if presence.is_known_online(u))
         return [presence.event_for(u) for u in sorted(changed) if filt.presence.allows("m.presence", u)]
