@@ -52,8 +52,33 @@ def test_long_poll_wakes_on_message(server, unique):
         # An idle long-poll times out with no room updates and a usable token.
         t0 = time.monotonic()
         idle = await b.sync(timeout=500, since=resp.next_batch, sync_filter=no_presence)
-        assert time.monotonic() - t0 >= 0.45
+        assert 0.45 <= time.monotonic() - t0 < 3.0
         assert room_id not in idle.rooms.join
+        await a.close(); await b.close()
+    run(main())
+
+
+def test_a_short_long_poll_times_out_on_time_behind_a_long_one(server, unique):
+    """Timeouts share one timer (sync/notifier.py): a long-poll due sooner than every one
+    already waiting moves it, and one due later leaves it."""
+    async def main():
+        a, b = await _client(server.base_url, unique("a")), await _client(server.base_url, unique("b"))
+        room_id = await _room(a, b)
+        no_presence = {"presence": {"not_types": ["*"]}}
+        since = (await b.sync(timeout=0, sync_filter=no_presence)).next_batch
+        long_poll = asyncio.ensure_future(b.sync(timeout=30_000, since=since, sync_filter=no_presence))
+        await asyncio.sleep(0.3)
+        for timeout_ms in (600, 1200):  # the first moves the timer earlier, the second not
+            t0 = time.monotonic()
+            idle = await a.sync(timeout=timeout_ms, since=(await a.sync(timeout=0, sync_filter=no_presence)).next_batch,
+                                sync_filter=no_presence)
+            elapsed = time.monotonic() - t0
+            assert isinstance(idle, SyncResponse) and room_id not in idle.rooms.join
+            assert timeout_ms / 1000 - 0.05 <= elapsed < timeout_ms / 1000 + 1.5, (timeout_ms, elapsed)
+        assert not long_poll.done()
+        sent = await a.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": "done"})
+        woken = await asyncio.wait_for(long_poll, 5)
+        assert [e.event_id for e in woken.rooms.join[room_id].timeline.events] == [sent.event_id]
         await a.close(); await b.close()
     run(main())
 
