@@ -45,22 +45,26 @@ class MediaFiles:
         return self.thumbnail_dir(sha256) / name
 
     def commit(self, tmp_path: Path, sha256: str) -> Path:
-        """Move a received file to its content address. Identical content is stored once:
-        if the address is taken, the new copy is dropped."""
+        """Give a received file its content address (identical content is stored once).
+        The received file stays where it is: its owner removes it once the row naming the
+        content is written."""
         final = self.content_path(sha256)
-        if final.exists():
-            tmp_path.unlink(missing_ok=True)
-        else:
-            self.place(tmp_path, final)
+        self.place(tmp_path, final)
         return final
 
     def place(self, tmp_path: Path, final: Path) -> None:
-        """Move `tmp_path` to `final`. Run again (a retried transaction), it finds the file
-        already moved."""
-        if final.exists() and not tmp_path.exists():
-            return
+        """Link `final` to `tmp_path`, unless it exists. Safe to run again (a retried
+        transaction): the received file is still there to link, even if the content was
+        removed in between."""
         final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp_path, final)
+        try:
+            os.link(tmp_path, final)
+        except FileExistsError:
+            pass
+        except OSError:  # no hard links here (another file system): a copy, moved in whole
+            partial = final.with_name(final.name + f".{os.getpid()}.part")
+            shutil.copyfile(tmp_path, partial)
+            os.replace(partial, final)
 
     def remove(self, sha256: str) -> None:
         """Remove a content file and its thumbnails (missing ones are fine). The fan-out

@@ -256,11 +256,13 @@ class MediaRepository:
                              int(row.size or 0), made.is_original)
         sha = row.sha256 or ""
         final = self._thumbnail_path(sha, thumb) if made.path is not None else None
-        async with self._content_locks.hold(sha):
-            kept = await self.hs.db.run(_place_thumbnail, self.files, sha, thumb, made.path, final, now_ms())
-        if kept is None:  # the media was deleted meanwhile
+        try:
+            async with self._content_locks.hold(sha):
+                kept = await self.hs.db.run(_place_thumbnail, self.files, sha, thumb, made.path, final, now_ms())
+        finally:  # placed by a link (or not at all): the made file goes either way
             if made.path is not None:
                 await self.run_in_pool(made.path.unlink, True)
+        if kept is None:  # the media was deleted meanwhile
             raise not_found("media not found")
         return kept
 
@@ -292,7 +294,7 @@ class MediaRepository:
 # One transaction each, holding the content's lock: the file step runs inside it (on the
 # database thread), so no process places or removes the content's files between another's
 # check of the rows and its change to them. Run again when the transaction is retried,
-# each finds its file step done (an upload fails if its content was removed in between).
+# each links its file again if it is gone (the received file is removed only afterwards).
 
 def _place_content(cur: Cursor, files: MediaFiles, received: ReceivedFile, record: Any, *args: Any) -> Any:
     media_store.lock_content(cur, received.sha256)

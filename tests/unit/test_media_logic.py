@@ -167,3 +167,22 @@ def test_opengraph_values():
     assert len(og["og:description"]) == 500
     og = parse_html(b"<meta property='og:image' content='javascript:alert(1)'>", None, "https://e.com/")
     assert "og:image" not in og
+
+
+def test_placing_content_can_be_repeated_and_leaves_the_received_file(tmp_path):
+    """A transaction that placed a file may be retried, and another process may remove the
+    content in between: placing again links it again from the received file, which its
+    owner removes only afterwards."""
+    from homeserver.media.files import MediaFiles
+
+    files = MediaFiles(tmp_path / "media", "main")
+    files.prepare(alone=True)
+    received = files.tmp_dir / "upload"
+    received.write_bytes(b"same bytes")
+    sha = "ab" * 32
+    final = files.commit(received, sha)
+    assert final.read_bytes() == b"same bytes" and received.exists()
+    assert files.commit(received, sha) == final  # a retry: already there
+    files.remove(sha)  # the last row went elsewhere meanwhile
+    assert not final.exists()
+    assert files.commit(received, sha).read_bytes() == b"same bytes"
