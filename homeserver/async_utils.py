@@ -58,3 +58,30 @@ class KeyedLock:
     async def run(self, key: Hashable, fn: Callable[[], Awaitable[T]]) -> T:
         async with self.hold(key):
             return await fn()
+
+
+class Rerun:
+    """Runs `fn` in the background when asked; asked again while it runs, it runs once
+    more afterwards (never two at once). `fn` logs its own failures."""
+
+    def __init__(self, fn: Callable[[], Awaitable[None]]) -> None:
+        self._fn = fn
+        self._running = False
+        self._again = False
+
+    def request(self) -> None:
+        if self._running:
+            self._again = True
+            return
+        self._running = True
+        defer.ensureDeferred(self._loop())
+
+    async def _loop(self) -> None:
+        try:
+            while True:
+                self._again = False
+                await self._fn()
+                if not self._again:
+                    return
+        finally:
+            self._running = False

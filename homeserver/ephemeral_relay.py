@@ -18,8 +18,8 @@ import time
 from typing import TYPE_CHECKING, Callable
 
 import orjson
-from twisted.internet import defer
 
+from homeserver.async_utils import Rerun
 from storage import ephemeral_relay as relay_store
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ class RelaySender:
     def __init__(self, hs: "HomeServer") -> None:
         self.hs = hs
         self._queue: list[str] = []
-        self._writing = False
+        self._writer = Rerun(self._write)
         self._pruned_at = 0.0
 
     def add(self, event: dict) -> None:
@@ -47,25 +47,20 @@ class RelaySender:
         if not any(p.wants_ephemeral(event) for p in self.hs.appservices.pushers.values()):
             return
         self._queue.append(orjson.dumps(event).decode())
-        if not self._writing:
-            self._writing = True
-            defer.ensureDeferred(self._write())
+        self._writer.request()
 
     async def _write(self) -> None:
-        try:
-            while self._queue:
-                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-                now = time.time()
-                prune = now - self._pruned_at >= PRUNE_EVERY_S
-                try:
-                    await self.hs.db.run(relay_store.append, batch, int(now * 1000),
-                                         self.hs.config.worker.instance_name, KEEP_MS if prune else None)
-                    if prune:
-                        self._pruned_at = now
-                except Exception as e:  # dropped, as ephemeral data may be
-                    logger.warning("relaying %d ephemeral update(s) failed: %s", len(batch), e)
-        finally:
-            self._writing = False
+        while self._queue:
+            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            now = time.time()
+            prune = now - self._pruned_at >= PRUNE_EVERY_S
+            try:
+                await self.hs.db.run(relay_store.append, batch, int(now * 1000),
+                                     self.hs.config.worker.instance_name, KEEP_MS if prune else None)
+                if prune:
+                    self._pruned_at = now
+            except Exception as e:  # dropped, as ephemeral data may be
+                logger.warning("relaying %d ephemeral update(s) failed: %s", len(batch), e)
 
 
 class RelayReader:
@@ -77,7 +72,7 @@ class RelayReader:
         self._deliver = deliver
         self.position = 0
         self._target = 0
-        self._reading = False
+        self._reader = Rerun(self._read)
 
     async def start(self) -> None:
         self.position = self._target = await self.hs.db.run(relay_store.latest)
@@ -86,31 +81,27 @@ class RelayReader:
         """An announced position (or the stored one, after a reconnect: a read that failed
         before is tried again then)."""
         self._target = max(self._target, position)
-        if self._target > self.position and not self._reading:
-            self._reading = True
-            defer.ensureDeferred(self._read())
+        if self._target > self.position:
+            self._reader.request()
 
     async def _read(self) -> None:
-        try:
-            while self._target > self.position:
-                upto = self._target
+        while self._target > self.position:
+            upto = self._target
+            try:
+                rows = await self.hs.db.run(relay_store.between, self.position, upto, READ_PAGE)
+            except Exception as e:  # the next announcement or reconnect tries again
+                logger.warning("reading relayed ephemeral updates failed: %s", e)
+                return
+            for _, text in rows:
                 try:
-                    rows = await self.hs.db.run(relay_store.between, self.position, upto, READ_PAGE)
-                except Exception as e:  # the next announcement or reconnect tries again
-                    logger.warning("reading relayed ephemeral updates failed: %s", e)
-                    return
-                for _, text in rows:
-                    try:
-                        event = orjson.loads(text)
-                        room_id = event.get("room_id")
-                        if room_id:  # who may see it is judged by the room's members
-                            await self.hs.room_heads.get(room_id)
-                        self._deliver(event)
-                    except Exception:
-                        logger.exception("handing on a relayed ephemeral update failed")
-                self.position = rows[-1][0] if len(rows) == READ_PAGE else upto
-        finally:
-            self._reading = False
+                    event = orjson.loads(text)
+                    room_id = event.get("room_id")
+                    if room_id:  # who may see it is judged by the room's members
+                        await self.hs.room_heads.get(room_id)
+                    self._deliver(event)
+                except Exception:
+                    logger.exception("handing on a relayed ephemeral update failed")
+            self.position = rows[-1][0] if len(rows) == READ_PAGE else upto
 
 
 async def attach(hs: "HomeServer") -> None:

@@ -23,8 +23,7 @@ def append(cur: Cursor, events: list[str], now_ms: int, instance: str, keep_ms: 
 
 
 def latest(cur: Cursor) -> int:
-    cur.execute("SELECT COALESCE(max(position), 0) FROM stream_positions WHERE stream = %s", (STREAM,))
-    return cur.fetchone()[0]
+    return max(repl_store.positions(cur, STREAM).values(), default=0)
 
 
 def between(cur: Cursor, after: int, upto: int, limit: int) -> list[tuple[int, str]]:

@@ -11,8 +11,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Callable
 
-from twisted.internet import defer
-
+from homeserver.async_utils import Rerun
 from storage import device_lists as store
 from sync.change_log import ChangeLog
 from sync.stream_ids import StreamIdGen
@@ -37,9 +36,9 @@ class DeviceLists:
         start = await self.hs.db.run(store.max_stream)
         self.stream = StreamIdGen(start)
         self._log = ChangeLog(start, keep=10_000)
-        self._draining = self._drain_again = False
         if self.hs.replication is not None and self.hs.config.worker.owns_streams:
-            self.hs.replication.on_position(store.OUTBOX_STREAM, lambda _position: self._drain_outbox())
+            outbox = Rerun(self._drain_outbox)
+            self.hs.replication.on_position(store.OUTBOX_STREAM, lambda _position: outbox.request())
 
     async def record_change(self, user_id: str) -> None:
         """Returns once the change is stored: recorded where /sync reads it on the stream
@@ -57,30 +56,20 @@ class DeviceLists:
         for listener in self.listeners:
             listener(user_id)
 
-    def _drain_outbox(self) -> None:
-        if self._draining:
-            self._drain_again = True  # announced while reading: read once more
-            return
-        self._draining = True
-        defer.ensureDeferred(self._drain())
-
-    async def _drain(self) -> None:
+    async def _drain_outbox(self) -> None:
         """Record the changes other processes queued, then drop them (a crash in between
         records one twice, which only makes clients query keys again)."""
         try:
             while True:
-                self._drain_again = False
                 rows = await self.hs.db.run(store.queued_changes, OUTBOX_PAGE)
                 for user_id in dict.fromkeys(u for _, u in rows):
                     await self.record_change(user_id)
                 if rows:
                     await self.hs.db.run(store.forget_queued, [i for i, _ in rows])
-                if len(rows) < OUTBOX_PAGE and not self._drain_again:
+                if len(rows) < OUTBOX_PAGE:
                     return
         except Exception:  # the next announcement or reconnect tries again
             logger.warning("recording queued device-list changes failed", exc_info=True)
-        finally:
-            self._draining = False
 
     def changed_in_memory(self, since: int) -> set[str]:
         """Users changed after `since` as far as this process knows (tokens from before
@@ -114,4 +103,3 @@ class DeviceLists:
         if user_id in changed:
             sharing_changed.add(user_id)
         return sorted(sharing_changed), sorted(left - sharing_changed)
-

@@ -155,16 +155,19 @@ class SyncEngine:
             await self.hs.room_heads.get(room_id)
 
     async def sharing_among(self, user_id: str, others: set[str]) -> set[str]:
-        """Those of `others` sharing a joined room with `user_id` (the user among them),
-        walking the user's own rooms, their heads loaded first."""
+        """Those of `others` sharing a joined room with `user_id` (the user among them):
+        from the heads in memory (`shares_room`), and for the rest, when some of the user's
+        rooms are not in memory, by walking the user's own rooms once they are loaded."""
         rooms = await self.user_rooms.rooms_of(user_id)
-        await self.load_heads(user_id)
-        found = others & {user_id}
-        peek = self.hs.room_heads.peek
-        for room_id, (membership, _) in rooms.items():
-            head = peek(room_id) if membership == "join" else None
-            if head is not None:
-                found.update(u for u in others if head.members.get(u) == "join")
+        found = {u for u in others if self.shares_room(user_id, u)}
+        rest = others - found
+        if rest and self.unloaded_rooms(user_id):
+            await self.load_heads(user_id)
+            peek = self.hs.room_heads.peek
+            for room_id, (membership, _) in rooms.items():
+                head = peek(room_id) if membership == "join" else None
+                if head is not None:
+                    found.update(u for u in rest if head.members.get(u) == "join")
         return found
 
     def _wake_sharing(self, user_id: str) -> None:
