@@ -22,7 +22,7 @@ from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, read
 from twisted.web.http_headers import Headers
 
 from homeserver.internal_http import SECRET_HEADER
-from homeserver.sharding import writer_for_room
+from homeserver.writer_layout import LAYOUT_HEADER
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
@@ -32,7 +32,7 @@ FORWARDED_HEADER = b"X-Homeserver-Forwarded"
 POSITION_HEADER = b"X-Homeserver-Position"
 _PASSED_HEADERS = (b"authorization", b"content-type", b"user-agent", b"accept")
 _NOT_RETURNED = (b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"date", b"server",
-                 b"x-homeserver-position")
+                 b"x-homeserver-position", b"x-homeserver-layout")
 
 _CLIENT = r"^/_matrix/client/(?:v3|r0|v1|unstable(?:/[^/]+)?)/"
 # Writes to one room: the writer of the room builds them.
@@ -55,6 +55,7 @@ _STREAMS = re.compile(
     + _CLIENT + r"user/[^/]+/(?:account_data|rooms|filter)(?:/|$)")
 
 WRITE_METHODS = (b"PUT", b"POST", b"DELETE")
+MOVED_RETRIES = 3  # a room moving between writers: ask its new owner
 
 
 def classify(method: bytes, path: str) -> tuple[str, str | None] | None:
@@ -143,15 +144,16 @@ class Forwarder:
         elif kind == "thumbnails":
             owner = self.cfg.jobs.thumbnails  # None: made wherever asked
         elif kind == "create":
-            if self.cfg.role == "writer":
+            creators = self.hs.writer_layout.creators()
+            if me in creators:
                 return None
-            owner = self.cfg.writers[self._next_creator % len(self.cfg.writers)]
+            owner = creators[self._next_creator % len(creators)]
             self._next_creator += 1
         else:
             room_id = await self._room_id(room or "")
             if room_id is None:
                 return None  # answered here: a malformed or unknown alias gets its error
-            owner = writer_for_room(room_id, self.cfg.writers)
+            owner = self.hs.writer_layout.owner(room_id)
         return None if owner is None or owner == me else owner
 
     async def _room_id(self, room: str) -> str | None:
@@ -167,7 +169,24 @@ class Forwarder:
         return None
 
     async def forward(self, request: server.Request, owner: str) -> None:
-        base = self.cfg.instances[owner].rstrip("/")
+        for _ in range(MOVED_RETRIES):
+            answered = await self._forward_once(request, owner)
+            if answered is None:
+                return
+            # The writer gave the room up meanwhile (homeserver/writer_layout.py): nothing
+            # was built; once this process knows the new layout, ask the new owner.
+            await self.hs.writer_layout.after_moved(answered)
+            found = classify(request.method, request.path.decode("utf-8", "replace"))
+            new_owner = await self._owner(*found) if found else None
+            if new_owner is None:
+                break  # this process's own (a writer forwarding): the client tries again
+            owner = new_owner
+        await self._forward_once(request, owner, last=True)
+
+    async def _forward_once(self, request: server.Request, owner: str, last: bool = False) -> int | None:
+        """Forward and answer; or, when the owner says the room moved (and this is not the
+        last try), the layout generation it named, leaving the request unanswered."""
+        base = self.hs.writer_layout.url(owner).rstrip("/")
         url = base.encode() + request.uri
         headers = Headers()
         for name, values in request.requestHeaders.getAllRawHeaders():
@@ -194,7 +213,10 @@ class Forwarder:
                 request.setHeader(b"Retry-After", b"2")
                 request.write(b'{"errcode":"M_UNKNOWN","error":"the process serving this is unavailable"}')
                 request.finish()
-            return
+            return None
+        moved = response.headers.getRawHeaders(LAYOUT_HEADER)
+        if moved and response.code == 503 and not last:
+            return int(moved[0])
         if request.method in WRITE_METHODS and response.code == 200 and self.hs.replication is not None:
             # The client reads its own write from here on: wait until this process has it.
             position = response.headers.getRawHeaders(POSITION_HEADER)
@@ -203,13 +225,14 @@ class Forwarder:
             else:  # not a writer's answer (the stream owner may have written to rooms)
                 await self.hs.replication.catch_up_with_writers()
         if request._disconnected:
-            return
+            return None
         request.setResponseCode(response.code)
         for name, values in response.headers.getAllRawHeaders():
             if name.lower() not in _NOT_RETURNED:
                 request.responseHeaders.setRawHeaders(name, values)
         request.write(payload)
         request.finish()
+        return None
 
     def render(self, request: server.Request, api) -> int:
         """Forward `request` if another process owns it (after counting the requester's

@@ -225,6 +225,21 @@ def cmd_register_user(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_writers(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    setup_logging("WARNING")
+    from homeserver import writers_cli
+
+    try:
+        if args.set is None:
+            return writers_cli.show(config)
+        return writers_cli.set_writers(config, [w.strip() for w in args.set.split(",") if w.strip()],
+                                       wait=not args.no_wait)
+    except ValueError as e:
+        print(f"homeserver: {e}", file=sys.stderr)
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="homeserver", description="Matrix homeserver for ERP chat")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -246,6 +261,11 @@ def main(argv: list[str] | None = None) -> int:
     reg.add_argument("--admin", action="store_true")
     reg.add_argument("--config", default=str(SAMPLE_CONFIG))
     reg.set_defaults(fn=cmd_register_user)
+    wr = sub.add_parser("writers", help="show the writers sharing the rooms, or move rooms between them (several processes)")
+    wr.add_argument("--set", metavar="W1,W2,...", help="the writers from now on: rooms move while they run")
+    wr.add_argument("--no-wait", action="store_true", help="do not wait for the move to finish")
+    wr.add_argument("--config", default=str(SAMPLE_CONFIG))
+    wr.set_defaults(fn=cmd_writers)
     args = parser.parse_args(argv)
     return args.fn(args)
 

@@ -31,6 +31,7 @@ from homeserver.relations import row_extra
 from homeserver.room_heads import RoomHead
 from homeserver.room_versions import RoomVersion
 from homeserver.tenancy import TENANT_KEY
+from homeserver.writer_layout import RoomMoved
 from storage import events as events_store
 from storage.events import EventRow, NewStateGroup
 
@@ -59,12 +60,29 @@ class EventCreator:
 
     async def send(self, room_id: str, sender: str, event_type: str, content: dict,
                    state_key: str | None = None, *, txn: tuple[str, str, str] | None = None,
-                   extra_check: ExtraCheck | None = None, ts: int | None = None) -> Event:
-        """Build, authorise and persist one event; returns once it is durably stored."""
-        if not self.hs.owns_room(room_id):  # several processes: the room's writer builds it
-            if extra_check is not None or self.hs.remote_writes is None:
-                raise MatrixError(503, "M_UNKNOWN", "this process does not write to that room")
-            return await self.hs.remote_writes.send(room_id, sender, event_type, content, state_key, txn, ts)
+                   extra_check: ExtraCheck | None = None, ts: int | None = None, hand_on: bool = True) -> Event:
+        """Build, authorise and persist one event; returns once it is durably stored. With
+        several writers, an event of another writer's room is handed to it, unless this
+        call came from a writer (`hand_on` False: RoomMoved, the caller asks the owner)."""
+        layout = self.hs.writer_layout
+        if layout is None:
+            return await self._send_here(room_id, sender, event_type, content, state_key, txn, extra_check, ts)
+        # Several processes: the room's writer builds it, and may be handing it over.
+        if self.hs.owns_room(room_id):
+            try:
+                async with layout.building(room_id):
+                    return await self._send_here(room_id, sender, event_type, content, state_key, txn,
+                                                 extra_check, ts)
+            except RoomMoved:
+                if extra_check is not None or not hand_on:
+                    raise  # the request is tried again at the new owner (client_api/forwarding.py)
+        if not hand_on:
+            raise RoomMoved(layout.layout.generation)
+        if extra_check is not None or self.hs.remote_writes is None:
+            raise MatrixError(503, "M_UNKNOWN", "this process does not write to that room")
+        return await self.hs.remote_writes.send(room_id, sender, event_type, content, state_key, txn, ts)
+
+    async def _send_here(self, room_id, sender, event_type, content, state_key, txn, extra_check, ts) -> Event:
         if txn is not None:
             return await self._txns.run(txn, lambda: self._send_once(
                 room_id, sender, event_type, content, state_key, txn, extra_check, ts))
@@ -167,8 +185,10 @@ class EventCreator:
         if "\x00" in event_type or "\x00" in (state_key or ""):
             # They are text columns too: refuse here, not fail the whole persist batch.
             raise MatrixError(400, "M_INVALID_PARAM", "event type and state_key may not contain NUL")
-        if not self.hs.owns_room(head.room_id):  # another writer builds this room's events
-            raise MatrixError(503, "M_UNKNOWN", "this process does not write to that room")
+        layout = self.hs.writer_layout
+        if layout is not None and not (layout.is_writer and layout.may_build(head.room_id)):
+            # Another writer builds this room's events (or will, once it is handed over).
+            raise RoomMoved(layout.layout.generation)
         if event_type == "m.room.member" and isinstance(state_key, str):
             self.hs.tenancy.check_membership(head, state_key, content.get("membership"))
         rv = head.room_version
@@ -212,11 +232,16 @@ class EventCreator:
         if not self.hs.writes_rooms:
             raise MatrixError(503, "M_UNKNOWN", "this process does not create rooms")
         event = self._finish(pdu, rv)
+        layout = self.hs.writer_layout
+        if layout is not None and layout.me not in layout.creators():
+            raise RoomMoved(layout.layout.generation)  # a writer leaving the layout creates none
         while not self.hs.owns_room(event.room_id):
             # Several writers: a room id (here the create event's hash) that lands on this
             # one; a few tries, as many as there are writers on average.
             pdu["origin_server_ts"] += 1
             event = self._finish(pdu, rv)
+        if layout is not None:
+            layout.created(event.room_id)
         head = RoomHead(room_id=event.room_id, room_version=rv, state={}, extremities=[],
                         depth=0, state_group=0, chain_length=0)
         try:

@@ -20,6 +20,7 @@ SECRET_HEADER = b"X-Homeserver-Internal"
 
 class InternalClient:
     def __init__(self, hs: "HomeServer") -> None:
+        self.hs = hs
         self.cfg = hs.config.worker
         pool = HTTPConnectionPool(reactor, persistent=True)
         pool.maxPersistentPerHost = 16  # a burst of pushes asks the stream owner at once
@@ -29,7 +30,7 @@ class InternalClient:
                    timeout_s: float | None = None) -> tuple[int, Any]:
         """(status, decoded answer) of `instance`; raises when it cannot be reached, does
         not answer within `timeout_s` (None: waits), or answers something that is not JSON."""
-        url = (self.cfg.instances[instance].rstrip("/") + path).encode()
+        url = (self.hs.writer_layout.url(instance).rstrip("/") + path).encode()
         headers = Headers({b"Content-Type": [b"application/json"],
                            SECRET_HEADER: [(self.cfg.internal_secret or "").encode()]})
 

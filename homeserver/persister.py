@@ -112,7 +112,11 @@ class Persister:
     def settled(self, room_id: str) -> defer.Deferred:
         """Fires once every event of the room queued so far is written (or has failed):
         federation reads the state of the room's latest events from the database."""
-        waiting = [p.done for p in self._pending_in(room_id)]
+        return self.settled_where(lambda room: room == room_id)
+
+    def settled_where(self, rooms: Callable[[str], bool]) -> defer.Deferred:
+        """The same for every room `rooms` accepts (a writer giving rooms up)."""
+        waiting = [p.done for p in self._writing + self._queue if rooms(p.row.room_id)]
         if not waiting:
             return defer.succeed(None)
         done: defer.Deferred = defer.Deferred()

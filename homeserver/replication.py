@@ -15,7 +15,7 @@ import logging
 import select
 import threading
 import time
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Awaitable, Callable
 
 import orjson
 import psycopg2
@@ -54,6 +54,7 @@ class Replication:
         self.replayed = 0                       # events handed to the listeners up to here
         self._invalidations: dict[str, list[Callable[[str], None]]] = {}
         self._positions: dict[str, list[Callable[[int], None]]] = {}  # other streams' readers
+        self._reconnects: list[Callable[[], Awaitable[None]]] = []
         self._advancing = False
         self._dead_check = None
         self._waiters: list[tuple[int, defer.Deferred]] = []
@@ -153,6 +154,11 @@ class Replication:
         """Tell every other process to drop `key` from `cache`."""
         return self.hs.db.run(repl_store.notify, {"inv": cache, "k": key, "from": self.instance})
 
+    def on_reconnect(self, fn: "Callable[[], Awaitable[None]]") -> None:
+        """Run `fn` after every (re)connect, before the positions are read again: what
+        the notices told may have been missed."""
+        self._reconnects.append(fn)
+
     # ---- reading positions ----------------------------------------------------------
 
     def on_position(self, stream: str, fn: Callable[[int], None]) -> None:
@@ -218,6 +224,8 @@ class Replication:
 
     async def _catch_up(self) -> None:
         try:
+            for fn in self._reconnects:
+                await fn()
             for writer, position in (await self.hs.db.run(repl_store.positions, EVENTS)).items():
                 self._heard(writer, position)
             for stream in list(self._positions):

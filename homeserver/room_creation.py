@@ -13,6 +13,7 @@ from homeserver.room_directory import set_published
 from homeserver.room_heads import RoomHead
 from homeserver.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
 from homeserver.tenancy import TENANT_KEY
+from homeserver.writer_layout import RoomMoved
 from storage import directory as directory_store
 
 if TYPE_CHECKING:
@@ -50,6 +51,9 @@ def new_room_id(hs: "HomeServer", rv: RoomVersion) -> str | None:
     room's events (hashed ids are moved onto it in EventCreator.queue_create_event)."""
     if rv.room_id_from_create:
         return None
+    layout = hs.writer_layout
+    if layout is not None and layout.me not in layout.creators():
+        raise RoomMoved(layout.layout.generation)  # a writer leaving the layout creates none
     while True:
         room_id = f"!{random_string(18)}:{hs.server_name}"
         if not hs.writes_rooms or hs.owns_room(room_id):

@@ -24,7 +24,6 @@ from homeserver.push.evaluation import Push
 from homeserver.relations import Relations
 from homeserver.room_blocks import RoomBlocks
 from homeserver.room_heads import RoomHeads
-from homeserver.sharding import writer_for_room
 from homeserver.tenancy import Tenancy
 from homeserver.signing_key import load_or_create_signing_key
 from storage.database import Database
@@ -63,6 +62,7 @@ class HomeServer:
         # homeserver.replication.Replication when worker.role is not main, else None.
         self.replication: Any = None
         self.remote_writes: Any = None  # homeserver.remote_writes.RemoteWrites, likewise
+        self.writer_layout: Any = None  # homeserver.writer_layout.WriterLayout, likewise
         self.internal: Any = None  # homeserver.internal_http.InternalClient, likewise
 
     def open_database(self) -> None:
@@ -94,8 +94,11 @@ class HomeServer:
             from homeserver.internal_http import InternalClient
             from homeserver.replication import Replication
             from homeserver.remote_writes import RemoteWrites
+            from homeserver.writer_layout import WriterLayout
             self.internal = InternalClient(self)
             self.replication = Replication(self)
+            self.writer_layout = WriterLayout(self)
+            await self.writer_layout.start()  # before the positions: which writers count
             await self.replication.start()
             self.remote_writes = RemoteWrites(self)
         self.aggregations = Aggregations(self)  # a persist listener: before the sync engine's
@@ -134,11 +137,11 @@ class HomeServer:
         return self.config.worker.role in ("main", "writer")
 
     def owns_room(self, room_id: str) -> bool:
-        """Whether this process builds the room's events (always, in role main)."""
-        worker = self.config.worker
-        if not worker.multi_process:
+        """Whether this process builds the room's events (always, in role main); during a
+        move of rooms between writers, the new owner (homeserver/writer_layout.py)."""
+        if self.writer_layout is None:
             return True
-        return worker.role == "writer" and writer_for_room(room_id, worker.writers) == worker.instance_name
+        return self.writer_layout.is_writer and self.writer_layout.owns(room_id)
 
     def invalidate_elsewhere(self, cache: str, key: str) -> defer.Deferred:
         """Tell the other processes to drop `key` from `cache` (several processes,

@@ -57,39 +57,52 @@ def should_reannounce(me: str, claim: WriterClaim, view: "StreamView") -> bool:
 
 
 class StreamView:
-    """A reader's view of the writers' claims."""
+    """A reader's view of the writers' claims. Claims are kept from every writer heard;
+    only the *members* (the writers sharing the rooms, homeserver/writer_layout.py) count,
+    so a writer joining the layout counts from the claim it announced when it started."""
 
     def __init__(self, writers: list[str]) -> None:
-        self.writers = list(writers)
-        self.claims: dict[str, int] = {}
+        self.writers = set(writers)
+        self.heard: dict[str, int] = {}
         self.dead: set[str] = set()
 
+    @property
+    def claims(self) -> dict[str, int]:
+        return {w: p for w, p in self.heard.items() if w in self.writers}
+
+    def set_writers(self, writers: "set[str] | list[str]") -> None:
+        self.writers = set(writers)
+
+    def add_writer(self, writer: str) -> None:
+        self.writers.add(writer)
+
     def announce(self, writer: str, position: int) -> None:
-        if writer not in self.writers:
-            return  # not (or no longer) a writer in this config
         self.dead.discard(writer)
-        if position > self.claims.get(writer, -1):
-            self.claims[writer] = position
+        if position > self.heard.get(writer, -1):
+            self.heard[writer] = position
 
     def mark_dead(self, writer: str) -> None:
         """No session of the writer is left: nothing of it can still commit."""
         self.dead.add(writer)
 
     def is_lowest(self, writer: str) -> bool:
-        live = [p for w, p in self.claims.items() if w not in self.dead]
-        return writer not in self.claims or not live or self.claims[writer] <= min(live)
+        claims = self.claims
+        live = [p for w, p in claims.items() if w not in self.dead]
+        return writer not in claims or not live or claims[writer] <= min(live)
 
     def blocking(self) -> str | None:
         """The live writer holding the visible position below the highest claim."""
-        live = {w: p for w, p in self.claims.items() if w not in self.dead}
+        claims = self.claims
+        live = {w: p for w, p in claims.items() if w not in self.dead}
         if not live:
             return None
         low = min(live, key=lambda w: live[w])
-        return low if live[low] < max(self.claims.values()) else None
+        return low if live[low] < max(claims.values()) else None
 
     @property
     def visible(self) -> int:
-        if not self.claims:
+        claims = self.claims
+        if not claims:
             return 0
-        live = [p for w, p in self.claims.items() if w not in self.dead]
-        return min(live) if live else max(self.claims.values())
+        live = [p for w, p in claims.items() if w not in self.dead]
+        return min(live) if live else max(claims.values())

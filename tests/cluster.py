@@ -112,6 +112,23 @@ class Cluster:
             self.procs[name] = srv
             srv.start()
 
+    def add_writer(self, name: str) -> None:
+        """Start one more writer while the others run; only its own config names it (the
+        others find its internal URL in the database). It builds no room until the layout
+        lists it (`homeserver writers --set`)."""
+        self.writers.append(name)
+        self.internal_ports[name] = free_port()
+        srv = ClusterProcess(self.root / name, log_path=self.log_path)
+        srv.extra_config = self.config_for(name, srv.port)
+        self.procs[name] = srv
+        srv.start()
+
+    def writers_command(self, *args: str) -> subprocess.CompletedProcess:
+        """`homeserver writers ...` with the config of the sync process."""
+        return subprocess.run([sys.executable, "-m", "homeserver.cli", "writers", "--config",
+                               str(self.procs[self.sync].config_path), *args],
+                              cwd=REPO, capture_output=True, text=True, timeout=180)
+
     def restart(self, name: str) -> None:
         self.procs[name].start()
 

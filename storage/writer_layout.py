@@ -1,0 +1,72 @@
+"""The writers' layout by generation, their releases, and each process's internal URL
+(homeserver/writer_layout.py)."""
+from __future__ import annotations
+
+import time
+
+from storage import replication as repl_store
+from storage.database import Cursor
+
+INVALIDATION = "writer_layout"
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+def latest(cur: Cursor) -> list[tuple[int, list[str]]]:
+    """The newest two generations, newest first: (generation, writers)."""
+    cur.execute("SELECT generation, writers FROM writer_layouts ORDER BY generation DESC LIMIT 2")
+    return [(g, list(w)) for g, w in cur.fetchall()]
+
+
+def releases(cur: Cursor, generation: int) -> set[str]:
+    cur.execute("SELECT instance FROM writer_layout_releases WHERE generation = %s", (generation,))
+    return {r[0] for r in cur.fetchall()}
+
+
+def seed(cur: Cursor, writers: list[str]) -> None:
+    """The first generation, from the config of the first process to start."""
+    cur.execute("INSERT INTO writer_layouts (generation, writers, created_ts) VALUES (1, %s, %s)"
+                " ON CONFLICT (generation) DO NOTHING", (writers, _now()))
+
+
+def add_generation(cur: Cursor, writers: list[str], expected: int) -> int:
+    """A new generation after `expected`, announced in the same transaction; raises
+    ValueError when another generation came first or the last move is unfinished."""
+    cur.execute("LOCK TABLE writer_layouts IN EXCLUSIVE MODE")
+    found = latest(cur)
+    if not found or found[0][0] != expected:
+        raise ValueError("the layout changed meanwhile; look again")
+    generation = expected + 1
+    cur.execute("INSERT INTO writer_layouts (generation, writers, created_ts) VALUES (%s, %s, %s)",
+                (generation, writers, _now()))
+    repl_store.notify(cur, {"inv": INVALIDATION, "k": f"{generation} {','.join(writers)}", "from": ""})
+    return generation
+
+
+def release(cur: Cursor, generation: int, instance: str) -> None:
+    cur.execute("INSERT INTO writer_layout_releases (generation, instance, released_ts) VALUES (%s, %s, %s)"
+                " ON CONFLICT DO NOTHING", (generation, instance, _now()))
+    repl_store.notify(cur, {"inv": INVALIDATION, "k": f"{generation} released {instance}", "from": ""})
+
+
+def register_instance(cur: Cursor, name: str, role: str, url: str, slot: int | None) -> str | None:
+    """Record this process's internal URL; returns the writer already holding `slot`,
+    if another one does (their state group ids would collide)."""
+    if slot is not None:
+        cur.execute("SELECT name FROM worker_instances WHERE state_group_slot = %s AND name <> %s", (slot, name))
+        row = cur.fetchone()
+        if row:
+            return row[0]
+    cur.execute(
+        "INSERT INTO worker_instances (name, role, internal_url, state_group_slot, started_ts)"
+        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET role = EXCLUDED.role,"
+        " internal_url = EXCLUDED.internal_url, state_group_slot = EXCLUDED.state_group_slot,"
+        " started_ts = EXCLUDED.started_ts", (name, role, url, slot, _now()))
+    return None
+
+
+def instance_urls(cur: Cursor) -> dict[str, str]:
+    cur.execute("SELECT name, internal_url FROM worker_instances")
+    return dict(cur.fetchall())
