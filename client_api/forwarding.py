@@ -44,6 +44,8 @@ _CREATE_ROOM = re.compile(_CLIENT + r"createRoom$")
 # The admin API's room deletion and history purge change the room's heads: its writer.
 _ADMIN_ROOM_WRITE = re.compile(r"^/_synapse/admin/v[12]/rooms/(?P<room>[^/]+)$|"
                                r"^/_synapse/admin/v1/purge_history/(?P<room2>[^/]+)(?:/[^/]+)?$")
+# Setting presence: where presence is kept (the stream owner unless its job is elsewhere).
+_SET_PRESENCE = re.compile(_CLIENT + r"presence/[^/]+/status$")
 _THUMBNAIL = re.compile(r"^/_matrix/(?:client/v1/media|media/(?:v3|r0))/thumbnail/")
 # The per-user streams, what writes to them, and /notifications (its read markers are the
 # unread counts the stream owner keeps with the receipts).
@@ -60,7 +62,8 @@ MOVED_RETRIES = 3  # a room moving between writers: ask its new owner
 
 def classify(method: bytes, path: str) -> tuple[str, str | None] | None:
     """What owns a request: ("room", room id or alias), ("create", None),
-    ("streams", None), ("thumbnails", None), or None (any process answers it)."""
+    ("streams", None), ("presence", None), ("thumbnails", None), or None (any process
+    answers it)."""
     if method in WRITE_METHODS:
         m = _ROOM_WRITE.match(path)
         if m:
@@ -70,6 +73,8 @@ def classify(method: bytes, path: str) -> tuple[str, str | None] | None:
             return "room", unquote(m.group("room") or m.group("room2"))
         if method == b"POST" and _CREATE_ROOM.match(path):
             return "create", None
+        if method == b"PUT" and _SET_PRESENCE.match(path):
+            return "presence", None
     if _STREAMS.match(path):
         return "streams", None
     if _THUMBNAIL.match(path):
@@ -109,14 +114,16 @@ def trust_forwarded_address(request: server.Request) -> None:
         request.client = (IPv6Address if ":" in host else IPv4Address)("TCP", host, 0)
 
 
-def tell_position(request: server.Request, persister) -> None:
-    """A writer's answer carries the highest id it has committed when the answer starts
-    (so after the request's own events): the forwarding process waits for that."""
+def tell_position(request: server.Request, hs: "HomeServer") -> None:
+    """A writer's answer carries the highest id it has committed, or seen committed, when
+    the answer starts (so after the request's own events, and after any it handed to
+    another writer): the forwarding process waits for that."""
     write = request.write
 
     def write_with_position(data: bytes) -> None:
         if not request.startedWriting:
-            request.setHeader(POSITION_HEADER, str(persister.last_written).encode())
+            position = max(hs.persister.last_written, hs.replication.replayed)
+            request.setHeader(POSITION_HEADER, str(position).encode())
         write(data)
     request.write = write_with_position  # type: ignore[method-assign]
 
@@ -141,6 +148,8 @@ class Forwarder:
         me = self.cfg.instance_name
         if kind == "streams":
             owner = self.cfg.streams
+        elif kind == "presence":
+            owner = self.cfg.jobs.presence or self.cfg.streams
         elif kind == "thumbnails":
             owner = self.cfg.jobs.thumbnails  # None: made wherever asked
         elif kind == "create":

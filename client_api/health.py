@@ -63,7 +63,7 @@ class ListenerResource(Resource):
                 return _plain(request, 403, _NOT_INTERNAL, b"application/json")
             mark_forwarded(request)
             if self.hs.persister.multi_writer is not None:
-                tell_position(request, self.hs.persister)
+                tell_position(request, self.hs)
             serve = _internal_handlers().get(path)
             if serve is not None and request.method == b"POST":
                 defer.ensureDeferred(self._internal_call(request, serve))
@@ -118,7 +118,9 @@ def _internal_handlers() -> dict[bytes, Any]:
     if not _internal:  # imported late: those modules import the room core
         from homeserver.push.activity import SYNCING_PATH, serve_syncing
         from homeserver.remote_writes import SEND_PATH, serve_send
-        _internal.update({SEND_PATH.encode(): serve_send, SYNCING_PATH.encode(): serve_syncing})
+        from sync import presence_job
+        _internal.update({SEND_PATH.encode(): serve_send, SYNCING_PATH.encode(): serve_syncing,
+                          presence_job.SYNCING_PATH.encode(): presence_job.serve_syncing})
     return _internal
 
 

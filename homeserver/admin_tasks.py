@@ -115,7 +115,7 @@ def forget_purged_events(hs: "HomeServer", room_id: str) -> None:
     does not need to go: erasure prunes only events outside the current state, and
     history purges run on the writer, which prunes its head in place. Nor do the queued
     events (not in the tables, so not pruned)."""
-    if hs.owns_room(room_id):
+    if hs.builds_room(room_id):
         hs.event_cache.forget_room(room_id, keep=hs.persister.pending_event_ids(room_id))
     else:
         hs.room_heads.invalidate(room_id)

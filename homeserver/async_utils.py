@@ -19,6 +19,10 @@ class Coalescer:
     def running(self, key: Hashable) -> bool:
         return key in self._waiters
 
+    def keys(self) -> list[Hashable]:
+        """The keys with a call in progress."""
+        return list(self._waiters)
+
     async def run(self, key: Hashable, fn: Callable[[], Awaitable[Any]]) -> Any:
         waiters = self._waiters.get(key)
         if waiters is not None:

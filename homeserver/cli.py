@@ -45,6 +45,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from client_api.http import LimitedChannel, LimitedRequest, build_site  # the composition root wires both
     from client_api.ratelimit import Ratelimiter
     from homeserver import ephemeral_relay, metrics, shutdown
+    from sync import presence_job
     from homeserver.launcher import skip_missing_bridge_registration
     from homeserver.server import HomeServer
 
@@ -114,6 +115,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         hs.persister.add_listener(hs.appservices.on_events)
         hs.sync.ephemeral_listeners.append(hs.appservices.on_ephemeral)
         await ephemeral_relay.attach(hs)  # the appservices job elsewhere than the streams
+        await presence_job.attach(hs)  # the presence job elsewhere than the streams
         if hs.federation is not None:
             await hs.federation.attach_sync(hs.sync)  # outbound EDUs; starts the queues
         hs.pushers = Pushers(hs)

@@ -268,6 +268,9 @@ class InviteRateLimits(_Strict):
     per_issuer: RateLimit = _rate(0.3, 10)        # invites sent by one user
 
 
+INSTANCE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+
+
 class WorkerJobsConfig(_Strict):
     # The instance running each background job; null: the stream owner (`worker.streams`).
     appservices: str | None = None   # application-service transaction pushers
@@ -275,12 +278,15 @@ class WorkerJobsConfig(_Strict):
     # The instance making media thumbnails (requests for one are forwarded to it);
     # null: whichever process is asked (all of them share <data_dir>/media).
     thumbnails: str | None = None
+    # The instance keeping presence (timeouts, PUT /presence, activity); null: the stream
+    # owner. Elsewhere, the stream owner serves /sync from what it announces.
+    presence: str | None = None
 
 
 class WorkerConfig(_Strict):
     """Several processes on one PostgreSQL (docs/scaling.md). The default, role `main`
     with no writers listed, is one process doing everything."""
-    instance_name: str = Field("main", pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    instance_name: str = Field("main", pattern=INSTANCE_NAME_PATTERN)
     # main: everything, alone. writer: builds and persists the events of its shard of
     # rooms. client: the client API, room writes forwarded to the room's writer. sync:
     # /sync and the per-user streams (typing, receipts, presence, account data, to-device,
@@ -314,6 +320,8 @@ class WorkerConfig(_Strict):
             raise ValueError(f"instances has no internal URL for {', '.join(missing)}")
         if (self.role == "writer") != (self.instance_name in self.writers):
             raise ValueError("an instance is in `writers` exactly when its role is writer")
+        if self.jobs.presence in self.writers:
+            raise ValueError("jobs.presence needs every room's events: name a client or sync instance, not a writer")
         return self
 
     @property

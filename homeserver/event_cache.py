@@ -81,6 +81,10 @@ class EventCache:
         for eid in event_ids:
             self._cache.pop(eid, None)
 
+    def rooms(self) -> set[str]:
+        """The rooms with events in the cache."""
+        return {ev.room_id for ev in self._cache.values()}
+
     def forget_room(self, room_id: str, keep: Collection[str] = ()) -> None:
         """Drop every cached event of a room (a deleted room) but `keep`: one pass over the cache."""
         for eid in [eid for eid, ev in self._cache.items() if ev.room_id == room_id and eid not in keep]:

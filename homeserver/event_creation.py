@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from homeserver.server import HomeServer
 
 MAX_PREV_EVENTS = 10
+MAX_ID_TRIES = 1000  # a room id for this writer (with several); a writer leaving the layout finds none
 ExtraCheck = Callable[[RoomHead, Event], None]
 
 
@@ -73,9 +74,10 @@ class EventCreator:
                 async with layout.building(room_id):
                     return await self._send_here(room_id, sender, event_type, content, state_key, txn,
                                                  extra_check, ts)
-            except RoomMoved:
+            except RoomMoved as e:
                 if extra_check is not None or not hand_on:
                     raise  # the request is tried again at the new owner (client_api/forwarding.py)
+                await layout.until_generation(e.generation)  # refused by a layout not heard of yet
         if not hand_on:
             raise RoomMoved(layout.layout.generation)
         if extra_check is not None or self.hs.remote_writes is None:
@@ -233,15 +235,16 @@ class EventCreator:
             raise MatrixError(503, "M_UNKNOWN", "this process does not create rooms")
         event = self._finish(pdu, rv)
         layout = self.hs.writer_layout
-        if layout is not None and layout.me not in layout.creators():
-            raise RoomMoved(layout.layout.generation)  # a writer leaving the layout creates none
-        while not self.hs.owns_room(event.room_id):
+        if layout is not None:
             # Several writers: a room id (here the create event's hash) that lands on this
             # one; a few tries, as many as there are writers on average.
-            pdu["origin_server_ts"] += 1
-            event = self._finish(pdu, rv)
-        if layout is not None:
-            layout.created(event.room_id)
+            for _ in range(MAX_ID_TRIES):
+                if layout.may_create(event.room_id):
+                    break
+                pdu["origin_server_ts"] += 1
+                event = self._finish(pdu, rv)
+            else:
+                raise RoomMoved(layout.layout.generation, "no room id lands on this writer now; retry")
         head = RoomHead(room_id=event.room_id, room_version=rv, state={}, extremities=[],
                         depth=0, state_group=0, chain_length=0)
         try:

@@ -36,7 +36,7 @@ class GuestRooms:
         for ev in events:
             # Several processes replay the event: the room's writer alone sends the leaves.
             if ev.type == "m.room.guest_access" and ev.state_key == "" \
-                    and ev.content.get("guest_access") != "can_join" and self.hs.owns_room(ev.room_id):
+                    and ev.content.get("guest_access") != "can_join" and self.hs.builds_room(ev.room_id):
                 defer.ensureDeferred(self._remove_guests(ev.room_id)).addErrback(
                     lambda f, room=ev.room_id: logger.error("removing guests from %s: %s", room, f.getTraceback()))
 

@@ -232,7 +232,7 @@ class Persister:
                                        int(time.time() * 1000), claim)
                 break
             except Exception as e:
-                if isinstance(e, DatabaseUnavailable):
+                if isinstance(e, DatabaseUnavailable) or getattr(e, "quiet", False):
                     logger.warning("persisting %d event(s) failed: %s", len(batch), e)
                 else:
                     logger.exception("persisting %d event(s) failed", len(batch))

@@ -31,6 +31,7 @@ class RemoteWrites:
                 "state_key": state_key, "txn": list(txn) if txn else None, "ts": ts}
         layout = self.hs.writer_layout
         for _ in range(MOVED_RETRIES):
+            body["layout"] = layout.layout.generation  # the owner waits to know it too
             owner = layout.owner(room_id)
             if owner == layout.me:  # the room moved here meanwhile
                 return await self.hs.event_creator.send(room_id, sender, event_type, content, state_key,
@@ -56,6 +57,8 @@ async def serve_send(hs: "HomeServer", body: bytes) -> tuple[int, dict]:
     """The writer's side of `RemoteWrites.send` (on an internal listener only)."""
     try:
         req = orjson.loads(body)
+        if isinstance(req.get("layout"), int):  # the sender knows a newer layout than this writer
+            await hs.writer_layout.until_generation(req["layout"], timeout=2.0)
         txn = tuple(req["txn"]) if req.get("txn") else None
         event = await hs.event_creator.send(req["room_id"], req["sender"], req["type"], req["content"],
                                             req.get("state_key"), txn=txn, ts=req.get("ts"), hand_on=False)

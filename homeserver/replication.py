@@ -61,6 +61,7 @@ class Replication:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._announcing = False
+        self._catching_up = False  # after a reconnect: hold replays until the hooks ran
 
     # ---- start and stop --------------------------------------------------------------
 
@@ -117,6 +118,9 @@ class Replication:
         return max(self.claim.position, self.claim.heard, highest)
 
     def write_batch(self, cur, rows, now_ms: int, claim: int) -> None:
+        # Refused when this writer was passed over for the rooms' layout (it lost its
+        # sessions for a while): their new writer may be building them.
+        self.hs.writer_layout.fence(cur, {r.room_id for r in rows})
         events_store.persist_batch(cur, rows, now_ms)
         repl_store.announce(cur, EVENTS, self.instance, claim)
 
@@ -223,9 +227,17 @@ class Replication:
                     conn.close()
 
     async def _catch_up(self) -> None:
+        # Notices heard meanwhile are applied, but nothing is replayed before the hooks
+        # (the writers' layout: whose claims count) have read what was missed.
+        self._catching_up = True
         try:
             for fn in self._reconnects:
                 await fn()
+        except Exception:
+            logger.warning("catching up after a reconnect failed", exc_info=True)
+        finally:
+            self._catching_up = False
+        try:
             for writer, position in (await self.hs.db.run(repl_store.positions, EVENTS)).items():
                 self._heard(writer, position)
             for stream in list(self._positions):
@@ -262,6 +274,8 @@ class Replication:
                 self._announce()
 
     def _advance(self) -> None:
+        if self._catching_up:
+            return  # _catch_up advances when it is done
         if not self._advancing and self.view.visible > self.replayed:
             self._advancing = True
             defer.ensureDeferred(self._replay())
@@ -270,7 +284,7 @@ class Replication:
 
     async def _replay(self) -> None:
         try:
-            while self.view.visible > self.replayed:
+            while self.view.visible > self.replayed and not self._catching_up:
                 target = self.view.visible
                 events: "list[Event]" = []
                 if not self.is_writer:  # a writer's own listeners saw its own events

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from homeserver import auth_rules, room_aliases
 from homeserver.errors import MatrixError, bad_json, invalid_param
+from homeserver.event_creation import MAX_ID_TRIES
 from homeserver.ids import is_valid_user_id, random_string
 from homeserver.room_directory import set_published
 from homeserver.room_heads import RoomHead
@@ -52,12 +53,11 @@ def new_room_id(hs: "HomeServer", rv: RoomVersion) -> str | None:
     if rv.room_id_from_create:
         return None
     layout = hs.writer_layout
-    if layout is not None and layout.me not in layout.creators():
-        raise RoomMoved(layout.layout.generation)  # a writer leaving the layout creates none
-    while True:
+    for _ in range(MAX_ID_TRIES):
         room_id = f"!{random_string(18)}:{hs.server_name}"
-        if not hs.writes_rooms or hs.owns_room(room_id):
+        if layout is None or not hs.writes_rooms or layout.may_create(room_id):
             return room_id
+    raise RoomMoved(layout.layout.generation, "no room id lands on this writer now; retry")
 
 
 async def commit_new_room(hs: "HomeServer", creator: str, rv: RoomVersion, create_content: dict,

@@ -64,6 +64,10 @@ class RoomHeads:
     def all(self) -> list[RoomHead]:
         return list(self._heads.values())
 
+    def loading(self) -> set[str]:
+        """Rooms whose head is being loaded."""
+        return {room_id for room_id, _ in self._loading.keys()}
+
     def invalidate(self, room_id: str) -> None:
         """Forget the room's head (read again when next needed), and any being loaded."""
         self._heads.pop(room_id, None)

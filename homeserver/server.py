@@ -143,6 +143,13 @@ class HomeServer:
             return True
         return self.writer_layout.is_writer and self.writer_layout.owns(room_id)
 
+    def builds_room(self, room_id: str) -> bool:
+        """Whether this process builds the room's events now: its owner once the room is
+        handed over, or its previous writer until it has released it (writes it started)."""
+        if self.writer_layout is None:
+            return True
+        return self.writer_layout.is_writer and self.writer_layout.may_build(room_id)
+
     def invalidate_elsewhere(self, cache: str, key: str) -> defer.Deferred:
         """Tell the other processes to drop `key` from `cache` (several processes,
         docs/scaling.md); with one process there is nobody to tell."""

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, AsyncIterator
 
 from twisted.internet import defer, reactor, task
 
+from homeserver.async_utils import Rerun
 from homeserver.errors import MatrixError
 from homeserver.sharding import writer_for_room
 from storage import replication as repl_store
@@ -56,17 +57,17 @@ class Layout:
     def previous_owner(self, room_id: str) -> str | None:
         return writer_for_room(room_id, list(self.previous)) if self.previous else None
 
-    def handed_over(self, room_id: str, gone: frozenset[str] | set[str] = frozenset()) -> bool:
+    def handed_over(self, room_id: str) -> bool:
         """Whether the room's owner may build it: nobody else can any more (its previous
-        owner is the same writer, has released it, or is `gone`)."""
+        owner is the same writer, or has released it, or was passed over)."""
         before = self.previous_owner(room_id)
-        return before is None or before == self.owner(room_id) or before in self.released or before in gone
+        return before is None or before == self.owner(room_id) or before in self.released
 
-    def may_build(self, room_id: str, me: str, gone: frozenset[str] | set[str] = frozenset()) -> bool:
+    def may_build(self, room_id: str, me: str) -> bool:
         """Whether `me` may build the room's events now: its owner once handed over, or its
         previous owner until it has released (the writes it had started)."""
         if self.owner(room_id) == me:
-            return self.handed_over(room_id, gone)
+            return self.handed_over(room_id)
         return self.previous_owner(room_id) == me and me not in self.released
 
     @property
@@ -85,8 +86,10 @@ def parse_notice(key: str) -> tuple[int, str, str]:
 class RoomMoved(MatrixError):
     """The room's writes belong to another writer now: nothing was built, try there."""
 
-    def __init__(self, generation: int) -> None:
-        super().__init__(503, "M_UNKNOWN", "the room is moving to another writer; retry")
+    quiet = True  # an expected refusal (the persister logs it without a trace)
+
+    def __init__(self, generation: int, message: str = "the room is moving to another writer; retry") -> None:
+        super().__init__(503, "M_UNKNOWN", message)
         self.headers = {b"Retry-After": b"1", LAYOUT_HEADER: str(generation).encode()}
         self.generation = generation
 
@@ -101,19 +104,22 @@ class WriterLayout:
         self.me = cfg.instance_name
         self.is_writer = cfg.role == "writer"
         self.layout = Layout(0, tuple(cfg.writers))
-        self.gone: set[str] = set()            # previous owners found without a session
+        self._config_urls = dict(cfg.instances)
         self._urls = dict(cfg.instances)
-        self._fresh: set[str] = set()          # rooms created here in this generation
         self._building: dict[str, int] = {}    # writes in progress, by room
         self._changed: list[defer.Deferred] = []
         self._released: int = 0                # the generation this writer released
-        self._reloading = False
+        self._announced: dict[int, tuple[str, ...]] = {}  # writers of generations not applied yet
+        self._reloader = Rerun(self._reload_or_retry)
 
     # ---- start-up and notices ----------------------------------------------------------
 
     async def start(self) -> None:
+        from homeserver.replication import STATE_GROUP_STRIDE  # noqa: PLC0415  (imports the room core)
         cfg = self.hs.config.worker
         slot = cfg.writers.index(self.me) if self.is_writer else None
+        if slot is not None and slot >= STATE_GROUP_STRIDE:
+            raise SystemExit(f"worker.writers puts {self.me} at position {slot}: at most {STATE_GROUP_STRIDE} writers")
         clash = await self.hs.db.run(store.register_instance, self.me, cfg.role, cfg.instances[self.me], slot)
         if clash is not None:
             raise SystemExit(f"worker.writers puts {self.me} at position {slot}, which writer {clash} holds: "
@@ -130,22 +136,21 @@ class WriterLayout:
         generation, writers = found[0]
         previous = found[1][1] if len(found) > 1 else None
         released = await self.hs.db.run(store.releases, generation) if previous else set()
-        missing = [w for w in (*writers, *(previous or ())) if w not in self._urls]
-        if missing:
-            self._urls.update(await self.hs.db.run(store.instance_urls))
+        # The config names the instances it knows; the others (writers added later, or
+        # moved) as they registered.
+        self._urls = {**await self.hs.db.run(store.instance_urls), **self._config_urls}
         self._apply(Layout(generation, tuple(writers), tuple(previous) if previous else None, frozenset(released)))
 
     def _heard(self, key: str) -> None:
         generation, kind, value = parse_notice(key)
         lay = self.layout
-        if kind == "writers" and generation == lay.generation + 1:
-            # Applied at once, before the notices after it: the claims of a new writer.
-            writers = tuple(w for w in value.split(",") if w)
+        if kind == "writers" and generation > lay.generation:
+            # Counted at once, before the notices after it: the claims of a new writer.
+            self._announced[generation] = tuple(w for w in value.split(",") if w)
             if self.hs.replication is not None:
-                for w in writers:
-                    self.hs.replication.view.add_writer(w)
-            if all(w in self._urls for w in writers):
-                self._apply(Layout(generation, writers, lay.writers, frozenset()))
+                self.hs.replication.view.set_writers(self.members())
+            if generation == lay.generation + 1 and all(w in self._urls for w in self._announced[generation]):
+                self._apply(Layout(generation, self._announced[generation], lay.writers, frozenset()))
                 return
         elif kind == "released" and generation == lay.generation:
             self._apply(Layout(lay.generation, lay.writers, lay.previous, lay.released | {value}))
@@ -153,37 +158,34 @@ class WriterLayout:
         self._reload_soon()
 
     def _reload_soon(self) -> None:
-        if self._reloading:
-            return
-        self._reloading = True
+        self._reloader.request()  # runs again if asked while running: no notice is lost
 
-        async def run() -> None:
-            try:
-                await self.reload()
-            except Exception:
-                logger.warning("reading the writers' layout failed; trying again", exc_info=True)
-                reactor.callLater(1.0, self._reload_soon)
-            finally:
-                self._reloading = False
-        defer.ensureDeferred(run())
+    async def _reload_or_retry(self) -> None:
+        try:
+            await self.reload()
+        except Exception:
+            logger.warning("reading the writers' layout failed; trying again", exc_info=True)
+            reactor.callLater(1.0, self._reload_soon)
 
     def _apply(self, new: Layout) -> None:
         old = self.layout
         if (new.generation, len(new.released)) <= (old.generation, len(old.released)) and old.generation:
             return
         self.layout = new
+        for generation in [g for g in self._announced if g <= new.generation]:
+            del self._announced[generation]
         replication = self.hs.replication
         if replication is not None:
             replication.view.set_writers(self.members())
-        if new.generation != old.generation:
-            self._fresh.clear()
-            self.gone.clear()
-            if old.generation:
-                logger.info("%s: writers' layout %d: %s (was %s)", self.me, new.generation, ", ".join(new.writers),
-                            ", ".join(old.writers))
+        if new.generation != old.generation and old.generation:
+            logger.info("%s: writers' layout %d: %s (was %s)", self.me, new.generation, ", ".join(new.writers),
+                        ", ".join(old.writers))
         if self.is_writer:
-            gained_from = new.released - (old.released if new.generation == old.generation else frozenset())
-            self._forget_rooms(lambda room: new.owner(room) == self.me and new.previous_owner(room) in gained_from)
+            released_now = new.released - (old.released if new.generation == old.generation else frozenset())
+            # What this writer held of rooms it gains is older than what their previous
+            # writer wrote since: read them again from the tables.
+            self._forget_rooms(lambda room: new.owner(room) == self.me and new.previous_owner(room) in released_now
+                               and new.previous_owner(room) != self.me)
             if new.previous and self.me in new.previous and self.me not in new.released \
                     and self._released != new.generation:
                 self._released = new.generation
@@ -195,6 +197,8 @@ class WriterLayout:
         before until they have released (they may still be writing), and this one."""
         lay = self.layout
         members = set(lay.writers) | (set(lay.previous or ()) - lay.released)
+        for writers in self._announced.values():  # heard of, not applied yet
+            members |= set(writers)
         return members | {self.me} if self.is_writer else members
 
     # ---- routing -------------------------------------------------------------------------
@@ -206,7 +210,12 @@ class WriterLayout:
         return self._urls[instance]
 
     def creators(self) -> tuple[str, ...]:
-        return self.layout.writers
+        """The writers new rooms are sent to: during a move, those that were writers
+        before (a new writer has no room handed over yet to pick an id among)."""
+        lay = self.layout
+        if lay.moving:
+            return tuple(w for w in lay.writers if w in (lay.previous or ())) or lay.writers
+        return lay.writers
 
     # ---- building on a writer ------------------------------------------------------------
 
@@ -214,31 +223,39 @@ class WriterLayout:
         return self.layout.owner(room_id) == self.me
 
     def may_build(self, room_id: str) -> bool:
-        return room_id in self._fresh or self.layout.may_build(room_id, self.me, self.gone)
+        return self.layout.may_build(room_id, self.me)
 
-    def created(self, room_id: str) -> None:
-        """A room this writer has just created: nobody built it before."""
-        self._fresh.add(room_id)
+    def may_create(self, room_id: str) -> bool:
+        """Whether a new room may take this id: this writer owns it and no other writer may
+        still build under it (one that has not heard of the move yet would take a write
+        for it as its own)."""
+        lay = self.layout
+        return lay.owner(room_id) == self.me and lay.handed_over(room_id)
 
     @asynccontextmanager
     async def building(self, room_id: str) -> AsyncIterator[None]:
         """Around a write to a room this writer owns: held until the room is handed over;
         RoomMoved when it belongs to another writer (nothing built)."""
-        waited = 0.0
+        deadline = reactor.seconds() + WAIT_SECONDS
+        next_check = 0.0
         while True:
             lay = self.layout
             if lay.owner(room_id) != self.me:
                 raise RoomMoved(lay.generation)
-            if room_id in self._fresh or lay.handed_over(room_id, self.gone):
+            if lay.handed_over(room_id):
                 break
-            if waited >= WAIT_SECONDS:
-                raise MatrixError(503, "M_UNKNOWN", "the room is moving between writers; retry")
-            await self._check_gone(lay.previous_owner(room_id) or "")
+            now = reactor.seconds()
+            if now >= deadline:
+                raise RoomMoved(lay.generation, "the room is moving between writers; retry")
+            if now >= next_check:  # at most once a second: is the previous writer still there?
+                next_check = now + DEAD_CHECK_SECONDS
+                await self._check_gone(lay.previous_owner(room_id) or "", lay.generation)
+                self._reload_soon()  # in case a notice was missed
+                continue
             try:
-                await self._next_change(DEAD_CHECK_SECONDS)
+                await self._next_change(min(DEAD_CHECK_SECONDS, deadline - now))
             except defer.TimeoutError:
                 pass
-            waited += DEAD_CHECK_SECONDS
         self._building[room_id] = self._building.get(room_id, 0) + 1
         try:
             yield
@@ -250,20 +267,38 @@ class WriterLayout:
                 del self._building[room_id]
             self._tell_changed()
 
-    async def _check_gone(self, writer: str) -> None:
-        if not writer or writer in self.gone:
+    async def _check_gone(self, writer: str, generation: int) -> None:
+        """A previous writer without a database session is passed over: its release is
+        recorded on its behalf, under the lock its own batches check it with (a writer
+        that was only cut off, and reconnects, finds it and writes none of those rooms:
+        `fence`)."""
+        lay = self.layout
+        if not writer or writer in lay.released or lay.generation != generation:
             return
         from homeserver.replication import application_name  # noqa: PLC0415  (imports the room core)
         try:
-            sessions = await self.hs.db.run(repl_store.live_sessions, application_name(writer))
+            if await self.hs.db.run(repl_store.live_sessions, application_name(writer)):
+                return
+            await self.hs.db.run(store.pass_over, generation, writer)
         except Exception:
+            logger.warning("passing over writer %s failed", writer, exc_info=True)
+            return
+        logger.warning("%s: writer %s has no database session left: its rooms are built by the new writers",
+                       self.me, writer)
+        # Applied here before building on it: the notice comes later.
+        self._apply(Layout(lay.generation, lay.writers, lay.previous, lay.released | {writer}))
+
+    def fence(self, cur, room_ids: "set[str]") -> None:
+        """Inside a batch's transaction on this writer: refuse it when this writer was
+        passed over (or released) for a layout under which the batch's rooms are not its
+        own, or for one it has not heard of yet."""
+        generation = store.released_since(cur, self.me, self.layout.generation)
+        if generation is None:
             return
         lay = self.layout
-        if sessions == 0 and lay.previous and writer not in lay.released:
-            logger.warning("writer %s has no database session left: building the rooms it had", writer)
-            self.gone.add(writer)
-            self._forget_rooms(lambda room: lay.owner(room) == self.me and lay.previous_owner(room) == writer)
-            self._tell_changed()
+        if generation > lay.generation or any(lay.owner(room) != self.me for room in room_ids):
+            reactor.callFromThread(self._reload_soon)  # (on a database thread here)
+            raise RoomMoved(max(generation, lay.generation))
 
     async def _release(self, generation: int) -> None:
         """Give up the rooms this writer no longer owns: the writes started finish and are
@@ -292,11 +327,15 @@ class WriterLayout:
 
     def _forget_rooms(self, which) -> None:
         """Drop what this writer holds of rooms another writer builds (or built): their
-        heads and events are read from the tables when next needed."""
-        for head in list(self.hs.room_heads.all()):
-            if which(head.room_id):
-                self.hs.room_heads.invalidate(head.room_id)
-                self.hs.event_cache.forget_room(head.room_id)
+        heads (and loads in flight) and events are read from the tables when next needed.
+        Rooms with writes in progress or events queued here are this writer's and kept."""
+        persister = self.hs.persister
+        rooms = {h.room_id for h in self.hs.room_heads.all()} | self.hs.room_heads.loading() \
+            | self.hs.event_cache.rooms()
+        for room_id in rooms:
+            if which(room_id) and room_id not in self._building and not persister.pending_event_ids(room_id):
+                self.hs.room_heads.invalidate(room_id)
+                self.hs.event_cache.forget_room(room_id)
 
     # ---- waiting -------------------------------------------------------------------------
 

@@ -2,17 +2,18 @@
 while they run (homeserver/writer_layout.py, docs/scaling.md)."""
 from __future__ import annotations
 
+import re
 import time
 
-from homeserver.config import Config
+from homeserver.config import INSTANCE_NAME_PATTERN, Config
 from homeserver.replication import application_name
 from homeserver.sharding import writer_for_room
 from storage import replication as repl_store
 from storage import writer_layout as store
 from storage.database import Database
-from storage.migrate import apply_migrations
 
 MOVE_WAIT_SECONDS = 120.0
+INSTANCE_NAME = re.compile(INSTANCE_NAME_PATTERN)
 
 
 def _describe(db: Database) -> tuple[int, list[str], list[str] | None, set[str]]:
@@ -49,9 +50,11 @@ def set_writers(config: Config, writers: list[str], wait: bool = True, out=print
     """Write a new generation; with `wait`, report until every previous writer released."""
     if not writers or len(set(writers)) != len(writers):
         raise ValueError("list each writer once")
+    bad = [w for w in writers if not INSTANCE_NAME.match(w)]
+    if bad:
+        raise ValueError(f"not an instance name: {', '.join(bad)}")
     db = Database(_dsn(config), 1)
     try:
-        db.run_sync(apply_migrations)
         generation, current, previous, released = _describe(db)
         unfinished = [w for w in sorted(set(previous or ()) - released)
                        if db.run_sync(repl_store.live_sessions, application_name(w))]  # the gone are passed over
@@ -62,6 +65,9 @@ def set_writers(config: Config, writers: list[str], wait: bool = True, out=print
         if unknown:
             raise ValueError(f"{', '.join(unknown)} never started as a writer: start it first "
                              "(role writer, listed at the end of its worker.writers)")
+        down = [w for w in writers if not db.run_sync(repl_store.live_sessions, application_name(w))]
+        if down:
+            raise ValueError(f"{', '.join(down)} is not running: start it first")
         if writers == current:
             out(f"layout {generation} already has these writers")
             return 0
@@ -77,8 +83,8 @@ def set_writers(config: Config, writers: list[str], wait: bool = True, out=print
                 out("done: every room is built by its new writer")
                 return 0
             if time.monotonic() > deadline:
-                out(f"still waiting for {', '.join(left)} (a writer that is down releases when it starts,"
-                    " or is passed over once it has no database session)")
+                out(f"still waiting for {', '.join(left)} (a writer that is down is passed over when the"
+                    " next write to one of its rooms arrives, or releases when it starts)")
                 return 1
             time.sleep(0.2)
     finally:

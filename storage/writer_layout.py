@@ -45,6 +45,27 @@ def add_generation(cur: Cursor, writers: list[str], expected: int) -> int:
     return generation
 
 
+def _release_lock(cur: Cursor, instance: str, shared: bool) -> None:
+    """Orders a release recorded on a writer's behalf against that writer's batches."""
+    cur.execute(f"SELECT pg_advisory_xact_lock{'_shared' if shared else ''}(727276, hashtext(%s))", (instance,))
+
+
+def released_since(cur: Cursor, instance: str, generation: int) -> int | None:
+    """In a writer's batch transaction: the newest generation at or after `generation`
+    for which a release of it is recorded, if any."""
+    _release_lock(cur, instance, shared=True)
+    cur.execute("SELECT max(generation) FROM writer_layout_releases WHERE instance = %s AND generation >= %s",
+                (instance, generation))
+    return cur.fetchone()[0]
+
+
+def pass_over(cur: Cursor, generation: int, instance: str) -> None:
+    """Record the release of a writer that has no session left, on its behalf: from this
+    commit on its batches for rooms it gave up are refused (`released_since`)."""
+    _release_lock(cur, instance, shared=False)
+    release(cur, generation, instance)
+
+
 def release(cur: Cursor, generation: int, instance: str) -> None:
     cur.execute("INSERT INTO writer_layout_releases (generation, instance, released_ts) VALUES (%s, %s, %s)"
                 " ON CONFLICT DO NOTHING", (generation, instance, _now()))
@@ -55,6 +76,7 @@ def register_instance(cur: Cursor, name: str, role: str, url: str, slot: int | N
     """Record this process's internal URL; returns the writer already holding `slot`,
     if another one does (their state group ids would collide)."""
     if slot is not None:
+        cur.execute("LOCK TABLE worker_instances IN EXCLUSIVE MODE")  # two writers starting at once
         cur.execute("SELECT name FROM worker_instances WHERE state_group_slot = %s AND name <> %s", (slot, name))
         row = cur.fetchone()
         if row:

@@ -53,8 +53,9 @@ class SyncEngine:
     async def start(self) -> None:
         for part in (self.receipts, self.account_data, self.to_device, self.device_lists):
             await part.start()
-        # Several processes: presence lives in the one owning the per-user streams.
-        self.owns_presence = self.hs.config.presence.enabled and self.hs.config.worker.owns_streams
+        # Several processes: presence is kept by the one running its job (by default the
+        # stream owner; elsewhere the stream owner mirrors it: sync/presence_job.py).
+        self.owns_presence = self.hs.config.presence.enabled and self.hs.config.worker.runs_job("presence")
         if self.owns_presence:
             await self.presence.start()
         self.room_log = ChangeLog(self.hs.persister.max_stream_ordering)

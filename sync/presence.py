@@ -1,6 +1,11 @@
 """Presence: online while a user syncs or acts, unavailable after `idle_after_ms` without
 activity, offline `offline_after_ms` after their last sync ends. Kept in memory with one
-sweep timer; written to Postgres lazily so a restart remembers last activity."""
+sweep timer; written to Postgres lazily so a restart remembers last activity.
+
+With several processes and the presence job away from the stream owner
+(sync/presence_job.py), the job's process keeps this authoritatively and the stream owner
+keeps a *mirror*: the states it reads from the job's stream, and its own count of who is
+syncing, which it reports to the job."""
 from __future__ import annotations
 
 import logging
@@ -18,6 +23,8 @@ if TYPE_CHECKING:
     from homeserver.server import HomeServer
 
 STATES = ("online", "unavailable", "offline")
+# A mirror reports everyone syncing this often, and a /sync after a longer gap at once.
+REPORT_GAP_MS = 5_000
 
 
 logger = logging.getLogger(__name__)
@@ -45,7 +52,10 @@ class Presence:
         self.log = ChangeLog(0)  # (stream, user) of every change
         self._users: dict[str, UserPresence] = {}
         self._dirty: set[str] = set()
-        self._on_change = on_change  # told the user id; wakes those who share a room
+        self.on_change = on_change  # told the user id; wakes those who share a room
+        # Mirror mode (the job elsewhere): told of each /sync that should change presence
+        # there; None when presence is kept here.
+        self.report_sync: Callable[[str, str | None], None] | None = None
         cfg = hs.config.presence
         self.idle_after_ms = cfg.idle_after_ms
         self.offline_after_ms = cfg.offline_after_ms
@@ -85,7 +95,7 @@ class Presence:
         if changed:
             self._advance(user_id, p)
             self._dirty.add(user_id)
-            self._on_change(user_id)
+            self.on_change(user_id)
 
     def _advance(self, user_id: str, p: UserPresence) -> None:
         p.stream = self.stream.advance()
@@ -107,7 +117,7 @@ class Presence:
             self._set(user_id, p, "online")
         elif was_stale:
             self._advance(user_id, p)
-            self._on_change(user_id)
+            self.on_change(user_id)
 
     def set_remote(self, user_id: str, update: dict) -> None:
         """Presence of another server's user, as its m.presence EDU tells it (federation);
@@ -125,7 +135,12 @@ class Presence:
     def sync_started(self, user_id: str, set_presence: str | None) -> None:
         p = self._users.setdefault(user_id, UserPresence())
         p.syncing += 1
-        p.last_sync_ts = _now()
+        last, p.last_sync_ts = p.last_sync_ts, _now()
+        if self.report_sync is not None:  # a mirror: the job decides, told when it may change
+            back = p.syncing == 1 and p.last_sync_ts - last > REPORT_GAP_MS
+            if back or (set_presence not in (None, "offline") and set_presence != p.state):
+                self.report_sync(user_id, set_presence)
+            return
         wanted = set_presence or p.explicit or "online"
         if wanted == "offline":
             return  # syncing with set_presence=offline leaves presence alone
@@ -139,6 +154,62 @@ class Presence:
         if p is not None:
             p.syncing = max(0, p.syncing - 1)
             p.last_sync_ts = _now()
+
+    def syncing_users(self) -> list[str]:
+        """Syncing now, or within the last REPORT_GAP_MS (clients that poll briefly)."""
+        since = _now() - REPORT_GAP_MS
+        return [u for u, p in self._users.items() if p.syncing > 0 or p.last_sync_ts > since]
+
+    def remote_syncing(self, started: list[tuple[str, str | None]], syncing: list[str] | None) -> None:
+        """The job's side of what the stream owner reports: /syncs that started, and now
+        and then everyone syncing there (a user missing from it has stopped)."""
+        for user_id, set_presence in started:
+            p = self._users.get(user_id)
+            if p is not None and p.syncing:
+                p.syncing = 0  # counted again below: one stream owner, one count
+            self.sync_started(user_id, set_presence)
+        if syncing is None:
+            return
+        now, listed = _now(), set(syncing)
+        for user_id, p in self._users.items():
+            if p.syncing and user_id not in listed:
+                p.syncing = 0
+        for user_id in listed:
+            p = self._users.get(user_id)
+            if p is None or not p.syncing:
+                self.sync_started(user_id, None)
+            else:
+                p.last_sync_ts = now
+
+    def load_mirror(self, rows: list[tuple[int, str, str, str | None, int]]) -> None:
+        """A mirror starting: each user's newest state as the job announced it."""
+        for stream_id, user_id, state, status_msg, last_active_ts in rows:
+            p = self._users.setdefault(user_id, UserPresence())
+            p.state, p.status_msg, p.last_active_ts, p.stream = state, status_msg, last_active_ts, stream_id
+        position = max((r[0] for r in rows), default=0)
+        self.stream.current = position
+        self.log = ChangeLog(position)
+
+    def apply_change(self, stream_id: str | int, user_id: str, state: str, status_msg: str | None,
+                     last_active_ts: int) -> None:
+        """A mirror: a change the job announced, at its stream id."""
+        p = self._users.setdefault(user_id, UserPresence())
+        p.state, p.status_msg, p.last_active_ts = state, status_msg, last_active_ts
+        p.stream = int(stream_id)
+        self.stream.current = max(self.stream.current, p.stream)
+        self.log.record(p.stream, user_id)
+        self.on_change(user_id)
+
+    def take_over(self, rows: list[tuple[int, str, str, str | None, int]]) -> None:
+        """The job starting: users its stream last showed present are offline until the
+        stream owner reports them syncing again (within seconds)."""
+        for _, user_id, state, status_msg, last_active_ts in rows:
+            if state == "offline":
+                continue
+            p = self._users.setdefault(user_id, UserPresence())
+            p.state, p.status_msg = state, status_msg
+            p.last_active_ts = max(p.last_active_ts, last_active_ts)
+            self._set(user_id, p, "offline")
 
     def _sweep(self) -> None:
         now = _now()

@@ -14,6 +14,8 @@ CREATE TABLE IF NOT EXISTS writer_layout_releases (
     released_ts BIGINT NOT NULL,
     PRIMARY KEY (generation, instance)
 );
+-- A writer's batches look for a release recorded for it (storage/writer_layout.py).
+CREATE INDEX IF NOT EXISTS writer_layout_releases_instance ON writer_layout_releases (instance, generation);
 -- Each process's internal URL, written at start-up, so a writer added later is reached
 -- by processes whose config does not name it yet.
 CREATE TABLE IF NOT EXISTS worker_instances (
@@ -23,3 +25,6 @@ CREATE TABLE IF NOT EXISTS worker_instances (
     state_group_slot INT,
     started_ts BIGINT NOT NULL
 );
+-- Two writers must never take state group ids from the same residue class.
+CREATE UNIQUE INDEX IF NOT EXISTS worker_instances_slot ON worker_instances (state_group_slot)
+    WHERE state_group_slot IS NOT NULL;

@@ -236,3 +236,43 @@ def test_a_gained_room_waits_for_its_old_writer_to_release_it(cluster, unique):
     assert held and held[0][0] == 200, held
     assert _builder_of_new_state(cluster, alice, from_w1[0]) == 2
     _one_chain(cluster, rooms)
+
+
+def test_a_writer_cut_off_from_the_database_cannot_build_a_room_passed_over(cluster, unique):
+    """A writer whose sessions are all gone is passed over; if it was only cut off, it
+    must not write the rooms it lost when it comes back: its batches find the release
+    recorded on its behalf (WriterLayout.fence) and the write goes to the new writer."""
+    url = cluster.url(cluster.clients[0])
+    alice = new_user(url, unique("a"))
+    rooms = []
+    while not any(writer_for_room(r, cluster.writers) == "w1" for r in rooms):
+        status, room = alice.request("POST", "/_matrix/client/v3/createRoom", {})
+        assert status == 200, room
+        rooms.append(room["room_id"])
+    room_id = next(r for r in rooms if writer_for_room(r, cluster.writers) == "w1")
+    w1 = cluster.procs["w1"].proc
+    w1.send_signal(signal.SIGSTOP)
+    try:
+        _query(cluster, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'hs:w1'")
+        assert cluster.writers_command("--set", "w2", "--no-wait").returncode == 0
+        status, body = _send(alice, room_id, unique("n"), "built by w2")
+        assert status == 200, body
+        # A write already on its way to w1, which it reads as soon as it runs again, before
+        # it has heard of the new layout.
+        straight = Http(f"http://127.0.0.1:{cluster.internal_ports['w1']}", alice.token)
+        late: list = []
+        sender = threading.Thread(target=lambda: late.append(straight.request(
+            "PUT", f"/_matrix/client/v3/rooms/{urllib.parse.quote(room_id)}/send/m.room.message/{unique('l')}",
+            {"msgtype": "m.text", "body": "sent to w1"},
+            headers={"X-Homeserver-Internal": cluster.secret, "X-Homeserver-Forwarded": "test"})))
+        sender.start()
+        time.sleep(0.5)
+    finally:
+        w1.send_signal(signal.SIGCONT)
+    sender.join(30)
+    assert late and late[0][0] in (200, 503), late
+    _one_chain(cluster, [room_id])
+    if late[0][0] == 200:
+        [(count,)] = _query(cluster, "SELECT count(*) FROM events WHERE event_id = %s", (late[0][1]["event_id"],))
+        assert count == 1
+    assert _builder_of_new_state(cluster, alice, room_id) == 1

@@ -212,10 +212,14 @@ def test_per_user_streams_belong_to_the_stream_owner():
         (b"POST", "/_matrix/client/v3/keys/upload"),
         (b"PUT", "/_matrix/client/v3/user/%40u%3Ab/account_data/m.direct"),
         (b"POST", "/_matrix/client/v3/login"),
-        (b"PUT", "/_matrix/client/v3/presence/%40u%3Ab/status"),
+        (b"GET", "/_matrix/client/v3/presence/%40u%3Ab/status"),
         (b"POST", "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync"),
     ]:
         assert classify(method, path) == ("streams", None), path
+
+
+def test_setting_presence_belongs_to_the_presence_job():
+    assert classify(b"PUT", "/_matrix/client/v3/presence/%40u%3Ab/status") == ("presence", None)
 
 
 # ---- the worker config -----------------------------------------------------------------

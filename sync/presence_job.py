@@ -1,0 +1,195 @@
+"""Several processes: presence as a job of its own (`worker.jobs.presence`).
+
+By default presence lives with the per-user streams in the stream owner, which serves
+/sync. When the job is assigned to another process (a client or sync instance: it must see
+every room's events, to mark their senders active):
+
+- the job's process keeps presence authoritatively (sync/presence.py): `PUT /presence` is
+  forwarded to it, the events it replays mark their senders active, and its sweep turns
+  the idle unavailable and the gone offline. It writes each change to `presence_stream`
+  and announces the stream `presence` in the same transaction, one transaction at a time,
+  so ids commit in order (`PresenceWriter`);
+- the stream owner keeps a mirror: it reads the rows after its position when it hears the
+  announcement, and after a reconnect, and wakes the long-polls of those sharing a room
+  with the user (`PresenceReader`). The stream ids are the presence positions of its sync
+  tokens, so they survive restarts of either process;
+- the stream owner tells the job who syncs (`SyncReporter`): a /sync after a pause or with
+  a new `set_presence` at once, and everyone syncing every few seconds (a user missing from
+  the list has stopped), over `POST /_homeserver/internal/v1/presence_syncing`.
+
+A job that restarts sets those its stream last showed present offline until the next
+report brings them back (seconds). Reports that cannot be delivered are dropped: the next
+full list repairs them."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from twisted.internet import task
+
+from homeserver.async_utils import Rerun
+from storage import presence as presence_store
+from sync.presence import REPORT_GAP_MS
+
+if TYPE_CHECKING:
+    from homeserver.server import HomeServer
+    from sync.presence import Presence
+
+logger = logging.getLogger(__name__)
+SYNCING_PATH = "/_homeserver/internal/v1/presence_syncing"
+KEEP_MS = 3_600_000     # replaced rows are kept this long (a mirror catching up reads them)
+PRUNE_EVERY_S = 60.0
+READ_PAGE = 1000
+MAX_BATCH = 1000
+
+
+class PresenceWriter:
+    """On the job's process: each change of presence, written in order and announced."""
+
+    def __init__(self, hs: "HomeServer", presence: "Presence") -> None:
+        self.hs = hs
+        self.presence = presence
+        self.position = 0
+        self._queue: list[str] = []
+        self._writer = Rerun(self._write)
+        self._pruned_at = 0.0
+
+    async def start(self) -> None:
+        self.position = await self.hs.db.run(presence_store.stream_position)
+
+    def changed(self, user_id: str) -> None:
+        self._queue.append(user_id)
+        self._writer.request()
+
+    async def _write(self) -> None:
+        while self._queue:
+            users, self._queue = list(dict.fromkeys(self._queue[:MAX_BATCH])), self._queue[MAX_BATCH:]
+            rows = []
+            for i, user_id in enumerate(users, start=self.position + 1):
+                p = self.presence.get(user_id)
+                rows.append((i, user_id, p.state, p.status_msg, p.last_active_ts))
+            now = time.time()
+            prune = now - self._pruned_at >= PRUNE_EVERY_S
+            try:
+                await self.hs.db.run(presence_store.append_changes, rows, int(now * 1000),
+                                     self.hs.config.worker.instance_name,
+                                     int(now * 1000) - KEEP_MS if prune else None)
+            except Exception as e:  # written with the next change; the state is kept here
+                logger.warning("writing %d presence change(s) failed: %s", len(rows), e)
+                self._queue[:0] = users
+                return
+            self.position = rows[-1][0]
+            if prune:
+                self._pruned_at = now
+
+
+class PresenceReader:
+    """On the stream owner: the job's changes into the mirror."""
+
+    def __init__(self, hs: "HomeServer", presence: "Presence") -> None:
+        self.hs = hs
+        self.presence = presence
+        self._target = 0
+        self._reader = Rerun(self._read)
+
+    async def start(self) -> None:
+        self.presence.load_mirror(await self.hs.db.run(presence_store.latest_changes))
+        self._target = self.presence.stream.current
+
+    def heard(self, position: int) -> None:
+        self._target = max(self._target, position)
+        if self._target > self.presence.stream.current:
+            self._reader.request()
+
+    async def _read(self) -> None:
+        while self._target > self.presence.stream.current:
+            after, upto = self.presence.stream.current, self._target
+            try:
+                rows = await self.hs.db.run(presence_store.changes_between, after, upto, READ_PAGE)
+            except Exception as e:  # the next announcement or reconnect tries again
+                logger.warning("reading presence changes failed: %s", e)
+                return
+            for row in rows:
+                self.presence.apply_change(*row)
+            if len(rows) < READ_PAGE:
+                self.presence.stream.current = max(self.presence.stream.current, upto)
+
+
+class SyncReporter:
+    """On the stream owner: who syncs, told to the job's process."""
+
+    def __init__(self, hs: "HomeServer", presence: "Presence", job: str) -> None:
+        self.hs = hs
+        self.presence = presence
+        self.job = job
+        self._started: list[tuple[str, str | None]] = []
+        self._full_list_due = True
+        self._sender = Rerun(self._send)
+        self._loop = task.LoopingCall(self._full_list)
+
+    def start(self) -> None:
+        self._loop.start(REPORT_GAP_MS / 1000, now=True)
+
+    def stop(self) -> None:
+        if self._loop.running:
+            self._loop.stop()
+
+    def started(self, user_id: str, set_presence: str | None) -> None:
+        self._started.append((user_id, set_presence))
+        self._sender.request()
+
+    def _full_list(self) -> None:
+        self._full_list_due = True
+        self._sender.request()
+
+    async def _send(self) -> None:
+        while self._started or self._full_list_due:
+            body: dict[str, Any] = {"started": self._started}
+            self._started = []
+            if self._full_list_due:
+                self._full_list_due = False
+                body["syncing"] = self.presence.syncing_users()
+            try:
+                status, _ = await self.hs.internal.post(self.job, SYNCING_PATH, body, timeout_s=10.0)
+                if status != 200:
+                    logger.warning("the presence job (%s) answered %d to a syncing report", self.job, status)
+            except Exception as e:  # the next full list repairs what is lost
+                logger.warning("reporting who syncs to the presence job (%s) failed: %s", self.job, e)
+
+
+async def serve_syncing(hs: "HomeServer", body: bytes) -> tuple[int, dict]:
+    """The job's side of `SyncReporter` (on an internal listener only)."""
+    if not (hs.config.presence.enabled and hs.config.worker.runs_job("presence")):
+        return 404, {"errcode": "M_NOT_FOUND", "error": "presence is not kept here"}
+    try:
+        req = orjson.loads(body)
+        started = [(str(u), s if isinstance(s, str) else None) for u, s in req.get("started", [])]
+        syncing = req.get("syncing")
+        syncing = [str(u) for u in syncing] if isinstance(syncing, list) else None
+    except (ValueError, TypeError, AttributeError) as e:
+        return 400, {"errcode": "M_BAD_JSON", "error": str(e)}
+    hs.sync.presence.remote_syncing(started, syncing)
+    return 200, {}
+
+
+async def attach(hs: "HomeServer") -> None:
+    """Wire this process's part of presence kept away from the stream owner, if any.
+    Called before replication listens."""
+    worker = hs.config.worker
+    if not hs.config.presence.enabled or not worker.multi_process or worker.jobs.presence in (None, worker.streams):
+        return
+    presence = hs.sync.presence
+    if worker.runs_job("presence"):
+        writer = PresenceWriter(hs, presence)
+        await writer.start()
+        presence.on_change = writer.changed  # long-polls are woken by the stream owner's mirror
+        presence.take_over(await hs.db.run(presence_store.latest_changes))
+    elif worker.owns_streams:
+        reader = PresenceReader(hs, presence)
+        await reader.start()
+        hs.replication.on_position(presence_store.STREAM, reader.heard)
+        reporter = SyncReporter(hs, presence, worker.jobs.presence)
+        presence.report_sync = reporter.started
+        reporter.start()
