@@ -44,8 +44,13 @@ _CREATE_ROOM = re.compile(_CLIENT + r"createRoom$")
 # The admin API's room deletion and history purge change the room's heads: its writer.
 _ADMIN_ROOM_WRITE = re.compile(r"^/_synapse/admin/v[12]/rooms/(?P<room>[^/]+)$|"
                                r"^/_synapse/admin/v1/purge_history/(?P<room2>[^/]+)(?:/[^/]+)?$")
-# Setting presence: where presence is kept (the stream owner unless its job is elsewhere).
-_SET_PRESENCE = re.compile(_CLIENT + r"presence/[^/]+/status$")
+# Reading the streams: any sync process answers (the stream owner or one following it).
+_SYNC_READ = re.compile(
+    _CLIENT + r"(?:sync|events|initialSync|org\.matrix\.simplified_msc3575/sync|org\.matrix\.msc3575/sync)$|"
+    + _CLIENT + r"rooms/[^/]+/initialSync$")
+# A user's presence, set and read where it is kept (the stream owner unless its job is
+# elsewhere; the sync processes mirror it for /sync).
+_PRESENCE = re.compile(_CLIENT + r"presence/[^/]+/status$")
 _THUMBNAIL = re.compile(r"^/_matrix/(?:client/v1/media|media/(?:v3|r0))/thumbnail/")
 # The per-user streams, what writes to them, and /notifications (its read markers are the
 # unread counts the stream owner keeps with the receipts).
@@ -61,9 +66,9 @@ MOVED_RETRIES = 3  # a room moving between writers: ask its new owner
 
 
 def classify(method: bytes, path: str) -> tuple[str, str | None] | None:
-    """What owns a request: ("room", room id or alias), ("create", None),
-    ("streams", None), ("presence", None), ("thumbnails", None), or None (any process
-    answers it)."""
+    """What owns a request: ("room", room id or alias), ("create", None), ("sync", None)
+    (any sync process), ("streams", None), ("presence", None), ("thumbnails", None), or
+    None (any process answers it)."""
     if method in WRITE_METHODS:
         m = _ROOM_WRITE.match(path)
         if m:
@@ -73,8 +78,10 @@ def classify(method: bytes, path: str) -> tuple[str, str | None] | None:
             return "room", unquote(m.group("room") or m.group("room2"))
         if method == b"POST" and _CREATE_ROOM.match(path):
             return "create", None
-        if method == b"PUT" and _SET_PRESENCE.match(path):
-            return "presence", None
+    if method in (b"GET", b"PUT") and _PRESENCE.match(path):
+        return "presence", None
+    if method in (b"GET", b"POST") and _SYNC_READ.match(path):
+        return "sync", None
     if _STREAMS.match(path):
         return "streams", None
     if _THUMBNAIL.match(path):
@@ -146,7 +153,9 @@ class Forwarder:
 
     async def _owner(self, kind: str, room: str | None) -> str | None:
         me = self.cfg.instance_name
-        if kind == "streams":
+        if kind == "sync":
+            owner = None if self.cfg.role == "sync" else self.cfg.streams
+        elif kind == "streams":
             owner = self.cfg.streams
         elif kind == "presence":
             owner = self.cfg.jobs.presence or self.cfg.streams

@@ -45,7 +45,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from client_api.http import LimitedChannel, LimitedRequest, build_site  # the composition root wires both
     from client_api.ratelimit import Ratelimiter
     from homeserver import ephemeral_relay, metrics, shutdown
-    from sync import presence_job
+    from sync import presence_job, stream_followers
     from homeserver.launcher import skip_missing_bridge_registration
     from homeserver.server import HomeServer
 
@@ -115,7 +115,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         hs.persister.add_listener(hs.appservices.on_events)
         hs.sync.ephemeral_listeners.append(hs.appservices.on_ephemeral)
         await ephemeral_relay.attach(hs)  # the appservices job elsewhere than the streams
-        await presence_job.attach(hs)  # the presence job elsewhere than the streams
+        await presence_job.attach(hs)  # presence kept by one process, mirrored by the sync processes
+        await stream_followers.attach(hs)  # the per-user streams, announced and followed
         if hs.federation is not None:
             await hs.federation.attach_sync(hs.sync)  # outbound EDUs; starts the queues
         hs.pushers = Pushers(hs)

@@ -56,3 +56,10 @@ def get_filter(cur: Cursor, user_id: str, filter_id: int) -> dict | None:
                 (user_id, filter_id))
     row = cur.fetchone()
     return json.loads(row[0]) if row else None
+
+
+def changes_between(cur: Cursor, after: int, upto: int, limit: int) -> list[tuple[int, str]]:
+    """(stream_id, user_id) of account data written with after < stream_id <= upto."""
+    cur.execute("SELECT stream_id, user_id FROM account_data WHERE stream_id > %s AND stream_id <= %s"
+                " ORDER BY stream_id LIMIT %s", (after, upto, limit))
+    return cur.fetchall()

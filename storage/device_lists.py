@@ -76,3 +76,10 @@ def users_sharing_room_with(cur: Cursor, user_id: str, candidates: list[str]) ->
         " WHERE me.type = 'm.room.member' AND me.state_key = %s AND me.membership = 'join'"
         " AND other.state_key = ANY(%s)", (user_id, candidates))
     return [r[0] for r in cur.fetchall()]
+
+
+def changes_between(cur: Cursor, after: int, upto: int, limit: int) -> list[tuple[int, str]]:
+    """(stream_id, user_id) of device-list changes with after < stream_id <= upto."""
+    cur.execute("SELECT stream_id, user_id FROM device_list_changes WHERE stream_id > %s AND stream_id <= %s"
+                " ORDER BY stream_id LIMIT %s", (after, upto, limit))
+    return cur.fetchall()

@@ -33,3 +33,11 @@ def latest_per_room(cur: Cursor, room_ids: list[str]) -> dict[str, int]:
     cur.execute("SELECT room_id, max(stream_id) FROM receipts WHERE room_id = ANY(%s) GROUP BY room_id",
                 (room_ids,))
     return dict(cur.fetchall())
+
+
+def changes_between(cur: Cursor, after: int, upto: int, limit: int) -> list[tuple[int, str]]:
+    """(stream_id, room_id) of receipts stored with after < stream_id <= upto (several sync
+    processes: what the stream owner stored since)."""
+    cur.execute("SELECT stream_id, room_id FROM receipts WHERE stream_id > %s AND stream_id <= %s"
+                " ORDER BY stream_id LIMIT %s", (after, upto, limit))
+    return cur.fetchall()

@@ -43,3 +43,11 @@ def pending_max(cur: Cursor, user_id: str, device_id: str) -> int:
     cur.execute("SELECT COALESCE(max(stream_id), 0) FROM to_device_messages WHERE user_id = %s"
                 " AND device_id = %s", (user_id, device_id))
     return cur.fetchone()[0]
+
+
+def changes_between(cur: Cursor, after: int, upto: int, limit: int) -> list[tuple[int, str, str]]:
+    """(stream_id, user_id, device_id) of messages queued with after < stream_id <= upto
+    and not yet acknowledged."""
+    cur.execute("SELECT stream_id, user_id, device_id FROM to_device_messages WHERE stream_id > %s"
+                " AND stream_id <= %s ORDER BY stream_id LIMIT %s", (after, upto, limit))
+    return cur.fetchall()

@@ -65,6 +65,17 @@ class AccountData:
             await self.hs.invalidate_elsewhere(IGNORED_INVALIDATION, user_id)
         self._on_change(user_id)
 
+    def restart_at(self, position: int) -> None:
+        """A sync process following the stream owner starts at its announced position."""
+        self.stream.restart_at(position)
+
+    def follow(self, rows: list[tuple[int, str]]) -> None:
+        """Several sync processes: account data the stream owner wrote (the ignored-users
+        lists come by their own invalidation)."""
+        for stream_id, user_id in rows:
+            self._user_stream[user_id] = max(self._user_stream.get(user_id, 0), stream_id)
+            self._on_change(user_id)
+
     def _ignore_changed(self, user_id: str, users: frozenset[str]) -> None:
         # Events persisted from now on have higher stream positions than this one.
         entry = (self.hs.persister.max_stream_ordering, users)

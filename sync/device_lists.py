@@ -56,6 +56,17 @@ class DeviceLists:
         for listener in self.listeners:
             listener(user_id)
 
+    def restart_at(self, position: int) -> None:
+        """A sync process following the stream owner starts at its announced position."""
+        self.stream.restart_at(position)
+        self._log = ChangeLog(position, keep=10_000)
+
+    def follow(self, rows: list[tuple[int, str]]) -> None:
+        """Several sync processes: changes the stream owner recorded."""
+        for stream_id, user_id in rows:
+            self._log.record(stream_id, user_id)
+            self._on_change(user_id)
+
     async def _drain_outbox(self) -> None:
         """Record the changes other processes queued, then drop them (a crash in between
         records one twice, which only makes clients query keys again)."""

@@ -3,12 +3,16 @@ per algorithm (device_one_time_keys_count) and the algorithms of its fallback ke
 nobody has claimed yet (device_unused_fallback_key_types)."""
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from storage import e2e_keys as store
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
+
+logger = logging.getLogger(__name__)
+INVALIDATION = "e2e_counts"  # "user device": keys uploaded or claimed (several sync processes)
 
 
 async def one_time_key_counts(hs: "HomeServer", user_id: str, device_id: str) -> dict[str, int]:
@@ -31,8 +35,15 @@ class E2ECounts:
         self.hs = hs
         self._cache: dict[tuple[str, str], tuple[dict[str, int], list[str]]] = {}
         self._generation: dict[tuple[str, str], int] = {}
+        if hs.replication is not None:  # several sync processes: each caches them
+            hs.replication.on_invalidate(INVALIDATION, lambda key: self._forget(*key.split(" ", 1)))
 
     def invalidate(self, user_id: str, device_id: str) -> None:
+        self._forget(user_id, device_id)
+        self.hs.invalidate_elsewhere(INVALIDATION, f"{user_id} {device_id}").addErrback(
+            lambda f: logger.warning("announcing new key counts of %s failed: %s", user_id, f.getErrorMessage()))
+
+    def _forget(self, user_id: str, device_id: str) -> None:
         key = (user_id, device_id)
         self._cache.pop(key, None)
         self._generation[key] = self._generation.get(key, 0) + 1

@@ -102,9 +102,10 @@ class SyncEngine:
         self._emit({"type": "m.typing", "room_id": room_id,
                     "content": {"user_ids": self.typing.typing_users(room_id)}})
 
-    def _receipt_changed(self, room_id: str, event: dict) -> None:
+    def _receipt_changed(self, room_id: str, event: dict | None) -> None:
         self._wake_room(room_id)
-        self._emit(dict(event, room_id=room_id))
+        if event is not None:  # (None: read from the owner's table by a sync process following it)
+            self._emit(dict(event, room_id=room_id))
 
     def _presence_changed(self, user_id: str) -> None:
         self._wake_sharing(user_id)

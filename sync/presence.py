@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Callable
 
 from twisted.internet import task
 
+from homeserver.errors import MatrixError
 from storage import presence as presence_store
 from sync.change_log import ChangeLog
 from sync.stream_ids import MemoryStream
@@ -25,6 +26,11 @@ if TYPE_CHECKING:
 STATES = ("online", "unavailable", "offline")
 # A mirror reports everyone syncing this often, and a /sync after a longer gap at once.
 REPORT_GAP_MS = 5_000
+# A mirror's list of who syncs there counts this long (a mirror that stopped reporting).
+REPORT_LEASE_MS = 3 * REPORT_GAP_MS
+# Activity told to mirrors when it moved this much without a change of state (they show
+# last_active_ago and currently_active from it).
+ACTIVITY_REFRESH_MS = 30_000
 
 
 logger = logging.getLogger(__name__)
@@ -43,6 +49,8 @@ class UserPresence:
     syncing: int = 0          # long-polls in progress right now
     stream: int = 0
     explicit: str | None = None  # a state set with PUT presence, honoured while syncing
+    reported: str | None = None  # a mirror: the set_presence last reported for the user
+    written_active_ts: int = 0   # kept for mirrors: last activity they were told of
 
 
 class Presence:
@@ -56,6 +64,13 @@ class Presence:
         # Mirror mode (the job elsewhere): told of each /sync that should change presence
         # there; None when presence is kept here.
         self.report_sync: Callable[[str, str | None], None] | None = None
+        # Kept here with mirrors elsewhere: told of activity that changes no state.
+        self.on_activity: Callable[[str], None] | None = None
+        # Kept here: who syncs on the processes reporting to this one, by process, with
+        # when each last reported.
+        self._elsewhere: dict[str, dict[str, str | None]] = {}
+        self._reported_at: dict[str, int] = {}
+        self._held: dict[str, int] = {}  # taken over at start: not swept before this time
         cfg = hs.config.presence
         self.idle_after_ms = cfg.idle_after_ms
         self.offline_after_ms = cfg.offline_after_ms
@@ -102,6 +117,8 @@ class Presence:
         self.log.record(p.stream, user_id)
 
     def set_status(self, user_id: str, state: str, status_msg: str | None) -> None:
+        if self.report_sync is not None:  # a mirror's ids are the keeper's: never its own
+            raise MatrixError(503, "M_UNKNOWN", "presence is kept by another process; retry")
         p = self._users.setdefault(user_id, UserPresence())
         p.explicit = state
         if state == "online":
@@ -113,11 +130,15 @@ class Presence:
         p = self._users.setdefault(user_id, UserPresence())
         was_stale = _now() - p.last_active_ts > 60_000
         p.last_active_ts = _now()
+        before = p.stream
         if p.explicit in (None, "online"):
             self._set(user_id, p, "online")
         elif was_stale:
             self._advance(user_id, p)
             self.on_change(user_id)
+        if p.stream == before and self.on_activity is not None \
+                and p.last_active_ts - p.written_active_ts > ACTIVITY_REFRESH_MS:
+            self.on_activity(user_id)
 
     def set_remote(self, user_id: str, update: dict) -> None:
         """Presence of another server's user, as its m.presence EDU tells it (federation);
@@ -136,11 +157,16 @@ class Presence:
         p = self._users.setdefault(user_id, UserPresence())
         p.syncing += 1
         last, p.last_sync_ts = p.last_sync_ts, _now()
-        if self.report_sync is not None:  # a mirror: the job decides, told when it may change
+        if self.report_sync is not None:  # a mirror: the keeper decides, told when it may change
             back = p.syncing == 1 and p.last_sync_ts - last > REPORT_GAP_MS
-            if back or (set_presence not in (None, "offline") and set_presence != p.state):
+            if back or set_presence != p.reported:
+                p.reported = set_presence
                 self.report_sync(user_id, set_presence)
             return
+        self._syncing(user_id, p, set_presence)
+
+    def _syncing(self, user_id: str, p: UserPresence, set_presence: str | None) -> None:
+        """A /sync of the user (here or on a process reporting it) with `set_presence`."""
         wanted = set_presence or p.explicit or "online"
         if wanted == "offline":
             return  # syncing with set_presence=offline leaves presence alone
@@ -155,31 +181,33 @@ class Presence:
             p.syncing = max(0, p.syncing - 1)
             p.last_sync_ts = _now()
 
-    def syncing_users(self) -> list[str]:
-        """Syncing now, or within the last REPORT_GAP_MS (clients that poll briefly)."""
+    def syncing_users(self) -> list[tuple[str, str | None]]:
+        """A mirror: (user, set_presence) of those syncing now, or within the last
+        REPORT_GAP_MS (clients that poll briefly)."""
         since = _now() - REPORT_GAP_MS
-        return [u for u, p in self._users.items() if p.syncing > 0 or p.last_sync_ts > since]
+        return [(u, p.reported) for u, p in self._users.items() if p.syncing > 0 or p.last_sync_ts > since]
 
-    def remote_syncing(self, started: list[tuple[str, str | None]], syncing: list[str] | None) -> None:
-        """The job's side of what the stream owner reports: /syncs that started, and now
-        and then everyone syncing there (a user missing from it has stopped)."""
-        for user_id, set_presence in started:
-            p = self._users.get(user_id)
-            if p is not None and p.syncing:
-                p.syncing = 0  # counted again below: one stream owner, one count
-            self.sync_started(user_id, set_presence)
-        if syncing is None:
-            return
-        now, listed = _now(), set(syncing)
-        for user_id, p in self._users.items():
-            if p.syncing and user_id not in listed:
-                p.syncing = 0
-        for user_id in listed:
-            p = self._users.get(user_id)
-            if p is None or not p.syncing:
-                self.sync_started(user_id, None)
-            else:
-                p.last_sync_ts = now
+    def remote_syncing(self, reporter: str, started: list[tuple[str, str | None]],
+                       syncing: list[tuple[str, str | None]] | None) -> None:
+        """Kept here for other sync processes (sync/presence_job.py): /syncs that started
+        on `reporter`, and now and then everyone syncing there with their set_presence (a
+        user left out has stopped there). Each counts as a /sync here does."""
+        now = _now()
+        self._reported_at[reporter] = now
+        there = self._elsewhere.setdefault(reporter, {})
+        if syncing is not None:
+            there.clear()
+        for user_id, set_presence in [*started, *(syncing or ())]:
+            p = self._users.setdefault(user_id, UserPresence())
+            p.last_sync_ts = now
+            there[user_id] = set_presence
+            self._syncing(user_id, p, set_presence)
+
+    def _syncing_elsewhere(self, user_id: str) -> bool:
+        if not self._elsewhere:
+            return False
+        fresh = _now() - REPORT_LEASE_MS
+        return any(user_id in users and self._reported_at.get(r, 0) > fresh for r, users in self._elsewhere.items())
 
     def load_mirror(self, rows: list[tuple[int, str, str, str | None, int]]) -> None:
         """A mirror starting: each user's newest state as the job announced it."""
@@ -192,32 +220,49 @@ class Presence:
 
     def apply_change(self, stream_id: str | int, user_id: str, state: str, status_msg: str | None,
                      last_active_ts: int) -> None:
-        """A mirror: a change the job announced, at its stream id."""
+        """A mirror: a change the keeper announced, at its stream id. Fresher activity
+        alone (the state as it was, the last activity within a minute) wakes nobody, as
+        where presence is kept."""
         p = self._users.setdefault(user_id, UserPresence())
+        self.stream.advance_to(int(stream_id))
+        quiet = (p.state, p.status_msg) == (state, status_msg) and last_active_ts - p.last_active_ts <= 60_000 \
+            and p.stream > 0
         p.state, p.status_msg, p.last_active_ts = state, status_msg, last_active_ts
+        if quiet:
+            return
         p.stream = int(stream_id)
-        self.stream.current = max(self.stream.current, p.stream)
         self.log.record(p.stream, user_id)
         self.on_change(user_id)
 
     def take_over(self, rows: list[tuple[int, str, str, str | None, int]]) -> None:
-        """The job starting: users its stream last showed present are offline until the
-        stream owner reports them syncing again (within seconds)."""
-        for _, user_id, state, status_msg, last_active_ts in rows:
+        """The keeper starting: ids go on from its stream's (sync tokens hold them), and
+        users it last showed present stay so until the sweep finds nobody syncing them
+        (the mirrors report theirs within seconds), so a restart makes nobody flap."""
+        now = _now()
+        position = max((r[0] for r in rows), default=0)
+        self.stream.advance_to(position)
+        self.log = ChangeLog(self.stream.current)
+        for stream_id, user_id, state, status_msg, last_active_ts in rows:
             if state == "offline":
                 continue
             p = self._users.setdefault(user_id, UserPresence())
-            p.state, p.status_msg = state, status_msg
+            p.state, p.status_msg, p.stream = state, status_msg, stream_id
             p.last_active_ts = max(p.last_active_ts, last_active_ts)
-            self._set(user_id, p, "offline")
+            p.last_sync_ts = now
+            self._held[user_id] = now + REPORT_LEASE_MS  # until the mirrors have reported
 
     def _sweep(self) -> None:
         now = _now()
+        if self._held and max(self._held.values()) <= now:
+            self._held = {}
         for user_id, p in self._users.items():
             if p.state == "offline" or not self.hs.accounts.is_mine(user_id):
                 continue  # (other servers' users: their server reports changes)
             # Offline once neither syncing nor acting (a bot that only sends still counts).
-            if p.syncing == 0 and now - max(p.last_sync_ts, p.last_active_ts) > self.offline_after_ms:
+            if self._held and self._held.get(user_id, 0) > now:
+                continue
+            if p.syncing == 0 and not self._syncing_elsewhere(user_id) \
+                    and now - max(p.last_sync_ts, p.last_active_ts) > self.offline_after_ms:
                 self._set(user_id, p, "offline")
             elif p.state == "online" and now - p.last_active_ts > self.idle_after_ms:
                 self._set(user_id, p, "unavailable")
@@ -245,7 +290,8 @@ class Presence:
         if p.last_active_ts:
             content["last_active_ago"] = max(0, _now() - p.last_active_ts)
         if p.state == "online":
-            content["currently_active"] = _now() - p.last_active_ts < 60_000 or p.syncing > 0
+            content["currently_active"] = _now() - p.last_active_ts < 60_000 or p.syncing > 0 \
+                or self._syncing_elsewhere(user_id)
         if p.status_msg:
             content["status_msg"] = p.status_msg
         return {"type": "m.presence", "sender": user_id, "content": content}

@@ -1,24 +1,22 @@
-"""Several processes: presence as a job of its own (`worker.jobs.presence`).
+"""Several processes: presence kept by one process (`worker.jobs.presence`, by default the
+stream owner) and mirrored by every other process serving /sync.
 
-By default presence lives with the per-user streams in the stream owner, which serves
-/sync. When the job is assigned to another process (a client or sync instance: it must see
-every room's events, to mark their senders active):
+- The keeping process holds presence authoritatively (sync/presence.py): `PUT /presence`
+  is forwarded to it, the events it sees mark their senders active, and its sweep turns the
+  idle unavailable and the gone offline. It writes each change to `presence_stream` and
+  announces the stream `presence` in the same transaction, one transaction at a time, so
+  ids commit in order (`PresenceWriter`). It may be a client or sync process, not a writer
+  (a writer replays no other writer's events).
+- Every other sync process keeps a mirror: it reads the rows after its position when it
+  hears the announcement, and after a reconnect, and wakes the long-polls of those sharing
+  a room with the user (`PresenceReader`). The ids are the presence positions of sync
+  tokens, good on every sync process and across restarts.
+- Each mirror tells the keeper who syncs there (`SyncReporter`): a /sync after a pause or
+  with a new `set_presence` at once, and everyone syncing every few seconds (a user left out
+  has stopped there), over `POST /_homeserver/internal/v1/presence_syncing`.
 
-- the job's process keeps presence authoritatively (sync/presence.py): `PUT /presence` is
-  forwarded to it, the events it replays mark their senders active, and its sweep turns
-  the idle unavailable and the gone offline. It writes each change to `presence_stream`
-  and announces the stream `presence` in the same transaction, one transaction at a time,
-  so ids commit in order (`PresenceWriter`);
-- the stream owner keeps a mirror: it reads the rows after its position when it hears the
-  announcement, and after a reconnect, and wakes the long-polls of those sharing a room
-  with the user (`PresenceReader`). The stream ids are the presence positions of its sync
-  tokens, so they survive restarts of either process;
-- the stream owner tells the job who syncs (`SyncReporter`): a /sync after a pause or with
-  a new `set_presence` at once, and everyone syncing every few seconds (a user missing from
-  the list has stopped), over `POST /_homeserver/internal/v1/presence_syncing`.
-
-A job that restarts sets those its stream last showed present offline until the next
-report brings them back (seconds). Reports that cannot be delivered are dropped: the next
+A keeper that restarts sets those its stream last showed present offline until the next
+reports bring them back (seconds). Reports that cannot be delivered are dropped: the next
 full list repairs them."""
 from __future__ import annotations
 
@@ -27,7 +25,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from twisted.internet import task
+from twisted.internet import reactor, task
 
 from homeserver.async_utils import Rerun
 from storage import presence as presence_store
@@ -43,46 +41,56 @@ KEEP_MS = 3_600_000     # replaced rows are kept this long (a mirror catching up
 PRUNE_EVERY_S = 60.0
 READ_PAGE = 1000
 MAX_BATCH = 1000
+RETRY_S = 1.0
 
 
 class PresenceWriter:
-    """On the job's process: each change of presence, written in order and announced."""
+    """On the keeping process: each change of presence, written in order and announced.
+    The ids are the keeper's own presence positions (its stream goes on from the table's
+    at start), so its sync tokens and the mirrors' agree."""
 
     def __init__(self, hs: "HomeServer", presence: "Presence") -> None:
         self.hs = hs
         self.presence = presence
-        self.position = 0
-        self._queue: list[str] = []
+        self._queue: list[tuple[str, int]] = []   # (user, stream id) in id order
         self._writer = Rerun(self._write)
         self._pruned_at = 0.0
 
-    async def start(self) -> None:
-        self.position = await self.hs.db.run(presence_store.stream_position)
-
     def changed(self, user_id: str) -> None:
-        self._queue.append(user_id)
+        self._add(user_id, self.presence.get(user_id).stream)
+
+    def activity(self, user_id: str) -> None:
+        """Fresher activity, no change of state: an id of its own, in no change log."""
+        self._add(user_id, self.presence.stream.advance())
+
+    def _add(self, user_id: str, stream_id: int) -> None:
+        p = self.presence.get(user_id)
+        p.written_active_ts = p.last_active_ts
+        self._queue.append((user_id, stream_id))
         self._writer.request()
 
     async def _write(self) -> None:
         while self._queue:
-            users, self._queue = list(dict.fromkeys(self._queue[:MAX_BATCH])), self._queue[MAX_BATCH:]
-            rows = []
-            for i, user_id in enumerate(users, start=self.position + 1):
-                p = self.presence.get(user_id)
-                rows.append((i, user_id, p.state, p.status_msg, p.last_active_ts))
+            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            newest = dict(batch)  # a user's latest id: the older ones are gaps
+            rows = sorted((stream_id, user_id, *self._state(user_id)) for user_id, stream_id in newest.items())
             now = time.time()
             prune = now - self._pruned_at >= PRUNE_EVERY_S
             try:
                 await self.hs.db.run(presence_store.append_changes, rows, int(now * 1000),
                                      self.hs.config.worker.instance_name,
                                      int(now * 1000) - KEEP_MS if prune else None)
-            except Exception as e:  # written with the next change; the state is kept here
+            except Exception as e:  # tried again shortly; the state is kept here
                 logger.warning("writing %d presence change(s) failed: %s", len(rows), e)
-                self._queue[:0] = users
+                self._queue[:0] = batch
+                reactor.callLater(RETRY_S, self._writer.request)
                 return
-            self.position = rows[-1][0]
             if prune:
                 self._pruned_at = now
+
+    def _state(self, user_id: str) -> tuple[str, str | None, int]:
+        p = self.presence.get(user_id)
+        return p.state, p.status_msg, p.last_active_ts
 
 
 class PresenceReader:
@@ -108,8 +116,9 @@ class PresenceReader:
             after, upto = self.presence.stream.current, self._target
             try:
                 rows = await self.hs.db.run(presence_store.changes_between, after, upto, READ_PAGE)
-            except Exception as e:  # the next announcement or reconnect tries again
+            except Exception as e:  # tried again shortly
                 logger.warning("reading presence changes failed: %s", e)
+                reactor.callLater(RETRY_S, self._reader.request)
                 return
             for row in rows:
                 self.presence.apply_change(*row)
@@ -146,7 +155,7 @@ class SyncReporter:
 
     async def _send(self) -> None:
         while self._started or self._full_list_due:
-            body: dict[str, Any] = {"started": self._started}
+            body: dict[str, Any] = {"from": self.hs.config.worker.instance_name, "started": self._started}
             self._started = []
             if self._full_list_due:
                 self._full_list_due = False
@@ -165,31 +174,39 @@ async def serve_syncing(hs: "HomeServer", body: bytes) -> tuple[int, dict]:
         return 404, {"errcode": "M_NOT_FOUND", "error": "presence is not kept here"}
     try:
         req = orjson.loads(body)
+        reporter = str(req["from"])
         started = [(str(u), s if isinstance(s, str) else None) for u, s in req.get("started", [])]
         syncing = req.get("syncing")
-        syncing = [str(u) for u in syncing] if isinstance(syncing, list) else None
-    except (ValueError, TypeError, AttributeError) as e:
+        syncing = [(str(u), s if isinstance(s, str) else None) for u, s in syncing] \
+            if isinstance(syncing, list) else None
+    except (ValueError, TypeError, AttributeError, KeyError) as e:
         return 400, {"errcode": "M_BAD_JSON", "error": str(e)}
-    hs.sync.presence.remote_syncing(started, syncing)
+    hs.sync.presence.remote_syncing(reporter, started, syncing)
     return 200, {}
 
 
 async def attach(hs: "HomeServer") -> None:
-    """Wire this process's part of presence kept away from the stream owner, if any.
-    Called before replication listens."""
+    """Wire this process's part of presence with several processes: the process keeping
+    it (the `presence` job) announces its changes; every other sync process mirrors them
+    and reports who syncs there. Called before replication listens."""
     worker = hs.config.worker
-    if not hs.config.presence.enabled or not worker.multi_process or worker.jobs.presence in (None, worker.streams):
+    if not hs.config.presence.enabled or not worker.multi_process:
         return
     presence = hs.sync.presence
+    keeper = worker.jobs.presence or worker.streams
     if worker.runs_job("presence"):
         writer = PresenceWriter(hs, presence)
-        await writer.start()
-        presence.on_change = writer.changed  # long-polls are woken by the stream owner's mirror
         presence.take_over(await hs.db.run(presence_store.latest_changes))
-    elif worker.owns_streams:
+        presence.on_activity = writer.activity
+        if worker.role == "sync":  # it serves /sync too: its own long-polls are woken as before
+            wake = presence.on_change
+            presence.on_change = lambda user_id: (wake(user_id), writer.changed(user_id))
+        else:  # long-polls are woken by the mirrors
+            presence.on_change = writer.changed
+    elif worker.role == "sync":
         reader = PresenceReader(hs, presence)
         await reader.start()
         hs.replication.on_position(presence_store.STREAM, reader.heard)
-        reporter = SyncReporter(hs, presence, worker.jobs.presence)
+        reporter = SyncReporter(hs, presence, keeper)
         presence.report_sync = reporter.started
         reporter.start()

@@ -15,7 +15,7 @@ RECEIPT_TYPES = ("m.read", "m.read.private")
 
 
 class Receipts:
-    def __init__(self, hs: "HomeServer", on_change: Callable[[str, dict], None]) -> None:
+    def __init__(self, hs: "HomeServer", on_change: Callable[[str, dict | None], None]) -> None:
         self.hs = hs
         self._on_change = on_change
         self.stream: StreamIdGen = None  # type: ignore[assignment]
@@ -51,6 +51,18 @@ class Receipts:
         if event is not None and event.stream_ordering:
             await self.hs.push.counts.on_receipt(user_id, room_id, thread_id, event.stream_ordering, stream_id)
             self.hs.push.counts.announce_receipt(user_id, room_id, thread_id, event.stream_ordering, stream_id)
+
+    def restart_at(self, position: int) -> None:
+        """A sync process following the stream owner starts at its announced position."""
+        self.stream.restart_at(position)
+        self.log = ChangeLog(position)
+
+    def follow(self, rows: list[tuple[int, str]]) -> None:
+        """Several sync processes: receipts the stream owner stored (sync/stream_followers.py)."""
+        for stream_id, room_id in rows:
+            self._room_stream[room_id] = max(self._room_stream.get(room_id, 0), stream_id)
+            self.log.record(stream_id, room_id)
+            self._on_change(room_id, None)
 
     def known_room_stream(self, room_id: str) -> int | None:
         return self._room_stream.get(room_id)

@@ -83,6 +83,18 @@ class ToDevice:
             for user_id in recipients:
                 self._on_change(user_id)
 
+    def restart_at(self, position: int) -> None:
+        """A sync process following the stream owner starts at its announced position."""
+        self.stream.restart_at(position)
+
+    def follow(self, rows: list[tuple[int, str, str]]) -> None:
+        """Several sync processes: messages the stream owner queued."""
+        for stream_id, user_id, device_id in rows:
+            key = (user_id, device_id)
+            self._pending[key] = max(self._pending.get(key, 0), stream_id)
+        for user_id in dict.fromkeys(u for _, u, _ in rows):
+            self._on_change(user_id)
+
     async def pending_stream(self, user_id: str, device_id: str) -> int:
         key = (user_id, device_id)
         if key not in self._pending:

@@ -1,4 +1,5 @@
-"""Typing notifications: in memory only, each with its own expiry timer."""
+"""Typing notifications: in memory, each with its own expiry timer (with several sync
+processes the stream owner also writes them to `typing_stream`: sync/stream_followers.py)."""
 from __future__ import annotations
 
 from typing import Callable
@@ -19,6 +20,8 @@ class Typing:
         self._room_stream: dict[str, int] = {}
         self.log = ChangeLog(0)  # (stream, room) of every change, for woken long-polls
         self._on_change = on_change  # told the room id; wakes its members
+        # Several sync processes: the stream owner tells each change (room, stream id).
+        self.on_recorded: Callable[[str, int], None] | None = None
 
     def set_typing(self, room_id: str, user_id: str, typing: bool, timeout_ms: int) -> None:
         users = self._typing.setdefault(room_id, {})
@@ -40,7 +43,24 @@ class Typing:
     def _changed(self, room_id: str) -> None:
         self._room_stream[room_id] = self.stream.advance()
         self.log.record(self._room_stream[room_id], room_id)
+        if self.on_recorded is not None:
+            self.on_recorded(room_id, self._room_stream[room_id])
         self._on_change(room_id)
+
+    def restart_at(self, position: int) -> None:
+        """Several sync processes: ids go on from those already written (tokens hold them),
+        on the owner and on the processes following it."""
+        self.stream.current = position
+        self.log = ChangeLog(position)
+
+    def follow(self, rows: list[tuple[int, str, list[str]]]) -> None:
+        """Several sync processes: typing as the stream owner wrote it (it expires it)."""
+        for stream_id, room_id, users in rows:
+            self._typing[room_id] = dict.fromkeys(users)  # type: ignore[arg-type]  # no timers here
+            self._room_stream[room_id] = stream_id
+            self.stream.advance_to(stream_id)
+            self.log.record(stream_id, room_id)
+            self._on_change(room_id)
 
     def typing_users(self, room_id: str) -> list[str]:
         return sorted(self._typing.get(room_id, {}))

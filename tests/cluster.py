@@ -36,6 +36,8 @@ class Cluster:
     root: Path
     writers: list[str] = field(default_factory=lambda: ["w1", "w2"])
     sync: str = "sync1"
+    # Sync processes besides the stream owner (`sync`), following its streams.
+    readers: list[str] = field(default_factory=list)
     clients: list[str] = field(default_factory=lambda: ["client1"])
     extra_config: str = ""
     procs: dict[str, ServerProcess] = field(default_factory=dict)
@@ -59,10 +61,10 @@ class Cluster:
         return self.root / "shared"
 
     def names(self) -> list[str]:
-        return [*self.writers, self.sync, *self.clients]
+        return [*self.writers, self.sync, *self.readers, *self.clients]
 
     def role(self, name: str) -> str:
-        return "writer" if name in self.writers else "sync" if name == self.sync else "client"
+        return "writer" if name in self.writers else "sync" if name == self.sync or name in self.readers else "client"
 
     def start_postgres(self) -> None:
         self.pgdata.mkdir(parents=True, exist_ok=True)

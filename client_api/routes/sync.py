@@ -128,7 +128,9 @@ async def read_markers(req: Req, room_id: str):
 async def get_presence(req: Req, user_id: str):
     if not req.hs.config.presence.enabled:
         raise forbidden("presence is disabled on this server")
-    if user_id != req.user_id and (user_id not in req.hs.sync.sharing_users(req.user_id)
+    # (The heads of the asker's rooms are loaded if need be: with several processes the
+    # one keeping presence may not have them in memory.)
+    if user_id != req.user_id and (not await req.hs.sync.sharing_among(req.user_id, {user_id})
                                    or not await req.hs.tenancy.visible_users(req.user_id, [user_id])):
         raise forbidden("you do not share a room with this user")
     if req.hs.accounts.is_mine(user_id) and not await req.hs.db.run(_user_exists, user_id):

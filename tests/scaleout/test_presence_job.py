@@ -6,6 +6,7 @@ sending a message marks the sender active; the positions survive a restart of th
 process."""
 from __future__ import annotations
 
+import threading
 import time
 import urllib.parse
 
@@ -53,17 +54,34 @@ def test_status_set_through_the_job_wakes_a_long_poll_on_the_sync_process(cluste
     status, first = bob_on_sync.request("GET", "/_matrix/client/v3/sync?timeout=0")
     assert status == 200, first
     started = time.monotonic()
-    status, body = alice.request("PUT", f"/_matrix/client/v3/presence/{urllib.parse.quote(alice.user_id)}/status",
-                                 {"presence": "unavailable", "status_msg": "in a meeting"})
+    # Sent to the sync process (where the proxy sends it), which forwards it to the job.
+    alice_on_sync = Http(cluster.url(cluster.sync), alice.token)
+    status, body = alice_on_sync.request(
+        "PUT", f"/_matrix/client/v3/presence/{urllib.parse.quote(alice.user_id)}/status",
+        {"presence": "unavailable", "status_msg": "in a meeting"})
     assert status == 200, body
     _sync_until(bob_on_sync, first["next_batch"], alice.user_id,
                 lambda c: c["presence"] == "unavailable" and c.get("status_msg") == "in a meeting", within=3)
     assert time.monotonic() - started < 3
-    # Read back through any process: the mirror and the job agree.
+    # Read where it is kept, through any process.
     for base in (cluster.url(cluster.sync), url):
         status, got = Http(base, bob.token).request(
             "GET", f"/_matrix/client/v3/presence/{urllib.parse.quote(alice.user_id)}/status")
         assert status == 200 and got["presence"] == "unavailable" and got["status_msg"] == "in a meeting", got
+
+
+def test_set_presence_on_sync_is_reported_to_the_job(cluster, unique):
+    url = cluster.url(cluster.clients[0])
+    alice, bob, _ = pair_in_room(url, unique("a"), unique("b"))
+    bob_on_sync = Http(cluster.url(cluster.sync), bob.token)
+    alice_on_sync = Http(cluster.url(cluster.sync), alice.token)
+    status, first = bob_on_sync.request("GET", "/_matrix/client/v3/sync?timeout=0")
+    assert status == 200
+    assert alice_on_sync.request("GET", "/_matrix/client/v3/sync?timeout=0&set_presence=unavailable")[0] == 200
+    _, since = _sync_until(bob_on_sync, first["next_batch"], alice.user_id, lambda c: c["presence"] == "unavailable")
+    # The same client syncing without it again: online, as with one process.
+    assert alice_on_sync.request("GET", "/_matrix/client/v3/sync?timeout=0")[0] == 200
+    _sync_until(bob_on_sync, since, alice.user_id, lambda c: c["presence"] == "online")
 
 
 def test_syncing_makes_a_user_online_and_stopping_offline(cluster, unique):
@@ -99,9 +117,50 @@ def test_presence_positions_survive_a_restart_of_the_sync_process(cluster, uniqu
                               {"presence": "online", "status_msg": "set while the sync process was down"})
     assert status == 200  # kept by the job, not the stream owner
     cluster.restart(cluster.sync)
-    content, _ = _sync_until(bob_on_sync, first["next_batch"], alice.user_id,
-                             lambda c: c.get("status_msg") == "set while the sync process was down")
+    content, since = _sync_until(bob_on_sync, first["next_batch"], alice.user_id,
+                                 lambda c: c.get("status_msg") == "set while the sync process was down")
     assert content["presence"] == "online"
+    # The positions are the job's: from the new token nothing is sent again (a token the
+    # process did not know would get everything).
+    status, again = bob_on_sync.request("GET", f"/_matrix/client/v3/sync?timeout=0&since={urllib.parse.quote(since)}")
+    assert status == 200
+    assert not _presence_of(again.get("presence", {}).get("events", []), alice.user_id)
+
+
+def test_a_restart_of_the_job_makes_nobody_flap(cluster, unique):
+    url = cluster.url(cluster.clients[0])
+    alice, bob, _ = pair_in_room(url, unique("a"), unique("b"))
+    bob_on_sync = Http(cluster.url(cluster.sync), bob.token)
+    alice_on_sync = Http(cluster.url(cluster.sync), alice.token)
+    assert alice_on_sync.request("GET", "/_matrix/client/v3/sync?timeout=0")[0] == 200
+    status, first = bob_on_sync.request("GET", "/_matrix/client/v3/sync?timeout=0")
+    _, since = _sync_until(bob_on_sync, first["next_batch"], alice.user_id, lambda c: c["presence"] == "online") \
+        if not any(c["presence"] == "online" for c in _presence_of(first.get("presence", {}).get("events", []),
+                                                                   alice.user_id)) else (None, first["next_batch"])
+    stop = threading.Event()
+
+    def keep_syncing() -> None:  # alice's client, long-polling on the sync process
+        token = None
+        while not stop.is_set():
+            path = "/_matrix/client/v3/sync?timeout=1000" + (f"&since={urllib.parse.quote(token)}" if token else "")
+            status, body = alice_on_sync.request("GET", path)
+            token = body.get("next_batch", token) if status == 200 else token
+    syncing = threading.Thread(target=keep_syncing)
+    syncing.start()
+    try:
+        cluster.procs[JOB].stop()
+        cluster.restart(JOB)
+        deadline = time.monotonic() + 4
+        seen = []
+        while time.monotonic() < deadline:
+            status, body = bob_on_sync.request("GET", f"/_matrix/client/v3/sync?timeout=1000&since={urllib.parse.quote(since)}")
+            assert status == 200
+            since = body["next_batch"]
+            seen += [c["presence"] for c in _presence_of(body.get("presence", {}).get("events", []), alice.user_id)]
+        assert "offline" not in seen, seen
+    finally:
+        stop.set()
+        syncing.join(10)
 
 
 def test_a_writer_cannot_run_the_presence_job(tmp_path):

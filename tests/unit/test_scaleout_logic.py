@@ -204,7 +204,6 @@ def test_reads_are_answered_anywhere():
 
 def test_per_user_streams_belong_to_the_stream_owner():
     for method, path in [
-        (b"GET", "/_matrix/client/v3/sync"),
         (b"PUT", "/_matrix/client/v3/rooms/%21a%3Ab/typing/%40u%3Ab"),
         (b"POST", "/_matrix/client/v3/rooms/%21a%3Ab/receipt/m.read/$e"),
         (b"POST", "/_matrix/client/v3/rooms/%21a%3Ab/read_markers"),
@@ -212,14 +211,25 @@ def test_per_user_streams_belong_to_the_stream_owner():
         (b"POST", "/_matrix/client/v3/keys/upload"),
         (b"PUT", "/_matrix/client/v3/user/%40u%3Ab/account_data/m.direct"),
         (b"POST", "/_matrix/client/v3/login"),
-        (b"GET", "/_matrix/client/v3/presence/%40u%3Ab/status"),
-        (b"POST", "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync"),
+        (b"GET", "/_matrix/client/v3/events/%24e"),
     ]:
         assert classify(method, path) == ("streams", None), path
 
 
-def test_setting_presence_belongs_to_the_presence_job():
+def test_reading_the_streams_belongs_to_any_sync_process():
+    for method, path in [
+        (b"GET", "/_matrix/client/v3/sync"),
+        (b"GET", "/_matrix/client/v3/events"),
+        (b"GET", "/_matrix/client/v3/initialSync"),
+        (b"GET", "/_matrix/client/v3/rooms/%21a%3Ab/initialSync"),
+        (b"POST", "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync"),
+    ]:
+        assert classify(method, path) == ("sync", None), path
+
+
+def test_presence_belongs_to_the_process_keeping_it():
     assert classify(b"PUT", "/_matrix/client/v3/presence/%40u%3Ab/status") == ("presence", None)
+    assert classify(b"GET", "/_matrix/client/v3/presence/%40u%3Ab/status") == ("presence", None)
 
 
 # ---- the worker config -----------------------------------------------------------------

@@ -1,0 +1,152 @@
+"""Several sync processes: /sync served by processes other than the stream owner.
+
+The per-user streams (receipts, account data, to-device, device lists, typing) are written
+by one process, the stream owner (`worker.streams`), with ids from its memory
+(sync/stream_ids.py). Any other sync process *follows* them:
+
+- the owner announces each stream's position as it advances (`StreamAnnouncer`): a
+  position only moves past ids whose writes have finished, so every row up to it is in
+  its table. Announcements of a burst are written together, one transaction at a time
+  (NOTIFY, `stream_positions`). Typing, which lives in the owner's memory, is written to
+  `typing_stream` in the same transaction as its position;
+- a follower reads the rows after its position when it hears one, and after every
+  reconnect, hands them to the stream's `follow` (its position maps and change logs, and
+  the long-polls to wake), then moves its position (`StreamFollower`).
+
+Positions are the owner's ids, so a sync token is good on every sync process. Presence
+is mirrored the same way (sync/presence_job.py); events come by replication like
+everywhere. Writes to the streams made on a follower are forwarded to the owner."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+from homeserver.async_utils import Rerun
+from storage import account_data as account_data_store
+from storage import device_lists as device_lists_store
+from storage import receipts as receipts_store
+from storage import replication as repl_store
+from storage import to_device as to_device_store
+from storage import typing as typing_store
+
+if TYPE_CHECKING:
+    from homeserver.server import HomeServer
+
+logger = logging.getLogger(__name__)
+READ_PAGE = 1000
+TYPING_KEEP_MS = 300_000
+PRUNE_EVERY_S = 60.0
+
+
+def _streams(hs: "HomeServer") -> dict[str, tuple[Any, Callable]]:
+    """Announced stream name -> (the engine's part, its storage's `changes_between`)."""
+    engine = hs.sync
+    return {
+        "receipts": (engine.receipts, receipts_store.changes_between),
+        "account_data": (engine.account_data, account_data_store.changes_between),
+        "to_device": (engine.to_device, to_device_store.changes_between),
+        "device_lists": (engine.device_lists, device_lists_store.changes_between),
+        "typing": (engine.typing, typing_store.changes_between),
+    }
+
+
+class StreamAnnouncer:
+    """On the stream owner: each stream's new position, and typing's rows."""
+
+    def __init__(self, hs: "HomeServer") -> None:
+        self.hs = hs
+        self._positions: dict[str, int] = {}
+        self._typing: list[tuple[int, str, list[str]]] = []
+        self._writer = Rerun(self._write)
+        self._pruned_at = 0.0
+
+    async def start(self) -> None:
+        engine = self.hs.sync
+        engine.typing.restart_at(await self.hs.db.run(typing_store.max_stream))
+        for name, (part, _) in _streams(self.hs).items():
+            if name != "typing":
+                part.stream.on_advance = lambda position, name=name: self.advanced(name, position)
+        engine.typing.on_recorded = self._typing_changed
+        for name, (part, _) in _streams(self.hs).items():  # where the followers start
+            self.advanced(name, part.stream.current)
+
+    def advanced(self, stream: str, position: int) -> None:
+        self._positions[stream] = max(self._positions.get(stream, 0), position)
+        self._writer.request()
+
+    def _typing_changed(self, room_id: str, stream_id: int) -> None:
+        self._typing.append((stream_id, room_id, self.hs.sync.typing.typing_users(room_id)))
+        self.advanced("typing", stream_id)
+
+    async def _write(self) -> None:
+        while self._positions:
+            positions, self._positions = self._positions, {}
+            rows, self._typing = self._typing, []
+            now = time.time()
+            prune = now - self._pruned_at >= PRUNE_EVERY_S
+            instance = self.hs.config.worker.instance_name
+
+            def txn(cur) -> None:
+                if rows:
+                    typing_store.append(cur, rows, int(now * 1000),
+                                        int(now * 1000) - TYPING_KEEP_MS if prune else None)
+                for stream, position in positions.items():
+                    repl_store.announce(cur, stream, instance, position)
+            try:
+                await self.hs.db.run(txn)
+                if prune:
+                    self._pruned_at = now
+            except Exception as e:  # announced with the next change (typing rows are lost)
+                logger.warning("announcing the per-user streams failed: %s", e)
+                for stream, position in positions.items():
+                    self._positions[stream] = max(self._positions.get(stream, 0), position)
+                return
+
+
+class StreamFollower:
+    """On a sync process that is not the owner: one stream's rows, after its position."""
+
+    def __init__(self, hs: "HomeServer", name: str, part: Any, read: Callable) -> None:
+        self.hs, self.name, self.part, self._read_rows = hs, name, part, read
+        self._target = 0
+        self._reader = Rerun(self._read)
+
+    async def start(self) -> None:
+        announced = (await self.hs.db.run(repl_store.positions, self.name)).get(self.hs.config.worker.streams)
+        # The owner's position (rows above it may still be committing); before the owner
+        # ever announced, what its table holds.
+        self.part.restart_at(announced if announced is not None else self.part.stream.current)
+        self._target = self.part.stream.current
+        self.hs.replication.on_position(self.name, self.heard)
+
+    def heard(self, position: int) -> None:
+        self._target = max(self._target, position)
+        if self._target > self.part.stream.current:
+            self._reader.request()
+
+    async def _read(self) -> None:
+        while self._target > self.part.stream.current:
+            after, upto = self.part.stream.current, self._target
+            try:
+                rows = await self.hs.db.run(self._read_rows, after, upto, READ_PAGE)
+            except Exception as e:  # the next announcement or reconnect tries again
+                logger.warning("reading the %s stream failed: %s", self.name, e)
+                return
+            # The position moves before the long-polls are woken: they answer up to it.
+            self.part.stream.advance_to(rows[-1][0] if len(rows) == READ_PAGE else upto)
+            if rows:
+                self.part.follow(rows)
+
+
+async def attach(hs: "HomeServer") -> None:
+    """Wire this process's part: the owner announces, other sync processes follow.
+    Called before replication listens."""
+    worker = hs.config.worker
+    if not worker.multi_process:
+        return
+    if worker.owns_streams:
+        await StreamAnnouncer(hs).start()
+    elif worker.role == "sync":
+        for name, (part, read) in _streams(hs).items():
+            await StreamFollower(hs, name, part, read).start()
