@@ -23,6 +23,8 @@ from twisted.web.http_headers import Headers
 
 from homeserver.internal_http import SECRET_HEADER
 from homeserver.writer_layout import LAYOUT_HEADER
+from sync import stream_followers
+from sync.stream_followers import STREAMS_HEADER
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
@@ -32,7 +34,7 @@ FORWARDED_HEADER = b"X-Homeserver-Forwarded"
 POSITION_HEADER = b"X-Homeserver-Position"
 _PASSED_HEADERS = (b"authorization", b"content-type", b"user-agent", b"accept")
 _NOT_RETURNED = (b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"date", b"server",
-                 b"x-homeserver-position", b"x-homeserver-layout")
+                 b"x-homeserver-position", b"x-homeserver-layout", b"x-homeserver-streams")
 
 _CLIENT = r"^/_matrix/client/(?:v3|r0|v1|unstable(?:/[^/]+)?)/"
 # Writes to one room: the writer of the room builds them.
@@ -124,13 +126,21 @@ def trust_forwarded_address(request: server.Request) -> None:
 def tell_position(request: server.Request, hs: "HomeServer") -> None:
     """A writer's answer carries the highest id it has committed, or seen committed, when
     the answer starts (so after the request's own events, and after any it handed to
-    another writer): the forwarding process waits for that."""
+    another writer): the forwarding process waits for that. The stream owner's answer
+    carries its per-user stream positions, for a sync process following them."""
+    def set_headers() -> None:
+        if hs.persister.multi_writer is not None:
+            position = max(hs.persister.last_written, hs.replication.replayed)
+            request.setHeader(POSITION_HEADER, str(position).encode())
+        if hs.config.worker.owns_streams:
+            request.setHeader(STREAMS_HEADER, stream_followers.positions_header(hs))
+
+    request.before_answer = set_headers  # a JSON answer sent whole (LimitedRequest.answer_json)
     write = request.write
 
     def write_with_position(data: bytes) -> None:
         if not request.startedWriting:
-            position = max(hs.persister.last_written, hs.replication.replayed)
-            request.setHeader(POSITION_HEADER, str(position).encode())
+            set_headers()
         write(data)
     request.write = write_with_position  # type: ignore[method-assign]
 
@@ -242,6 +252,9 @@ class Forwarder:
                 await self.hs.replication.wait_until(int(position[0]))
             else:  # not a writer's answer (the stream owner may have written to rooms)
                 await self.hs.replication.catch_up_with_writers()
+            streams = response.headers.getRawHeaders(STREAMS_HEADER)
+            if streams:  # and what it wrote to the per-user streams, on a sync process following them
+                await stream_followers.catch_up(self.hs, streams[0])
         if request._disconnected:
             return None
         request.setResponseCode(response.code)

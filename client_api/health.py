@@ -62,7 +62,7 @@ class ListenerResource(Resource):
             if not secret_ok(self.hs, request):
                 return _plain(request, 403, _NOT_INTERNAL, b"application/json")
             mark_forwarded(request)
-            if self.hs.persister.multi_writer is not None:
+            if self.hs.persister.multi_writer is not None or self.hs.config.worker.owns_streams:
                 tell_position(request, self.hs)
             serve = _internal_handlers().get(path)
             if serve is not None and request.method == b"POST":

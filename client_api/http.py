@@ -309,6 +309,9 @@ class LimitedRequest(server.Request):
         here in one go: a woken long-poll's answer is one of thousands sent back to back.
         False (nothing done) where twisted.web must write it, or where a header set earlier
         shares a name with the block."""
+        before = getattr(self, "before_answer", None)
+        if before is not None:  # headers that depend on the moment of answering (forwarding.tell_position)
+            before()
         raw = getattr(self.responseHeaders, "_rawHeaders", None)
         self.code, self.code_message = status, RESPONSES.get(status, b"Unknown Status")
         if raw is None or not JSON_HEADER_NAMES.isdisjoint(raw) or not self._whole_answer_allowed():

@@ -41,6 +41,7 @@ LAYOUT_HEADER = b"X-Homeserver-Layout"
 WAIT_SECONDS = 10.0        # a write held for a gained room gives up after this (503, retry)
 DEAD_CHECK_SECONDS = 1.0   # while holding writes: is the previous owner still there?
 LAGGING_WRITER_PAUSE = 0.05
+SYNC_INSTANCES_TTL_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,8 @@ class WriterLayout:
         self._released: int = 0                # the generation this writer released
         self._announced: dict[int, tuple[str, ...]] = {}  # writers of generations not applied yet
         self._reloader = Rerun(self._reload_or_retry)
+        self._sync_instances: list[str] = []
+        self._sync_instances_at = float("-inf")
 
     # ---- start-up and notices ----------------------------------------------------------
 
@@ -208,6 +211,14 @@ class WriterLayout:
 
     def url(self, instance: str) -> str:
         return self._urls[instance]
+
+    async def sync_instances(self) -> list[str]:
+        """The processes of role sync, as registered (read again every 30 s)."""
+        now = reactor.seconds()
+        if now - self._sync_instances_at > SYNC_INSTANCES_TTL_S:
+            self._sync_instances = await self.hs.db.run(store.instances_with_role, "sync")
+            self._sync_instances_at = now
+        return self._sync_instances
 
     def creators(self) -> tuple[str, ...]:
         """The writers new rooms are sent to: during a move, those that were writers

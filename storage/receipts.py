@@ -35,9 +35,9 @@ def latest_per_room(cur: Cursor, room_ids: list[str]) -> dict[str, int]:
     return dict(cur.fetchall())
 
 
-def changes_between(cur: Cursor, after: int, upto: int, limit: int) -> list[tuple[int, str]]:
-    """(stream_id, room_id) of receipts stored with after < stream_id <= upto (several sync
-    processes: what the stream owner stored since)."""
-    cur.execute("SELECT stream_id, room_id FROM receipts WHERE stream_id > %s AND stream_id <= %s"
-                " ORDER BY stream_id LIMIT %s", (after, upto, limit))
+def changes_between(cur: Cursor, after: int, upto: int, limit: int) -> list[tuple[int, str, str, str, str, str]]:
+    """(stream_id, room_id, receipt_type, user_id, thread_id, event_id) of receipts stored
+    with after < stream_id <= upto (several sync processes: what the stream owner stored)."""
+    cur.execute("SELECT stream_id, room_id, receipt_type, user_id, thread_id, event_id FROM receipts"
+                " WHERE stream_id > %s AND stream_id <= %s ORDER BY stream_id LIMIT %s", (after, upto, limit))
     return cur.fetchall()

@@ -11,8 +11,8 @@ def max_stream(cur: Cursor) -> int:
 
 
 def append(cur: Cursor, rows: list[tuple[int, str, list[str]]], now_ms: int, prune_before_ms: int | None) -> None:
-    execute_values(cur, "INSERT INTO typing_stream (stream_id, room_id, user_ids, written_ts) VALUES %s",
-                   [(*r, now_ms) for r in rows])
+    execute_values(cur, "INSERT INTO typing_stream (stream_id, room_id, user_ids, written_ts) VALUES %s"
+                        " ON CONFLICT DO NOTHING", [(*r, now_ms) for r in rows])
     if prune_before_ms is not None:
         cur.execute("DELETE FROM typing_stream WHERE written_ts < %s", (prune_before_ms,))
 
@@ -20,4 +20,12 @@ def append(cur: Cursor, rows: list[tuple[int, str, list[str]]], now_ms: int, pru
 def changes_between(cur: Cursor, after: int, upto: int, limit: int) -> list[tuple[int, str, list[str]]]:
     cur.execute("SELECT stream_id, room_id, user_ids FROM typing_stream WHERE stream_id > %s AND stream_id <= %s"
                 " ORDER BY stream_id LIMIT %s", (after, upto, limit))
+    return [(s, r, list(u)) for s, r, u in cur.fetchall()]
+
+
+def typing_now(cur: Cursor, since_ms: int) -> list[tuple[int, str, list[str]]]:
+    """Each room's latest row written after `since_ms`, where someone was typing."""
+    cur.execute("SELECT * FROM (SELECT DISTINCT ON (room_id) stream_id, room_id, user_ids FROM typing_stream"
+                " WHERE written_ts > %s ORDER BY room_id, stream_id DESC) t WHERE cardinality(user_ids) > 0",
+                (since_ms,))
     return [(s, r, list(u)) for s, r, u in cur.fetchall()]

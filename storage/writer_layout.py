@@ -92,3 +92,8 @@ def register_instance(cur: Cursor, name: str, role: str, url: str, slot: int | N
 def instance_urls(cur: Cursor) -> dict[str, str]:
     cur.execute("SELECT name, internal_url FROM worker_instances")
     return dict(cur.fetchall())
+
+
+def instances_with_role(cur: Cursor, role: str) -> list[str]:
+    cur.execute("SELECT name FROM worker_instances WHERE role = %s ORDER BY name", (role,))
+    return [r[0] for r in cur.fetchall()]

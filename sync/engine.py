@@ -33,6 +33,11 @@ class SyncEngine:
         # Ephemeral updates as events, for listeners such as application services.
         self.ephemeral_listeners: list = []
         self.typing = Typing(self._typing_changed)
+        self.typing.on_followed = self._wake_room
+        # Several sync processes (sync/stream_followers.py, sync/presence_job.py): set when
+        # this one follows the stream owner's streams and mirrors presence.
+        self.followers: dict = {}
+        self.presence_reader = None
         self.receipts = Receipts(hs, self._receipt_changed)
         self.account_data = AccountData(hs, self._wake_user)
         self.to_device = ToDevice(hs, self._wake_user)

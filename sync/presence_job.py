@@ -25,7 +25,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from twisted.internet import reactor, task
+from twisted.internet import defer, reactor, task
 
 from homeserver.async_utils import Rerun
 from storage import presence as presence_store
@@ -101,6 +101,7 @@ class PresenceReader:
         self.presence = presence
         self._target = 0
         self._reader = Rerun(self._read)
+        self._waiters: list[tuple[int, defer.Deferred]] = []
 
     async def start(self) -> None:
         self.presence.load_mirror(await self.hs.db.run(presence_store.latest_changes))
@@ -110,6 +111,23 @@ class PresenceReader:
         self._target = max(self._target, position)
         if self._target > self.presence.stream.current:
             self._reader.request()
+
+    def wait_for(self, position: int) -> defer.Deferred:
+        """Fires once the mirror has read up to `position` (a token from another process);
+        only announcements move the reading on (the keeper's ids run ahead of its rows)."""
+        if self.presence.stream.current >= position:
+            return defer.succeed(None)
+        d: defer.Deferred = defer.Deferred()
+        self._waiters.append((position, d))
+        return d
+
+    def _wake_waiters(self) -> None:
+        current = self.presence.stream.current
+        ready = [d for p, d in self._waiters if p <= current]
+        self._waiters = [(p, d) for p, d in self._waiters if p > current]
+        for d in ready:
+            if not d.called:
+                d.callback(None)
 
     async def _read(self) -> None:
         while self._target > self.presence.stream.current:
@@ -124,6 +142,7 @@ class PresenceReader:
                 self.presence.apply_change(*row)
             if len(rows) < READ_PAGE:
                 self.presence.stream.current = max(self.presence.stream.current, upto)
+            self._wake_waiters()
 
 
 class SyncReporter:
@@ -207,6 +226,7 @@ async def attach(hs: "HomeServer") -> None:
         reader = PresenceReader(hs, presence)
         await reader.start()
         hs.replication.on_position(presence_store.STREAM, reader.heard)
+        hs.sync.presence_reader = reader
         reporter = SyncReporter(hs, presence, keeper)
         presence.report_sync = reporter.started
         reporter.start()

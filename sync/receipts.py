@@ -57,9 +57,19 @@ class Receipts:
         self.stream.restart_at(position)
         self.log = ChangeLog(position)
 
-    def follow(self, rows: list[tuple[int, str]]) -> None:
-        """Several sync processes: receipts the stream owner stored (sync/stream_followers.py)."""
-        for stream_id, room_id in rows:
+    async def prepare_follow(self, rows: list[tuple[int, str, str, str, str, str]]) -> None:
+        """Several sync processes (sync/stream_followers.py): the unread counts the owner's
+        receipts lower, applied before the position moves and anyone is woken."""
+        for stream_id, room_id, receipt_type, user_id, thread_id, event_id in rows:
+            if receipt_type in RECEIPT_TYPES:
+                event = await self.hs.event_cache.get(event_id)
+                if event is not None and event.stream_ordering:
+                    await self.hs.push.counts.on_receipt(user_id, room_id, thread_id or None,
+                                                         event.stream_ordering, stream_id)
+
+    def follow(self, rows: list[tuple[int, str, str, str, str, str]]) -> None:
+        """Several sync processes: receipts the stream owner stored."""
+        for stream_id, room_id, *_ in rows:
             self._room_stream[room_id] = max(self._room_stream.get(room_id, 0), stream_id)
             self.log.record(stream_id, room_id)
             self._on_change(room_id, None)

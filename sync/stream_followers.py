@@ -22,6 +22,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
+from twisted.internet import defer, reactor
+
 from homeserver.async_utils import Rerun
 from storage import account_data as account_data_store
 from storage import device_lists as device_lists_store
@@ -37,6 +39,14 @@ logger = logging.getLogger(__name__)
 READ_PAGE = 1000
 TYPING_KEEP_MS = 300_000
 PRUNE_EVERY_S = 60.0
+RETRY_S = 1.0
+ROOM_STREAMS = ("receipts", "typing")  # rows keyed by room
+
+
+def _typing_window_ms() -> int:
+    from sync.typing import MAX_TIMEOUT_MS  # noqa: PLC0415
+    return int(time.time() * 1000) - MAX_TIMEOUT_MS
+STREAMS_HEADER = b"X-Homeserver-Streams"
 
 
 def _streams(hs: "HomeServer") -> dict[str, tuple[Any, Callable]]:
@@ -63,11 +73,21 @@ class StreamAnnouncer:
 
     async def start(self) -> None:
         engine = self.hs.sync
+        me = self.hs.config.worker.instance_name
         engine.typing.restart_at(await self.hs.db.run(typing_store.max_stream))
         for name, (part, _) in _streams(self.hs).items():
+            # Ids never go back below what was announced (a table whose newest rows were
+            # deleted, delivered to-device messages say, would start lower): the
+            # followers would take the new ids for old ones.
+            announced = (await self.hs.db.run(repl_store.positions, name)).get(me, 0)
+            if announced > part.stream.current:
+                part.restart_at(announced)
             if name != "typing":
                 part.stream.on_advance = lambda position, name=name: self.advanced(name, position)
         engine.typing.on_recorded = self._typing_changed
+        # Typing is in memory: those shown typing before a restart have stopped.
+        for _, room_id, _ in await self.hs.db.run(typing_store.typing_now, _typing_window_ms()):
+            engine.typing.clear_followed(room_id)
         for name, (part, _) in _streams(self.hs).items():  # where the followers start
             self.advanced(name, part.stream.current)
 
@@ -97,10 +117,12 @@ class StreamAnnouncer:
                 await self.hs.db.run(txn)
                 if prune:
                     self._pruned_at = now
-            except Exception as e:  # announced with the next change (typing rows are lost)
+            except Exception as e:  # tried again shortly
                 logger.warning("announcing the per-user streams failed: %s", e)
                 for stream, position in positions.items():
                     self._positions[stream] = max(self._positions.get(stream, 0), position)
+                self._typing[:0] = rows
+                reactor.callLater(RETRY_S, self._writer.request)
                 return
 
 
@@ -111,12 +133,17 @@ class StreamFollower:
         self.hs, self.name, self.part, self._read_rows = hs, name, part, read
         self._target = 0
         self._reader = Rerun(self._read)
+        self._waiters: list[tuple[int, defer.Deferred]] = []
 
     async def start(self) -> None:
         announced = (await self.hs.db.run(repl_store.positions, self.name)).get(self.hs.config.worker.streams)
         # The owner's position (rows above it may still be committing); before the owner
         # ever announced, what its table holds.
         self.part.restart_at(announced if announced is not None else self.part.stream.current)
+        if self.name == "typing":  # who is typing now, as far as the owner wrote
+            rows = [r for r in await self.hs.db.run(typing_store.typing_now, _typing_window_ms())
+                    if r[0] <= self.part.stream.current]
+            self.part.follow(rows)
         self._target = self.part.stream.current
         self.hs.replication.on_position(self.name, self.heard)
 
@@ -125,18 +152,64 @@ class StreamFollower:
         if self._target > self.part.stream.current:
             self._reader.request()
 
+    def wait_for(self, position: int) -> defer.Deferred:
+        """Fires once this process has read the stream up to `position` (a write the user
+        made through this process: they read it here next). Only the owner's announcements
+        move the reading on: a position named elsewhere (a token, an answer) may be ahead of
+        what its table holds yet (typing is written after it changes)."""
+        if self.part.stream.current >= position:
+            return defer.succeed(None)
+        d: defer.Deferred = defer.Deferred()
+        self._waiters.append((position, d))
+        return d
+
     async def _read(self) -> None:
         while self._target > self.part.stream.current:
             after, upto = self.part.stream.current, self._target
             try:
                 rows = await self.hs.db.run(self._read_rows, after, upto, READ_PAGE)
-            except Exception as e:  # the next announcement or reconnect tries again
+            except Exception as e:  # tried again shortly
                 logger.warning("reading the %s stream failed: %s", self.name, e)
+                reactor.callLater(RETRY_S, self._reader.request)
                 return
-            # The position moves before the long-polls are woken: they answer up to it.
+            if self.name in ROOM_STREAMS:  # who to wake: the members of rooms new to this process
+                for room_id in {r[1] for r in rows}:
+                    if self.hs.room_heads.peek(room_id) is None:
+                        await self.hs.room_heads.get(room_id)
+            prepare = getattr(self.part, "prepare_follow", None)
+            if rows and prepare is not None:  # (receipts: the unread counts they lower)
+                await prepare(rows)
+            # Then, with no pause: the position moves, and the long-polls are woken to
+            # answer up to it.
             self.part.stream.advance_to(rows[-1][0] if len(rows) == READ_PAGE else upto)
             if rows:
                 self.part.follow(rows)
+            current = self.part.stream.current
+            ready = [d for p, d in self._waiters if p <= current]
+            self._waiters = [(p, d) for p, d in self._waiters if p > current]
+            for d in ready:
+                if not d.called:
+                    d.callback(None)
+
+
+def positions_header(hs: "HomeServer") -> bytes:
+    """The stream owner's positions, on its answer to a request another sync process
+    forwarded: that process waits until it has read up to them (`catch_up`)."""
+    return ",".join(f"{name}:{part.stream.current}" for name, (part, _) in _streams(hs).items()).encode()
+
+
+async def catch_up(hs: "HomeServer", header: bytes, timeout: float = 10.0) -> None:
+    followers: dict[str, StreamFollower] = getattr(hs.sync, "followers", {})
+    waits = []
+    for item in header.decode("ascii", "replace").split(","):
+        name, _, position = item.partition(":")
+        if name in followers and position.isdigit():
+            waits.append(followers[name].wait_for(int(position)))
+    if waits:
+        try:
+            await defer.gatherResults(waits, consumeErrors=True).addTimeout(timeout, reactor)
+        except defer.TimeoutError:
+            logger.warning("the per-user streams were not read up to the owner's within %.0f s", timeout)
 
 
 async def attach(hs: "HomeServer") -> None:
@@ -148,5 +221,28 @@ async def attach(hs: "HomeServer") -> None:
     if worker.owns_streams:
         await StreamAnnouncer(hs).start()
     elif worker.role == "sync":
+        hs.sync.followers = {}
         for name, (part, read) in _streams(hs).items():
-            await StreamFollower(hs, name, part, read).start()
+            follower = hs.sync.followers[name] = StreamFollower(hs, name, part, read)
+            await follower.start()
+
+
+async def reach_token(hs: "HomeServer", token: Any, timeout: float = 3.0) -> None:
+    """Before answering a /sync from `token`, which another sync process may have handed
+    out: wait (a little) until this process has read every stream up to it, so the answer
+    neither repeats what the token has seen nor hands out a lower position."""
+    waits = []
+    if hs.replication.replayed < token.events:
+        waits.append(hs.replication.wait_for(token.events, timeout))
+    for name, follower in getattr(hs.sync, "followers", {}).items():
+        if follower.part.stream.current < getattr(token, name):
+            waits.append(follower.wait_for(getattr(token, name)))
+    mirror = getattr(hs.sync, "presence_reader", None)
+    if mirror is not None and hs.sync.presence.stream.current < token.presence:
+        waits.append(mirror.wait_for(token.presence))
+    if not waits:
+        return
+    try:
+        await defer.gatherResults(waits, consumeErrors=True).addTimeout(timeout, reactor)
+    except Exception:
+        logger.info("a sync token ahead of this process by more than %.0f s; answering from here", timeout)

@@ -70,6 +70,9 @@ class SyncHandler:
     async def sync(self, user_id: str, device_id: str, since_token: str | None, timeout_ms: int,
                    full_state: bool, filt: Filter, set_presence: str | None) -> dict[str, Any]:
         since = StreamToken.parse(since_token) if since_token else None
+        if since is not None and self.hs.replication is not None:
+            from sync.stream_followers import reach_token  # noqa: PLC0415
+            await reach_token(self.hs, since)  # a token another sync process handed out
         presence_on = self.hs.config.presence.enabled
         if presence_on:
             self.engine.presence.sync_started(user_id, set_presence)

@@ -20,8 +20,10 @@ class Typing:
         self._room_stream: dict[str, int] = {}
         self.log = ChangeLog(0)  # (stream, room) of every change, for woken long-polls
         self._on_change = on_change  # told the room id; wakes its members
-        # Several sync processes: the stream owner tells each change (room, stream id).
+        # Several sync processes: the stream owner tells each change (room, stream id); a
+        # process following it wakes the room's members (and emits nothing: the owner does).
         self.on_recorded: Callable[[str, int], None] | None = None
+        self.on_followed: Callable[[str], None] = on_change
 
     def set_typing(self, room_id: str, user_id: str, typing: bool, timeout_ms: int) -> None:
         users = self._typing.setdefault(room_id, {})
@@ -54,13 +56,31 @@ class Typing:
         self.log = ChangeLog(position)
 
     def follow(self, rows: list[tuple[int, str, list[str]]]) -> None:
-        """Several sync processes: typing as the stream owner wrote it (it expires it)."""
+        """Several sync processes: typing as the stream owner wrote it. The owner expires
+        it; here it also ends after the longest timeout, should the owner go away."""
         for stream_id, room_id, users in rows:
-            self._typing[room_id] = dict.fromkeys(users)  # type: ignore[arg-type]  # no timers here
+            for timer in self._typing.pop(room_id, {}).values():
+                if timer is not None and timer.active():
+                    timer.cancel()
+            if users:
+                self._typing[room_id] = {u: reactor.callLater(MAX_TIMEOUT_MS / 1000, self._expire_followed,
+                                                              room_id, u) for u in users}
             self._room_stream[room_id] = stream_id
             self.stream.advance_to(stream_id)
             self.log.record(stream_id, room_id)
-            self._on_change(room_id)
+            self.on_followed(room_id)
+
+    def clear_followed(self, room_id: str) -> None:
+        """The owner restarting: a room its table last showed someone typing in, now
+        nobody (written for the processes following it)."""
+        self._typing.setdefault(room_id, {})
+        self._changed(room_id)
+
+    def _expire_followed(self, room_id: str, user_id: str) -> None:
+        users = self._typing.get(room_id, {})
+        if users.pop(user_id, None) is not None:
+            self._room_stream[room_id] = self.stream.current  # no id of its own: shown from here on
+            self.on_followed(room_id)
 
     def typing_users(self, room_id: str) -> list[str]:
         return sorted(self._typing.get(room_id, {}))

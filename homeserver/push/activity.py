@@ -1,8 +1,8 @@
 """Who is syncing: a user with a /sync in flight, or one that ended less than a grace
 period ago, is reading along, so pushers leave their phones quiet.
 
-Kept by the stream owner (`worker.streams`, the process serving /sync); a pushers job
-elsewhere asks it over the internal listener (`is_syncing`, `serve_syncing`)."""
+Kept by each process serving /sync; a pushers job asks every sync process over their
+internal listeners (`is_syncing`, `serve_syncing`)."""
 from __future__ import annotations
 
 import logging
@@ -10,6 +10,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from twisted.internet import defer
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
@@ -48,24 +49,34 @@ class SyncActivity:
 
 
 async def is_syncing(hs: "HomeServer", user_id: str, grace_s: float) -> bool:
-    """Whether the user is reading along, wherever /sync is served. Unknown (the stream
-    owner cannot be asked) counts as not: a phone rings rather than stays silent."""
-    if hs.config.worker.owns_streams:
+    """Whether the user is reading along, wherever /sync is served: here, or on any sync
+    process (asked at once). Unknown (none can be asked) counts as not: a phone rings
+    rather than stays silent."""
+    worker = hs.config.worker
+    if not worker.multi_process:
         return hs.push.activity.is_active(user_id, grace_s)
-    try:
-        status, answer = await hs.internal.post(hs.config.worker.streams, SYNCING_PATH,
-                                                {"user_id": user_id, "grace_ms": int(grace_s * 1000)},
-                                                timeout_s=ASK_TIMEOUT_S)
-    except Exception as e:
-        logger.warning("asking %s whether %s is syncing failed: %s", hs.config.worker.streams, user_id, e)
+    if worker.role == "sync" and hs.push.activity.is_active(user_id, grace_s):
+        return True
+    others = [name for name in await hs.writer_layout.sync_instances() if name != worker.instance_name]
+    if not others:
         return False
-    return status == 200 and isinstance(answer, dict) and answer.get("active") is True
+    body = {"user_id": user_id, "grace_ms": int(grace_s * 1000)}
+
+    async def ask(instance: str) -> bool:
+        try:
+            status, answer = await hs.internal.post(instance, SYNCING_PATH, body, timeout_s=ASK_TIMEOUT_S)
+        except Exception as e:
+            logger.warning("asking %s whether %s is syncing failed: %s", instance, user_id, e)
+            return False
+        return status == 200 and isinstance(answer, dict) and answer.get("active") is True
+    answers = await defer.gatherResults([defer.ensureDeferred(ask(i)) for i in others])
+    return any(answers)
 
 
 async def serve_syncing(hs: "HomeServer", body: bytes) -> tuple[int, dict[str, Any]]:
-    """The stream owner's side of `is_syncing` (an internal listener only)."""
-    if not hs.config.worker.owns_streams:  # only the process serving /sync knows
-        return 404, {"errcode": "M_UNRECOGNIZED", "error": "not the stream owner"}
+    """A sync process's side of `is_syncing` (an internal listener only)."""
+    if hs.config.worker.role != "sync":  # only a process serving /sync knows
+        return 404, {"errcode": "M_UNRECOGNIZED", "error": "not a sync process"}
     try:
         req = orjson.loads(body)
         user_id, grace_ms = req["user_id"], req["grace_ms"]

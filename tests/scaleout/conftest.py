@@ -1,6 +1,7 @@
 """The scale-out cluster of this package's tests: two writers, a sync process owning the
-per-user streams, a client process, all on one embedded PostgreSQL, behind nginx routed
-by deploy/nginx/homeserver-routes.conf. (With several client processes a user reads
+per-user streams and a second one following it (nginx sends each user to one of them), a
+client process, all on one embedded PostgreSQL, behind nginx routed by
+deploy/nginx/homeserver-routes.conf. (With several client processes a user reads
 another user's write on theirs a few milliseconds after it was acknowledged; the
 end-to-end flows below read each other's writes at once, as they may from one process.) The `server` fixture is the proxy, so tests
 written for one process run unchanged against the cluster.
@@ -52,6 +53,7 @@ class Proxy:
 def nginx_config(root: Path, port: int, cluster: Cluster) -> str:
     routes = ROUTES.read_text().replace("/etc/nginx/homeserver-proxy.conf", str(PROXY_HEADERS))
     clients = "".join(f"    server 127.0.0.1:{cluster.procs[c].port};\n" for c in cluster.clients)
+    syncers = "".join(f"    server 127.0.0.1:{cluster.procs[c].port};\n" for c in [cluster.sync, *cluster.readers])
     # As root nginx would run its workers as nobody, who cannot enter pytest's private
     # temporary directories.
     user = "user root;\n" if os.geteuid() == 0 else ""
@@ -62,7 +64,7 @@ def nginx_config(root: Path, port: int, cluster: Cluster) -> str:
         f"  access_log off;\n  client_body_temp_path {root}/body;\n  proxy_temp_path {root}/proxy;\n"
         f"  fastcgi_temp_path {root}/fcgi;\n  uwsgi_temp_path {root}/uwsgi;\n  scgi_temp_path {root}/scgi;\n"
         f"  include {USER_KEY};\n"
-        f"  upstream hs_sync {{\n    server 127.0.0.1:{cluster.procs[cluster.sync].port};\n    keepalive 16;\n  }}\n"
+        f"  upstream hs_syncers {{\n    hash $hs_user_key consistent;\n{syncers}    keepalive 16;\n  }}\n"
         f"  upstream hs_client {{\n    hash $hs_user_key consistent;\n{clients}    keepalive 16;\n  }}\n"
         f"  server {{\n    listen 127.0.0.1:{port};\n{routes}\n  }}\n"
         "}\n")
@@ -70,7 +72,7 @@ def nginx_config(root: Path, port: int, cluster: Cluster) -> str:
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory):
-    c = Cluster(tmp_path_factory.mktemp("cluster"))
+    c = Cluster(tmp_path_factory.mktemp("cluster"), readers=["sync2"])
     try:
         c.start()
         yield c

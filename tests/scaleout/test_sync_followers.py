@@ -124,9 +124,35 @@ def test_a_token_is_good_on_either_sync_process(cluster, unique):
         status, _ = alice.request("PUT", f"/_matrix/client/v3/rooms/{_q(room_id)}/send/m.room.message/{unique('t')}",
                                   {"msgtype": "m.text", "body": f"second {n}"})
         assert status == 200
-        # The other process, from the first one's token: the second message only.
-        body, since, _ = _sync_until(other, since, lambda b, n=n: f"second {n}" in _timeline(b, room_id))
-        assert f"first {n}" not in _timeline(body, room_id)
+        # The other process, from the first one's token: the second message only, in its
+        # first answer, and a position no lower than the token's.
+        status, body = other.request("GET", f"/_matrix/client/v3/sync?timeout=5000&since={_q(since)}")
+        assert status == 200, body
+        assert _timeline(body, room_id) == [f"second {n}"], body
+        assert all(int(a) >= int(b) for a, b in zip(body["next_batch"][1:].split("_"), since[1:].split("_")))
+        since = body["next_batch"]
+
+
+def test_unread_counts_and_own_writes_on_a_follower(cluster, unique):
+    alice, bob, room_id, bob2, since = _setup(cluster, unique)
+    sent = []
+    for n in range(2):
+        status, body = alice.request("PUT", f"/_matrix/client/v3/rooms/{_q(room_id)}/send/m.room.message/{unique('t')}",
+                                     {"msgtype": "m.text", "body": f"unread {n}"})
+        assert status == 200
+        sent.append(body["event_id"])
+    body, since, _ = _sync_until(bob2, since, lambda b: "unread 1" in _timeline(b, room_id))
+    counts = body["rooms"]["join"][room_id]["unread_notifications"]
+    assert counts.get("notification_count") == 2, counts
+    # bob reads them through his sync process, which forwards the receipt to the owner and
+    # answers once it has read it back: his next sync there, at once, has the counts down.
+    status, _ = bob2.request("POST", f"/_matrix/client/v3/rooms/{_q(room_id)}/receipt/m.read/{_q(sent[-1])}", {})
+    assert status == 200
+    status, body = bob2.request("GET", f"/_matrix/client/v3/sync?timeout=0&since={_q(since)}")
+    assert status == 200, body
+    room = body["rooms"]["join"][room_id]
+    assert room["unread_notifications"].get("notification_count") == 0, room
+    assert [e["type"] for e in room["ephemeral"]["events"]] == ["m.receipt"]
 
 
 def test_a_follower_catches_up_after_a_restart(cluster, unique):
