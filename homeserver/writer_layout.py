@@ -213,10 +213,11 @@ class WriterLayout:
         return self._urls[instance]
 
     async def sync_instances(self) -> list[str]:
-        """The processes of role sync, as registered (read again every 30 s)."""
+        """The processes of role sync that are running, as registered (read again every 30 s)."""
         now = reactor.seconds()
         if now - self._sync_instances_at > SYNC_INSTANCES_TTL_S:
-            self._sync_instances = await self.hs.db.run(store.instances_with_role, "sync")
+            self._sync_instances = await self.hs.db.run(store.live_instances_with_role, "sync")
+            self._urls = {**await self.hs.db.run(store.instance_urls), **self._config_urls}
             self._sync_instances_at = now
         return self._sync_instances
 
@@ -256,8 +257,10 @@ class WriterLayout:
             if lay.handed_over(room_id):
                 break
             now = reactor.seconds()
-            if now >= deadline:
-                raise RoomMoved(lay.generation, "the room is moving between writers; retry")
+            if now >= deadline:  # not RoomMoved: nobody else may build it either; the client retries
+                error = MatrixError(503, "M_UNKNOWN", "the room is moving between writers; retry")
+                error.headers = {b"Retry-After": b"2"}
+                raise error
             if now >= next_check:  # at most once a second: is the previous writer still there?
                 next_check = now + DEAD_CHECK_SECONDS
                 await self._check_gone(lay.previous_owner(room_id) or "", lay.generation)

@@ -56,8 +56,9 @@ def set_writers(config: Config, writers: list[str], wait: bool = True, out=print
     db = Database(_dsn(config), 1)
     try:
         generation, current, previous, released = _describe(db)
-        unfinished = [w for w in sorted(set(previous or ()) - released)
-                       if db.run_sync(repl_store.live_sessions, application_name(w))]  # the gone are passed over
+        not_released = sorted(set(previous or ()) - released)
+        gone = [w for w in not_released if not db.run_sync(repl_store.live_sessions, application_name(w))]
+        unfinished = [w for w in not_released if w not in gone]
         if unfinished:
             raise ValueError(f"layout {generation} is still moving rooms ({', '.join(unfinished)} "
                              "not released); try again when it is done")
@@ -71,7 +72,7 @@ def set_writers(config: Config, writers: list[str], wait: bool = True, out=print
         if writers == current:
             out(f"layout {generation} already has these writers")
             return 0
-        new = db.run_sync(store.add_generation, writers, generation)
+        new = db.run_sync(store.add_generation, writers, generation, gone)  # the gone are passed over
         moving = _share_moving(current, writers)
         out(f"layout {new}: {', '.join(writers)} (about {moving:.0%} of the rooms change writer)")
         if not wait:

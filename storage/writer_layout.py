@@ -31,13 +31,17 @@ def seed(cur: Cursor, writers: list[str]) -> None:
                 " ON CONFLICT (generation) DO NOTHING", (writers, _now()))
 
 
-def add_generation(cur: Cursor, writers: list[str], expected: int) -> int:
+def add_generation(cur: Cursor, writers: list[str], expected: int, passed_over: list[str] = ()) -> int:
     """A new generation after `expected`, announced in the same transaction; raises
-    ValueError when another generation came first or the last move is unfinished."""
+    ValueError when another generation came first. `passed_over`: writers of the move before
+    that never released it and have no session: their release is recorded first (a writer
+    only cut off finds it when it comes back, and writes none of the rooms it lost)."""
     cur.execute("LOCK TABLE writer_layouts IN EXCLUSIVE MODE")
     found = latest(cur)
     if not found or found[0][0] != expected:
         raise ValueError("the layout changed meanwhile; look again")
+    for instance in passed_over:
+        pass_over(cur, expected, instance)
     generation = expected + 1
     cur.execute("INSERT INTO writer_layouts (generation, writers, created_ts) VALUES (%s, %s, %s)",
                 (generation, writers, _now()))
@@ -94,6 +98,8 @@ def instance_urls(cur: Cursor) -> dict[str, str]:
     return dict(cur.fetchall())
 
 
-def instances_with_role(cur: Cursor, role: str) -> list[str]:
-    cur.execute("SELECT name FROM worker_instances WHERE role = %s ORDER BY name", (role,))
+def live_instances_with_role(cur: Cursor, role: str) -> list[str]:
+    """Registered processes of `role` with a database session (named `hs:<instance>`)."""
+    cur.execute("SELECT name FROM worker_instances w WHERE role = %s AND EXISTS (SELECT 1 FROM pg_stat_activity"
+                " WHERE application_name = 'hs:' || w.name) ORDER BY name", (role,))
     return [r[0] for r in cur.fetchall()]

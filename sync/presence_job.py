@@ -15,8 +15,8 @@ stream owner) and mirrored by every other process serving /sync.
   with a new `set_presence` at once, and everyone syncing every few seconds (a user left out
   has stopped there), over `POST /_homeserver/internal/v1/presence_syncing`.
 
-A keeper that restarts sets those its stream last showed present offline until the next
-reports bring them back (seconds). Reports that cannot be delivered are dropped: the next
+A keeper that restarts keeps those its stream last showed present for 15 s, until the
+mirrors have reported who syncs. Reports that cannot be delivered are dropped: the next
 full list repairs them."""
 from __future__ import annotations
 
@@ -117,6 +117,7 @@ class PresenceReader:
         only announcements move the reading on (the keeper's ids run ahead of its rows)."""
         if self.presence.stream.current >= position:
             return defer.succeed(None)
+        self._waiters = [(p, d) for p, d in self._waiters if not d.called]  # (given up on: timed out)
         d: defer.Deferred = defer.Deferred()
         self._waiters.append((position, d))
         return d

@@ -159,6 +159,7 @@ class StreamFollower:
         what its table holds yet (typing is written after it changes)."""
         if self.part.stream.current >= position:
             return defer.succeed(None)
+        self._waiters = [(p, d) for p, d in self._waiters if not d.called]  # (given up on: timed out)
         d: defer.Deferred = defer.Deferred()
         self._waiters.append((position, d))
         return d

@@ -125,12 +125,19 @@ async def read_markers(req: Req, room_id: str):
     return {}
 
 
+async def _shares_room(req: Req, user_id: str) -> bool:
+    engine = req.hs.sync
+    if engine.shares_room(req.user_id, user_id):
+        return True
+    # With several processes the one keeping presence may not have the asker's rooms in
+    # memory: load them.
+    return req.hs.replication is not None and bool(await engine.sharing_among(req.user_id, {user_id}))
+
+
 async def get_presence(req: Req, user_id: str):
     if not req.hs.config.presence.enabled:
         raise forbidden("presence is disabled on this server")
-    # (The heads of the asker's rooms are loaded if need be: with several processes the
-    # one keeping presence may not have them in memory.)
-    if user_id != req.user_id and (not await req.hs.sync.sharing_among(req.user_id, {user_id})
+    if user_id != req.user_id and (not await _shares_room(req, user_id)
                                    or not await req.hs.tenancy.visible_users(req.user_id, [user_id])):
         raise forbidden("you do not share a room with this user")
     if req.hs.accounts.is_mine(user_id) and not await req.hs.db.run(_user_exists, user_id):

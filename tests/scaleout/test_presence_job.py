@@ -38,7 +38,8 @@ def _sync_until(user: Http, since: str, user_id: str, want, within: float = 10.0
     """Long-polls on `user`'s process until a presence event of `user_id` satisfies `want`."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        status, body = user.request("GET", f"/_matrix/client/v3/sync?timeout=2000&since={urllib.parse.quote(since)}")
+        status, body = user.request(
+            "GET", f"/_matrix/client/v3/sync?timeout={int(within * 2000)}&since={urllib.parse.quote(since)}")
         assert status == 200, body
         since = body["next_batch"]
         for content in _presence_of(body.get("presence", {}).get("events", []), user_id):

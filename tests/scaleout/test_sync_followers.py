@@ -30,10 +30,11 @@ def _q(s: str) -> str:
 
 
 def _sync_until(user: Http, since: str, found, within: float = 5.0) -> tuple[dict, str, float]:
-    """Long-polls until `found(body)` holds: (that body, its next_batch, seconds taken)."""
+    """Long-polls (for longer than `within`: an answer before it was woken) until
+    `found(body)` holds: (that body, its next_batch, seconds taken)."""
     started = time.monotonic()
     while time.monotonic() - started < within:
-        status, body = user.request("GET", f"/_matrix/client/v3/sync?timeout=2000&since={_q(since)}")
+        status, body = user.request("GET", f"/_matrix/client/v3/sync?timeout={int(within * 2000)}&since={_q(since)}")
         assert status == 200, body
         since = body["next_batch"]
         if found(body):
