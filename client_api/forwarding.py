@@ -21,6 +21,7 @@ from twisted.web import server
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
 
+from client_api import request_log
 from homeserver.internal_http import SECRET_HEADER
 from homeserver.writer_layout import LAYOUT_HEADER
 from sync import stream_followers
@@ -226,6 +227,9 @@ class Forwarder:
             headers.setRawHeaders(b"X-Forwarded-For", [address.host.encode()])
         headers.setRawHeaders(SECRET_HEADER, [(self.cfg.internal_secret or "").encode()])
         headers.setRawHeaders(FORWARDED_HEADER, [self.cfg.instance_name.encode()])
+        rid = getattr(request, "request_id", None)
+        if rid:
+            headers.setRawHeaders(request_log.REQUEST_ID_HEADER, [rid.encode()])
         request.content.seek(0)
         body = request.content.read()
         try:
@@ -280,11 +284,14 @@ class Forwarder:
                     request.write(result)
                     request.finish()
                 return
-            self.hs.requests_in_flight += 1  # a draining process waits for it too
+            # One access line here too (route "forwarded to <owner>"), with the request id
+            # the owner logs its own line under: the request can be followed across both.
+            started = request_log.begin(request, self.hs)  # (counted in flight: a draining process waits)
+            request.route_pattern = f"forwarded to {owner}"
             try:
                 if await api.count_here(request):
                     await self.forward(request, owner)
             finally:
-                self.hs.requests_in_flight -= 1
+                request_log.end(request, self.hs, request.method.decode("ascii", "replace"), request.code, started)
         defer.ensureDeferred(run())
         return server.NOT_DONE_YET

@@ -597,10 +597,9 @@ class ApiResource(Resource):
         try:
             req.requester = await authenticate(req)
             await route.limit(req, **params)
-        except MatrixError as e:  # refused here: the access line is this process's
-            started = request_log.begin(request, self.hs)
+        except MatrixError as e:  # refused here (the forwarder writes the access line)
             request.route_pattern, request.requester_user = route.pattern, req.user_id if req.requester else None
-            request_log.end(request, self.hs, method, e.status, started)
+            request.setResponseCode(e.status)
             self._respond(request, e.status, e.to_json(), getattr(e, "headers", None))
             return False
         except Exception:  # the owner answers (its own errors) uncounted

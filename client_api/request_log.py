@@ -32,7 +32,10 @@ def loggable_path(uri: bytes) -> str:
 def begin(request: Any, hs: Any) -> float:
     """Give the request its id (in this coroutine's context and in the response headers);
     returns the start time for `end`."""
-    rid = f"{random.getrandbits(64):016x}"  # an id, not a secret: no need for the OS's randomness
+    # A request another process of the deployment forwarded keeps that process's id (the
+    # header counts only where the internal secret was checked).
+    given = request.getHeader(REQUEST_ID_HEADER) if getattr(request, "arrived_forwarded", False) else None
+    rid = given.decode("ascii", "replace")[:32] if given else f"{random.getrandbits(64):016x}"
     REQUEST_ID.set(rid)
     request.request_id = rid
     request.setHeader(REQUEST_ID_HEADER, rid.encode())

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 import urllib.parse
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -574,3 +575,25 @@ def test_a_client_cannot_claim_its_request_was_forwarded(server, unique):
     assert status == 200, later
     events = later.get("account_data", {}).get("events", [])
     assert [e["content"] for e in events if e["type"] == kind] == [{"written": "through the client process"}]
+
+
+def test_a_forwarded_request_is_logged_by_both_processes_under_one_id(server, unique):
+    """The client process that forwards a write logs it (route "forwarded to <writer>")
+    under the request id the writer logs its own line with."""
+    alice = new_user(server.cluster.url(server.cluster.clients[0]), unique("a"))
+    rooms = _rooms_on_each_writer(alice, server.cluster.writers)
+    room_id = next(iter(rooms.values()))
+    req = urllib.request.Request(
+        f"{alice.base_url}/_matrix/client/v3/rooms/{urllib.parse.quote(room_id)}/send/m.room.message/{unique('t')}",
+        data=b'{"msgtype": "m.text", "body": "traced"}', method="PUT",
+        headers={"Authorization": f"Bearer {alice.token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req) as resp:
+        rid = resp.headers["X-Request-Id"]
+        assert resp.status == 200
+    owner = writer_for_room(room_id, server.cluster.writers)
+    lines = _eventually(lambda: [line for line in server.cluster.log_path.read_text().splitlines()
+                                 if f"[{rid}]" in line and "homeserver.access" in line],
+                        lambda found: len(found) >= 2)
+    assert len(lines) == 2, lines
+    assert any(f"route=forwarded to {owner}" in line for line in lines), lines
+    assert any("route=/_matrix/client/" in line and "/send/" in line for line in lines), lines
