@@ -311,7 +311,10 @@ class LimitedRequest(server.Request):
         shares a name with the block."""
         before = getattr(self, "before_answer", None)
         if before is not None:  # headers that depend on the moment of answering (forwarding.tell_position)
-            before()
+            try:
+                before()
+            except Exception:  # the answer goes out without them
+                logger.exception("setting the answer's position headers failed")
         raw = getattr(self.responseHeaders, "_rawHeaders", None)
         self.code, self.code_message = status, RESPONSES.get(status, b"Unknown Status")
         if raw is None or not JSON_HEADER_NAMES.isdisjoint(raw) or not self._whole_answer_allowed():

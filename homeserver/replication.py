@@ -192,6 +192,7 @@ class Replication:
         """Fires once this process has replayed the events up to `position`."""
         if self.replayed >= position:
             return defer.succeed(True)
+        self._waiters = [(p, w) for p, w in self._waiters if not w.called]  # (given up on: timed out)
         d: defer.Deferred = defer.Deferred()
         self._waiters.append((position, d))
         d.addTimeout(timeout, reactor)

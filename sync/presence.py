@@ -219,16 +219,13 @@ class Presence:
         self.log = ChangeLog(position)
 
     def apply_change(self, stream_id: str | int, user_id: str, state: str, status_msg: str | None,
-                     last_active_ts: int) -> None:
+                     last_active_ts: int, activity_only: bool = False) -> None:
         """A mirror: a change the keeper announced, at its stream id. Fresher activity
-        alone (the state as it was, the last activity within a minute) wakes nobody, as
-        where presence is kept."""
+        alone wakes nobody, as where presence is kept."""
         p = self._users.setdefault(user_id, UserPresence())
         self.stream.advance_to(int(stream_id))
-        quiet = (p.state, p.status_msg) == (state, status_msg) and last_active_ts - p.last_active_ts <= 60_000 \
-            and p.stream > 0
         p.state, p.status_msg, p.last_active_ts = state, status_msg, last_active_ts
-        if quiet:
+        if activity_only:
             return
         p.stream = int(stream_id)
         self.log.record(p.stream, user_id)

@@ -52,28 +52,32 @@ class PresenceWriter:
     def __init__(self, hs: "HomeServer", presence: "Presence") -> None:
         self.hs = hs
         self.presence = presence
-        self._queue: list[tuple[str, int]] = []   # (user, stream id) in id order
+        self._queue: list[tuple[str, int, bool]] = []   # (user, stream id, activity only) in id order
         self._writer = Rerun(self._write)
         self._pruned_at = 0.0
 
     def changed(self, user_id: str) -> None:
-        self._add(user_id, self.presence.get(user_id).stream)
+        self._add(user_id, self.presence.get(user_id).stream, False)
 
     def activity(self, user_id: str) -> None:
         """Fresher activity, no change of state: an id of its own, in no change log."""
-        self._add(user_id, self.presence.stream.advance())
+        self._add(user_id, self.presence.stream.advance(), True)
 
-    def _add(self, user_id: str, stream_id: int) -> None:
+    def _add(self, user_id: str, stream_id: int, activity_only: bool) -> None:
         p = self.presence.get(user_id)
         p.written_active_ts = p.last_active_ts
-        self._queue.append((user_id, stream_id))
+        self._queue.append((user_id, stream_id, activity_only))
         self._writer.request()
 
     async def _write(self) -> None:
         while self._queue:
             batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-            newest = dict(batch)  # a user's latest id: the older ones are gaps
-            rows = sorted((stream_id, user_id, *self._state(user_id)) for user_id, stream_id in newest.items())
+            newest: dict[str, tuple[int, bool]] = {}  # a user's latest id (the older ones are gaps);
+            for user_id, stream_id, activity_only in batch:  # activity only if nothing else changed
+                quiet = activity_only and newest.get(user_id, (0, True))[1]
+                newest[user_id] = (stream_id, quiet)
+            rows = sorted((stream_id, user_id, *self._state(user_id), quiet)
+                          for user_id, (stream_id, quiet) in newest.items())
             now = time.time()
             prune = now - self._pruned_at >= PRUNE_EVERY_S
             try:
@@ -106,6 +110,10 @@ class PresenceReader:
     async def start(self) -> None:
         self.presence.load_mirror(await self.hs.db.run(presence_store.latest_changes))
         self._target = self.presence.stream.current
+
+    @property
+    def announced(self) -> int:
+        return self._target
 
     def heard(self, position: int) -> None:
         self._target = max(self._target, position)
@@ -140,7 +148,10 @@ class PresenceReader:
                 reactor.callLater(RETRY_S, self._reader.request)
                 return
             for row in rows:
-                self.presence.apply_change(*row)
+                try:
+                    self.presence.apply_change(*row)
+                except Exception:  # one bad row must not stop the mirror
+                    logger.exception("applying a presence change failed")
             if len(rows) < READ_PAGE:
                 self.presence.stream.current = max(self.presence.stream.current, upto)
             self._wake_waiters()

@@ -40,6 +40,8 @@ READ_PAGE = 1000
 TYPING_KEEP_MS = 300_000
 PRUNE_EVERY_S = 60.0
 RETRY_S = 1.0
+TOKEN_WAIT_S = 3.0          # a token another sync process handed out: it has read that far
+UNANNOUNCED_WAIT_S = 0.25   # a position nobody announced yet
 ROOM_STREAMS = ("receipts", "typing")  # rows keyed by room
 
 
@@ -73,13 +75,13 @@ class StreamAnnouncer:
 
     async def start(self) -> None:
         engine = self.hs.sync
-        me = self.hs.config.worker.instance_name
         engine.typing.restart_at(await self.hs.db.run(typing_store.max_stream))
         for name, (part, _) in _streams(self.hs).items():
             # Ids never go back below what was announced (a table whose newest rows were
             # deleted, delivered to-device messages say, would start lower): the
             # followers would take the new ids for old ones.
-            announced = (await self.hs.db.run(repl_store.positions, name)).get(me, 0)
+            # (Any instance's: an owner renamed or moved leaves its row, and followers hear it.)
+            announced = max((await self.hs.db.run(repl_store.positions, name)).values(), default=0)
             if announced > part.stream.current:
                 part.restart_at(announced)
             if name != "typing":
@@ -147,6 +149,10 @@ class StreamFollower:
         self._target = self.part.stream.current
         self.hs.replication.on_position(self.name, self.heard)
 
+    @property
+    def announced(self) -> int:
+        return self._target
+
     def heard(self, position: int) -> None:
         self._target = max(self._target, position)
         if self._target > self.part.stream.current:
@@ -169,17 +175,17 @@ class StreamFollower:
             after, upto = self.part.stream.current, self._target
             try:
                 rows = await self.hs.db.run(self._read_rows, after, upto, READ_PAGE)
+                if self.name in ROOM_STREAMS:  # who to wake: the members of rooms new to this process
+                    for room_id in {r[1] for r in rows}:
+                        if self.hs.room_heads.peek(room_id) is None:
+                            await self.hs.room_heads.get(room_id)
+                prepare = getattr(self.part, "prepare_follow", None)
+                if rows and prepare is not None:  # (receipts: the unread counts they lower)
+                    await prepare(rows)
             except Exception as e:  # tried again shortly
                 logger.warning("reading the %s stream failed: %s", self.name, e)
                 reactor.callLater(RETRY_S, self._reader.request)
                 return
-            if self.name in ROOM_STREAMS:  # who to wake: the members of rooms new to this process
-                for room_id in {r[1] for r in rows}:
-                    if self.hs.room_heads.peek(room_id) is None:
-                        await self.hs.room_heads.get(room_id)
-            prepare = getattr(self.part, "prepare_follow", None)
-            if rows and prepare is not None:  # (receipts: the unread counts they lower)
-                await prepare(rows)
             # Then, with no pause: the position moves, and the long-polls are woken to
             # answer up to it.
             self.part.stream.advance_to(rows[-1][0] if len(rows) == READ_PAGE else upto)
@@ -209,7 +215,7 @@ async def catch_up(hs: "HomeServer", header: bytes, timeout: float = 10.0) -> No
     if waits:
         try:
             await defer.gatherResults(waits, consumeErrors=True).addTimeout(timeout, reactor)
-        except defer.TimeoutError:
+        except Exception:  # (a timeout arrives as FirstError): answered all the same
             logger.warning("the per-user streams were not read up to the owner's within %.0f s", timeout)
 
 
@@ -228,22 +234,31 @@ async def attach(hs: "HomeServer") -> None:
             await follower.start()
 
 
-async def reach_token(hs: "HomeServer", token: Any, timeout: float = 3.0) -> None:
+async def reach_token(hs: "HomeServer", token: Any) -> None:
     """Before answering a /sync from `token`, which another sync process may have handed
     out: wait (a little) until this process has read every stream up to it, so the answer
-    neither repeats what the token has seen nor hands out a lower position."""
-    waits = []
-    if hs.replication.replayed < token.events:
-        waits.append(hs.replication.wait_for(token.events, timeout))
+    neither repeats what the token has seen nor hands out a lower position. A position
+    beyond anything announced yet (a token of the stream owner, whose typing ids run ahead
+    of its table by milliseconds, or one from before an upgrade that will never come) is
+    waited for only briefly."""
+    waits, implausible = [], False
+    replication = hs.replication
+    if replication.replayed < token.events:
+        implausible |= token.events > max(replication.view.heard.values(), default=0)
+        waits.append(replication.wait_for(token.events, TOKEN_WAIT_S))
     for name, follower in getattr(hs.sync, "followers", {}).items():
-        if follower.part.stream.current < getattr(token, name):
-            waits.append(follower.wait_for(getattr(token, name)))
+        position = getattr(token, name)
+        if follower.part.stream.current < position:
+            implausible |= position > follower.announced
+            waits.append(follower.wait_for(position))
     mirror = getattr(hs.sync, "presence_reader", None)
     if mirror is not None and hs.sync.presence.stream.current < token.presence:
+        implausible |= token.presence > mirror.announced
         waits.append(mirror.wait_for(token.presence))
     if not waits:
         return
+    timeout = UNANNOUNCED_WAIT_S if implausible else TOKEN_WAIT_S
     try:
         await defer.gatherResults(waits, consumeErrors=True).addTimeout(timeout, reactor)
     except Exception:
-        logger.info("a sync token ahead of this process by more than %.0f s; answering from here", timeout)
+        logger.info("a sync token ahead of this process by more than %.2f s; answering from here", timeout)

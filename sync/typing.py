@@ -56,15 +56,13 @@ class Typing:
         self.log = ChangeLog(position)
 
     def follow(self, rows: list[tuple[int, str, list[str]]]) -> None:
-        """Several sync processes: typing as the stream owner wrote it. The owner expires
-        it; here it also ends after the longest timeout, should the owner go away."""
+        """Several sync processes: typing as the stream owner wrote it (it expires it, and
+        clears it for every room when it restarts)."""
         for stream_id, room_id, users in rows:
-            for timer in self._typing.pop(room_id, {}).values():
-                if timer is not None and timer.active():
-                    timer.cancel()
             if users:
-                self._typing[room_id] = {u: reactor.callLater(MAX_TIMEOUT_MS / 1000, self._expire_followed,
-                                                              room_id, u) for u in users}
+                self._typing[room_id] = dict.fromkeys(users)  # type: ignore[arg-type]  # no timers here
+            else:
+                self._typing.pop(room_id, None)
             self._room_stream[room_id] = stream_id
             self.stream.advance_to(stream_id)
             self.log.record(stream_id, room_id)
@@ -75,12 +73,6 @@ class Typing:
         nobody (written for the processes following it)."""
         self._typing.setdefault(room_id, {})
         self._changed(room_id)
-
-    def _expire_followed(self, room_id: str, user_id: str) -> None:
-        users = self._typing.get(room_id, {})
-        if users.pop(user_id, None) is not None:
-            self._room_stream[room_id] = self.stream.current  # no id of its own: shown from here on
-            self.on_followed(room_id)
 
     def typing_users(self, room_id: str) -> list[str]:
         return sorted(self._typing.get(room_id, {}))

@@ -8,6 +8,8 @@ CREATE TABLE IF NOT EXISTS presence_stream (
     state TEXT NOT NULL,
     status_msg TEXT,
     last_active_ts BIGINT NOT NULL,
+    -- fresher activity alone, no change of state: mirrors wake nobody for it
+    activity_only BOOLEAN NOT NULL DEFAULT false,
     written_ts BIGINT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS presence_stream_user ON presence_stream (user_id, stream_id);
