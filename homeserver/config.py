@@ -289,8 +289,8 @@ class WorkerConfig(_Strict):
     instance_name: str = Field("main", pattern=INSTANCE_NAME_PATTERN)
     # main: everything, alone. writer: builds and persists the events of its shard of
     # rooms. client: the client API, room writes forwarded to the room's writer. sync:
-    # /sync and the per-user streams (typing, receipts, presence, account data, to-device,
-    # device lists) when it is `streams`.
+    # /sync (any number of them); the one named in `streams` writes the per-user streams
+    # (typing, receipts, account data, to-device, device lists), the others follow them.
     role: Literal["main", "writer", "client", "sync"] = "main"
     # Every instance's internal base URL (a listener of it with the `internal` resource).
     instances: dict[str, str] = {}
