@@ -25,11 +25,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from twisted.internet import defer, reactor, task
+from twisted.internet import reactor, task
 
 from homeserver.async_utils import Rerun
 from storage import presence as presence_store
 from sync.presence import REPORT_GAP_MS
+from sync.stream_followers import FollowedStream
 
 if TYPE_CHECKING:
     from homeserver.server import HomeServer
@@ -97,64 +98,30 @@ class PresenceWriter:
         return p.state, p.status_msg, p.last_active_ts
 
 
-class PresenceReader:
-    """On the stream owner: the job's changes into the mirror."""
+class PresenceReader(FollowedStream):
+    """On a sync process not keeping presence: the keeper's changes into the mirror."""
 
     def __init__(self, hs: "HomeServer", presence: "Presence") -> None:
+        super().__init__(presence_store.STREAM)
         self.hs = hs
         self.presence = presence
-        self._target = 0
-        self._reader = Rerun(self._read)
-        self._waiters: list[tuple[int, defer.Deferred]] = []
 
     async def start(self) -> None:
         self.presence.load_mirror(await self.hs.db.run(presence_store.latest_changes))
         self._target = self.presence.stream.current
 
-    @property
-    def announced(self) -> int:
-        return self._target
+    def position(self) -> int:
+        return self.presence.stream.current
 
-    def heard(self, position: int) -> None:
-        self._target = max(self._target, position)
-        if self._target > self.presence.stream.current:
-            self._reader.request()
-
-    def wait_for(self, position: int) -> defer.Deferred:
-        """Fires once the mirror has read up to `position` (a token from another process);
-        only announcements move the reading on (the keeper's ids run ahead of its rows)."""
-        if self.presence.stream.current >= position:
-            return defer.succeed(None)
-        self._waiters = [(p, d) for p, d in self._waiters if not d.called]  # (given up on: timed out)
-        d: defer.Deferred = defer.Deferred()
-        self._waiters.append((position, d))
-        return d
-
-    def _wake_waiters(self) -> None:
-        current = self.presence.stream.current
-        ready = [d for p, d in self._waiters if p <= current]
-        self._waiters = [(p, d) for p, d in self._waiters if p > current]
-        for d in ready:
-            if not d.called:
-                d.callback(None)
-
-    async def _read(self) -> None:
-        while self._target > self.presence.stream.current:
-            after, upto = self.presence.stream.current, self._target
+    async def read_page(self, after: int, upto: int) -> None:
+        rows = await self.hs.db.run(presence_store.changes_between, after, upto, READ_PAGE)
+        for row in rows:
             try:
-                rows = await self.hs.db.run(presence_store.changes_between, after, upto, READ_PAGE)
-            except Exception as e:  # tried again shortly
-                logger.warning("reading presence changes failed: %s", e)
-                reactor.callLater(RETRY_S, self._reader.request)
-                return
-            for row in rows:
-                try:
-                    self.presence.apply_change(*row)
-                except Exception:  # one bad row must not stop the mirror
-                    logger.exception("applying a presence change failed")
-            if len(rows) < READ_PAGE:
-                self.presence.stream.current = max(self.presence.stream.current, upto)
-            self._wake_waiters()
+                self.presence.apply_change(*row)
+            except Exception:  # one bad row must not stop the mirror
+                logger.exception("applying a presence change failed")
+        if len(rows) < READ_PAGE:
+            self.presence.stream.current = max(self.presence.stream.current, upto)
 
 
 class SyncReporter:

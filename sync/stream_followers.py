@@ -42,13 +42,13 @@ PRUNE_EVERY_S = 60.0
 RETRY_S = 1.0
 TOKEN_WAIT_S = 3.0          # a token another sync process handed out: it has read that far
 UNANNOUNCED_WAIT_S = 0.25   # a position nobody announced yet
+STREAMS_HEADER = b"X-Homeserver-Streams"
 ROOM_STREAMS = ("receipts", "typing")  # rows keyed by room
 
 
 def _typing_window_ms() -> int:
     from sync.typing import MAX_TIMEOUT_MS  # noqa: PLC0415
     return int(time.time() * 1000) - MAX_TIMEOUT_MS
-STREAMS_HEADER = b"X-Homeserver-Streams"
 
 
 def _streams(hs: "HomeServer") -> dict[str, tuple[Any, Callable]]:
@@ -128,14 +128,65 @@ class StreamAnnouncer:
                 return
 
 
-class StreamFollower:
-    """On a sync process that is not the owner: one stream's rows, after its position."""
+class FollowedStream:
+    """Reading a stream another process writes, up to the position it announced (only its
+    announcements move the reading on: a position named elsewhere, in a token or an
+    answer, may be ahead of its table), page by page, tried again after a failure; and
+    waiting for a position (a write made through this process, a token from another)."""
 
-    def __init__(self, hs: "HomeServer", name: str, part: Any, read: Callable) -> None:
-        self.hs, self.name, self.part, self._read_rows = hs, name, part, read
+    def __init__(self, name: str) -> None:
+        self.name = name
         self._target = 0
         self._reader = Rerun(self._read)
         self._waiters: list[tuple[int, defer.Deferred]] = []
+
+    def position(self) -> int:
+        """How far this process has read."""
+        raise NotImplementedError
+
+    async def read_page(self, after: int, upto: int) -> None:
+        """Read and apply rows in (after, upto], moving `position` past them."""
+        raise NotImplementedError
+
+    @property
+    def announced(self) -> int:
+        return self._target
+
+    def heard(self, position: int) -> None:
+        self._target = max(self._target, position)
+        if self._target > self.position():
+            self._reader.request()
+
+    def wait_for(self, position: int) -> defer.Deferred:
+        if self.position() >= position:
+            return defer.succeed(None)
+        self._waiters = [(p, d) for p, d in self._waiters if not d.called]  # (given up on: timed out)
+        d: defer.Deferred = defer.Deferred()
+        self._waiters.append((position, d))
+        return d
+
+    async def _read(self) -> None:
+        while self._target > self.position():
+            try:
+                await self.read_page(self.position(), self._target)
+            except Exception as e:  # tried again shortly
+                logger.warning("reading the %s stream failed: %s", self.name, e)
+                reactor.callLater(RETRY_S, self._reader.request)
+                return
+            current = self.position()
+            ready = [d for p, d in self._waiters if p <= current]
+            self._waiters = [(p, d) for p, d in self._waiters if p > current]
+            for d in ready:
+                if not d.called:
+                    d.callback(None)
+
+
+class StreamFollower(FollowedStream):
+    """On a sync process that is not the owner: one stream's rows, after its position."""
+
+    def __init__(self, hs: "HomeServer", name: str, part: Any, read: Callable) -> None:
+        super().__init__(name)
+        self.hs, self.part, self._read_rows = hs, part, read
 
     async def start(self) -> None:
         announced = (await self.hs.db.run(repl_store.positions, self.name)).get(self.hs.config.worker.streams)
@@ -149,54 +200,23 @@ class StreamFollower:
         self._target = self.part.stream.current
         self.hs.replication.on_position(self.name, self.heard)
 
-    @property
-    def announced(self) -> int:
-        return self._target
+    def position(self) -> int:
+        return self.part.stream.current
 
-    def heard(self, position: int) -> None:
-        self._target = max(self._target, position)
-        if self._target > self.part.stream.current:
-            self._reader.request()
-
-    def wait_for(self, position: int) -> defer.Deferred:
-        """Fires once this process has read the stream up to `position` (a write the user
-        made through this process: they read it here next). Only the owner's announcements
-        move the reading on: a position named elsewhere (a token, an answer) may be ahead of
-        what its table holds yet (typing is written after it changes)."""
-        if self.part.stream.current >= position:
-            return defer.succeed(None)
-        self._waiters = [(p, d) for p, d in self._waiters if not d.called]  # (given up on: timed out)
-        d: defer.Deferred = defer.Deferred()
-        self._waiters.append((position, d))
-        return d
-
-    async def _read(self) -> None:
-        while self._target > self.part.stream.current:
-            after, upto = self.part.stream.current, self._target
-            try:
-                rows = await self.hs.db.run(self._read_rows, after, upto, READ_PAGE)
-                if self.name in ROOM_STREAMS:  # who to wake: the members of rooms new to this process
-                    for room_id in {r[1] for r in rows}:
-                        if self.hs.room_heads.peek(room_id) is None:
-                            await self.hs.room_heads.get(room_id)
-                prepare = getattr(self.part, "prepare_follow", None)
-                if rows and prepare is not None:  # (receipts: the unread counts they lower)
-                    await prepare(rows)
-            except Exception as e:  # tried again shortly
-                logger.warning("reading the %s stream failed: %s", self.name, e)
-                reactor.callLater(RETRY_S, self._reader.request)
-                return
-            # Then, with no pause: the position moves, and the long-polls are woken to
-            # answer up to it.
-            self.part.stream.advance_to(rows[-1][0] if len(rows) == READ_PAGE else upto)
-            if rows:
-                self.part.follow(rows)
-            current = self.part.stream.current
-            ready = [d for p, d in self._waiters if p <= current]
-            self._waiters = [(p, d) for p, d in self._waiters if p > current]
-            for d in ready:
-                if not d.called:
-                    d.callback(None)
+    async def read_page(self, after: int, upto: int) -> None:
+        rows = await self.hs.db.run(self._read_rows, after, upto, READ_PAGE)
+        if self.name in ROOM_STREAMS:  # who to wake: the members of rooms new to this process
+            for room_id in {r[1] for r in rows}:
+                if self.hs.room_heads.peek(room_id) is None:
+                    await self.hs.room_heads.get(room_id)
+        prepare = getattr(self.part, "prepare_follow", None)
+        if rows and prepare is not None:  # (receipts: the unread counts they lower)
+            await prepare(rows)
+        # Then, with no pause: the position moves, and the long-polls are woken to answer
+        # up to it.
+        self.part.stream.advance_to(rows[-1][0] if len(rows) == READ_PAGE else upto)
+        if rows:
+            self.part.follow(rows)
 
 
 def positions_header(hs: "HomeServer") -> bytes:

@@ -48,6 +48,15 @@ def _sync_until(user: Http, since: str, user_id: str, want, within: float = 10.0
     raise AssertionError(f"no presence of {user_id} matching within {within} s")
 
 
+def _pair_on_the_sync_process(cluster, unique) -> tuple[Http, Http, Http, dict, str]:
+    """(alice, alice on the sync process, bob there, bob's first sync, their room)."""
+    alice, bob, room_id = pair_in_room(cluster.url(cluster.clients[0]), unique("a"), unique("b"))
+    bob_on_sync = Http(cluster.url(cluster.sync), bob.token)
+    status, first = bob_on_sync.request("GET", "/_matrix/client/v3/sync?timeout=0")
+    assert status == 200, first
+    return alice, Http(cluster.url(cluster.sync), alice.token), bob_on_sync, first, room_id
+
+
 def test_status_set_through_the_job_wakes_a_long_poll_on_the_sync_process(cluster, unique):
     url = cluster.url(cluster.clients[0])
     alice, bob, _ = pair_in_room(url, unique("a"), unique("b"))
@@ -72,12 +81,7 @@ def test_status_set_through_the_job_wakes_a_long_poll_on_the_sync_process(cluste
 
 
 def test_set_presence_on_sync_is_reported_to_the_job(cluster, unique):
-    url = cluster.url(cluster.clients[0])
-    alice, bob, _ = pair_in_room(url, unique("a"), unique("b"))
-    bob_on_sync = Http(cluster.url(cluster.sync), bob.token)
-    alice_on_sync = Http(cluster.url(cluster.sync), alice.token)
-    status, first = bob_on_sync.request("GET", "/_matrix/client/v3/sync?timeout=0")
-    assert status == 200
+    alice, alice_on_sync, bob_on_sync, first, _ = _pair_on_the_sync_process(cluster, unique)
     assert alice_on_sync.request("GET", "/_matrix/client/v3/sync?timeout=0&set_presence=unavailable")[0] == 200
     _, since = _sync_until(bob_on_sync, first["next_batch"], alice.user_id, lambda c: c["presence"] == "unavailable")
     # The same client syncing without it again: online, as with one process.
@@ -86,12 +90,7 @@ def test_set_presence_on_sync_is_reported_to_the_job(cluster, unique):
 
 
 def test_syncing_makes_a_user_online_and_stopping_offline(cluster, unique):
-    url = cluster.url(cluster.clients[0])
-    alice, bob, room_id = pair_in_room(url, unique("a"), unique("b"))
-    bob_on_sync = Http(cluster.url(cluster.sync), bob.token)
-    alice_on_sync = Http(cluster.url(cluster.sync), alice.token)
-    status, first = bob_on_sync.request("GET", "/_matrix/client/v3/sync?timeout=0")
-    assert status == 200
+    alice, alice_on_sync, bob_on_sync, first, room_id = _pair_on_the_sync_process(cluster, unique)
     # Active from creating the room, she goes offline once idle past offline_after_ms.
     _, since = _sync_until(bob_on_sync, first["next_batch"], alice.user_id, lambda c: c["presence"] == "offline")
     # alice syncs on the sync process: reported to the job, which makes her online.
