@@ -293,7 +293,7 @@ def test_the_reference_layout_configs_load(tmp_path):
         config = load_config(path)
         roles[config.worker.instance_name] = config.worker.role
         assert {"client", "internal"} == set(config.listeners[1].resources)
-    assert roles == {"client1": "client", "client2": "client", "sync1": "sync",
+    assert roles == {"client1": "client", "client2": "client", "sync1": "sync", "sync2": "sync",
                      "writer1": "writer", "writer2": "writer"}
 
 
