@@ -129,12 +129,19 @@ def tell_position(request: server.Request, hs: "HomeServer") -> None:
     the answer starts (so after the request's own events, and after any it handed to
     another writer): the forwarding process waits for that. The stream owner's answer
     carries its per-user stream positions, for a sync process following them."""
+    owns_streams = hs.config.worker.owns_streams
+    # Only when the streams moved while the request was answered (a write): a read sent on
+    # by a sync process following them must not wait for anything.
+    streams_before = stream_followers.positions_header(hs) if owns_streams else b""
+
     def set_headers() -> None:
         if hs.persister.multi_writer is not None:
             position = max(hs.persister.last_written, hs.replication.replayed)
             request.setHeader(POSITION_HEADER, str(position).encode())
-        if hs.config.worker.owns_streams:
-            request.setHeader(STREAMS_HEADER, stream_followers.positions_header(hs))
+        if owns_streams:
+            streams = stream_followers.positions_header(hs)
+            if streams != streams_before:
+                request.setHeader(STREAMS_HEADER, streams)
 
     request.before_answer = set_headers  # a JSON answer sent whole (LimitedRequest.answer_json)
     write = request.write
