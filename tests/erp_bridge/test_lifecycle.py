@@ -31,7 +31,7 @@ class ErpProcess:
     def __init__(self, secret: str, port: int) -> None:
         self.port = port
         self.proc = subprocess.Popen([sys.executable, "-m", "tests.erp_bridge.erp_client",
-                                      "--port", str(port), "--secret", secret],
+                                      "--port", str(port), f"--secret={secret}"],  # (it may begin with "-")
                                      cwd=REPO, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout.readline().strip() == "ready"
         self.http = Http(f"http://127.0.0.1:{port}")
