@@ -135,6 +135,10 @@ class Persister:
         """The room's events queued or being written: built, not yet in the tables."""
         return {p.event.event_id for p in self._pending_in(room_id)}
 
+    def pending_rooms(self) -> set[str]:
+        """The rooms with events queued or being written."""
+        return {p.row.room_id for p in self._writing + self._queue}
+
     def _pending_in(self, room_id: str) -> list[_Pending]:
         return [p for p in self._writing + self._queue if p.row.room_id == room_id]
 

@@ -139,10 +139,13 @@ class WriterLayout:
         generation, writers = found[0]
         previous = found[1][1] if len(found) > 1 else None
         released = await self.hs.db.run(store.releases, generation) if previous else set()
-        # The config names the instances it knows; the others (writers added later, or
-        # moved) as they registered.
-        self._urls = {**await self.hs.db.run(store.instance_urls), **self._config_urls}
+        await self._refresh_urls()
         self._apply(Layout(generation, tuple(writers), tuple(previous) if previous else None, frozenset(released)))
+
+    async def _refresh_urls(self) -> None:
+        """The config names the instances it knows; the others (writers or sync processes
+        added later, or moved) as they registered."""
+        self._urls = {**await self.hs.db.run(store.instance_urls), **self._config_urls}
 
     def _heard(self, key: str) -> None:
         generation, kind, value = parse_notice(key)
@@ -217,7 +220,7 @@ class WriterLayout:
         now = reactor.seconds()
         if now - self._sync_instances_at > SYNC_INSTANCES_TTL_S:
             self._sync_instances = await self.hs.db.run(store.live_instances_with_role, "sync")
-            self._urls = {**await self.hs.db.run(store.instance_urls), **self._config_urls}
+            await self._refresh_urls()
             self._sync_instances_at = now
         return self._sync_instances
 
@@ -343,11 +346,11 @@ class WriterLayout:
         """Drop what this writer holds of rooms another writer builds (or built): their
         heads (and loads in flight) and events are read from the tables when next needed.
         Rooms with writes in progress or events queued here are this writer's and kept."""
-        persister = self.hs.persister
+        queued = self.hs.persister.pending_rooms()
         rooms = {h.room_id for h in self.hs.room_heads.all()} | self.hs.room_heads.loading() \
             | self.hs.event_cache.rooms()
         for room_id in rooms:
-            if which(room_id) and room_id not in self._building and not persister.pending_event_ids(room_id):
+            if which(room_id) and room_id not in self._building and room_id not in queued:
                 self.hs.room_heads.invalidate(room_id)
                 self.hs.event_cache.forget_room(room_id)
 

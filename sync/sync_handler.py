@@ -25,6 +25,7 @@ from homeserver.pagination import topo_token
 from homeserver.redaction import prune_event_dict
 from homeserver.serialize import client_fragment, serialize_event
 from storage import sync as sync_store
+from sync.stream_followers import reach_token
 from sync.tokens import StreamToken
 
 if TYPE_CHECKING:
@@ -71,7 +72,6 @@ class SyncHandler:
                    full_state: bool, filt: Filter, set_presence: str | None) -> dict[str, Any]:
         since = StreamToken.parse(since_token) if since_token else None
         if since is not None and self.hs.replication is not None:
-            from sync.stream_followers import reach_token  # noqa: PLC0415
             await reach_token(self.hs, since)  # a token another sync process handed out
         presence_on = self.hs.config.presence.enabled
         if presence_on:
